@@ -1,0 +1,114 @@
+//! Wiring: store, service, Slack client, delivery worker and HTTP server, run side by side and
+//! stopped together by one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::delivery::Worker;
+use crate::domain::Clock;
+use crate::http::{self, AppState};
+use crate::service::Service;
+use crate::slack::SlackApi;
+use crate::store::{self, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the Slack client: {0}")]
+    Slack(std::io::Error),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// One Prometheus recorder per process, shared by every server it runs (tests run several).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    worker: Arc<Worker>,
+}
+
+impl Application {
+    /// Opens the store (running migrations), binds the listener and prepares the worker.
+    pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        config.check_serve()?;
+        let store = store::connect(&config.database_url).await?;
+        let bot_token = config
+            .slack
+            .bot_token
+            .as_ref()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default();
+        let slack = SlackApi::new(&config.slack.api_url, &bot_token).map_err(AppError::Slack)?;
+        let wake = Arc::new(Notify::new());
+        let service = Arc::new(Service::new(
+            store.clone(),
+            clock.clone(),
+            config.workflows.clone(),
+            wake.clone(),
+        ));
+        let worker = Worker::new(store, slack, clock, wake);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(AppError::Serve)?;
+        Ok(Self {
+            listener,
+            addr,
+            state: AppState {
+                service,
+                signing_secret: config.slack.signing_secret.clone(),
+                metrics: metrics_handle(),
+            },
+            worker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let worker = tokio::spawn(self.worker.clone().run(shutdown.clone()));
+        let app = http::router(self.state);
+        let stop = shutdown.clone();
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(AppError::Serve);
+        shutdown.cancel();
+        let _ = worker.await;
+        served
+    }
+}

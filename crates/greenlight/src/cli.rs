@@ -1,0 +1,511 @@
+//! The command line: one binary for the server and its clients.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Application;
+use crate::config::Config;
+use crate::domain::{ApiKeyId, DurationSpec, SystemClock};
+use crate::http::auth::{generate_key, hash_key};
+use crate::store::{self, ApiKey, Scope};
+
+/// `ask` exit codes, part of the contract.
+pub mod exit {
+    pub const APPROVED: u8 = 0;
+    pub const DENIED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const EXPIRED_OR_CANCELLED: u8 = 3;
+    pub const STILL_PENDING: u8 = 4;
+    pub const FAILURE: u8 = 5;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "greenlight", version, about = "Human approval for machines, in Slack")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (HTTP API, Slack endpoints, delivery worker).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the config file and exit (0 when clean).
+    Check {
+        /// Config file to check (default: GREENLIGHT_CONFIG or ./greenlight.toml).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Manage API keys (works directly on the database).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Ask for approval; with --wait, block until decided and exit with the outcome.
+    Ask(AskArgs),
+    /// Print the audit log as JSON lines.
+    Audit {
+        /// Only events after this audit id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it (alone) on stdout. It is stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: request, read, decide, admin.
+        #[arg(long, value_delimiter = ',', default_value = "request,read")]
+        scopes: Vec<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+struct AskArgs {
+    #[arg(long)]
+    workflow: Option<String>,
+    #[arg(long)]
+    title: String,
+    #[arg(long)]
+    details: Option<String>,
+    /// key=value; repeatable. Numbers and true/false become JSON numbers and booleans.
+    #[arg(long = "param", value_parser = parse_param)]
+    params: Vec<(String, serde_json::Value)>,
+    /// Who asks (a Slack user id like U012ABC shows as a mention).
+    #[arg(long)]
+    requester: Option<String>,
+    /// When the request expires, e.g. 30m.
+    #[arg(long)]
+    expires_in: Option<DurationSpec>,
+    /// Makes retries of this command return the same request.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Wait for the decision and exit with it.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this long (exit 4).
+    #[arg(long, default_value = "30m")]
+    timeout: DurationSpec,
+    /// Print the request as JSON instead of the id and outcome.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    // Only literals that print back exactly become JSON: "1.10" stays a string.
+    let value = match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(j @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) if j.to_string() == v => j,
+        _ => serde_json::Value::String(v.to_owned()),
+    };
+    Ok((k.to_owned(), value))
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing(matches!(cli.command, Command::Serve));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+fn init_tracing(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(exit::FAILURE)
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Serve => serve().await,
+        Command::Migrate => match Config::load() {
+            Ok(c) => match store::connect(&c.database_url).await {
+                Ok(_) => {
+                    eprintln!("database {} is up to date", c.database_url);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(e),
+        },
+        Command::Check { config } => check(config),
+        Command::Keys(cmd) => keys(cmd).await,
+        Command::Ask(args) => ask(args).await,
+        Command::Audit { after, limit } => audit(after, limit).await,
+    }
+}
+
+async fn serve() -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let app = match Application::build(&config, Arc::new(SystemClock)).await {
+        Ok(app) => app,
+        Err(e) => return fail(e),
+    };
+    tracing::info!(addr = %app.local_addr(), workflows = config.workflows.len(), "greenlight listening");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    match app.run_until_stopped(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn check(path: Option<std::path::PathBuf>) -> ExitCode {
+    let path_str = path.map(|p| p.display().to_string());
+    let loaded = Config::load_with(|k| {
+        if k == "GREENLIGHT_CONFIG" {
+            path_str
+                .clone()
+                .or_else(|| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        } else {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        }
+    });
+    match loaded {
+        Ok(c) => {
+            let source = c
+                .source
+                .as_ref()
+                .map_or_else(|| "(no config file)".to_owned(), |p| p.display().to_string());
+            println!("{source}: ok, {} workflow(s)", c.workflows.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn keys(cmd: KeysCommand) -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let store = match store::connect(&config.database_url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match cmd {
+        KeysCommand::Create { name, scopes } => {
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.len() > 100 {
+                eprintln!("error: --name must be 1-100 characters");
+                return ExitCode::from(exit::USAGE);
+            }
+            let mut parsed = Vec::new();
+            for s in &scopes {
+                match Scope::parse(s.trim()) {
+                    Some(scope) if !parsed.contains(&scope) => parsed.push(scope),
+                    Some(_) => {}
+                    None => {
+                        eprintln!("error: unknown scope {s:?}: use request, read, decide, admin");
+                        return ExitCode::from(exit::USAGE);
+                    }
+                }
+            }
+            let secret = generate_key();
+            let key = ApiKey {
+                id: ApiKeyId::generate(),
+                name,
+                scopes: parsed,
+                created_at: jiff::Timestamp::now(),
+                revoked_at: None,
+            };
+            match store.insert_api_key(&key, &hash_key(&secret)).await {
+                Ok(()) => {
+                    eprintln!("created {} ({}); the key is shown once:", key.id, key.name);
+                    println!("{secret}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        KeysCommand::List => match store.list_api_keys().await {
+            Ok(keys) => {
+                for k in keys {
+                    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{}\t{}\t{}\t{}", k.id, k.name, scopes.join(","), state);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        KeysCommand::Revoke { id } => {
+            let Ok(id) = id.parse::<ApiKeyId>() else {
+                eprintln!("error: {id:?} is not a key id (key_...)");
+                return ExitCode::from(exit::USAGE);
+            };
+            match store.revoke_api_key(&id, jiff::Timestamp::now()).await {
+                Ok(true) => {
+                    eprintln!("revoked {id}");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => fail(format!("no active key {id}")),
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+/// The API client the CLI uses: GREENLIGHT_URL and GREENLIGHT_TOKEN.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+#[derive(Debug)]
+enum ClientError {
+    /// The server refused the input (4xx other than auth): a usage error.
+    Rejected(String),
+    Failed(String),
+}
+
+impl Client {
+    fn from_env() -> Result<Self, ClientError> {
+        let base = std::env::var("GREENLIGHT_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+        let token = std::env::var("GREENLIGHT_TOKEN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                ClientError::Failed("GREENLIGHT_TOKEN is not set (create one with `greenlight keys create`)".into())
+            })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Failed(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, serde_json::Value), ClientError> {
+        let res = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Failed(format!("cannot reach greenlight at {}: {e}", self.base)))?;
+        let status = res.status().as_u16();
+        let body: serde_json::Value = res
+            .json()
+            .await
+            .map_err(|e| ClientError::Failed(format!("bad response from greenlight: {e}")))?;
+        if status >= 400 {
+            let msg = format!(
+                "{} ({})",
+                body["error"]["message"].as_str().unwrap_or("request failed"),
+                body["error"]["code"].as_str().unwrap_or("unknown")
+            );
+            return Err(if (400..500).contains(&status) && status != 401 && status != 403 {
+                ClientError::Rejected(msg)
+            } else {
+                ClientError::Failed(msg)
+            });
+        }
+        Ok((status, body))
+    }
+}
+
+fn client_exit(e: ClientError) -> ExitCode {
+    match e {
+        ClientError::Rejected(m) => {
+            eprintln!("error: {m}");
+            ExitCode::from(exit::USAGE)
+        }
+        ClientError::Failed(m) => fail(m),
+    }
+}
+
+async fn ask(args: AskArgs) -> ExitCode {
+    let client = match Client::from_env() {
+        Ok(c) => c,
+        Err(e) => return client_exit(e),
+    };
+    let mut body = serde_json::json!({
+        "title": args.title,
+        "params": args.params.into_iter().collect::<serde_json::Map<_, _>>(),
+    });
+    for (k, v) in [
+        ("workflow", args.workflow),
+        ("details", args.details),
+        ("requester", args.requester),
+        ("idempotency_key", args.idempotency_key),
+        ("expires_in", args.expires_in.map(|d| d.to_string())),
+    ] {
+        if let Some(v) = v {
+            body[k] = v.into();
+        }
+    }
+    let created = client
+        .send(client.http.post(format!("{}/v1/requests", client.base)).json(&body))
+        .await;
+    let mut request = match created {
+        Ok((_, r)) => r,
+        Err(e) => return client_exit(e),
+    };
+    let Some(id) = request["id"].as_str().map(str::to_owned) else {
+        return fail("the server answered without a request id");
+    };
+    if !args.json {
+        println!("{id}");
+    }
+    if args.wait {
+        let deadline = Instant::now() + args.timeout.as_duration();
+        while request["status"] == "pending" {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wait = left.as_secs().clamp(1, crate::http::MAX_WAIT_SECS);
+            let url = format!("{}/v1/requests/{id}?wait={wait}", client.base);
+            match client.send(client.http.get(url).timeout(Duration::from_secs(wait + 30))).await {
+                Ok((_, r)) => request = r,
+                Err(ClientError::Failed(m)) if m.contains("cannot reach") => {
+                    // The server may be restarting; the request is durable, so keep waiting.
+                    eprintln!("warning: {m}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1).min(left)).await;
+                }
+                Err(e) => return client_exit(e),
+            }
+        }
+    }
+    let status = request["status"].as_str().unwrap_or("unknown").to_owned();
+    if args.json {
+        println!("{request}");
+    } else if args.wait {
+        let by = request["decided_by"]
+            .as_str()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        let reason = request["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        println!("{status}{by}{reason}");
+    }
+    if !args.wait {
+        return ExitCode::SUCCESS;
+    }
+    ExitCode::from(match status.as_str() {
+        "approved" => exit::APPROVED,
+        "denied" => exit::DENIED,
+        "expired" | "cancelled" => exit::EXPIRED_OR_CANCELLED,
+        "pending" => exit::STILL_PENDING,
+        _ => exit::FAILURE,
+    })
+}
+
+async fn audit(after: i64, limit: u32) -> ExitCode {
+    let client = match Client::from_env() {
+        Ok(c) => c,
+        Err(e) => return client_exit(e),
+    };
+    let url = format!("{}/v1/audit", client.base);
+    let req = client
+        .http
+        .get(url)
+        .query(&[("after", after.to_string()), ("limit", limit.to_string())]);
+    match client.send(req).await {
+        Ok((_, body)) => {
+            for e in body["events"].as_array().into_iter().flatten() {
+                println!("{e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => client_exit(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_keep_strings_that_only_look_like_numbers() {
+        assert_eq!(parse_param("amount=120").unwrap().1, serde_json::json!(120));
+        assert_eq!(parse_param("ok=true").unwrap().1, serde_json::json!(true));
+        assert_eq!(parse_param("version=1.10").unwrap().1, serde_json::json!("1.10"));
+        assert_eq!(parse_param("zip=007").unwrap().1, serde_json::json!("007"));
+        assert_eq!(parse_param("q=a=b").unwrap(), ("q".into(), serde_json::json!("a=b")));
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("=x").is_err());
+    }
+}

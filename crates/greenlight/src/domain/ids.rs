@@ -1,0 +1,225 @@
+//! Identifiers, parsed once at the edge so that an invalid one cannot exist inside.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {kind} {value:?}: {expected}")]
+pub struct IdError {
+    kind: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+fn id_error(kind: &'static str, value: &str, expected: &'static str) -> IdError {
+    let mut value = value.to_owned();
+    value.truncate(80);
+    IdError {
+        kind,
+        value,
+        expected,
+    }
+}
+
+macro_rules! string_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// `req_` followed by a ULID: sortable by creation time, unguessable enough for buttons.
+    RequestId
+);
+
+impl RequestId {
+    pub fn generate() -> Self {
+        Self(format!("req_{}", ulid::Ulid::new()))
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = s
+            .strip_prefix("req_")
+            .is_some_and(|rest| ulid::Ulid::from_string(rest).is_ok());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(id_error("request id", s, "expected req_<ULID>"))
+        }
+    }
+}
+
+string_id!(
+    /// `key_` followed by a ULID; the public half of an API key record (the secret is hashed).
+    ApiKeyId
+);
+
+impl ApiKeyId {
+    pub fn generate() -> Self {
+        Self(format!("key_{}", ulid::Ulid::new()))
+    }
+}
+
+impl FromStr for ApiKeyId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = s
+            .strip_prefix("key_")
+            .is_some_and(|rest| ulid::Ulid::from_string(rest).is_ok());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(id_error("API key id", s, "expected key_<ULID>"))
+        }
+    }
+}
+
+fn is_slack_id(s: &str, prefixes: &[u8]) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 3
+        && b.len() <= 32
+        && prefixes.contains(&b[0])
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+string_id!(
+    /// A Slack user id (`U…`, or `W…` on Enterprise Grid).
+    SlackUserId
+);
+
+impl SlackUserId {
+    pub fn looks_like(s: &str) -> bool {
+        is_slack_id(s, b"UW")
+    }
+}
+
+impl FromStr for SlackUserId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if Self::looks_like(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(id_error(
+                "Slack user id",
+                s,
+                "expected U or W followed by capital letters and digits",
+            ))
+        }
+    }
+}
+
+string_id!(
+    /// Where a workflow posts: a channel id (`C…`, `G…`, `D…`) or a `#name`.
+    ChannelRef
+);
+
+impl FromStr for ChannelRef {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let by_name = s.strip_prefix('#').is_some_and(|name| {
+            !name.is_empty()
+                && name.len() <= 80
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+        });
+        if by_name || is_slack_id(s, b"CGD") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(id_error(
+                "channel",
+                s,
+                "expected a channel id like C0123ABCD or a name like #deploys",
+            ))
+        }
+    }
+}
+
+string_id!(
+    /// A workflow's name as configured: lowercase letters, digits, `-` and `_`.
+    WorkflowName
+);
+
+impl FromStr for WorkflowName {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_'
+            });
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(id_error(
+                "workflow name",
+                s,
+                "expected 1-64 lowercase letters, digits, '-' or '_'",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_round_trip_and_refuse_junk() {
+        let id = RequestId::generate();
+        assert_eq!(id.as_str().parse::<RequestId>(), Ok(id.clone()));
+        for bad in ["", "req_", "req_xyz", "01JD0000000000000000000000", "key_01JD3K6Z7Q8R9S0T1V2W3X4Y5Z"] {
+            assert!(bad.parse::<RequestId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slack_ids_and_channels() {
+        assert!("U012ABC".parse::<SlackUserId>().is_ok());
+        assert!("W012ABC".parse::<SlackUserId>().is_ok());
+        assert!("u012abc".parse::<SlackUserId>().is_err());
+        assert!("<!channel>".parse::<SlackUserId>().is_err());
+        assert!("C0123DEPLOY".parse::<ChannelRef>().is_ok());
+        assert!("#deploys".parse::<ChannelRef>().is_ok());
+        assert!("#".parse::<ChannelRef>().is_err());
+        assert!("deploys".parse::<ChannelRef>().is_err());
+        assert!("#Deploys Now".parse::<ChannelRef>().is_err());
+    }
+
+    #[test]
+    fn workflow_names() {
+        assert!("deploy".parse::<WorkflowName>().is_ok());
+        assert!("db-migrate_2".parse::<WorkflowName>().is_ok());
+        assert!("Deploy".parse::<WorkflowName>().is_err());
+        assert!("-x".parse::<WorkflowName>().is_err());
+        assert!("".parse::<WorkflowName>().is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! `/v1/requests`: what machines call.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiJson, ApiQuery};
+use super::AppState;
+use crate::domain::{DecisionKind, DurationSpec, Params, RequestId, Status, Verdict, Vote};
+use crate::service::{CreateInput, VoteResult};
+use crate::store::{ListFilter, Scope};
+
+const MAX_TITLE: usize = 200;
+const MAX_DETAILS: usize = 10_000;
+const MAX_PARAMS: usize = 50;
+const MAX_PARAMS_BYTES: usize = 16 * 1024;
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Longest single long-poll; clients loop for longer waits (the CLI does).
+pub const MAX_WAIT_SECS: u64 = 120;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    workflow: Option<String>,
+    title: Option<String>,
+    details: Option<String>,
+    params: Option<Params>,
+    requester: Option<String>,
+    callback_url: Option<String>,
+    expires_in: Option<DurationSpec>,
+    idempotency_key: Option<String>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_request", message)
+}
+
+fn non_empty(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) if v.chars().count() > max => {
+            Err(invalid(format!("{field} is longer than {max} characters")))
+        }
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, ApiError> {
+    let workflow = body
+        .workflow
+        .map(|w| w.parse())
+        .transpose()
+        .map_err(|e: crate::domain::IdError| ApiError::bad_request("unknown_workflow", e.to_string()))?;
+    let title = non_empty("title", body.title, MAX_TITLE)?
+        .ok_or_else(|| invalid("title is required"))?;
+    let details = non_empty("details", body.details, MAX_DETAILS)?;
+    let requester = non_empty("requester", body.requester, 200)?;
+    let params = body.params.unwrap_or_default();
+    if params.len() > MAX_PARAMS {
+        return Err(invalid(format!("params has more than {MAX_PARAMS} keys")));
+    }
+    if serde_json::to_vec(&params).map_or(0, |v| v.len()) > MAX_PARAMS_BYTES {
+        return Err(invalid(format!("params is larger than {MAX_PARAMS_BYTES} bytes")));
+    }
+    if let Some(k) = params.keys().find(|k| k.is_empty() || k.len() > 100) {
+        return Err(invalid(format!("param name {k:?} must be 1-100 characters")));
+    }
+    let callback_url = non_empty("callback_url", body.callback_url, 2000)?;
+    if let Some(url) = &callback_url {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| invalid(format!("callback_url is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("callback_url must be http or https"));
+        }
+    }
+    let header_key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| invalid("Idempotency-Key must be visible ASCII"))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let idempotency_key = match (header_key, body.idempotency_key) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(invalid(
+                "Idempotency-Key header and idempotency_key field disagree",
+            ));
+        }
+        (h, b) => non_empty("idempotency key", h.or(b), MAX_IDEMPOTENCY_KEY)?,
+    };
+    Ok(CreateInput {
+        workflow,
+        title,
+        details,
+        params,
+        requester,
+        callback_url,
+        expires_in: body.expires_in,
+        idempotency_key,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let key = caller.require(Scope::Request)?;
+    let input = parse_create(body, &headers)?;
+    let (request, created) = state.service.create(input, key).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(request)).into_response())
+}
+
+fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no request {raw:?}"),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    wait: Option<u64>,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<GetQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let id = parse_id(&id)?;
+    let request = match q.wait.filter(|w| *w > 0) {
+        Some(secs) => {
+            let wait = Duration::from_secs(secs.min(MAX_WAIT_SECS));
+            state.service.wait(&id, wait).await?
+        }
+        None => state.service.get(&id).await?,
+    };
+    let delivery = state.service.store().deliveries(&id).await?;
+    let mut body = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
+    body["delivery"] = serde_json::to_value(delivery).map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(body).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            Status::parse(s).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("status must be one of pending, approved, denied, expired, cancelled; got {s:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    let workflow = q
+        .workflow
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: crate::domain::IdError| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let before = q
+        .cursor
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_query", "cursor is not a request id"))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_query", "limit must be 1-200"));
+    }
+    let requests = state
+        .service
+        .store()
+        .list_requests(&ListFilter {
+            status,
+            workflow,
+            before,
+            limit,
+        })
+        .await?;
+    let next_cursor = (requests.len() == limit as usize)
+        .then(|| requests.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(Json(serde_json::json!({"requests": requests, "next_cursor": next_cursor})).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    reason: Option<String>,
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = caller.require(Scope::Request)?;
+    let id = parse_id(&id)?;
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    };
+    let reason = non_empty("reason", body.reason, 1000)?;
+    let request = state.service.cancel(&id, &key.name, reason).await?;
+    Ok(Json(request).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    verdict: String,
+    reason: Option<String>,
+}
+
+pub async fn decide(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DecisionBody>,
+) -> Result<Response, ApiError> {
+    let key = caller.require(Scope::Decide)?;
+    let id = parse_id(&id)?;
+    let verdict = Verdict::parse(&body.verdict)
+        .ok_or_else(|| invalid("verdict must be \"approve\" or \"deny\""))?;
+    let reason = non_empty("reason", body.reason, 1000)?;
+    let vote = Vote {
+        by: key.name.clone(),
+        kind: DecisionKind::Machine,
+        verdict,
+        reason,
+    };
+    let request = match state.service.vote(&id, vote).await? {
+        VoteResult::Decided(r) | VoteResult::Counted(r) => r,
+    };
+    Ok(Json(request).into_response())
+}

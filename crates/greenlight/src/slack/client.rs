@@ -1,0 +1,153 @@
+//! The Slack Web API, through slack-morphism. Errors are sorted into what the outbox needs to
+//! know: wait (rate limited), give up (cannot heal), or try again later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlackCallError {
+    #[error("rate limited, retry after {retry_after:?}")]
+    RateLimited { retry_after: Duration },
+    /// An error that retrying will not fix (bad channel, bad token, bad blocks).
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Slack error codes that no retry can fix.
+const PERMANENT: &[&str] = &[
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+    "missing_scope",
+    "no_permission",
+    "invalid_blocks",
+    "invalid_blocks_format",
+    "msg_too_long",
+    "no_text",
+    "message_not_found",
+    "cant_update_message",
+    "edit_window_closed",
+    "user_not_in_channel",
+    "user_not_found",
+    "invalid_arguments",
+    "restricted_action",
+    "team_access_not_granted",
+    "ekm_access_denied",
+];
+
+fn classify(err: SlackClientError) -> SlackCallError {
+    match err {
+        SlackClientError::RateLimitError(e) => SlackCallError::RateLimited {
+            retry_after: e.retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+        SlackClientError::ApiError(e) if e.code == "rate_limited" || e.code == "ratelimited" => {
+            SlackCallError::RateLimited {
+                retry_after: Duration::from_secs(1),
+            }
+        }
+        SlackClientError::ApiError(e) if PERMANENT.contains(&e.code.as_str()) => {
+            SlackCallError::Permanent(e.code)
+        }
+        SlackClientError::ApiError(e) => SlackCallError::Transient(e.code),
+        SlackClientError::HttpError(e) => {
+            SlackCallError::Transient(format!("HTTP {}", e.status_code.as_u16()))
+        }
+        other => SlackCallError::Transient(first_line(&other.to_string())),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(300).collect()
+}
+
+type Connector = SlackClientHyperConnector<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+>;
+
+#[derive(Clone)]
+pub struct SlackApi {
+    client: Arc<SlackClient<Connector>>,
+    token: SlackApiToken,
+}
+
+impl SlackApi {
+    /// `api_url` is Slack's (`https://slack.com/api/`) or the sandbox's (`http://…/api/`).
+    pub fn new(api_url: &str, bot_token: &str) -> std::io::Result<Self> {
+        // slack-morphism's default connector is HTTPS-only; the sandbox speaks plain HTTP.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let connector = SlackClientHyperConnector::with_connector(https)
+            .with_slack_api_url(api_url.trim_end_matches('/'));
+        Ok(Self {
+            client: Arc::new(SlackClient::new(connector)),
+            token: SlackApiToken::new(bot_token.to_owned().into()),
+        })
+    }
+
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        text: String,
+        blocks: Vec<SlackBlock>,
+    ) -> Result<(String, String), SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let content = SlackMessageContent::new().with_text(text).with_blocks(blocks);
+        let req = SlackApiChatPostMessageRequest::new(channel.to_owned().into(), content);
+        let res = session.chat_post_message(&req).await.map_err(classify)?;
+        Ok((res.channel.to_string(), res.ts.to_string()))
+    }
+
+    pub async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: String,
+        blocks: Vec<SlackBlock>,
+    ) -> Result<(), SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let content = SlackMessageContent::new().with_text(text).with_blocks(blocks);
+        let req = SlackApiChatUpdateRequest::new(
+            channel.to_owned().into(),
+            content,
+            ts.to_owned().into(),
+        );
+        session.chat_update(&req).await.map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: String,
+    ) -> Result<(), SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiChatPostEphemeralRequest::new(
+            channel.to_owned().into(),
+            user.to_owned().into(),
+            SlackMessageContent::new().with_text(text),
+        );
+        session.chat_post_ephemeral(&req).await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// Checks the token; used by `/readyz` and at start-up.
+    pub async fn auth_test(&self) -> Result<String, SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let res = session.auth_test().await.map_err(classify)?;
+        Ok(res.team_id.to_string())
+    }
+}

@@ -1,0 +1,160 @@
+//! Interaction payloads, decoded leniently into the few fields greenlight uses: Slack adds
+//! fields over time and differs between workspaces (null `team` on org installs), so unknown
+//! and missing fields must not break a click.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Interaction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: Option<User>,
+    pub channel: Option<Channel>,
+    pub container: Option<Container>,
+    pub message: Option<Message>,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    pub trigger_id: Option<String>,
+    pub response_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Channel {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Container {
+    pub channel_id: Option<String>,
+    pub message_ts: Option<String>,
+    #[serde(default)]
+    pub is_ephemeral: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub ts: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Action {
+    pub action_id: String,
+    pub value: Option<String>,
+    pub block_id: Option<String>,
+}
+
+impl Interaction {
+    /// The channel the interaction happened in.
+    pub fn channel_id(&self) -> Option<&str> {
+        self.container
+            .as_ref()
+            .and_then(|c| c.channel_id.as_deref())
+            .or(self.channel.as_ref().map(|c| c.id.as_str()))
+    }
+}
+
+/// What a POST to the interactivity endpoint carried.
+#[derive(Debug)]
+pub enum Inbound {
+    Interaction(Box<Interaction>),
+    UrlVerification { challenge: String },
+    /// A well-formed Events API callback or another payload type greenlight ignores.
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("the form has no payload field")]
+    NoPayload,
+    #[error("the payload is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("the body is neither a form nor JSON")]
+    UnknownBody,
+}
+
+/// Decodes a body for `/slack/interactions` or `/slack/events`: a form with a `payload` (an
+/// interaction), or JSON (`url_verification` or an event callback).
+pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Inbound, PayloadError> {
+    let is_json = content_type.is_some_and(|ct| ct.trim_start().starts_with("application/json"))
+        || body.first() == Some(&b'{');
+    if is_json {
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(rename = "type")]
+            kind: String,
+            challenge: Option<String>,
+        }
+        let env: Envelope =
+            serde_json::from_slice(body).map_err(|e| PayloadError::BadJson(e.to_string()))?;
+        return Ok(match (env.kind.as_str(), env.challenge) {
+            ("url_verification", Some(challenge)) => Inbound::UrlVerification { challenge },
+            ("url_verification", None) => {
+                return Err(PayloadError::BadJson("url_verification without challenge".into()));
+            }
+            (kind, _) => Inbound::Other(kind.to_owned()),
+        });
+    }
+    let fields: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|_| PayloadError::UnknownBody)?;
+    let payload = fields
+        .into_iter()
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v)
+        .ok_or(PayloadError::NoPayload)?;
+    let interaction: Interaction =
+        serde_json::from_str(&payload).map_err(|e| PayloadError::BadJson(e.to_string()))?;
+    Ok(Inbound::Interaction(Box::new(interaction)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_block_actions_click_with_extra_and_null_fields() {
+        let payload = serde_json::json!({
+            "type": "block_actions", "team": null, "token": "x", "api_app_id": "A1",
+            "user": {"id": "U1", "username": "alice", "team_id": "T1"},
+            "container": {"type": "message", "message_ts": "1.2", "channel_id": "C1", "is_ephemeral": false},
+            "channel": {"id": "C1", "name": "deploys"},
+            "trigger_id": "t", "response_url": "https://hooks.slack.com/x",
+            "actions": [{"action_id": "greenlight.approve", "block_id": "b", "value": "req_1", "type": "button", "action_ts": "1"}],
+            "state": {"values": {}}, "something_new": [1, 2, 3]
+        });
+        let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+        let Inbound::Interaction(i) =
+            decode(Some("application/x-www-form-urlencoded"), body.as_bytes()).unwrap()
+        else {
+            panic!("not an interaction");
+        };
+        assert_eq!(i.kind, "block_actions");
+        assert_eq!(i.channel_id(), Some("C1"));
+        assert_eq!(i.actions[0].value.as_deref(), Some("req_1"));
+    }
+
+    #[test]
+    fn url_verification_and_garbage() {
+        let body = br#"{"token":"t","challenge":"abc","type":"url_verification"}"#;
+        assert!(matches!(
+            decode(Some("application/json"), body),
+            Ok(Inbound::UrlVerification { challenge }) if challenge == "abc"
+        ));
+        assert_eq!(
+            decode(Some("application/x-www-form-urlencoded"), b"foo=bar").unwrap_err(),
+            PayloadError::NoPayload
+        );
+        assert!(matches!(
+            decode(None, b"payload=%7Bnot-json"),
+            Err(PayloadError::BadJson(_))
+        ));
+        assert!(matches!(decode(None, b"payload=%7B%7D"), Err(PayloadError::BadJson(_))));
+        assert!(matches!(decode(Some("application/json"), b"{"), Err(PayloadError::BadJson(_))));
+    }
+}

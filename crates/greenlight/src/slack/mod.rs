@@ -1,0 +1,9 @@
+//! The Slack adapter: request signatures, interaction payloads, message rendering and the Web
+//! API client. The domain never sees a Slack type.
+
+mod client;
+pub mod interaction;
+pub mod render;
+pub mod signature;
+
+pub use client::{SlackApi, SlackCallError};

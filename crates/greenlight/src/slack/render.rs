@@ -1,0 +1,282 @@
+//! The approval message, rendered from a request's current state. Pure: the same request always
+//! renders the same message, so a retried or collapsed update shows the truth.
+
+use jiff::Timestamp;
+use slack_morphism::prelude::*;
+
+use crate::domain::{DecisionKind, Request, SlackUserId, Status};
+
+pub const APPROVE_ACTION: &str = "greenlight.approve";
+pub const DENY_ACTION: &str = "greenlight.deny";
+pub const ACTIONS_BLOCK: &str = "greenlight.actions";
+
+const MAX_FIELDS: usize = 10;
+
+/// Escapes text for mrkdwn: only `&`, `<` and `>` are special, and escaping them is what stops
+/// requester text from becoming `<!channel>` or a disguised link.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A person or machine as mrkdwn: Slack user ids become mentions, anything else is escaped.
+pub fn who(id: &str) -> String {
+    if SlackUserId::looks_like(id) {
+        format!("<@{id}>")
+    } else {
+        escape(id)
+    }
+}
+
+fn date(ts: Timestamp) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
+        ts.as_second(),
+        ts.strftime("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+fn param_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn md(text: String) -> SlackBlockText {
+    SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text))
+}
+
+fn outcome_line(r: &Request) -> String {
+    let by = r.decided_by.as_deref().map(who).unwrap_or_default();
+    let kind = r.decisions.last().map(|d| d.kind);
+    let when = r.decided_at.map(date).unwrap_or_default();
+    match r.status {
+        Status::Pending => String::new(),
+        Status::Approved if kind == Some(DecisionKind::Policy) => {
+            format!(":white_check_mark: *Auto-approved* by rule {by} {when}")
+        }
+        Status::Denied if kind == Some(DecisionKind::Policy) => {
+            format!(":no_entry: *Auto-denied* by rule {by} {when}")
+        }
+        Status::Approved => format!(":white_check_mark: *Approved* by {by} {when}"),
+        Status::Denied => format!(":no_entry: *Denied* by {by} {when}"),
+        Status::Expired => format!(":hourglass: *Expired* {when}, no decision"),
+        Status::Cancelled => format!(":no_entry_sign: *Cancelled* by {by} {when}"),
+    }
+}
+
+/// The notification text (shown where blocks are not: push notifications, screen readers).
+pub fn fallback_text(r: &Request) -> String {
+    let title = escape(&truncate(&r.title, 200));
+    match r.status {
+        Status::Pending => format!("Approval requested: {title}"),
+        status => format!("{}: {title}", capitalize(status.as_str())),
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+pub fn blocks(r: &Request) -> Vec<SlackBlock> {
+    let mut blocks: Vec<SlackBlock> = vec![
+        SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(&r.title, 150))).into(),
+    ];
+    if let Some(details) = r.details.as_deref().filter(|d| !d.trim().is_empty()) {
+        blocks.push(SlackSectionBlock::new().with_text(md(truncate(&escape(details), 3000))).into());
+    }
+    if !r.params.is_empty() {
+        let mut fields: Vec<SlackBlockText> = r
+            .params
+            .iter()
+            .take(MAX_FIELDS)
+            .map(|(k, v)| {
+                md(truncate(
+                    &format!("*{}*\n{}", escape(k), escape(&param_value(v))),
+                    2000,
+                ))
+            })
+            .collect();
+        if r.params.len() > MAX_FIELDS {
+            fields.pop();
+            fields.push(md(format!(
+                "_…and {} more_",
+                r.params.len() - (MAX_FIELDS - 1)
+            )));
+        }
+        blocks.push(SlackSectionBlock::new().with_fields(fields).into());
+    }
+    let mut context = vec![format!("workflow *{}*", escape(r.workflow.as_str()))];
+    if let Some(requester) = &r.requester {
+        context.insert(0, format!("requested by {}", who(requester)));
+    }
+    if let (Status::Pending, Some(expires)) = (r.status, r.expires_at) {
+        context.push(format!("expires {}", date(expires)));
+    }
+    context.push(format!("`{}`", r.id));
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(context.join(" · ")),
+        )])
+        .into(),
+    );
+    let approvals: Vec<String> = r
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == crate::domain::Verdict::Approve)
+        .map(|d| who(&d.by))
+        .collect();
+    if r.status == Status::Pending {
+        if !approvals.is_empty() {
+            blocks.push(
+                SlackSectionBlock::new()
+                    .with_text(md(format!("Approved so far by {}", approvals.join(", "))))
+                    .into(),
+            );
+        }
+        blocks.push(
+            SlackActionsBlock::new(vec![
+                SlackActionBlockElement::Button(
+                    SlackBlockButtonElement::new("Approve".into())
+                        .with_action_id(APPROVE_ACTION.into())
+                        .with_value(r.id.to_string())
+                        .with_style(SlackBlockButtonStyle::Primary),
+                ),
+                SlackActionBlockElement::Button(
+                    SlackBlockButtonElement::new("Deny".into())
+                        .with_action_id(DENY_ACTION.into())
+                        .with_value(r.id.to_string())
+                        .with_style(SlackBlockButtonStyle::Danger),
+                ),
+            ])
+            .with_block_id(ACTIONS_BLOCK.into())
+            .into(),
+        );
+    } else {
+        let mut line = outcome_line(r);
+        if let Some(reason) = r.reason.as_deref().filter(|s| !s.trim().is_empty()) {
+            line.push_str(&format!("\n>{}", escape(&truncate(reason, 1000)).replace('\n', "\n>")));
+        }
+        blocks.push(SlackSectionBlock::new().with_text(md(truncate(&line, 3000))).into());
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{NewRequest, Params, Policy, RequestId, Verdict, Vote};
+
+    fn request(title: &str, details: &str) -> Request {
+        let mut params = Params::new();
+        params.insert("version".into(), "<!channel> v1.2".into());
+        params.insert("replicas".into(), 3.into());
+        Request::new(
+            RequestId::generate(),
+            NewRequest {
+                workflow: "deploy".parse().unwrap(),
+                title: title.into(),
+                details: Some(details.into()),
+                params,
+                requester: Some("U0ALICE".into()),
+                channel: "#deploys".parse().unwrap(),
+                expires_at: Some(Timestamp::from_second(1_800_000_000).unwrap()),
+                callback_url: None,
+            },
+            Timestamp::from_second(1_700_000_000).unwrap(),
+        )
+    }
+
+    fn json(r: &Request) -> String {
+        serde_json::to_string(&blocks(r)).unwrap()
+    }
+
+    #[test]
+    fn requester_text_cannot_ping_the_channel_or_fake_links() {
+        let r = request("Deploy <!here>", "see <https://evil.example|docs> & <!channel>");
+        let out = json(&r);
+        assert!(!out.contains("<!channel>"), "{out}");
+        assert!(!out.contains("<https://evil"), "{out}");
+        assert!(out.contains("&lt;!channel&gt;"));
+        assert!(out.contains("&amp;"));
+        assert_eq!(escape("a<b>&c"), "a&lt;b&gt;&amp;c");
+    }
+
+    #[test]
+    fn pending_message_has_approve_and_deny_buttons_carrying_the_id() {
+        let r = request("Deploy v1.2", "");
+        let v: serde_json::Value = serde_json::to_value(blocks(&r)).unwrap();
+        let actions = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "actions")
+            .expect("actions block");
+        let buttons = actions["elements"].as_array().unwrap();
+        assert_eq!(buttons[0]["action_id"], APPROVE_ACTION);
+        assert_eq!(buttons[0]["style"], "primary");
+        assert_eq!(buttons[1]["action_id"], DENY_ACTION);
+        assert_eq!(buttons[1]["style"], "danger");
+        assert_eq!(buttons[0]["value"], r.id.as_str());
+        assert!(json(&r).contains("<@U0ALICE>"));
+        assert!(json(&r).contains("<!date^1800000000^"));
+    }
+
+    #[test]
+    fn decided_message_has_no_buttons_and_names_the_decider() {
+        let mut r = request("Deploy v1.2", "x");
+        r.cast(
+            Vote {
+                by: "U0BOB".into(),
+                kind: DecisionKind::User,
+                verdict: Verdict::Deny,
+                reason: Some("not <now>".into()),
+            },
+            &Policy::default(),
+            Timestamp::from_second(1_700_000_100).unwrap(),
+        )
+        .unwrap();
+        let out = json(&r);
+        assert!(!out.contains("\"actions\""));
+        assert!(out.contains("*Denied* by <@U0BOB>"));
+        assert!(out.contains("not &lt;now&gt;"));
+        assert_eq!(fallback_text(&r), "Denied: Deploy v1.2");
+    }
+
+    #[test]
+    fn long_text_is_cut_to_slacks_limits() {
+        let mut r = request(&"t".repeat(400), &"d".repeat(5000));
+        for i in 0..30 {
+            r.params.insert(format!("k{i}"), "v".repeat(3000).into());
+        }
+        let v: serde_json::Value = serde_json::to_value(blocks(&r)).unwrap();
+        let blocks = v.as_array().unwrap();
+        assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+        assert!(blocks[1]["text"]["text"].as_str().unwrap().chars().count() <= 3000);
+        let fields = blocks[2]["fields"].as_array().unwrap();
+        assert_eq!(fields.len(), 10);
+        assert!(fields.iter().all(|f| f["text"].as_str().unwrap().chars().count() <= 2000));
+    }
+}

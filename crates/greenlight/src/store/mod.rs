@@ -1,0 +1,284 @@
+//! Persistence behind one trait. The domain decides; the store only writes what was decided,
+//! atomically with its audit entries and outbox jobs, and refuses a write whose request changed
+//! in between (compare-and-set on the request's version).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ApiKeyId, Millis, Request, RequestId, Status, WorkflowName};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use sqlite:PATH")]
+    UnsupportedUrl(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the store named by a database URL and brings its schema up to date.
+pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// A side effect to deliver after the change that caused it has been committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Effect {
+    /// Post the request's message to its channel (rendered from the state at delivery time).
+    SlackPost { request_id: RequestId },
+    /// Rewrite the request's message to show its current state.
+    SlackUpdate { request_id: RequestId },
+    /// A note only one person sees.
+    SlackEphemeral {
+        channel: String,
+        user: String,
+        text: String,
+    },
+}
+
+impl Effect {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Effect::SlackPost { .. } => "slack_post",
+            Effect::SlackUpdate { .. } => "slack_update",
+            Effect::SlackEphemeral { .. } => "slack_ephemeral",
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&RequestId> {
+        match self {
+            Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
+                Some(request_id)
+            }
+            Effect::SlackEphemeral { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub request_id: Option<RequestId>,
+    pub event: &'static str,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: Timestamp,
+    pub request_id: Option<String>,
+    pub event: String,
+    pub actor: String,
+    pub data: serde_json::Value,
+}
+
+/// Who created a request, and what they called it, so that a retry finds the same request.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub api_key: ApiKeyId,
+    pub key: String,
+    /// A digest of the creating body: the same key with a different body is a client bug.
+    pub fingerprint: String,
+}
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was seen before with the same body: here is that request.
+    Existing(Box<Request>),
+    /// The idempotency key was seen before with a different body.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub workflow: Option<WorkflowName>,
+    /// Return requests older than this id (ids sort by creation time).
+    pub before: Option<RequestId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "pending" => Ok(JobState::Pending),
+            "done" => Ok(JobState::Done),
+            "dead" => Ok(JobState::Dead),
+            other => Err(StoreError::Corrupt(format!("outbox state {other:?}"))),
+        }
+    }
+}
+
+/// An outbox job leased to a worker.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub effect: Effect,
+    pub attempts: u32,
+    pub created_at: Millis,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobResult {
+    Done,
+    /// Try again at `at`; `counts` is false for waits that are not failures (rate limits,
+    /// waiting for the message to be posted first).
+    Retry {
+        at: Millis,
+        error: String,
+        counts: bool,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+/// What the API shows about a request's deliveries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub kind: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Request,
+    Read,
+    Decide,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Request, Scope::Read, Scope::Decide, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Request => "request",
+            Scope::Read => "read",
+            Scope::Decide => "decide",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ApiKey {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.revoked_at.is_none() && (self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin))
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new request with its audit entries and effects, or finds the one created
+    /// earlier under the same idempotency key.
+    async fn create_request(
+        &self,
+        request: &Request,
+        idempotency: Option<&Idempotency>,
+        audit: &[NewAudit],
+        effects: &[Effect],
+        now: Millis,
+    ) -> StoreResult<CreateOutcome>;
+
+    async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>>;
+
+    async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<Request>>;
+
+    /// Writes `request` (already changed by the domain) if its stored version is still
+    /// `expected_version`, together with audit entries and effects. Returns false, writing
+    /// nothing, when someone else changed the request first.
+    async fn save_transition(
+        &self,
+        request: &Request,
+        expected_version: i64,
+        audit: &[NewAudit],
+        effects: &[Effect],
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Records effects and audit entries that change no request (notices to one person).
+    async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()>;
+
+    /// Remembers where the request's message was posted.
+    async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()>;
+
+    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Leases up to `limit` due jobs for `lease_ms`; a crashed worker's lease runs out and the
+    /// job is delivered again (at least once).
+    async fn claim_jobs(&self, now: Millis, lease_ms: Millis, limit: u32) -> StoreResult<Vec<Job>>;
+
+    async fn finish_job(&self, id: i64, now: Millis, result: &JobResult) -> StoreResult<()>;
+
+    /// When the next pending job falls due, if any.
+    async fn next_job_due(&self) -> StoreResult<Option<Millis>>;
+
+    async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>>;
+
+    async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()>;
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool>;
+}
+
+pub(crate) fn ts_from_millis(ms: Millis) -> StoreResult<Timestamp> {
+    Timestamp::from_millisecond(ms).map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+pub(crate) fn millis(ts: Timestamp) -> Millis {
+    ts.as_millisecond()
+}

@@ -1,0 +1,465 @@
+//! SQLite: one file, WAL, `synchronous=FULL` so that every commit is on disk before we answer.
+//! Writes go through a single connection (SQLite has one writer anyway) so they queue fairly in
+//! the pool instead of spinning on `SQLITE_BUSY`; reads use their own connections.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+use crate::domain::{Decision, Params, SlackRef};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, decisions, \
+     decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, slack_ts, \
+     callback_url, version";
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        // Readers never write, so they never wait for the writer (WAL).
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        // IMMEDIATE takes the write lock up front, so a read-then-write never fails half way
+        // when another process (the CLI) writes too.
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn request_from_row(row: &SqliteRow) -> StoreResult<Request> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    let params: String = row.try_get("params")?;
+    let decisions: String = row.try_get("decisions")?;
+    let slack_channel: Option<String> = row.try_get("slack_channel")?;
+    let slack_ts: Option<String> = row.try_get("slack_ts")?;
+    let workflow: String = row.try_get("workflow")?;
+    let channel: String = row.try_get("channel")?;
+    Ok(Request {
+        id: id.parse().map_err(|e| corrupt("request id", &e))?,
+        workflow: workflow.parse().map_err(|e| corrupt("workflow", &e))?,
+        title: row.try_get("title")?,
+        details: row.try_get("details")?,
+        params: serde_json::from_str::<Params>(&params).map_err(|e| corrupt("params", &e))?,
+        requester: row.try_get("requester")?,
+        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        decisions: serde_json::from_str::<Vec<Decision>>(&decisions)
+            .map_err(|e| corrupt("decisions", &e))?,
+        decided_by: row.try_get("decided_by")?,
+        reason: row.try_get("reason")?,
+        created_at: ts_from_millis(row.try_get("created_at")?)?,
+        decided_at: row
+            .try_get::<Option<i64>, _>("decided_at")?
+            .map(ts_from_millis)
+            .transpose()?,
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .map(ts_from_millis)
+            .transpose()?,
+        channel: channel.parse().map_err(|e| corrupt("channel", &e))?,
+        slack: match (slack_channel, slack_ts) {
+            (Some(channel), Some(ts)) => Some(SlackRef { channel, ts }),
+            _ => None,
+        },
+        callback_url: row.try_get("callback_url")?,
+        version: row.try_get("version")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
+    let id: String = row.try_get("id")?;
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiKey {
+        id: id
+            .parse()
+            .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))?,
+        name: row.try_get("name")?,
+        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
+        created_at: ts_from_millis(row.try_get("created_at")?)?,
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(ts_from_millis)
+            .transpose()?,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+async fn insert_audit(
+    tx: &mut Transaction<'static, Sqlite>,
+    now: Millis,
+    audit: &[NewAudit],
+) -> StoreResult<()> {
+    for a in audit {
+        sqlx::query("INSERT INTO audit (at, request_id, event, actor, data) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now)
+            .bind(a.request_id.as_ref().map(|id| id.as_str()))
+            .bind(a.event)
+            .bind(&a.actor)
+            .bind(to_json(&a.data)?)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_effects(
+    tx: &mut Transaction<'static, Sqlite>,
+    now: Millis,
+    effects: &[Effect],
+) -> StoreResult<()> {
+    for effect in effects {
+        let request_id = effect.request_id().map(|id| id.as_str());
+        if matches!(effect, Effect::SlackUpdate { .. }) {
+            // Updates render the latest state when delivered, so one waiting update per
+            // message is enough: later changes collapse into it.
+            let waiting: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM outbox WHERE request_id = $1 AND kind = 'slack_update' \
+                 AND state = 'pending' AND (leased_until IS NULL OR leased_until < $2) LIMIT 1",
+            )
+            .bind(request_id)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if waiting.is_some() {
+                continue;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4, $4)",
+        )
+        .bind(request_id)
+        .bind(effect.kind())
+        .bind(to_json(effect)?)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_request(
+        &self,
+        request: &Request,
+        idempotency: Option<&Idempotency>,
+        audit: &[NewAudit],
+        effects: &[Effect],
+        now: Millis,
+    ) -> StoreResult<CreateOutcome> {
+        let mut tx = self.begin().await?;
+        if let Some(idem) = idempotency {
+            let row = sqlx::query(
+                "SELECT idempotency_fingerprint, id FROM requests \
+                 WHERE api_key_id = $1 AND idempotency_key = $2",
+            )
+            .bind(idem.api_key.as_str())
+            .bind(&idem.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = row {
+                let fingerprint: Option<String> = row.try_get(0)?;
+                let id: String = row.try_get(1)?;
+                drop(tx);
+                if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
+                    return Ok(CreateOutcome::KeyReused);
+                }
+                let id: RequestId = id
+                    .parse()
+                    .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))?;
+                let existing = self
+                    .get_request(&id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("request {id} vanished")))?;
+                return Ok(CreateOutcome::Existing(Box::new(existing)));
+            }
+        }
+        let r = request;
+        sqlx::query(
+            "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
+             decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
+             callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        )
+        .bind(r.id.as_str())
+        .bind(r.workflow.as_str())
+        .bind(&r.title)
+        .bind(&r.details)
+        .bind(to_json(&r.params)?)
+        .bind(&r.requester)
+        .bind(r.status.as_str())
+        .bind(to_json(&r.decisions)?)
+        .bind(&r.decided_by)
+        .bind(&r.reason)
+        .bind(millis(r.created_at))
+        .bind(r.decided_at.map(millis))
+        .bind(r.expires_at.map(millis))
+        .bind(r.channel.as_str())
+        .bind(&r.callback_url)
+        .bind(idempotency.map(|i| i.api_key.as_str()))
+        .bind(idempotency.map(|i| i.key.as_str()))
+        .bind(idempotency.map(|i| i.fingerprint.as_str()))
+        .bind(r.version)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, now, audit).await?;
+        insert_effects(&mut tx, now, effects).await?;
+        tx.commit().await?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<Request>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests \
+             WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR workflow = $2) \
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.workflow.as_ref().map(|w| w.as_str()))
+            .bind(filter.before.as_ref().map(|b| b.as_str()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn save_transition(
+        &self,
+        r: &Request,
+        expected_version: i64,
+        audit: &[NewAudit],
+        effects: &[Effect],
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE requests SET status = $1, decisions = $2, decided_by = $3, reason = $4, \
+             decided_at = $5, version = $6 WHERE id = $7 AND version = $8",
+        )
+        .bind(r.status.as_str())
+        .bind(to_json(&r.decisions)?)
+        .bind(&r.decided_by)
+        .bind(&r.reason)
+        .bind(r.decided_at.map(millis))
+        .bind(r.version)
+        .bind(r.id.as_str())
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, now, audit).await?;
+        insert_effects(&mut tx, now, effects).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_audit(&mut tx, now, audit).await?;
+        insert_effects(&mut tx, now, effects).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
+            .bind(channel)
+            .bind(ts)
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, at, request_id, event, actor, data FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data")?;
+                Ok(AuditEvent {
+                    id: row.try_get("id")?,
+                    at: ts_from_millis(row.try_get("at")?)?,
+                    request_id: row.try_get("request_id")?,
+                    event: row.try_get("event")?,
+                    actor: row.try_get("actor")?,
+                    data: serde_json::from_str(&data)
+                        .map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_jobs(&self, now: Millis, lease_ms: Millis, limit: u32) -> StoreResult<Vec<Job>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET leased_until = $1 WHERE id IN (\
+                SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
+                AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id LIMIT $3) \
+             RETURNING id, payload, attempts, created_at",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let payload: String = row.try_get("payload")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            jobs.push(Job {
+                id: row.try_get("id")?,
+                effect: serde_json::from_str(&payload)
+                    .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                created_at: row.try_get("created_at")?,
+            });
+        }
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    async fn finish_job(&self, id: i64, now: Millis, result: &JobResult) -> StoreResult<()> {
+        let (state, next, error, counts) = match result {
+            JobResult::Done => (JobState::Done, None, None, true),
+            JobResult::Retry { at, error, counts } => {
+                (JobState::Pending, Some(*at), Some(error.as_str()), *counts)
+            }
+            JobResult::Dead { error } => (JobState::Dead, None, Some(error.as_str()), true),
+        };
+        sqlx::query(
+            "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
+             last_error = COALESCE($3, last_error), attempts = attempts + $4, leased_until = NULL, \
+             updated_at = $5 WHERE id = $6",
+        )
+        .bind(state.as_str())
+        .bind(next)
+        .bind(error)
+        .bind(i64::from(counts))
+        .bind(now)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn next_job_due(&self) -> StoreResult<Option<Millis>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(leased_until, 0))) FROM outbox WHERE state = 'pending'",
+        )
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT kind, state, attempts, last_error, updated_at FROM outbox WHERE request_id = $1 ORDER BY id",
+        )
+        .bind(request_id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                let attempts: i64 = row.try_get("attempts")?;
+                Ok(Delivery {
+                    kind: row.try_get("kind")?,
+                    state: JobState::parse(&state)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    last_error: row.try_get("last_error")?,
+                    updated_at: ts_from_millis(row.try_get("updated_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
+        let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+        sqlx::query("INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(key.id.as_str())
+            .bind(&key.name)
+            .bind(hash)
+            .bind(scopes.join(","))
+            .bind(millis(key.created_at))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query("SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let rows = sqlx::query("SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(millis(now))
+            .bind(id.as_str())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
