@@ -24,7 +24,11 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "greenlight", version, about = "Human approval for machines, in Slack")]
+#[command(
+    name = "greenlight",
+    version,
+    about = "Human approval for machines, in Slack"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,7 +117,11 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
     }
     // Only literals that print back exactly become JSON: "1.10" stays a string.
     let value = match serde_json::from_str::<serde_json::Value>(v) {
-        Ok(j @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) if j.to_string() == v => j,
+        Ok(j @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)))
+            if *j.to_string() == *v =>
+        {
+            j
+        }
         _ => serde_json::Value::String(v.to_owned()),
     };
     Ok((k.to_owned(), value))
@@ -234,10 +242,10 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
     });
     match loaded {
         Ok(c) => {
-            let source = c
-                .source
-                .as_ref()
-                .map_or_else(|| "(no config file)".to_owned(), |p| p.display().to_string());
+            let source = c.source.as_ref().map_or_else(
+                || "(no config file)".to_owned(),
+                |p| p.display().to_string(),
+            );
             println!("{source}: ok, {} workflow(s)", c.workflows.len());
             ExitCode::SUCCESS
         }
@@ -296,7 +304,11 @@ async fn keys(cmd: KeysCommand) -> ExitCode {
             Ok(keys) => {
                 for k in keys {
                     let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
-                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
                     println!("{}\t{}\t{}\t{}", k.id, k.name, scopes.join(","), state);
                 }
                 ExitCode::SUCCESS
@@ -344,7 +356,9 @@ impl Client {
             .ok()
             .filter(|v| !v.is_empty())
             .ok_or_else(|| {
-                ClientError::Failed("GREENLIGHT_TOKEN is not set (create one with `greenlight keys create`)".into())
+                ClientError::Failed(
+                    "GREENLIGHT_TOKEN is not set (create one with `greenlight keys create`)".into(),
+                )
             })?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -357,12 +371,13 @@ impl Client {
         })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, serde_json::Value), ClientError> {
-        let res = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| ClientError::Failed(format!("cannot reach greenlight at {}: {e}", self.base)))?;
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let res = req.bearer_auth(&self.token).send().await.map_err(|e| {
+            ClientError::Failed(format!("cannot reach greenlight at {}: {e}", self.base))
+        })?;
         let status = res.status().as_u16();
         let body: serde_json::Value = res
             .json()
@@ -371,14 +386,18 @@ impl Client {
         if status >= 400 {
             let msg = format!(
                 "{} ({})",
-                body["error"]["message"].as_str().unwrap_or("request failed"),
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("request failed"),
                 body["error"]["code"].as_str().unwrap_or("unknown")
             );
-            return Err(if (400..500).contains(&status) && status != 401 && status != 403 {
-                ClientError::Rejected(msg)
-            } else {
-                ClientError::Failed(msg)
-            });
+            return Err(
+                if (400..500).contains(&status) && status != 401 && status != 403 {
+                    ClientError::Rejected(msg)
+                } else {
+                    ClientError::Failed(msg)
+                },
+            );
         }
         Ok((status, body))
     }
@@ -415,7 +434,12 @@ async fn ask(args: AskArgs) -> ExitCode {
         }
     }
     let created = client
-        .send(client.http.post(format!("{}/v1/requests", client.base)).json(&body))
+        .send(
+            client
+                .http
+                .post(format!("{}/v1/requests", client.base))
+                .json(&body),
+        )
         .await;
     let mut request = match created {
         Ok((_, r)) => r,
@@ -436,7 +460,10 @@ async fn ask(args: AskArgs) -> ExitCode {
             }
             let wait = left.as_secs().clamp(1, crate::http::MAX_WAIT_SECS);
             let url = format!("{}/v1/requests/{id}?wait={wait}", client.base);
-            match client.send(client.http.get(url).timeout(Duration::from_secs(wait + 30))).await {
+            match client
+                .send(client.http.get(url).timeout(Duration::from_secs(wait + 30)))
+                .await
+            {
                 Ok((_, r)) => request = r,
                 Err(ClientError::Failed(m)) if m.contains("cannot reach") => {
                     // The server may be restarting; the request is durable, so keep waiting.
@@ -502,9 +529,15 @@ mod tests {
     fn params_keep_strings_that_only_look_like_numbers() {
         assert_eq!(parse_param("amount=120").unwrap().1, serde_json::json!(120));
         assert_eq!(parse_param("ok=true").unwrap().1, serde_json::json!(true));
-        assert_eq!(parse_param("version=1.10").unwrap().1, serde_json::json!("1.10"));
+        assert_eq!(
+            parse_param("version=1.10").unwrap().1,
+            serde_json::json!("1.10")
+        );
         assert_eq!(parse_param("zip=007").unwrap().1, serde_json::json!("007"));
-        assert_eq!(parse_param("q=a=b").unwrap(), ("q".into(), serde_json::json!("a=b")));
+        assert_eq!(
+            parse_param("q=a=b").unwrap(),
+            ("q".into(), serde_json::json!("a=b"))
+        );
         assert!(parse_param("novalue").is_err());
         assert!(parse_param("=x").is_err());
     }

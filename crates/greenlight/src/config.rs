@@ -138,7 +138,10 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_SLACK_API_URL.to_owned()),
         };
         if !(slack.api_url.starts_with("https://") || slack.api_url.starts_with("http://")) {
-            problems.push(format!("SLACK_API_URL {:?} is not an http(s) URL", slack.api_url));
+            problems.push(format!(
+                "SLACK_API_URL {:?} is not an http(s) URL",
+                slack.api_url
+            ));
         }
         let mut seen = HashSet::new();
         for w in &file.workflows {
@@ -243,9 +246,12 @@ mod tests {
 
     #[test]
     fn bad_values_are_listed() {
-        let err = load("[[workflow]]\nname = \"Deploy!\"\nchannel = \"#deploys\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            "[[workflow]]\nname = \"Deploy!\"\nchannel = \"#deploys\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("invalid workflow name"), "{err}");
         let err = load(
             "[[workflow]]\nname = \"a\"\nchannel = \"#a\"\n[[workflow]]\nname = \"a\"\nchannel = \"#b\"\n",
@@ -253,7 +259,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("defined twice") && err.contains("HOST:PORT"), "{err}");
+        assert!(
+            err.contains("defined twice") && err.contains("HOST:PORT"),
+            "{err}"
+        );
     }
 
     #[test]

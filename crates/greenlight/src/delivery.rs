@@ -12,7 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Clock, Millis, RequestId};
-use crate::slack::{render, SlackApi, SlackCallError};
+use crate::slack::{SlackApi, SlackCallError, render};
 use crate::store::{Effect, Job, JobResult, JobState, Store};
 
 /// How long a claimed job is ours before another worker may take it.
@@ -56,6 +56,11 @@ impl Worker {
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        match self.store.release_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "resuming deliveries interrupted by a crash"),
+            Err(e) => tracing::error!(error = %e, "cannot release stale outbox leases"),
+        }
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -127,7 +132,9 @@ impl Worker {
                 error,
                 counts: true,
                 ..
-            } => tracing::warn!(job = job.id, kind, error = %error, attempts = job.attempts + 1, "delivery failed; will retry"),
+            } => {
+                tracing::warn!(job = job.id, kind, error = %error, attempts = job.attempts + 1, "delivery failed; will retry")
+            }
             _ => tracing::debug!(job = job.id, kind, outcome, "delivery attempt"),
         }
         if let Err(e) = self.store.finish_job(job.id, self.now(), &result).await {
@@ -267,10 +274,7 @@ impl Worker {
             .map(|()| None)
     }
 
-    async fn load(
-        &self,
-        id: &RequestId,
-    ) -> Result<Option<crate::domain::Request>, SlackCallError> {
+    async fn load(&self, id: &RequestId) -> Result<Option<crate::domain::Request>, SlackCallError> {
         self.store
             .get_request(id)
             .await

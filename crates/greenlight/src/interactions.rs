@@ -39,10 +39,21 @@ pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, Inter
         .as_ref()
         .map(|u| u.id.as_str())
         .ok_or(InteractionError::Malformed("user"))?;
-    let channel = i.channel_id().ok_or(InteractionError::Malformed("channel"))?;
-    let id = action.value.as_deref().and_then(|v| v.parse::<RequestId>().ok());
+    let channel = i
+        .channel_id()
+        .ok_or(InteractionError::Malformed("channel"))?;
+    let id = action
+        .value
+        .as_deref()
+        .and_then(|v| v.parse::<RequestId>().ok());
     let Some(id) = id else {
-        tell(service, channel, user, "greenlight does not know this request.".into()).await?;
+        tell(
+            service,
+            channel,
+            user,
+            "greenlight does not know this request.".into(),
+        )
+        .await?;
         return Ok(Handled::Refused("unknown_request"));
     };
     let vote = Vote {
@@ -55,7 +66,13 @@ pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, Inter
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
         Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
         Err(ServiceError::NotFound(_)) => {
-            tell(service, channel, user, "greenlight does not know this request.".into()).await?;
+            tell(
+                service,
+                channel,
+                user,
+                "greenlight does not know this request.".into(),
+            )
+            .await?;
             Ok(Handled::Refused("unknown_request"))
         }
         Err(ServiceError::Rejected(VoteRejected::NotPending { status, decided_by })) => {
@@ -68,13 +85,24 @@ pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, Inter
             Ok(Handled::Refused("not_pending"))
         }
         Err(ServiceError::Rejected(VoteRejected::AlreadyVoted { .. })) => {
-            tell(service, channel, user, "You have already voted on this request.".into()).await?;
+            tell(
+                service,
+                channel,
+                user,
+                "You have already voted on this request.".into(),
+            )
+            .await?;
             Ok(Handled::Refused("already_voted"))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn tell(service: &Service, channel: &str, user: &str, text: String) -> Result<(), ServiceError> {
+async fn tell(
+    service: &Service,
+    channel: &str,
+    user: &str,
+    text: String,
+) -> Result<(), ServiceError> {
     service.notify_user(channel, user, text).await
 }

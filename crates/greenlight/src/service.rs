@@ -14,9 +14,7 @@ use crate::domain::{
     Clock, DurationSpec, NewRequest, Params, Policy, Request, RequestId, Status, Verdict, Vote,
     VoteOutcome, VoteRejected, WorkflowName,
 };
-use crate::store::{
-    ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Store, StoreError,
-};
+use crate::store::{ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Store, StoreError};
 use crate::waiters::Waiters;
 
 #[derive(Debug, thiserror::Error)]
@@ -129,9 +127,9 @@ impl Service {
             fingerprint: fingerprint(&input),
         });
         // DurationSpec is bounded to a year, so this cannot leave jiff's range.
-        let expires_at = input
-            .expires_in
-            .and_then(|d| jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok());
+        let expires_at = input.expires_in.and_then(|d| {
+            jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok()
+        });
         let request = Request::new(
             RequestId::generate(),
             NewRequest {
@@ -161,7 +159,13 @@ impl Service {
         }];
         let outcome = self
             .store
-            .create_request(&request, idempotency.as_ref(), &audit, &effects, now.as_millisecond())
+            .create_request(
+                &request,
+                idempotency.as_ref(),
+                &audit,
+                &effects,
+                now.as_millisecond(),
+            )
             .await;
         match outcome {
             Ok(CreateOutcome::Created) => {
@@ -175,7 +179,13 @@ impl Service {
             Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 match self
                     .store
-                    .create_request(&request, idempotency.as_ref(), &[], &[], now.as_millisecond())
+                    .create_request(
+                        &request,
+                        idempotency.as_ref(),
+                        &[],
+                        &[],
+                        now.as_millisecond(),
+                    )
                     .await?
                 {
                     CreateOutcome::Existing(existing) => Ok((*existing, false)),

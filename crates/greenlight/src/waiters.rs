@@ -65,8 +65,14 @@ mod tests {
             tokio::pin!(fb);
             fb.as_mut().enable();
             w.wake(&a);
-            tokio::time::timeout(Duration::from_secs(1), fa).await.unwrap();
-            assert!(tokio::time::timeout(Duration::from_millis(50), fb).await.is_err());
+            tokio::time::timeout(Duration::from_secs(1), fa)
+                .await
+                .unwrap();
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), fb)
+                    .await
+                    .is_err()
+            );
         }
         drop(nb);
         w.wake(&b);

@@ -8,7 +8,9 @@ use std::time::Duration;
 pub struct DurationSpec(Duration);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {input:?}: {why} (use seconds or a form like \"90s\", \"30m\", \"1h30m\", \"2d\")")]
+#[error(
+    "invalid duration {input:?}: {why} (use seconds or a form like \"90s\", \"30m\", \"1h30m\", \"2d\")"
+)]
 pub struct ParseDurationError {
     input: String,
     why: &'static str,
@@ -167,7 +169,16 @@ mod tests {
     #[test]
     fn refuses_nonsense() {
         for bad in [
-            "", "0", "0s", "m", "10x", "-5m", "1.5h", "367d", "5m3", "99999999999999999999",
+            "",
+            "0",
+            "0s",
+            "m",
+            "10x",
+            "-5m",
+            "1.5h",
+            "367d",
+            "5m3",
+            "99999999999999999999",
         ] {
             assert!(bad.parse::<DurationSpec>().is_err(), "{bad:?} should fail");
         }

@@ -173,9 +173,8 @@ impl FromStr for WorkflowName {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s.bytes().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_'
-            });
+            && s.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -196,7 +195,13 @@ mod tests {
     fn request_ids_round_trip_and_refuse_junk() {
         let id = RequestId::generate();
         assert_eq!(id.as_str().parse::<RequestId>(), Ok(id.clone()));
-        for bad in ["", "req_", "req_xyz", "01JD0000000000000000000000", "key_01JD3K6Z7Q8R9S0T1V2W3X4Y5Z"] {
+        for bad in [
+            "",
+            "req_",
+            "req_xyz",
+            "01JD0000000000000000000000",
+            "key_01JD3K6Z7Q8R9S0T1V2W3X4Y5Z",
+        ] {
             assert!(bad.parse::<RequestId>().is_err(), "{bad}");
         }
     }

@@ -333,7 +333,11 @@ mod tests {
     #[test]
     fn one_approval_decides_by_default() {
         let mut r = pending();
-        let out = r.cast(vote("U1", Verdict::Approve), &Policy::default(), Timestamp::UNIX_EPOCH);
+        let out = r.cast(
+            vote("U1", Verdict::Approve),
+            &Policy::default(),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(out, Ok(VoteOutcome::Decided(Status::Approved)));
         assert_eq!(r.decided_by.as_deref(), Some("U1"));
         assert_eq!(r.version, 1);
@@ -342,10 +346,18 @@ mod tests {
     #[test]
     fn a_decided_request_never_changes_again() {
         let mut r = pending();
-        r.cast(vote("U1", Verdict::Deny), &Policy::default(), Timestamp::UNIX_EPOCH)
-            .unwrap();
+        r.cast(
+            vote("U1", Verdict::Deny),
+            &Policy::default(),
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         let before = r.clone();
-        let again = r.cast(vote("U2", Verdict::Approve), &Policy::default(), Timestamp::UNIX_EPOCH);
+        let again = r.cast(
+            vote("U2", Verdict::Approve),
+            &Policy::default(),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(
             again,
             Err(VoteRejected::NotPending {
@@ -353,7 +365,7 @@ mod tests {
                 decided_by: Some("U1".into())
             })
         );
-        assert_eq!(r.cancel("key", None, Timestamp::UNIX_EPOCH).is_err(), true);
+        assert!(r.cancel("key", None, Timestamp::UNIX_EPOCH).is_err());
         assert_eq!(r, before);
     }
 

@@ -3,12 +3,12 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::store::{ApiKey, Scope};
 
 pub fn generate_key() -> String {

@@ -1,10 +1,10 @@
 //! One error type for the HTTP API: a status, a stable machine-readable code and a message,
 //! rendered as `{"error":{"code","message"}}`.
 
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::domain::VoteRejected;
 use crate::service::ServiceError;
@@ -65,9 +65,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
             ServiceError::UnknownWorkflow(_) => ApiError::bad_request("unknown_workflow", msg),
             ServiceError::WorkflowRequired(_) => ApiError::bad_request("workflow_required", msg),
-            ServiceError::IdempotencyKeyReused => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", msg)
-            }
+            ServiceError::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                msg,
+            ),
             ServiceError::Rejected(VoteRejected::NotPending { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "not_pending", msg)
             }

@@ -1,14 +1,14 @@
 //! Health, readiness, metrics and the audit log.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Deserialize;
 
+use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
-use super::AppState;
 use crate::store::Scope;
 
 pub async fn healthz() -> &'static str {
@@ -28,7 +28,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -49,7 +52,10 @@ pub async fn audit(
     caller.require(Scope::Admin)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1-1000"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1-1000",
+        ));
     }
     let events = state
         .service

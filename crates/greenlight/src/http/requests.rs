@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiQuery};
-use super::AppState;
 use crate::domain::{DecisionKind, DurationSpec, Params, RequestId, Status, Verdict, Vote};
 use crate::service::{CreateInput, VoteResult};
 use crate::store::{ListFilter, Scope};
@@ -53,13 +53,15 @@ fn non_empty(field: &str, value: Option<String>, max: usize) -> Result<Option<St
 }
 
 fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, ApiError> {
-    let workflow = body
-        .workflow
-        .map(|w| w.parse())
-        .transpose()
-        .map_err(|e: crate::domain::IdError| ApiError::bad_request("unknown_workflow", e.to_string()))?;
-    let title = non_empty("title", body.title, MAX_TITLE)?
-        .ok_or_else(|| invalid("title is required"))?;
+    let workflow =
+        body.workflow
+            .map(|w| w.parse())
+            .transpose()
+            .map_err(|e: crate::domain::IdError| {
+                ApiError::bad_request("unknown_workflow", e.to_string())
+            })?;
+    let title =
+        non_empty("title", body.title, MAX_TITLE)?.ok_or_else(|| invalid("title is required"))?;
     let details = non_empty("details", body.details, MAX_DETAILS)?;
     let requester = non_empty("requester", body.requester, 200)?;
     let params = body.params.unwrap_or_default();
@@ -67,10 +69,14 @@ fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, Ap
         return Err(invalid(format!("params has more than {MAX_PARAMS} keys")));
     }
     if serde_json::to_vec(&params).map_or(0, |v| v.len()) > MAX_PARAMS_BYTES {
-        return Err(invalid(format!("params is larger than {MAX_PARAMS_BYTES} bytes")));
+        return Err(invalid(format!(
+            "params is larger than {MAX_PARAMS_BYTES} bytes"
+        )));
     }
     if let Some(k) = params.keys().find(|k| k.is_empty() || k.len() > 100) {
-        return Err(invalid(format!("param name {k:?} must be 1-100 characters")));
+        return Err(invalid(format!(
+            "param name {k:?} must be 1-100 characters"
+        )));
     }
     let callback_url = non_empty("callback_url", body.callback_url, 2000)?;
     if let Some(url) = &callback_url {
@@ -189,12 +195,9 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let workflow = q
-        .workflow
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: crate::domain::IdError| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let workflow = q.workflow.as_deref().map(str::parse).transpose().map_err(
+        |e: crate::domain::IdError| ApiError::bad_request("invalid_query", e.to_string()),
+    )?;
     let before = q
         .cursor
         .as_deref()
@@ -203,7 +206,10 @@ pub async fn list(
         .map_err(|_| ApiError::bad_request("invalid_query", "cursor is not a request id"))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be 1-200"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1-200",
+        ));
     }
     let requests = state
         .service
@@ -238,7 +244,8 @@ pub async fn cancel(
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
     };
     let reason = non_empty("reason", body.reason, 1000)?;
     let request = state.service.cancel(&id, &key.name, reason).await?;

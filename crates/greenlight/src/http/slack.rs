@@ -1,16 +1,16 @@
 //! `POST /slack/interactions` and `/slack/events`: verify, decide, ack. Nothing here calls
 //! Slack: the message update and any notice go through the outbox after the 200.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::interactions::{self, Handled, InteractionError};
-use crate::slack::interaction::{decode, Inbound};
+use crate::slack::interaction::{Inbound, decode};
 use crate::slack::signature;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -19,7 +19,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = std::time::Instant::now();
-    let response = handle(&state, &headers, &body).await.unwrap_or_else(|e| e.into_response());
+    let response = handle(&state, &headers, &body)
+        .await
+        .unwrap_or_else(|e| e.into_response());
     metrics::histogram!("greenlight_slack_ack_seconds").record(started.elapsed().as_secs_f64());
     response
 }
@@ -56,12 +58,14 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             Ok(StatusCode::OK.into_response())
         }
         Inbound::Interaction(i) => {
-            let handled = interactions::handle(&state.service, &i).await.map_err(|e| match e {
-                InteractionError::Malformed(_) => {
-                    ApiError::bad_request("invalid_payload", e.to_string())
-                }
-                InteractionError::Service(e) => e.into(),
-            })?;
+            let handled = interactions::handle(&state.service, &i)
+                .await
+                .map_err(|e| match e {
+                    InteractionError::Malformed(_) => {
+                        ApiError::bad_request("invalid_payload", e.to_string())
+                    }
+                    InteractionError::Service(e) => e.into(),
+                })?;
             let outcome = match handled {
                 Handled::Decided => "decided",
                 Handled::Counted => "counted",

@@ -67,7 +67,12 @@ fn classify(err: SlackClientError) -> SlackCallError {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(300).collect()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 type Connector = SlackClientHyperConnector<
@@ -104,7 +109,9 @@ impl SlackApi {
         blocks: Vec<SlackBlock>,
     ) -> Result<(String, String), SlackCallError> {
         let session = self.client.open_session(&self.token);
-        let content = SlackMessageContent::new().with_text(text).with_blocks(blocks);
+        let content = SlackMessageContent::new()
+            .with_text(text)
+            .with_blocks(blocks);
         let req = SlackApiChatPostMessageRequest::new(channel.to_owned().into(), content);
         let res = session.chat_post_message(&req).await.map_err(classify)?;
         Ok((res.channel.to_string(), res.ts.to_string()))
@@ -118,7 +125,9 @@ impl SlackApi {
         blocks: Vec<SlackBlock>,
     ) -> Result<(), SlackCallError> {
         let session = self.client.open_session(&self.token);
-        let content = SlackMessageContent::new().with_text(text).with_blocks(blocks);
+        let content = SlackMessageContent::new()
+            .with_text(text)
+            .with_blocks(blocks);
         let req = SlackApiChatUpdateRequest::new(
             channel.to_owned().into(),
             content,

@@ -64,7 +64,9 @@ impl Interaction {
 #[derive(Debug)]
 pub enum Inbound {
     Interaction(Box<Interaction>),
-    UrlVerification { challenge: String },
+    UrlVerification {
+        challenge: String,
+    },
     /// A well-formed Events API callback or another payload type greenlight ignores.
     Other(String),
 }
@@ -96,7 +98,9 @@ pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Inbound, Payloa
         return Ok(match (env.kind.as_str(), env.challenge) {
             ("url_verification", Some(challenge)) => Inbound::UrlVerification { challenge },
             ("url_verification", None) => {
-                return Err(PayloadError::BadJson("url_verification without challenge".into()));
+                return Err(PayloadError::BadJson(
+                    "url_verification without challenge".into(),
+                ));
             }
             (kind, _) => Inbound::Other(kind.to_owned()),
         });
@@ -154,7 +158,13 @@ mod tests {
             decode(None, b"payload=%7Bnot-json"),
             Err(PayloadError::BadJson(_))
         ));
-        assert!(matches!(decode(None, b"payload=%7B%7D"), Err(PayloadError::BadJson(_))));
-        assert!(matches!(decode(Some("application/json"), b"{"), Err(PayloadError::BadJson(_))));
+        assert!(matches!(
+            decode(None, b"payload=%7B%7D"),
+            Err(PayloadError::BadJson(_))
+        ));
+        assert!(matches!(
+            decode(Some("application/json"), b"{"),
+            Err(PayloadError::BadJson(_))
+        ));
     }
 }

@@ -101,11 +101,14 @@ fn capitalize(s: &str) -> String {
 }
 
 pub fn blocks(r: &Request) -> Vec<SlackBlock> {
-    let mut blocks: Vec<SlackBlock> = vec![
-        SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(&r.title, 150))).into(),
-    ];
+    let mut blocks: Vec<SlackBlock> =
+        vec![SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(&r.title, 150))).into()];
     if let Some(details) = r.details.as_deref().filter(|d| !d.trim().is_empty()) {
-        blocks.push(SlackSectionBlock::new().with_text(md(truncate(&escape(details), 3000))).into());
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(md(truncate(&escape(details), 3000)))
+                .into(),
+        );
     }
     if !r.params.is_empty() {
         let mut fields: Vec<SlackBlockText> = r
@@ -177,9 +180,16 @@ pub fn blocks(r: &Request) -> Vec<SlackBlock> {
     } else {
         let mut line = outcome_line(r);
         if let Some(reason) = r.reason.as_deref().filter(|s| !s.trim().is_empty()) {
-            line.push_str(&format!("\n>{}", escape(&truncate(reason, 1000)).replace('\n', "\n>")));
+            line.push_str(&format!(
+                "\n>{}",
+                escape(&truncate(reason, 1000)).replace('\n', "\n>")
+            ));
         }
-        blocks.push(SlackSectionBlock::new().with_text(md(truncate(&line, 3000))).into());
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(md(truncate(&line, 3000)))
+                .into(),
+        );
     }
     blocks
 }
@@ -215,7 +225,10 @@ mod tests {
 
     #[test]
     fn requester_text_cannot_ping_the_channel_or_fake_links() {
-        let r = request("Deploy <!here>", "see <https://evil.example|docs> & <!channel>");
+        let r = request(
+            "Deploy <!here>",
+            "see <https://evil.example|docs> & <!channel>",
+        );
         let out = json(&r);
         assert!(!out.contains("<!channel>"), "{out}");
         assert!(!out.contains("<https://evil"), "{out}");
@@ -277,6 +290,10 @@ mod tests {
         assert!(blocks[1]["text"]["text"].as_str().unwrap().chars().count() <= 3000);
         let fields = blocks[2]["fields"].as_array().unwrap();
         assert_eq!(fields.len(), 10);
-        assert!(fields.iter().all(|f| f["text"].as_str().unwrap().chars().count() <= 2000));
+        assert!(
+            fields
+                .iter()
+                .all(|f| f["text"].as_str().unwrap().chars().count() <= 2000)
+        );
     }
 }

@@ -42,7 +42,10 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 
 /// The `X-Slack-Signature` value for a body (used by tests and the CLI's own tooling).
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
-    format!("v0={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "v0={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 /// Verifies a request: headers present, timestamp within the window of `now_unix`, signature
@@ -84,23 +87,55 @@ mod tests {
     #[test]
     fn slacks_documented_test_vector() {
         assert_eq!(sign(SECRET, TS, BODY), EXPECTED);
-        assert_eq!(verify(SECRET, Some(TS), Some(EXPECTED), BODY, 1_531_420_618), Ok(()));
+        assert_eq!(
+            verify(SECRET, Some(TS), Some(EXPECTED), BODY, 1_531_420_618),
+            Ok(())
+        );
     }
 
     #[test]
     fn rejects_what_slack_would_reject() {
         let now = 1_531_420_618;
-        let v = |ts: Option<&str>, sig: Option<&str>, body: &[u8], now| verify(SECRET, ts, sig, body, now);
-        assert_eq!(v(None, Some(EXPECTED), BODY, now), Err(SignatureError::Missing("X-Slack-Request-Timestamp")));
-        assert_eq!(v(Some(TS), None, BODY, now), Err(SignatureError::Missing("X-Slack-Signature")));
-        assert_eq!(v(Some("soon"), Some(EXPECTED), BODY, now), Err(SignatureError::BadTimestamp));
-        assert_eq!(v(Some(TS), Some(EXPECTED), BODY, now + 301), Err(SignatureError::Stale));
-        assert_eq!(v(Some(TS), Some(EXPECTED), BODY, now - 301), Err(SignatureError::Stale));
+        let v = |ts: Option<&str>, sig: Option<&str>, body: &[u8], now| {
+            verify(SECRET, ts, sig, body, now)
+        };
+        assert_eq!(
+            v(None, Some(EXPECTED), BODY, now),
+            Err(SignatureError::Missing("X-Slack-Request-Timestamp"))
+        );
+        assert_eq!(
+            v(Some(TS), None, BODY, now),
+            Err(SignatureError::Missing("X-Slack-Signature"))
+        );
+        assert_eq!(
+            v(Some("soon"), Some(EXPECTED), BODY, now),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            v(Some(TS), Some(EXPECTED), BODY, now + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            v(Some(TS), Some(EXPECTED), BODY, now - 301),
+            Err(SignatureError::Stale)
+        );
         assert_eq!(v(Some(TS), Some(EXPECTED), BODY, now + 300), Ok(()));
-        assert_eq!(v(Some(TS), Some(EXPECTED), b"token=tampered", now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            v(Some(TS), Some(EXPECTED), b"token=tampered", now),
+            Err(SignatureError::Mismatch)
+        );
         let v1 = EXPECTED.replacen("v0=", "v1=", 1);
-        assert_eq!(v(Some(TS), Some(&v1), BODY, now), Err(SignatureError::Mismatch));
-        assert_eq!(v(Some(TS), Some("v0=zz"), BODY, now), Err(SignatureError::Mismatch));
-        assert_eq!(v(Some(TS), Some("v0="), BODY, now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            v(Some(TS), Some(&v1), BODY, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v(Some(TS), Some("v0=zz"), BODY, now),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            v(Some(TS), Some("v0="), BODY, now),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

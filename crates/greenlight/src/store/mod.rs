@@ -214,7 +214,8 @@ pub struct ApiKey {
 
 impl ApiKey {
     pub fn allows(&self, scope: Scope) -> bool {
-        self.revoked_at.is_none() && (self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin))
+        self.revoked_at.is_none()
+            && (self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin))
     }
 }
 
@@ -258,6 +259,10 @@ pub trait Store: Send + Sync + 'static {
     /// Leases up to `limit` due jobs for `lease_ms`; a crashed worker's lease runs out and the
     /// job is delivered again (at least once).
     async fn claim_jobs(&self, now: Millis, lease_ms: Millis, limit: u32) -> StoreResult<Vec<Job>>;
+
+    /// Frees every lease: called when a worker starts, because with one server per database
+    /// file any lease still held belongs to a process that died.
+    async fn release_leases(&self) -> StoreResult<u64>;
 
     async fn finish_job(&self, id: i64, now: Millis, result: &JobResult) -> StoreResult<()>;
 

@@ -57,7 +57,8 @@ impl SqliteStore {
 }
 
 fn request_from_row(row: &SqliteRow) -> StoreResult<Request> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
     let id: String = row.try_get("id")?;
     let status: String = row.try_get("status")?;
     let params: String = row.try_get("params")?;
@@ -124,14 +125,16 @@ async fn insert_audit(
     audit: &[NewAudit],
 ) -> StoreResult<()> {
     for a in audit {
-        sqlx::query("INSERT INTO audit (at, request_id, event, actor, data) VALUES ($1, $2, $3, $4, $5)")
-            .bind(now)
-            .bind(a.request_id.as_ref().map(|id| id.as_str()))
-            .bind(a.event)
-            .bind(&a.actor)
-            .bind(to_json(&a.data)?)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit (at, request_id, event, actor, data) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(now)
+        .bind(a.request_id.as_ref().map(|id| id.as_str()))
+        .bind(a.event)
+        .bind(&a.actor)
+        .bind(to_json(&a.data)?)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -372,6 +375,13 @@ impl Store for SqliteStore {
         Ok(jobs)
     }
 
+    async fn release_leases(&self) -> StoreResult<u64> {
+        let done = sqlx::query("UPDATE outbox SET leased_until = NULL WHERE state = 'pending' AND leased_until IS NOT NULL")
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn finish_job(&self, id: i64, now: Millis, result: &JobResult) -> StoreResult<()> {
         let (state, next, error, counts) = match result {
             JobResult::Done => (JobState::Done, None, None, true),
@@ -428,38 +438,45 @@ impl Store for SqliteStore {
 
     async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        sqlx::query("INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(key.id.as_str())
-            .bind(&key.name)
-            .bind(hash)
-            .bind(scopes.join(","))
-            .bind(millis(key.created_at))
-            .execute(&self.writer)
-            .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key.id.as_str())
+        .bind(&key.name)
+        .bind(hash)
+        .bind(scopes.join(","))
+        .bind(millis(key.created_at))
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
-        let row = sqlx::query("SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
         row.as_ref().map(api_key_from_row).transpose()
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter().map(api_key_from_row).collect()
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(millis(now))
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(millis(now))
+                .bind(id.as_str())
+                .execute(&self.writer)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 }

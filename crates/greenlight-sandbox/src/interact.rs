@@ -1,0 +1,318 @@
+//! Interaction payloads (block_actions, view_submission) and their delivery: Socket Mode when a
+//! connection is open, otherwise a signed HTTP POST to the interactivity URL.
+
+use std::time::Instant;
+
+use axum::http::header;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::blocks::find_button;
+use crate::error::SandboxError;
+use crate::model::{ClickOutcome, Delivery, SandboxEvent, Transport};
+use crate::signing::sign;
+use crate::socket::SocketAck;
+use crate::state::{Shared, format_ts, lock, unix_micros, unix_ms};
+use crate::web_api::view_json;
+
+/// A button click as a simulated user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Click {
+    /// Channel id (or `#name`).
+    pub channel: String,
+    pub message_ts: String,
+    pub action_id: String,
+    /// User id of the person clicking.
+    pub user: String,
+    /// Only needed when several blocks hold a button with the same action_id.
+    #[serde(default)]
+    pub block_id: Option<String>,
+}
+
+impl Click {
+    pub fn new(
+        channel: impl Into<String>,
+        message_ts: impl Into<String>,
+        action_id: impl Into<String>,
+        user: impl Into<String>,
+    ) -> Self {
+        Self {
+            channel: channel.into(),
+            message_ts: message_ts.into(),
+            action_id: action_id.into(),
+            user: user.into(),
+            block_id: None,
+        }
+    }
+}
+
+fn user_json(shared: &Shared, user: &crate::config::User) -> Value {
+    json!({"id": user.id, "username": user.name, "name": user.name, "team_id": shared.config.team_id})
+}
+
+fn team_json(shared: &Shared) -> Value {
+    json!({"id": shared.config.team_id, "domain": shared.config.team_domain})
+}
+
+/// Verification token Slack still sends in payloads (deprecated, never a secret).
+const VERIFICATION_TOKEN: &str = "sandboxVerificationToken";
+
+/// The block_actions payload for a click, as Slack builds it.
+pub(crate) fn block_actions_payload(shared: &Shared, click: &Click) -> Result<Value, SandboxError> {
+    let channel = shared
+        .channel(&click.channel)
+        .ok_or_else(|| SandboxError::UnknownChannel(click.channel.clone()))?;
+    let user = shared
+        .user(&click.user)
+        .ok_or_else(|| SandboxError::UnknownUser(click.user.clone()))?;
+    let message = lock(&shared.store)
+        .message(&channel.id, &click.message_ts)
+        .filter(|m| !m.deleted)
+        .cloned()
+        .ok_or_else(|| SandboxError::MessageNotFound {
+            channel: channel.id.clone(),
+            ts: click.message_ts.clone(),
+        })?;
+    let found = find_button(&message.blocks, &click.action_id, click.block_id.as_deref())
+        .ok_or_else(|| SandboxError::ButtonNotFound {
+            ts: message.ts.clone(),
+            action_id: click.action_id.clone(),
+        })?;
+    let el = found.element;
+    let mut action = json!({
+        "action_id": click.action_id,
+        "block_id": found.block_id,
+        "type": "button",
+        "text": el.get("text").cloned().unwrap_or(Value::Null),
+        "action_ts": format_ts(unix_micros()),
+    });
+    for key in ["value", "style"] {
+        if let Some(v) = el.get(key) {
+            action[key] = v.clone();
+        }
+    }
+    let mut container = json!({
+        "type": "message",
+        "message_ts": message.ts,
+        "channel_id": channel.id,
+        "is_ephemeral": false,
+    });
+    if let Some(t) = &message.thread_ts {
+        container["thread_ts"] = json!(t);
+    }
+    Ok(json!({
+        "type": "block_actions",
+        "token": VERIFICATION_TOKEN,
+        "api_app_id": shared.config.app_id,
+        "trigger_id": shared.issue_trigger(&user.id),
+        "response_url": shared.issue_response_url(&channel.id, &message.ts, &user.id),
+        "team": team_json(shared),
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "user": user_json(shared, user),
+        "channel": {"id": channel.id, "name": channel.name},
+        "container": container,
+        "message": shared.message_json(&message),
+        "state": {"values": {}},
+        "actions": [action],
+    }))
+}
+
+/// The view_submission payload; `values` maps an input block's block_id to the typed text.
+pub(crate) fn view_submission_payload(
+    shared: &Shared,
+    view_id: &str,
+    user: &str,
+    values: &[(String, String)],
+) -> Result<Value, SandboxError> {
+    let user = shared
+        .user(user)
+        .ok_or_else(|| SandboxError::UnknownUser(user.to_owned()))?;
+    let view = lock(&shared.store)
+        .views
+        .iter()
+        .find(|v| v.id == view_id && v.open)
+        .cloned()
+        .ok_or_else(|| SandboxError::ViewNotFound(view_id.to_owned()))?;
+    let mut state = serde_json::Map::new();
+    let blocks = view.view.get("blocks").and_then(Value::as_array);
+    for block in blocks.into_iter().flatten() {
+        if block.get("type").and_then(Value::as_str) != Some("input") {
+            continue;
+        }
+        let Some(block_id) = block.get("block_id").and_then(Value::as_str) else {
+            continue;
+        };
+        let element = block.get("element").cloned().unwrap_or(Value::Null);
+        let action_id = element
+            .get("action_id")
+            .and_then(Value::as_str)
+            .unwrap_or(block_id);
+        let kind = element
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("plain_text_input");
+        // Unfilled inputs are present with a null value, as in Slack.
+        let value = values
+            .iter()
+            .find(|(b, _)| b == block_id)
+            .map(|(_, v)| json!(v))
+            .unwrap_or(Value::Null);
+        state.insert(
+            block_id.to_owned(),
+            json!({ action_id: {"type": kind, "value": value} }),
+        );
+    }
+    if let Some((missing, _)) = values.iter().find(|(b, _)| !state.contains_key(b)) {
+        return Err(SandboxError::InputNotFound {
+            view_id: view_id.to_owned(),
+            block_id: missing.clone(),
+        });
+    }
+    Ok(json!({
+        "type": "view_submission",
+        "token": VERIFICATION_TOKEN,
+        "api_app_id": shared.config.app_id,
+        "trigger_id": shared.issue_trigger(&user.id),
+        "team": team_json(shared),
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "user": user_json(shared, user),
+        "view": view_json(shared, &view, &Value::Object(state)),
+        "response_urls": [],
+    }))
+}
+
+/// Sends a payload and waits for the ack (at most `ack_timeout`). Records and announces it.
+pub(crate) async fn deliver(shared: &Shared, payload: Value) -> Result<ClickOutcome, SandboxError> {
+    let kind = payload
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let user = payload
+        .pointer("/user/id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let at_unix_ms = unix_ms();
+    let accepts_response_payload = kind == "view_submission";
+    let timeout = shared.config.ack_timeout;
+    let outcome = match shared
+        .sockets
+        .deliver(payload.clone(), accepts_response_payload, timeout)
+        .await
+    {
+        Some(SocketAck::Acked { latency, payload }) => ClickOutcome {
+            transport: Transport::SocketMode,
+            status: 200,
+            latency,
+            body: payload.map(|p| p.to_string()).unwrap_or_default(),
+            timed_out: false,
+        },
+        Some(SocketAck::TimedOut { latency }) => ClickOutcome {
+            transport: Transport::SocketMode,
+            status: 0,
+            latency,
+            body: String::new(),
+            timed_out: true,
+        },
+        None => post_http(shared, &payload).await?,
+    };
+    let delivery = Delivery {
+        kind,
+        user,
+        outcome: outcome.clone(),
+        at_unix_ms,
+    };
+    lock(&shared.store).deliveries.push(delivery.clone());
+    shared.emit(SandboxEvent::InteractionDelivered(delivery));
+    Ok(outcome)
+}
+
+async fn post_http(shared: &Shared, payload: &Value) -> Result<ClickOutcome, SandboxError> {
+    let url = shared
+        .interactivity_url
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let body = format!("payload={}", urlencoding::encode(&payload.to_string()));
+    let timestamp = (unix_ms() / 1000) as i64;
+    let signature = sign(&shared.config.signing_secret, timestamp, body.as_bytes());
+    let request = shared
+        .http
+        .post(&url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            header::USER_AGENT,
+            "Slackbot 1.0 (+https://api.slack.com/robots)",
+        )
+        .header("X-Slack-Request-Timestamp", timestamp.to_string())
+        .header("X-Slack-Signature", signature)
+        .body(body);
+    let started = Instant::now();
+    let sent = tokio::time::timeout(shared.config.ack_timeout, async {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok::<_, reqwest::Error>((status, text))
+    })
+    .await;
+    let latency = started.elapsed();
+    match sent {
+        Ok(Ok((status, body))) => Ok(ClickOutcome {
+            transport: Transport::Http,
+            status,
+            latency,
+            body,
+            timed_out: false,
+        }),
+        Ok(Err(e)) => Err(SandboxError::Delivery {
+            url,
+            reason: e.to_string(),
+        }),
+        Err(_) => Ok(ClickOutcome {
+            transport: Transport::Http,
+            status: 0,
+            latency,
+            body: String::new(),
+            timed_out: true,
+        }),
+    }
+}
+
+pub(crate) async fn click(shared: &Shared, click: &Click) -> Result<ClickOutcome, SandboxError> {
+    let payload = block_actions_payload(shared, click)?;
+    deliver(shared, payload).await
+}
+
+/// Submits a modal and applies the ack: `response_action: errors` keeps it open with the
+/// errors, `update` replaces it, anything else closes it.
+pub(crate) async fn submit_view(
+    shared: &Shared,
+    view_id: &str,
+    user: &str,
+    values: &[(String, String)],
+) -> Result<ClickOutcome, SandboxError> {
+    let payload = view_submission_payload(shared, view_id, user, values)?;
+    let outcome = deliver(shared, payload).await?;
+    if !outcome.acked() {
+        return Ok(outcome);
+    }
+    let ack = outcome.json().unwrap_or(Value::Null);
+    let mut store = lock(&shared.store);
+    if let Some(view) = store.views.iter_mut().find(|v| v.id == view_id) {
+        match ack.get("response_action").and_then(Value::as_str) {
+            Some("errors") => {
+                view.errors = ack.get("errors").cloned().unwrap_or_else(|| json!({}));
+            }
+            Some("update" | "push") if ack.get("view").is_some_and(Value::is_object) => {
+                view.view = ack.get("view").cloned().unwrap_or(Value::Null);
+                view.errors = json!({});
+            }
+            _ => view.open = false,
+        }
+        shared.emit(SandboxEvent::ViewUpdated(view.clone()));
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,435 @@
+//! A local Slack emulator for greenlight: an independent implementation of the parts of Slack's
+//! protocol the product uses (see `docs/slack-protocol.md`), for tests, benchmarks and
+//! `greenlight dev`. It shares no code with the product or with slack-morphism on purpose, so a
+//! misunderstanding of the protocol in one cannot hide in the other.
+//!
+//! # What it serves (one HTTP listener)
+//! - `POST|GET /api/<method>`: the Web API (auth.test, chat.postMessage, chat.update,
+//!   chat.postEphemeral, views.open, users.info, users.lookupByEmail, users.list,
+//!   usergroups.list, usergroups.users.list, conversations.info, conversations.list,
+//!   conversations.history, conversations.replies, apps.connections.open). JSON or form bodies,
+//!   Slack's error names, token checks (`not_authed`, `invalid_auth`, `not_allowed_token_type`).
+//! - `GET /socket?ticket=`: Socket Mode (hello, `interactive` envelopes, acks, pings, disconnect).
+//! - `/_sandbox/...`: a JSON control API for other processes, SSE events, response_url targets.
+//! - `GET /`: a browser page showing the channels, rendering Block Kit, letting you click as any
+//!   simulated user and inject faults.
+//!
+//! # Use from a test
+//! ```no_run
+//! # async fn demo() -> Result<(), greenlight_sandbox::SandboxError> {
+//! use std::time::Duration;
+//! use greenlight_sandbox::{Click, Sandbox, SandboxConfig};
+//!
+//! let sandbox = Sandbox::start(SandboxConfig::for_tests()).await?;
+//! // Give the product `sandbox.api_url()` as SLACK_API_URL, start it, then:
+//! sandbox.set_interactivity_url("http://127.0.0.1:8080/slack/interactions");
+//! let posted = sandbox
+//!     .wait_for_message_in("C0DEPLOY", |m| !m.blocks.is_empty(), Duration::from_secs(5))
+//!     .await
+//!     .expect("approval message");
+//! let outcome = sandbox.click(Click::new("C0DEPLOY", &posted.ts, "approve", "U0ALICE")).await?;
+//! assert!(outcome.acked());
+//! let updated = sandbox
+//!     .wait_for_message("C0DEPLOY", &posted.ts, |m| m.edits > 0, Duration::from_secs(5))
+//!     .await;
+//! # let _ = updated; Ok(()) }
+//! ```
+//!
+//! Clicks and view submissions go over Socket Mode when a connection is open (to one random
+//! connection, as Slack does), otherwise as a v0-signed HTTP POST to the interactivity URL.
+//! Faults (`set_latency`, `fail_with`, `rate_limit`, `http_error`) apply to Web API methods
+//! before they run: latency first, then the first matching failure rule.
+
+#![forbid(unsafe_code)]
+
+mod blocks;
+mod config;
+mod control;
+mod error;
+mod faults;
+mod interact;
+mod model;
+mod page;
+mod signing;
+mod socket;
+mod state;
+mod web_api;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use config::{Channel, SandboxConfig, User, UserGroup};
+pub use error::SandboxError;
+pub use faults::FaultKind;
+pub use interact::Click;
+pub use model::{
+    ApiCall, ClickOutcome, Delivery, EphemeralMessage, Message, SandboxEvent, Transport, View,
+};
+pub use signing::sign;
+
+use crate::faults::Fault;
+use crate::state::{Shared, Store, lock};
+
+/// Starts sandboxes.
+pub struct Sandbox;
+
+impl Sandbox {
+    /// Binds `config.listen` and serves in a background task until `shutdown` or until every
+    /// handle is dropped.
+    pub async fn start(config: SandboxConfig) -> Result<SandboxHandle, SandboxError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SandboxError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            interactivity_url: RwLock::new(config.interactivity_url.clone()),
+            config,
+            addr,
+            store: Mutex::new(Store::default()),
+            faults: Mutex::new(Default::default()),
+            events: broadcast::channel(4096).0,
+            http: http_client()?,
+            sockets: Default::default(),
+            cancel: cancel.clone(),
+        });
+        let app = router(shared.clone());
+        let stop = cancel.clone();
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "sandbox server stopped");
+            }
+        });
+        tracing::info!(%addr, "sandbox listening");
+        Ok(SandboxHandle {
+            shared,
+            server: Arc::new(Mutex::new(Some(server))),
+            _guard: Arc::new(cancel.drop_guard()),
+        })
+    }
+}
+
+/// Every route, in one place.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/api/{method}", any(web_api::handle))
+        .route("/socket", get(socket::upgrade))
+        .merge(control::routes())
+        .with_state(shared)
+}
+
+/// The interactivity URL is plain http on loopback, but reqwest still wants a TLS provider:
+/// give it ring explicitly rather than relying on a process-wide default.
+fn http_client() -> Result<reqwest::Client, SandboxError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SandboxError::Client(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .build()
+        .map_err(|e| SandboxError::Client(e.to_string()))
+}
+
+/// A running sandbox. Clones share it; it stops on `shutdown` or when the last clone drops.
+#[derive(Clone)]
+pub struct SandboxHandle {
+    shared: Arc<Shared>,
+    server: Arc<Mutex<Option<JoinHandle<()>>>>,
+    _guard: Arc<DropGuard>,
+}
+
+impl SandboxHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://ADDR`
+    pub fn url(&self) -> String {
+        self.shared.base_url()
+    }
+
+    /// `http://ADDR/api/`, the value for `SLACK_API_URL`.
+    pub fn api_url(&self) -> String {
+        format!("{}/api/", self.shared.base_url())
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// Tests usually start the sandbox before the server knows its own port.
+    pub fn set_interactivity_url(&self, url: impl Into<String>) {
+        *self
+            .shared
+            .interactivity_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = url.into();
+    }
+
+    pub fn interactivity_url(&self) -> String {
+        self.shared
+            .interactivity_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Top-level messages of a channel (id or name) in posting order, including deleted ones
+    /// (`deleted: true`). Thread replies are in `thread_replies`.
+    pub fn messages(&self, channel: &str) -> Vec<Message> {
+        self.all_messages(channel)
+            .into_iter()
+            .filter(|m| m.thread_ts.is_none())
+            .collect()
+    }
+
+    /// Every message of a channel, top level and replies, in ts order.
+    pub fn all_messages(&self, channel: &str) -> Vec<Message> {
+        let Some(id) = self.shared.channel(channel).map(|c| c.id.clone()) else {
+            return Vec::new();
+        };
+        lock(&self.shared.store)
+            .messages
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn message(&self, channel: &str, ts: &str) -> Option<Message> {
+        let id = self.shared.channel(channel)?.id.clone();
+        lock(&self.shared.store).message(&id, ts).cloned()
+    }
+
+    pub fn thread_replies(&self, channel: &str, thread_ts: &str) -> Vec<Message> {
+        self.all_messages(channel)
+            .into_iter()
+            .filter(|m| m.thread_ts.as_deref() == Some(thread_ts))
+            .collect()
+    }
+
+    /// Ephemeral messages shown to `user` in `channel`, oldest first.
+    pub fn ephemerals(&self, channel: &str, user: &str) -> Vec<EphemeralMessage> {
+        let Some(id) = self.shared.channel(channel).map(|c| c.id.clone()) else {
+            return Vec::new();
+        };
+        lock(&self.shared.store)
+            .ephemerals
+            .iter()
+            .filter(|e| e.channel == id && e.user == user)
+            .cloned()
+            .collect()
+    }
+
+    /// Every Web API call so far, oldest first.
+    pub fn calls(&self) -> Vec<ApiCall> {
+        lock(&self.shared.store).calls.iter().cloned().collect()
+    }
+
+    /// Calls to one method, oldest first.
+    pub fn calls_to(&self, method: &str) -> Vec<ApiCall> {
+        lock(&self.shared.store)
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// Views opened with views.open, oldest first.
+    pub fn views(&self) -> Vec<View> {
+        lock(&self.shared.store).views.clone()
+    }
+
+    /// Every click and view submission delivered, with its outcome.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.shared.store).deliveries.clone()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<SandboxEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Re-evaluates `check` now and after every sandbox event until it returns `Some` or
+    /// `timeout` passes. No polling: it sleeps on the event channel.
+    pub async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&SandboxHandle) -> Option<T>,
+    ) -> Option<T> {
+        let mut events = self.subscribe();
+        if let Some(v) = check(self) {
+            return Some(v);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return None,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return check(self),
+                // A lagged receiver only missed notifications; the state check below is complete.
+                Ok(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {
+                    if let Some(v) = check(self) {
+                        return Some(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the message `ts` in `channel` exists and satisfies `pred`.
+    pub async fn wait_for_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        pred: impl Fn(&Message) -> bool,
+        timeout: Duration,
+    ) -> Option<Message> {
+        self.wait_until(timeout, |sb| sb.message(channel, ts).filter(|m| pred(m)))
+            .await
+    }
+
+    /// Waits until some message in `channel` (top level or reply) satisfies `pred`; returns the
+    /// oldest such message.
+    pub async fn wait_for_message_in(
+        &self,
+        channel: &str,
+        pred: impl Fn(&Message) -> bool,
+        timeout: Duration,
+    ) -> Option<Message> {
+        self.wait_until(timeout, |sb| {
+            sb.all_messages(channel).into_iter().find(|m| pred(m))
+        })
+        .await
+    }
+
+    /// Clicks a button as `click.user`: builds the block_actions payload and delivers it
+    /// (Socket Mode if a connection is open, else signed HTTP). Errors when the channel,
+    /// message, button or user does not exist, or the HTTP POST cannot be sent at all.
+    pub async fn click(&self, click: Click) -> Result<ClickOutcome, SandboxError> {
+        interact::click(&self.shared, &click).await
+    }
+
+    /// Submits an open modal as `user`. `values` maps input block_ids to typed text.
+    /// The ack decides the view's fate (errors keep it open, see `View::errors`).
+    pub async fn submit_view<K: Into<String>, V: Into<String>>(
+        &self,
+        view_id: &str,
+        user: &str,
+        values: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<ClickOutcome, SandboxError> {
+        let values: Vec<(String, String)> = values
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        interact::submit_view(&self.shared, view_id, user, &values).await
+    }
+
+    /// `v0=<hex>` signature of `body` at `timestamp` with this sandbox's signing secret.
+    pub fn sign(&self, timestamp: i64, body: &[u8]) -> String {
+        sign(&self.shared.config.signing_secret, timestamp, body)
+    }
+
+    /// Delays every call to `method` (`*` = every method) by `d`.
+    pub fn set_latency(&self, method: &str, d: Duration) {
+        lock(&self.shared.faults)
+            .latency
+            .insert(method.to_owned(), d);
+        self.shared.emit(SandboxEvent::FaultsChanged);
+    }
+
+    /// Answers `method` with `{"ok":false,"error":error}`, `times` times (`None`: until cleared).
+    pub fn fail_with(&self, method: &str, error: &str, times: Option<u32>) {
+        self.add_fault(
+            method,
+            FaultKind::Error {
+                error: error.to_owned(),
+            },
+            times,
+        );
+    }
+
+    /// Answers `method` with HTTP 429 and `Retry-After: retry_after_secs`, `times` times.
+    pub fn rate_limit(&self, method: &str, retry_after_secs: u64, times: u32) {
+        self.add_fault(
+            method,
+            FaultKind::RateLimit { retry_after_secs },
+            Some(times),
+        );
+    }
+
+    /// Answers `method` (`*` = all) with HTTP `status`, `times` times (`None`: until cleared).
+    pub fn http_error(&self, method: &str, status: u16, times: Option<u32>) {
+        self.add_fault(method, FaultKind::Http { status }, times);
+    }
+
+    /// Adds a failure rule; rules are tried oldest first.
+    pub fn add_fault(&self, method: &str, kind: FaultKind, times: Option<u32>) {
+        if times == Some(0) {
+            return;
+        }
+        lock(&self.shared.faults).failures.push(Fault {
+            method: method.to_owned(),
+            kind,
+            remaining: times,
+        });
+        self.shared.emit(SandboxEvent::FaultsChanged);
+    }
+
+    /// Removes every latency and failure rule.
+    pub fn clear_faults(&self) {
+        *lock(&self.shared.faults) = Default::default();
+        self.shared.emit(SandboxEvent::FaultsChanged);
+    }
+
+    /// Socket Mode connections that can take payloads (ones asked to disconnect are excluded).
+    pub fn open_connections(&self) -> usize {
+        self.shared.sockets.open_connections()
+    }
+
+    /// Ids of the open Socket Mode connections, for `disconnect_one`.
+    pub fn connection_ids(&self) -> Vec<u64> {
+        self.shared.sockets.connection_ids()
+    }
+
+    /// Sends `{"type":"disconnect","reason":reason,...}` to every open connection; each closes
+    /// a few seconds later. Returns how many were asked.
+    pub fn disconnect_all(&self, reason: &str) -> usize {
+        self.shared.sockets.disconnect(&self.shared, reason, None)
+    }
+
+    pub fn disconnect_one(&self, connection: u64, reason: &str) -> bool {
+        self.shared
+            .sockets
+            .disconnect(&self.shared, reason, Some(connection))
+            > 0
+    }
+
+    /// Stops the server and closes every socket and event stream.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        let server = lock(&self.server).take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The one shared state behind the Web API, the control API, the page and `SandboxHandle`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Channel, SandboxConfig, User};
+use crate::faults::Faults;
+use crate::model::{ApiCall, Delivery, EphemeralMessage, Message, SandboxEvent, View};
+use crate::socket::SocketHub;
+
+/// Oldest calls are dropped past this, so long benchmarks do not grow without bound.
+const MAX_CALLS: usize = 200_000;
+
+pub(crate) struct Shared {
+    pub config: SandboxConfig,
+    pub addr: SocketAddr,
+    pub interactivity_url: RwLock<String>,
+    pub store: Mutex<Store>,
+    pub faults: Mutex<Faults>,
+    pub events: broadcast::Sender<SandboxEvent>,
+    pub http: reqwest::Client,
+    pub sockets: SocketHub,
+    pub cancel: CancellationToken,
+}
+
+#[derive(Default)]
+pub(crate) struct Store {
+    /// Per channel id, every message (top level and replies) in ts order.
+    pub messages: HashMap<String, Vec<Message>>,
+    pub ephemerals: Vec<EphemeralMessage>,
+    pub views: Vec<View>,
+    pub triggers: HashMap<String, Trigger>,
+    pub response_urls: HashMap<String, ResponseUrl>,
+    pub calls: VecDeque<ApiCall>,
+    pub deliveries: Vec<Delivery>,
+    last_ts_micros: u64,
+}
+
+pub(crate) struct Trigger {
+    pub issued: Instant,
+    pub used: bool,
+    pub user: String,
+}
+
+/// A `response_url` handed out with a click: where it points and how often it was used.
+pub(crate) struct ResponseUrl {
+    pub channel: String,
+    pub message_ts: String,
+    pub user: String,
+    pub issued: Instant,
+    pub uses: u32,
+}
+
+/// Locks, ignoring poisoning: a panicked holder cannot leave these maps half-written in a way
+/// that matters more than stopping the whole sandbox.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Slack-style `seconds.micros` string.
+pub(crate) fn format_ts(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+impl Store {
+    /// A message ts: wall-clock micros, bumped so every ts is unique and strictly increasing.
+    pub fn next_ts(&mut self) -> String {
+        let now = unix_micros().max(self.last_ts_micros + 1);
+        self.last_ts_micros = now;
+        format_ts(now)
+    }
+
+    pub fn message(&self, channel: &str, ts: &str) -> Option<&Message> {
+        self.messages.get(channel)?.iter().find(|m| m.ts == ts)
+    }
+
+    pub fn message_mut(&mut self, channel: &str, ts: &str) -> Option<&mut Message> {
+        self.messages
+            .get_mut(channel)?
+            .iter_mut()
+            .find(|m| m.ts == ts)
+    }
+
+    pub fn push_call(&mut self, call: ApiCall) {
+        if self.calls.len() >= MAX_CALLS {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(call);
+    }
+}
+
+impl Shared {
+    pub fn emit(&self, event: SandboxEvent) {
+        // No subscribers is normal.
+        let _ = self.events.send(event);
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A channel by id, `#name` or `name`.
+    pub fn channel(&self, key: &str) -> Option<&Channel> {
+        let name = key.strip_prefix('#').unwrap_or(key);
+        self.config
+            .channels
+            .iter()
+            .find(|c| c.id == key || c.name == name)
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.config.users.iter().find(|u| u.id == id)
+    }
+
+    /// A fresh trigger id usable once, for `trigger_ttl`, by views.open.
+    pub fn issue_trigger(&self, user: &str) -> String {
+        let mut rng = rand::rng();
+        let id = format!(
+            "{}.{}.{}",
+            rng.random_range(100_000_000_000u64..999_999_999_999),
+            rng.random_range(10_000_000_000u64..99_999_999_999),
+            random_hex(16)
+        );
+        let mut store = lock(&self.store);
+        let ttl = self.config.trigger_ttl;
+        // Forget long-dead triggers so they do not pile up.
+        store
+            .triggers
+            .retain(|_, t| t.issued.elapsed() < ttl + Duration::from_secs(600));
+        store.triggers.insert(
+            id.clone(),
+            Trigger {
+                issued: Instant::now(),
+                used: false,
+                user: user.to_owned(),
+            },
+        );
+        id
+    }
+
+    pub fn issue_response_url(&self, channel: &str, message_ts: &str, user: &str) -> String {
+        let id = random_hex(16);
+        lock(&self.store).response_urls.insert(
+            id.clone(),
+            ResponseUrl {
+                channel: channel.to_owned(),
+                message_ts: message_ts.to_owned(),
+                user: user.to_owned(),
+                issued: Instant::now(),
+                uses: 0,
+            },
+        );
+        format!("{}/_sandbox/response/{id}", self.base_url())
+    }
+
+    pub fn user_json(&self, user: &User) -> Value {
+        serde_json::json!({
+            "id": user.id,
+            "team_id": self.config.team_id,
+            "name": user.name,
+            "real_name": user.real_name,
+            "deleted": false,
+            "is_bot": false,
+            "tz": "Europe/London",
+            "profile": {
+                "email": user.email,
+                "real_name": user.real_name,
+                "display_name": user.name,
+            },
+        })
+    }
+
+    pub fn message_json(&self, m: &Message) -> Value {
+        let mut v = serde_json::json!({
+            "type": "message",
+            "ts": m.ts,
+            "text": m.text,
+            "blocks": m.blocks,
+            "user": m.user,
+            "bot_id": m.bot_id,
+            "app_id": self.config.app_id,
+            "team": self.config.team_id,
+        });
+        if let Some(t) = &m.thread_ts {
+            v["thread_ts"] = Value::String(t.clone());
+        }
+        v
+    }
+}

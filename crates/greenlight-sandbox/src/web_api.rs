@@ -1,0 +1,594 @@
+//! The Web API: `POST|GET /api/<method>`, Slack's argument rules, errors and faults.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::blocks;
+use crate::faults::FaultKind;
+use crate::model::{ApiCall, EphemeralMessage, Message, SandboxEvent, View};
+use crate::state::{Shared, lock, random_hex, unix_ms};
+
+/// An `ok:false` answer: Slack's error name plus optional `response_metadata.messages`.
+#[derive(Debug)]
+pub(crate) struct SlackError {
+    pub error: String,
+    pub messages: Vec<String>,
+}
+
+impl From<&str> for SlackError {
+    fn from(error: &str) -> Self {
+        Self {
+            error: error.to_owned(),
+            messages: Vec::new(),
+        }
+    }
+}
+
+type Args = Map<String, Value>;
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<u64>,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body,
+            retry_after: None,
+        }
+    }
+
+    fn error(e: SlackError) -> Self {
+        let mut body = json!({"ok": false, "error": e.error});
+        if !e.messages.is_empty() {
+            body["response_metadata"] = json!({"messages": e.messages});
+        }
+        Self {
+            status: StatusCode::OK,
+            body,
+            retry_after: None,
+        }
+    }
+}
+
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Path(method): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let parsed = parse_args(&headers, query.as_deref(), &body);
+    let (mut args, token) = match parsed {
+        Ok(v) => v,
+        Err(e) => (Map::new(), Err(e)),
+    };
+    let reply = run(&shared, &method, &args, token).await;
+    args.remove("token");
+    let ok = reply
+        .body
+        .get("ok")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let call = ApiCall {
+        method: method.clone(),
+        at: started,
+        at_unix_ms: unix_ms(),
+        http_status: reply.status.as_u16(),
+        ok,
+        error: reply
+            .body
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        args: Value::Object(args),
+    };
+    lock(&shared.store).push_call(call.clone());
+    shared.emit(SandboxEvent::ApiCalled(call));
+
+    let mut response = (reply.status, axum::Json(reply.body)).into_response();
+    if let Some(secs) = reply.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// Latency first, then injected failures, then authentication, then the method itself.
+async fn run(
+    shared: &Shared,
+    method: &str,
+    args: &Args,
+    token: Result<Option<String>, SlackError>,
+) -> Reply {
+    let latency = lock(&shared.faults).latency_for(method);
+    if let Some(d) = latency {
+        tokio::time::sleep(d).await;
+    }
+    let failure = lock(&shared.faults).take_failure(method);
+    match failure {
+        Some(FaultKind::RateLimit { retry_after_secs }) => {
+            return Reply {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                body: json!({"ok": false, "error": "ratelimited"}),
+                retry_after: Some(retry_after_secs),
+            };
+        }
+        Some(FaultKind::Http { status }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Reply {
+                status,
+                body: json!({"ok": false, "error": "fatal_error"}),
+                retry_after: None,
+            };
+        }
+        Some(FaultKind::Error { error }) => return Reply::error(error.as_str().into()),
+        None => {}
+    }
+    let token = match token {
+        Ok(Some(t)) => t,
+        Ok(None) => return Reply::error("not_authed".into()),
+        Err(e) => return Reply::error(e),
+    };
+    let cfg = &shared.config;
+    let is_app_token = cfg.app_token.as_deref() == Some(token.as_str());
+    if token != cfg.bot_token && !is_app_token {
+        return Reply::error("invalid_auth".into());
+    }
+    if (method == "apps.connections.open") != is_app_token {
+        return Reply::error("not_allowed_token_type".into());
+    }
+    match dispatch(shared, method, args) {
+        Ok(body) => Reply::ok(body),
+        Err(e) => Reply::error(e),
+    }
+}
+
+fn dispatch(shared: &Shared, method: &str, args: &Args) -> Result<Value, SlackError> {
+    match method {
+        "api.test" => Ok(json!({"ok": true, "args": args})),
+        "auth.test" => Ok(auth_test(shared)),
+        "chat.postMessage" => post_message(shared, args),
+        "chat.update" => update(shared, args),
+        "chat.postEphemeral" => post_ephemeral(shared, args),
+        "views.open" => views_open(shared, args),
+        "users.info" => users_info(shared, args),
+        "users.lookupByEmail" => lookup_by_email(shared, args),
+        "users.list" => Ok(json!({"ok": true, "members":
+            shared.config.users.iter().map(|u| shared.user_json(u)).collect::<Vec<_>>()})),
+        "usergroups.users.list" => usergroup_users(shared, args),
+        "usergroups.list" => Ok(json!({"ok": true, "usergroups":
+            shared.config.usergroups.iter().map(|g| json!({"id": g.id, "handle": g.handle,
+                "team_id": shared.config.team_id, "users": g.users})).collect::<Vec<_>>()})),
+        "conversations.info" => {
+            let ch = channel_arg(shared, args)?;
+            Ok(json!({"ok": true, "channel": channel_json(ch)}))
+        }
+        "conversations.list" => Ok(json!({"ok": true,
+            "channels": shared.config.channels.iter().map(channel_json).collect::<Vec<_>>(),
+            "response_metadata": {"next_cursor": ""}})),
+        "conversations.history" => history(shared, args),
+        "conversations.replies" => replies(shared, args),
+        "apps.connections.open" => Ok(json!({"ok": true, "url": shared.sockets.open_url(shared)})),
+        _ => Err("unknown_method".into()),
+    }
+}
+
+/// Reads arguments from the query string and the body (JSON or form) and the token from
+/// `Authorization: Bearer` or, for form/query requests, the `token` field.
+fn parse_args(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(Args, Result<Option<String>, SlackError>), SlackError> {
+    let mut args = Args::new();
+    if let Some(q) = query {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(q).map_err(|_| SlackError::from("invalid_form_data"))?;
+        for (k, v) in pairs {
+            args.insert(k, Value::String(v));
+        }
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let is_json = content_type.starts_with("application/json");
+    if !body.is_empty() {
+        if is_json {
+            let v: Value =
+                serde_json::from_slice(body).map_err(|_| SlackError::from("invalid_json"))?;
+            let Value::Object(obj) = v else {
+                return Err("invalid_json".into());
+            };
+            args.extend(obj);
+        } else if content_type.starts_with("application/x-www-form-urlencoded")
+            || content_type.is_empty()
+        {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|_| SlackError::from("invalid_form_data"))?;
+            for (k, v) in pairs {
+                args.insert(k, Value::String(v));
+            }
+        } else {
+            return Err("invalid_post_type".into());
+        }
+    }
+    let bearer = match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let s = v.to_str().map_err(|_| SlackError::from("invalid_auth"))?;
+            match s.strip_prefix("Bearer ") {
+                Some(t) => Some(t.trim().to_owned()),
+                None => return Ok((args, Err("invalid_auth".into()))),
+            }
+        }
+        None => None,
+    };
+    // Slack ignores a `token` field in JSON bodies: JSON needs the header.
+    let field = if is_json {
+        None
+    } else {
+        args.get("token").and_then(Value::as_str).map(str::to_owned)
+    };
+    Ok((args, Ok(bearer.or(field).filter(|t| !t.is_empty()))))
+}
+
+fn str_arg(args: &Args, key: &str) -> Option<String> {
+    match args.get(key)? {
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A JSON argument: form bodies carry it as a JSON string, JSON bodies as a value.
+fn json_arg(args: &Args, key: &str) -> Result<Option<Value>, ()> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => serde_json::from_str(s).map(Some).map_err(|_| ()),
+        Some(v) => Ok(Some(v.clone())),
+    }
+}
+
+fn channel_arg<'a>(
+    shared: &'a Shared,
+    args: &Args,
+) -> Result<&'a crate::config::Channel, SlackError> {
+    str_arg(args, "channel")
+        .and_then(|c| shared.channel(&c))
+        .ok_or_else(|| "channel_not_found".into())
+}
+
+fn channel_json(c: &crate::config::Channel) -> Value {
+    json!({"id": c.id, "name": c.name, "is_channel": true, "is_private": false,
+        "is_archived": false, "is_member": true, "created": 1_700_000_000})
+}
+
+/// Blocks from `args`, validated and with Slack's missing ids filled in.
+fn blocks_arg(args: &Args) -> Result<Option<Vec<Value>>, SlackError> {
+    let Some(v) =
+        json_arg(args, "blocks").map_err(|_| SlackError::from("invalid_blocks_format"))?
+    else {
+        return Ok(None);
+    };
+    blocks::validate(&v, 50).map_err(|messages| SlackError {
+        error: "invalid_blocks".into(),
+        messages,
+    })?;
+    let mut list = match v {
+        Value::Array(list) => list,
+        _ => return Err("invalid_blocks_format".into()),
+    };
+    blocks::fill_ids(&mut list);
+    Ok(Some(list))
+}
+
+fn auth_test(shared: &Shared) -> Value {
+    let c = &shared.config;
+    json!({
+        "ok": true,
+        "url": format!("https://{}.slack.com/", c.team_domain),
+        "team": c.team_domain,
+        "user": "greenlight",
+        "team_id": c.team_id,
+        "user_id": c.bot_user_id,
+        "bot_id": c.bot_id,
+        "is_enterprise_install": false,
+    })
+}
+
+fn post_message(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let channel = channel_arg(shared, args)?;
+    let blocks = blocks_arg(args)?.unwrap_or_default();
+    let text = str_arg(args, "text").unwrap_or_default();
+    if text.is_empty() && blocks.is_empty() && str_arg(args, "attachments").is_none() {
+        return Err("no_text".into());
+    }
+    if text.chars().count() > 40_000 {
+        return Err("msg_too_long".into());
+    }
+    let mut store = lock(&shared.store);
+    // A reply to a reply joins the parent's thread, as in Slack.
+    let thread_ts = str_arg(args, "thread_ts").map(|t| {
+        store
+            .message(&channel.id, &t)
+            .and_then(|m| m.thread_ts.clone())
+            .unwrap_or(t)
+    });
+    let ts = store.next_ts();
+    let message = Message {
+        channel: channel.id.clone(),
+        ts: ts.clone(),
+        thread_ts,
+        text,
+        blocks,
+        user: shared.config.bot_user_id.clone(),
+        bot_id: shared.config.bot_id.clone(),
+        edits: 0,
+        deleted: false,
+    };
+    store
+        .messages
+        .entry(channel.id.clone())
+        .or_default()
+        .push(message.clone());
+    shared.emit(SandboxEvent::MessagePosted(message.clone()));
+    Ok(
+        json!({"ok": true, "channel": channel.id, "ts": ts, "message": shared.message_json(&message)}),
+    )
+}
+
+fn update(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let channel = channel_arg(shared, args)?;
+    let ts = str_arg(args, "ts").ok_or_else(|| SlackError::from("message_not_found"))?;
+    let blocks = blocks_arg(args)?;
+    let text = str_arg(args, "text");
+    if text.is_none() && blocks.is_none() && str_arg(args, "attachments").is_none() {
+        return Err("no_text".into());
+    }
+    if text.as_ref().is_some_and(|t| t.chars().count() > 4000) {
+        return Err("msg_too_long".into());
+    }
+    let mut store = lock(&shared.store);
+    let message = store
+        .message_mut(&channel.id, &ts)
+        .filter(|m| !m.deleted)
+        .ok_or_else(|| SlackError::from("message_not_found"))?;
+    if message.user != shared.config.bot_user_id {
+        return Err("cant_update_message".into());
+    }
+    // Absent fields keep their old value; `blocks: []` removes the blocks.
+    if let Some(t) = text {
+        message.text = t;
+    }
+    if let Some(b) = blocks {
+        message.blocks = b;
+    }
+    message.edits += 1;
+    let message = message.clone();
+    shared.emit(SandboxEvent::MessageUpdated(message.clone()));
+    Ok(
+        json!({"ok": true, "channel": channel.id, "ts": ts, "text": message.text,
+        "message": shared.message_json(&message)}),
+    )
+}
+
+fn post_ephemeral(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let channel = channel_arg(shared, args)?;
+    let user = str_arg(args, "user")
+        .filter(|u| shared.user(u).is_some())
+        .ok_or_else(|| SlackError::from("user_not_in_channel"))?;
+    let blocks = blocks_arg(args)?.unwrap_or_default();
+    let text = str_arg(args, "text").unwrap_or_default();
+    if text.is_empty() && blocks.is_empty() {
+        return Err("no_text".into());
+    }
+    let mut store = lock(&shared.store);
+    let ts = store.next_ts();
+    let eph = EphemeralMessage {
+        channel: channel.id.clone(),
+        user,
+        ts: ts.clone(),
+        thread_ts: str_arg(args, "thread_ts"),
+        text,
+        blocks,
+    };
+    store.ephemerals.push(eph.clone());
+    shared.emit(SandboxEvent::EphemeralPosted(eph));
+    Ok(json!({"ok": true, "message_ts": ts}))
+}
+
+fn views_open(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let trigger_id =
+        str_arg(args, "trigger_id").ok_or_else(|| SlackError::from("invalid_arguments"))?;
+    let view = json_arg(args, "view")
+        .map_err(|_| SlackError::from("invalid_arguments"))?
+        .ok_or_else(|| SlackError::from("invalid_arguments"))?;
+    validate_view(&view)?;
+    let mut store = lock(&shared.store);
+    let trigger = store
+        .triggers
+        .get_mut(&trigger_id)
+        .ok_or_else(|| SlackError::from("invalid_trigger_id"))?;
+    if trigger.used {
+        return Err("exchanged_trigger_id".into());
+    }
+    if trigger.issued.elapsed() > shared.config.trigger_ttl {
+        return Err("expired_trigger_id".into());
+    }
+    trigger.used = true;
+    let user = trigger.user.clone();
+    let record = View {
+        id: format!("V{}", random_hex(5).to_uppercase()),
+        user,
+        hash: format!("{}.{}", unix_ms() / 1000, random_hex(4)),
+        callback_id: view
+            .get("callback_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        private_metadata: view
+            .get("private_metadata")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        view,
+        open: true,
+        errors: json!({}),
+    };
+    store.views.push(record.clone());
+    shared.emit(SandboxEvent::ViewOpened(record.clone()));
+    Ok(json!({"ok": true, "view": view_json(shared, &record, &json!({}))}))
+}
+
+fn validate_view(view: &Value) -> Result<(), SlackError> {
+    let mut messages = Vec::new();
+    if view.to_string().len() > 250_000 {
+        return Err("view_too_large".into());
+    }
+    if view.get("type").and_then(Value::as_str) != Some("modal") {
+        messages.push("[ERROR] must be modal [json-pointer:/view/type]".to_owned());
+    }
+    match view.pointer("/title/text").and_then(Value::as_str) {
+        Some(t) if !t.is_empty() && t.chars().count() <= 24 => {}
+        _ => messages
+            .push("[ERROR] must be 1 to 24 characters [json-pointer:/view/title/text]".into()),
+    }
+    for key in ["submit", "close"] {
+        if let Some(t) = view.get(key)
+            && t.get("text")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.chars().count() > 24)
+        {
+            messages.push(format!(
+                "[ERROR] must be 1 to 24 characters [json-pointer:/view/{key}/text]"
+            ));
+        }
+    }
+    if view
+        .get("private_metadata")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.len() > 3000)
+    {
+        messages.push(
+            "[ERROR] must be less than 3001 characters [json-pointer:/view/private_metadata]"
+                .into(),
+        );
+    }
+    if let Err(errs) = blocks::validate(view.get("blocks").unwrap_or(&Value::Null), 100) {
+        messages.extend(
+            errs.into_iter()
+                .map(|e| e.replace("json-pointer:/blocks", "json-pointer:/view/blocks")),
+        );
+    }
+    if messages.is_empty() {
+        Ok(())
+    } else {
+        Err(SlackError {
+            error: "invalid_arguments".into(),
+            messages,
+        })
+    }
+}
+
+/// The view object as Slack echoes it (views.open answer and view_submission payloads).
+pub(crate) fn view_json(shared: &Shared, v: &View, state_values: &Value) -> Value {
+    let c = &shared.config;
+    let mut out = v.view.clone();
+    if let Some(obj) = out.as_object_mut() {
+        obj.insert("id".into(), json!(v.id));
+        obj.insert("team_id".into(), json!(c.team_id));
+        obj.insert("app_id".into(), json!(c.app_id));
+        obj.insert("bot_id".into(), json!(c.bot_id));
+        obj.insert("hash".into(), json!(v.hash));
+        obj.insert("callback_id".into(), json!(v.callback_id));
+        obj.insert("private_metadata".into(), json!(v.private_metadata));
+        obj.insert("state".into(), json!({"values": state_values}));
+        obj.insert("root_view_id".into(), json!(v.id));
+        obj.insert("previous_view_id".into(), Value::Null);
+        obj.insert("external_id".into(), json!(""));
+        obj.insert("app_installed_team_id".into(), json!(c.team_id));
+        obj.entry("blocks").or_insert_with(|| json!([]));
+    }
+    out
+}
+
+fn users_info(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let user = str_arg(args, "user")
+        .and_then(|u| shared.user(&u))
+        .ok_or_else(|| SlackError::from("user_not_found"))?;
+    Ok(json!({"ok": true, "user": shared.user_json(user)}))
+}
+
+fn lookup_by_email(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let email = str_arg(args, "email").ok_or_else(|| SlackError::from("users_not_found"))?;
+    let user = shared
+        .config
+        .users
+        .iter()
+        .find(|u| u.email.eq_ignore_ascii_case(&email))
+        .ok_or_else(|| SlackError::from("users_not_found"))?;
+    Ok(json!({"ok": true, "user": shared.user_json(user)}))
+}
+
+fn usergroup_users(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let id = str_arg(args, "usergroup").ok_or_else(|| SlackError::from("no_such_subteam"))?;
+    let group = shared
+        .config
+        .usergroups
+        .iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| SlackError::from("no_such_subteam"))?;
+    Ok(json!({"ok": true, "users": group.users}))
+}
+
+fn history(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let channel = channel_arg(shared, args)?;
+    let store = lock(&shared.store);
+    // Newest first, top level only (plus thread parents), like Slack.
+    let messages: Vec<Value> = store
+        .messages
+        .get(&channel.id)
+        .map(|list| {
+            list.iter()
+                .rev()
+                .filter(|m| !m.deleted && m.thread_ts.is_none())
+                .map(|m| shared.message_json(m))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({"ok": true, "messages": messages, "has_more": false}))
+}
+
+fn replies(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let channel = channel_arg(shared, args)?;
+    let ts = str_arg(args, "ts").ok_or_else(|| SlackError::from("thread_not_found"))?;
+    let store = lock(&shared.store);
+    let list = store.messages.get(&channel.id);
+    let parent = list
+        .and_then(|l| l.iter().find(|m| m.ts == ts))
+        .ok_or_else(|| SlackError::from("thread_not_found"))?;
+    let mut messages = vec![shared.message_json(parent)];
+    messages.extend(
+        list.into_iter()
+            .flatten()
+            .filter(|m| m.thread_ts.as_deref() == Some(ts.as_str()) && !m.deleted)
+            .map(|m| shared.message_json(m)),
+    );
+    Ok(json!({"ok": true, "messages": messages, "has_more": false}))
+}
