@@ -35,6 +35,27 @@ pub enum ServiceError {
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
+/// A change to a request: its audit event name and what it sets off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Created,
+    /// A vote was counted but did not decide (N of M).
+    VoteRecorded,
+    Decided(Status),
+    Cancelled,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Created => "request.created",
+            Event::VoteRecorded => "vote.recorded",
+            Event::Decided(status) => status_event(status),
+            Event::Cancelled => "request.cancelled",
+        }
+    }
+}
+
 /// A validated request to create an approval.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CreateInput {
@@ -146,7 +167,7 @@ impl Service {
         );
         let audit = [NewAudit {
             request_id: Some(request.id.clone()),
-            event: "request.created",
+            event: Event::Created.as_str(),
             actor: key.name.clone(),
             data: serde_json::json!({
                 "workflow": request.workflow,
@@ -154,9 +175,7 @@ impl Service {
                 "api_key": key.id,
             }),
         }];
-        let effects = [Effect::SlackPost {
-            request_id: request.id.clone(),
-        }];
+        let effects = self.effects_for(&request, Event::Created);
         let outcome = self
             .store
             .create_request(
@@ -232,23 +251,14 @@ impl Service {
             let policy = self.policy(&request);
             let now = self.clock.now();
             let outcome = request.cast(vote.clone(), &policy, now)?;
-            let (event, effects) = match outcome {
-                VoteOutcome::Decided(status) => (
-                    status_event(status),
-                    vec![Effect::SlackUpdate {
-                        request_id: request.id.clone(),
-                    }],
-                ),
-                VoteOutcome::Counted { .. } => (
-                    "vote.recorded",
-                    vec![Effect::SlackUpdate {
-                        request_id: request.id.clone(),
-                    }],
-                ),
+            let event = match outcome {
+                VoteOutcome::Decided(status) => Event::Decided(status),
+                VoteOutcome::Counted { .. } => Event::VoteRecorded,
             };
+            let effects = self.effects_for(&request, event);
             let audit = [NewAudit {
                 request_id: Some(request.id.clone()),
-                event,
+                event: event.as_str(),
                 actor: vote.by.clone(),
                 data: serde_json::json!({
                     "verdict": vote.verdict,
@@ -287,13 +297,11 @@ impl Service {
             request.cancel(by, reason.clone(), now)?;
             let audit = [NewAudit {
                 request_id: Some(request.id.clone()),
-                event: "request.cancelled",
+                event: Event::Cancelled.as_str(),
                 actor: by.to_owned(),
                 data: serde_json::json!({ "reason": reason }),
             }];
-            let effects = [Effect::SlackUpdate {
-                request_id: request.id.clone(),
-            }];
+            let effects = self.effects_for(&request, Event::Cancelled);
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())
@@ -304,6 +312,20 @@ impl Service {
                 return Ok(request);
             }
         }
+    }
+
+    /// Everything a change sets off, in one place. Written in the same transaction as the
+    /// change, delivered by the outbox worker.
+    fn effects_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let request_id = request.id.clone();
+        let mut effects = Vec::new();
+        match event {
+            Event::Created => effects.push(Effect::SlackPost { request_id }),
+            Event::VoteRecorded | Event::Decided(_) | Event::Cancelled => {
+                effects.push(Effect::SlackUpdate { request_id })
+            }
+        }
+        effects
     }
 
     /// Tells one Slack user something, through the outbox.
