@@ -13,8 +13,10 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::Worker;
 use crate::domain::Clock;
 use crate::http::{self, AppState};
+use crate::interactions;
 use crate::service::Service;
 use crate::slack::SlackApi;
+use crate::slack::socket_mode::{Handler, SocketMode};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,10 @@ pub enum AppError {
     Slack(std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot set up outgoing HTTP: {0}")]
+    Outbound(String),
+    #[error("cannot open Socket Mode: {0}")]
+    SocketMode(String),
 }
 
 /// One Prometheus recorder per process, shared by every server it runs (tests run several).
@@ -54,6 +60,8 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     worker: Arc<Worker>,
+    slack: SlackApi,
+    app_token: Option<String>,
 }
 
 impl Application {
@@ -69,13 +77,20 @@ impl Application {
             .unwrap_or_default();
         let slack = SlackApi::new(&config.slack.api_url, &bot_token).map_err(AppError::Slack)?;
         let wake = Arc::new(Notify::new());
-        let service = Arc::new(Service::new(
-            store.clone(),
-            clock.clone(),
-            config.workflows.clone(),
-            wake.clone(),
-        ));
-        let worker = Worker::new(store, slack, clock, wake);
+        let service = Arc::new(
+            Service::new(
+                store.clone(),
+                clock.clone(),
+                config.workflows.clone(),
+                wake.clone(),
+            )
+            .with_allow_private_targets(config.delivery.allow_private_targets)
+            .with_slack(slack.clone()),
+        );
+        let secret = crate::delivery::webhook_secret(config, store.as_ref()).await?;
+        let settings = crate::delivery::Settings::from_config(config, secret)
+            .map_err(|e| AppError::Outbound(e.to_string()))?;
+        let worker = Worker::new(store, slack.clone(), clock, wake, settings);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Bind {
@@ -92,6 +107,12 @@ impl Application {
                 metrics: metrics_handle(),
             },
             worker,
+            slack,
+            app_token: config
+                .slack
+                .app_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
         })
     }
 
@@ -100,7 +121,33 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let socket_mode = match &self.app_token {
+            Some(token) => {
+                let service = self.state.service.clone();
+                let handler: Handler = Arc::new(move |interaction| {
+                    let service = service.clone();
+                    Box::pin(async move {
+                        match interactions::handle(&service, &interaction).await {
+                            Ok(handled) => handled.ack_payload(),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot handle a Socket Mode interaction");
+                                None
+                            }
+                        }
+                    })
+                });
+                let sm = SocketMode::start(&self.slack, token, handler)
+                    .await
+                    .map_err(|e| AppError::SocketMode(e.to_string()))?;
+                tracing::info!("Socket Mode on: interactions arrive over WebSockets");
+                Some(sm)
+            }
+            None => None,
+        };
         let worker = tokio::spawn(self.worker.clone().run(shutdown.clone()));
+        let scheduler = tokio::spawn(
+            crate::scheduler::Scheduler::new(self.state.service.clone()).run(shutdown.clone()),
+        );
         let app = http::router(self.state);
         let stop = shutdown.clone();
         let served = axum::serve(self.listener, app)
@@ -108,7 +155,11 @@ impl Application {
             .await
             .map_err(AppError::Serve);
         shutdown.cancel();
+        if let Some(sm) = socket_mode {
+            sm.shutdown().await;
+        }
         let _ = worker.await;
+        let _ = scheduler.await;
         served
     }
 }

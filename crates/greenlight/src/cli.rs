@@ -38,6 +38,10 @@ pub struct Cli {
 enum Command {
     /// Run the server (HTTP API, Slack endpoints, delivery worker).
     Serve,
+    /// Server + Slack sandbox + SQLite in one process, no Slack account needed.
+    Dev,
+    /// The Slack sandbox alone: Web API, signed clicks, Socket Mode, a browser page.
+    Sandbox,
     /// Apply database migrations and exit.
     Migrate,
     /// Validate the config file and exit (0 when clean).
@@ -59,6 +63,8 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Print the `whsec_...` secret that signs callbacks, for receivers to verify them.
+    WebhookSecret,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,7 +145,10 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(matches!(cli.command, Command::Serve));
+    init_tracing(matches!(
+        cli.command,
+        Command::Serve | Command::Dev | Command::Sandbox
+    ));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -168,6 +177,8 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     match command {
         Command::Serve => serve().await,
+        Command::Dev => crate::dev::dev(stop_on_signal()).await,
+        Command::Sandbox => crate::dev::sandbox(stop_on_signal()).await,
         Command::Migrate => match Config::load() {
             Ok(c) => match store::connect(&c.database_url).await {
                 Ok(_) => {
@@ -182,6 +193,26 @@ async fn run(command: Command) -> ExitCode {
         Command::Keys(cmd) => keys(cmd).await,
         Command::Ask(args) => ask(args).await,
         Command::Audit { after, limit } => audit(after, limit).await,
+        Command::WebhookSecret => webhook_secret().await,
+    }
+}
+
+/// The configured secret, or the stored one (generated now if the server never ran).
+async fn webhook_secret() -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let store = match store::connect(&config.database_url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match crate::delivery::webhook_secret(&config, store.as_ref()).await {
+        Ok(secret) => {
+            println!("{}", secret.expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 
@@ -195,17 +226,22 @@ async fn serve() -> ExitCode {
         Err(e) => return fail(e),
     };
     tracing::info!(addr = %app.local_addr(), workflows = config.workflows.len(), "greenlight listening");
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
+    match app.run_until_stopped(stop_on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+fn stop_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let stop = token.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         stop.cancel();
     });
-    match app.run_until_stopped(shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
+    token
 }
 
 async fn shutdown_signal() {

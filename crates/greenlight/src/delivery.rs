@@ -3,7 +3,7 @@
 //! rendered from the request's state at delivery time, so a late or repeated update still
 //! shows the truth.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,28 +11,184 @@ use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::domain::{Clock, Millis, RequestId};
+use crate::hooks::ActionHook;
+use crate::outbound::{Outbound, OutgoingRequest};
 use crate::slack::{SlackApi, SlackCallError, render};
-use crate::store::{Effect, Job, JobResult, JobState, Store};
+use crate::store::{
+    ActionResult, Effect, Job, JobReport, JobResult, JobState, NewAudit, Store, StoreError,
+};
+use crate::webhook::{self, WebhookSecret};
 
 /// How long a claimed job is ours before another worker may take it.
 const LEASE_MS: Millis = 60_000;
 const MAX_IN_FLIGHT: usize = 64;
-/// After this many failed attempts, or this age, a job is dead.
-const MAX_ATTEMPTS: u32 = 15;
-const MAX_AGE_MS: Millis = 24 * 3600 * 1000;
-const BACKOFF_BASE_MS: Millis = 500;
-const BACKOFF_MAX_MS: Millis = 5 * 60 * 1000;
-/// While a message is not posted yet, an update for it waits this long between looks.
+/// While a message is not posted yet (or another task is updating it), an update for it
+/// waits this long between looks.
 const WAIT_FOR_POST_MS: Millis = 250;
+/// Bounds on a 429's `Retry-After`: never a hot loop, never a day.
+const MIN_PAUSE_MS: Millis = 1_000;
+const MAX_PAUSE_MS: Millis = 15 * 60 * 1000;
+
+/// The worker's knobs, from `[delivery]` and `[alerts]`.
+pub struct Settings {
+    pub max_attempts: u32,
+    pub max_age_ms: Millis,
+    pub backoff_base_ms: Millis,
+    pub backoff_max_ms: Millis,
+    pub posts_per_second: f64,
+    pub post_burst: u32,
+    pub alerts_channel: Option<String>,
+    pub webhook_secret: WebhookSecret,
+    pub outbound: Outbound,
+    /// How each workflow's messages look (quorum progress, confirmation dialogs).
+    pub looks: HashMap<String, render::Look>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config, webhook_secret: WebhookSecret) -> reqwest::Result<Self> {
+        let d = &config.delivery;
+        Ok(Self {
+            max_attempts: d.max_attempts,
+            max_age_ms: d.max_age.as_millis(),
+            backoff_base_ms: d.backoff_base.as_millis(),
+            backoff_max_ms: d.backoff_max.as_millis(),
+            posts_per_second: d.slack_posts_per_second,
+            post_burst: d.slack_post_burst,
+            alerts_channel: config
+                .alerts
+                .channel
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            webhook_secret,
+            outbound: Outbound::new(d.timeout.as_duration(), d.allow_private_targets)?,
+            looks: config
+                .workflows
+                .iter()
+                .map(|w| {
+                    let look = render::Look {
+                        approvals_required: w.approvals_required,
+                        confirm: w.confirm,
+                    };
+                    (w.name.to_string(), look)
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The configured webhook secret, or the one generated on first start and kept in the store.
+pub async fn webhook_secret(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<WebhookSecret, StoreError> {
+    if let Some(configured) = &config.delivery.webhook_secret {
+        // The loader checked the format already.
+        return WebhookSecret::parse(configured.expose())
+            .map_err(|e| StoreError::Corrupt(e.to_string()));
+    }
+    let fresh = WebhookSecret::generate();
+    let stored = store
+        .meta_get_or_insert(webhook::SECRET_META_KEY, fresh.expose())
+        .await?;
+    if stored == fresh.expose() {
+        tracing::info!(
+            "generated a webhook signing secret; print it with `greenlight webhook-secret`"
+        );
+    }
+    WebhookSecret::parse(&stored).map_err(|e| StoreError::Corrupt(format!("stored {e}")))
+}
+
+/// A token bucket: `post_burst` messages at once, then `posts_per_second`.
+struct Bucket {
+    tokens: f64,
+    at: Millis,
+}
+
+/// How one attempt went, before it is written down.
+struct Outcome {
+    result: JobResult,
+    /// A call went out (or was tried).
+    attempted: bool,
+    /// Announce it in the alerts channel if it is dead.
+    alert: bool,
+    /// The bare result ("HTTP 201", "HTTP 502"), for action hook summaries.
+    detail: String,
+}
+
+impl Outcome {
+    fn done(detail: impl Into<String>) -> Self {
+        Self {
+            result: JobResult::Done,
+            attempted: true,
+            alert: false,
+            detail: detail.into(),
+        }
+    }
+
+    /// Not a failure: try again at `at` without counting an attempt.
+    fn wait(at: Millis, why: impl Into<String>) -> Self {
+        Self {
+            result: JobResult::Retry {
+                at,
+                error: why.into(),
+                counts: false,
+            },
+            attempted: false,
+            alert: false,
+            detail: String::new(),
+        }
+    }
+
+    fn dead(error: impl Into<String>) -> Self {
+        let error = error.into();
+        Self {
+            result: JobResult::Dead {
+                error: error.clone(),
+            },
+            attempted: true,
+            alert: true,
+            detail: error,
+        }
+    }
+}
+
+/// What a Slack step did.
+enum Step {
+    Sent,
+    Wait(Millis, String),
+    /// Nothing to do, for a reason that is not worth an alert of its own.
+    Pointless(String),
+}
+
+/// Marks a request's message as being posted or updated by one task.
+struct MessageGuard<'a> {
+    busy: &'a Mutex<HashSet<RequestId>>,
+    id: RequestId,
+}
+
+impl Drop for MessageGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&self.id);
+        }
+    }
+}
 
 pub struct Worker {
     store: Arc<dyn Store>,
     slack: SlackApi,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    settings: Settings,
     /// Slack methods paused by a 429, until a time.
     paused: Mutex<HashMap<&'static str, Millis>>,
+    /// chat.postMessage pacing, per channel.
+    buckets: Mutex<HashMap<String, Bucket>>,
+    /// Requests whose message a task is posting or updating right now: one at a time, so an
+    /// older render can never land after a newer one.
+    busy: Mutex<HashSet<RequestId>>,
 }
 
 impl Worker {
@@ -41,13 +197,17 @@ impl Worker {
         slack: SlackApi,
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
+        settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             slack,
             clock,
             wake,
+            settings,
             paused: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
         })
     }
 
@@ -115,8 +275,12 @@ impl Worker {
 
     async fn deliver(&self, job: Job) {
         let kind = job.effect.kind();
-        let result = self.attempt(&job).await;
-        let outcome = match &result {
+        let out = match &job.effect {
+            Effect::Webhook { .. } => self.webhook(&job).await,
+            Effect::ActionHook { request_id, hook } => self.action(&job, request_id, hook).await,
+            _ => self.slack_job(&job).await,
+        };
+        let outcome = match &out.result {
             JobResult::Done => "done",
             JobResult::Retry { counts: false, .. } => "waiting",
             JobResult::Retry { .. } => "retry",
@@ -124,121 +288,334 @@ impl Worker {
         };
         metrics::counter!("greenlight_outbox_attempts_total", "kind" => kind, "outcome" => outcome)
             .increment(1);
-        match &result {
+        let attempts = job.attempts + 1;
+        match &out.result {
             JobResult::Dead { error } => {
-                tracing::error!(job = job.id, kind, error = %error, attempts = job.attempts + 1, "delivery failed for good")
+                metrics::counter!("greenlight_outbox_dead_total", "kind" => kind).increment(1);
+                tracing::error!(job = job.id, kind, error = %error, attempts, "delivery failed for good")
             }
             JobResult::Retry {
                 error,
                 counts: true,
                 ..
             } => {
-                tracing::warn!(job = job.id, kind, error = %error, attempts = job.attempts + 1, "delivery failed; will retry")
+                tracing::warn!(job = job.id, kind, error = %error, attempts, "delivery failed; will retry")
             }
             _ => tracing::debug!(job = job.id, kind, outcome, "delivery attempt"),
         }
-        if let Err(e) = self.store.finish_job(job.id, self.now(), &result).await {
+        let report = self.report(&job, out);
+        if let Err(e) = self.store.finish_job(job.id, self.now(), &report).await {
             // The lease runs out and the job is tried again: at least once, never lost.
             tracing::error!(job = job.id, error = %e, "cannot record delivery result");
         }
+        if !report.effects.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The outcome written down, with what it sets off: an alert for a dead job, and for an
+    /// action hook its result on the message and in the audit log.
+    fn report(&self, job: &Job, out: Outcome) -> JobReport {
+        let kind = job.effect.kind();
+        let attempts = job.attempts + u32::from(out.attempted);
+        let mut report = JobReport::new(out.result.clone(), out.attempted);
+        let request_id = job.effect.request_id().cloned();
+        if let JobResult::Dead { error } = &out.result {
+            report.audit.push(NewAudit {
+                request_id: request_id.clone(),
+                event: "delivery.failed",
+                actor: "greenlight".into(),
+                data: serde_json::json!({
+                    "kind": kind, "target": job.effect.target(), "error": error, "attempts": attempts,
+                }),
+            });
+            // An alert about a dead alert would loop.
+            let is_alert = matches!(job.effect, Effect::SlackAlert { .. });
+            if let (true, false, Some(channel)) =
+                (out.alert, is_alert, &self.settings.alerts_channel)
+            {
+                let about = request_id
+                    .as_ref()
+                    .map(|id| format!(" for request `{id}`"))
+                    .unwrap_or_default();
+                let target = job
+                    .effect
+                    .target()
+                    .map(|t| format!(" ({})", render::escape(&t)))
+                    .unwrap_or_default();
+                report.effects.push(Effect::SlackAlert {
+                    channel: channel.clone(),
+                    text: format!(
+                        ":rotating_light: greenlight gave up delivering *{kind}*{target}{about} after {attempts} attempt(s): {}",
+                        render::escape(error)
+                    ),
+                    request_id: request_id.clone(),
+                });
+            }
+        }
+        if let (Effect::ActionHook { request_id, hook }, false) =
+            (&job.effect, matches!(out.result, JobResult::Retry { .. }))
+        {
+            let ok = out.result == JobResult::Done;
+            report.audit.push(NewAudit {
+                request_id: Some(request_id.clone()),
+                event: if ok { "action.succeeded" } else { "action.failed" },
+                actor: "greenlight".into(),
+                data: serde_json::json!({
+                    "name": hook.name, "method": hook.method, "result": out.detail, "attempts": attempts,
+                }),
+            });
+            report.action = Some(ActionResult {
+                name: hook.name.clone(),
+                ok,
+                summary: out.detail.clone(),
+                attempts,
+                at: self.clock.now(),
+            });
+            report.effects.push(Effect::SlackUpdate {
+                request_id: request_id.clone(),
+            });
+        }
+        report
     }
 
     fn method(effect: &Effect) -> &'static str {
         match effect {
-            Effect::SlackPost { .. } => "chat.postMessage",
             Effect::SlackUpdate { .. } => "chat.update",
             Effect::SlackEphemeral { .. } => "chat.postEphemeral",
+            _ => "chat.postMessage",
         }
     }
 
-    async fn attempt(&self, job: &Job) -> JobResult {
-        let method = Self::method(&job.effect);
-        let now = self.now();
-        let paused_until = self
-            .paused
+    fn paused_until(&self, method: &'static str, now: Millis) -> Option<Millis> {
+        self.paused
             .lock()
             .ok()
             .and_then(|p| p.get(method).copied())
-            .filter(|until| *until > now);
-        if let Some(until) = paused_until {
-            return JobResult::Retry {
-                at: until,
-                error: format!("{method} rate limited"),
-                counts: false,
-            };
+            .filter(|until| *until > now)
+    }
+
+    /// Takes a chat.postMessage token for `channel`, or says when one will be there.
+    fn take_token(&self, channel: &str, now: Millis) -> Result<(), Millis> {
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let burst = f64::from(self.settings.post_burst.max(1));
+        let per_ms = self.settings.posts_per_second / 1000.0;
+        let b = buckets.entry(channel.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = (now - b.at).max(0) as f64;
+        b.tokens = (b.tokens + elapsed * per_ms).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(now + ((1.0 - b.tokens) / per_ms).ceil().max(1.0) as Millis)
         }
+    }
+
+    fn claim_message(&self, id: &RequestId) -> Option<MessageGuard<'_>> {
+        let mut busy = self.busy.lock().ok()?;
+        busy.insert(id.clone()).then(|| MessageGuard {
+            busy: &self.busy,
+            id: id.clone(),
+        })
+    }
+
+    async fn slack_job(&self, job: &Job) -> Outcome {
+        let method = Self::method(&job.effect);
+        let now = self.now();
+        if let Some(until) = self.paused_until(method, now) {
+            return Outcome::wait(until, format!("{method} rate limited"));
+        }
+        let _guard = match &job.effect {
+            Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
+                match self.claim_message(request_id) {
+                    Some(g) => Some(g),
+                    None => {
+                        return Outcome::wait(
+                            now + WAIT_FOR_POST_MS,
+                            "another delivery for this message is in flight",
+                        );
+                    }
+                }
+            }
+            _ => None,
+        };
         let res = match &job.effect {
-            Effect::SlackPost { request_id } => self.post(request_id).await,
-            Effect::SlackUpdate { request_id } => match self.update(request_id).await {
-                Ok(Some(wait)) => return wait,
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            },
+            Effect::SlackPost { request_id } => self.post(request_id, now).await,
+            Effect::SlackUpdate { request_id } => self.update(request_id).await,
+            Effect::SlackThreadReply { request_id, text } => {
+                self.thread_reply(request_id, text, now).await
+            }
             Effect::SlackEphemeral {
                 channel,
                 user,
                 text,
-            } => self.slack.post_ephemeral(channel, user, text.clone()).await,
+            } => self
+                .slack
+                .post_ephemeral(channel, user, text.clone())
+                .await
+                .map(|()| Step::Sent),
+            Effect::SlackAlert { channel, text, .. } => match self.take_token(channel, now) {
+                Err(at) => Ok(Step::Wait(
+                    at,
+                    "paced: one message a second per channel".into(),
+                )),
+                Ok(()) => self
+                    .slack
+                    .post_message(channel, text.clone(), render::notice(text))
+                    .await
+                    .map(|_| Step::Sent),
+            },
+            Effect::Webhook { .. } | Effect::ActionHook { .. } => {
+                return Outcome::dead("not a Slack job");
+            }
         };
         match res {
-            Ok(()) => JobResult::Done,
+            Ok(Step::Sent) => Outcome::done("ok"),
+            Ok(Step::Wait(at, why)) => Outcome::wait(at, why),
+            Ok(Step::Pointless(why)) => Outcome {
+                alert: false,
+                attempted: false,
+                ..Outcome::dead(why)
+            },
             Err(SlackCallError::RateLimited { retry_after }) => {
-                let until = now + i64::try_from(retry_after.as_millis()).unwrap_or(60_000);
+                let pause = i64::try_from(retry_after.as_millis())
+                    .unwrap_or(MAX_PAUSE_MS)
+                    .clamp(MIN_PAUSE_MS, MAX_PAUSE_MS);
+                let until = self.now() + pause;
                 if let Ok(mut p) = self.paused.lock() {
-                    p.insert(method, until);
+                    let entry = p.entry(method).or_insert(until);
+                    *entry = (*entry).max(until);
                 }
-                JobResult::Retry {
-                    at: until,
-                    error: format!("{method} rate limited for {retry_after:?}"),
-                    counts: false,
+                if now - job.created_at > self.settings.max_age_ms {
+                    return Outcome::dead(format!("{method} still rate limited after max_age"));
+                }
+                Outcome {
+                    attempted: true,
+                    ..Outcome::wait(until, format!("{method} rate limited for {retry_after:?}"))
                 }
             }
-            Err(SlackCallError::Permanent(e)) => JobResult::Dead { error: e },
+            Err(SlackCallError::Permanent(e)) => Outcome {
+                // A notice to one person that cannot be shown is not worth waking anyone.
+                alert: !matches!(job.effect, Effect::SlackEphemeral { .. }),
+                ..Outcome::dead(e)
+            },
             Err(SlackCallError::Transient(e)) => self.retry_or_give_up(job, now, e),
         }
     }
 
-    fn retry_or_give_up(&self, job: &Job, now: Millis, error: String) -> JobResult {
+    fn retry_or_give_up(&self, job: &Job, now: Millis, error: String) -> Outcome {
         let attempts = job.attempts + 1;
-        if attempts >= MAX_ATTEMPTS || now - job.created_at > MAX_AGE_MS {
-            return JobResult::Dead {
-                error: format!("{error} (gave up after {attempts} attempts)"),
+        if attempts >= self.settings.max_attempts || now - job.created_at > self.settings.max_age_ms
+        {
+            return Outcome {
+                detail: error.clone(),
+                ..Outcome::dead(format!("{error} (gave up after {attempts} attempts)"))
             };
         }
-        let exp = BACKOFF_BASE_MS.saturating_mul(1 << attempts.min(20));
-        let cap = exp.min(BACKOFF_MAX_MS);
-        // Full jitter keeps many failing jobs from retrying in lock-step.
+        let exp = self
+            .settings
+            .backoff_base_ms
+            .saturating_mul(1 << (attempts - 1).min(30));
+        let cap = exp.min(self.settings.backoff_max_ms).max(1);
+        // Jitter keeps many failing jobs from retrying in lock-step.
         let delay = rand::rng().random_range(cap / 2..=cap);
-        JobResult::Retry {
-            at: now + delay,
-            error,
-            counts: true,
+        Outcome {
+            result: JobResult::Retry {
+                at: now + delay,
+                error: error.clone(),
+                counts: true,
+            },
+            attempted: true,
+            alert: false,
+            detail: error,
         }
     }
 
-    async fn post(&self, id: &RequestId) -> Result<(), SlackCallError> {
+    async fn post(&self, id: &RequestId, now: Millis) -> Result<Step, SlackCallError> {
         let Some(request) = self.load(id).await? else {
             return Err(SlackCallError::Permanent(format!("request {id} not found")));
         };
         if request.slack.is_some() {
-            return Ok(());
+            return Ok(Step::Sent);
         }
+        if let Err(at) = self.take_token(request.channel.as_str(), now) {
+            return Ok(Step::Wait(
+                at,
+                "paced: one message a second per channel".into(),
+            ));
+        }
+        let blocks = self.blocks(&request).await?;
         let (channel, ts) = self
             .slack
             .post_message(
                 request.channel.as_str(),
                 render::fallback_text(&request),
-                render::blocks(&request),
+                blocks,
             )
             .await?;
         self.store
             .set_slack_message(id, &channel, &ts)
             .await
-            .map_err(|e| SlackCallError::Transient(e.to_string()))
+            .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+        Ok(Step::Sent)
     }
 
-    /// Updates the message; `Ok(Some(wait))` when there is no message to update yet.
-    async fn update(&self, id: &RequestId) -> Result<Option<JobResult>, SlackCallError> {
+    /// The message for a request: its state, plus what its action hooks did.
+    async fn blocks(
+        &self,
+        request: &crate::domain::Request,
+    ) -> Result<Vec<slack_morphism::prelude::SlackBlock>, SlackCallError> {
+        let results = self
+            .store
+            .action_results(&request.id)
+            .await
+            .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+        let look = self
+            .settings
+            .looks
+            .get(request.workflow.as_str())
+            .copied()
+            .unwrap_or_default();
+        let mut blocks = render::blocks_with(request, &look);
+        blocks.extend(render::action_results(&results));
+        Ok(blocks)
+    }
+
+    /// A reply in the request's thread; waits for the message to be posted first.
+    async fn thread_reply(
+        &self,
+        id: &RequestId,
+        text: &str,
+        now: Millis,
+    ) -> Result<Step, SlackCallError> {
+        let Some(request) = self.load(id).await? else {
+            return Err(SlackCallError::Permanent(format!("request {id} not found")));
+        };
+        let Some(slack) = &request.slack else {
+            return Ok(Step::Wait(
+                now + WAIT_FOR_POST_MS,
+                "waiting for the message to be posted".into(),
+            ));
+        };
+        if let Err(at) = self.take_token(&slack.channel, now) {
+            return Ok(Step::Wait(
+                at,
+                "paced: one message a second per channel".into(),
+            ));
+        }
+        self.slack
+            .post_thread_reply(&slack.channel, &slack.ts, text.to_owned())
+            .await
+            .map(|()| Step::Sent)
+    }
+
+    async fn update(&self, id: &RequestId) -> Result<Step, SlackCallError> {
         let Some(request) = self.load(id).await? else {
             return Err(SlackCallError::Permanent(format!("request {id} not found")));
         };
@@ -251,27 +628,24 @@ impl Worker {
                 .into_iter()
                 .find(|d| d.kind == "slack_post");
             return match post.map(|d| d.state) {
-                Some(JobState::Pending) => Ok(Some(JobResult::Retry {
-                    at: self.now() + WAIT_FOR_POST_MS,
-                    error: "waiting for the message to be posted".into(),
-                    counts: false,
-                })),
-                // The post rendered the state at its own time; a post that already
-                // happened without recording its ts, or failed for good, leaves nothing to update.
-                _ => Err(SlackCallError::Permanent(
-                    "the message was never posted".into(),
+                Some(JobState::Pending) => Ok(Step::Wait(
+                    self.now() + WAIT_FOR_POST_MS,
+                    "waiting for the message to be posted".into(),
                 )),
+                // The post failed for good (and raised its own alert): nothing to update.
+                _ => Ok(Step::Pointless("the message was never posted".into())),
             };
         };
+        let blocks = self.blocks(&request).await?;
         self.slack
             .update_message(
                 &slack.channel,
                 &slack.ts,
                 render::fallback_text(&request),
-                render::blocks(&request),
+                blocks,
             )
             .await
-            .map(|()| None)
+            .map(|()| Step::Sent)
     }
 
     async fn load(&self, id: &RequestId) -> Result<Option<crate::domain::Request>, SlackCallError> {
@@ -279,5 +653,84 @@ impl Worker {
             .get_request(id)
             .await
             .map_err(|e| SlackCallError::Transient(e.to_string()))
+    }
+
+    /// A signed callback. The body and `webhook-id` were fixed with the event; the timestamp
+    /// and signature are the attempt's own.
+    async fn webhook(&self, job: &Job) -> Outcome {
+        let Effect::Webhook {
+            url,
+            guarded,
+            webhook_id,
+            body,
+            ..
+        } = &job.effect
+        else {
+            return Outcome::dead("not a webhook");
+        };
+        let now = self.now();
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return Outcome::dead("the URL does not parse");
+        };
+        let timestamp = self.clock.now().as_second();
+        let signature = self
+            .settings
+            .webhook_secret
+            .sign(webhook_id, timestamp, body);
+        let req = OutgoingRequest {
+            method: reqwest::Method::POST,
+            url: parsed,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("webhook-id".into(), webhook_id.clone()),
+                ("webhook-timestamp".into(), timestamp.to_string()),
+                ("webhook-signature".into(), signature),
+            ],
+            body: Some(body.clone()),
+            guarded: *guarded,
+        };
+        match self.settings.outbound.send(req).await {
+            Ok(status) => Outcome::done(format!("HTTP {status}")),
+            Err(e) if e.is_permanent() => Outcome::dead(e.to_string()),
+            Err(e) => self.retry_or_give_up(job, now, e.to_string()),
+        }
+    }
+
+    /// An action hook, rendered now with `${VAR}` from the environment. Only the status (or
+    /// the kind of failure) is kept: never the URL, headers or response body.
+    async fn action(&self, job: &Job, id: &RequestId, hook: &ActionHook) -> Outcome {
+        let now = self.now();
+        let request = match self.load(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Outcome::dead(format!("request {id} not found")),
+            Err(e) => return self.retry_or_give_up(job, now, e.to_string()),
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let rendered = match hook.render(&request, &env) {
+            Ok(r) => r,
+            Err(e) => return Outcome::dead(e.to_string()),
+        };
+        let secrets: Vec<String> = hook.env_vars().iter().filter_map(|k| env(k)).collect();
+        let req = OutgoingRequest {
+            method: rendered.method,
+            url: rendered.url,
+            headers: rendered.headers,
+            body: rendered.body,
+            guarded: false,
+        };
+        match self.settings.outbound.send(req).await {
+            Ok(status) => Outcome::done(format!("HTTP {status}")),
+            Err(e) => {
+                let mut text = e.to_string();
+                for s in secrets.iter().filter(|s| s.len() >= 4) {
+                    text = text.replace(s.as_str(), "***");
+                }
+                if e.is_permanent() {
+                    Outcome::dead(text)
+                } else {
+                    self.retry_or_give_up(job, now, text)
+                }
+            }
+        }
     }
 }

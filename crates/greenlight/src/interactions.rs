@@ -1,9 +1,12 @@
-//! What a click means, whichever way it arrived (HTTP interactivity or Socket Mode).
+//! What a click or a modal submission means, whichever way it arrived (HTTP interactivity or
+//! Socket Mode). Both transports ack with `Handled::ack_payload`.
 
 use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
 use crate::service::{Service, ServiceError, VoteResult};
 use crate::slack::interaction::Interaction;
-use crate::slack::render::{self, APPROVE_ACTION, DENY_ACTION};
+use crate::slack::render::{
+    self, APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION, REASON_BLOCK,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {
@@ -12,6 +15,31 @@ pub enum Handled {
     /// The click changed nothing; the user was told why.
     Refused(&'static str),
     Ignored,
+    /// A Deny click opened the modal asking why; the vote comes with its submission.
+    ModalOpened,
+    /// The modal stays open showing these errors (the ack body).
+    InvalidSubmission(serde_json::Value),
+}
+
+impl Handled {
+    /// What to answer Slack with: nothing (an empty 200 / plain ack) or a modal response.
+    pub fn ack_payload(&self) -> Option<serde_json::Value> {
+        match self {
+            Handled::InvalidSubmission(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Handled::Decided => "decided",
+            Handled::Counted => "counted",
+            Handled::Refused(why) => why,
+            Handled::Ignored => "ignored",
+            Handled::ModalOpened => "modal_opened",
+            Handled::InvalidSubmission(_) => "invalid_submission",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +51,14 @@ pub enum InteractionError {
 }
 
 pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
-    if i.kind != "block_actions" {
-        return Ok(Handled::Ignored);
+    match i.kind.as_str() {
+        "block_actions" => click(service, i).await,
+        "view_submission" => submission(service, i).await,
+        _ => Ok(Handled::Ignored),
     }
+}
+
+async fn click(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
     let Some(action) = i.actions.first() else {
         return Err(InteractionError::Malformed("actions"));
     };
@@ -47,13 +80,7 @@ pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, Inter
         .as_deref()
         .and_then(|v| v.parse::<RequestId>().ok());
     let Some(id) = id else {
-        tell(
-            service,
-            channel,
-            user,
-            "greenlight does not know this request.".into(),
-        )
-        .await?;
+        tell(service, channel, user, UNKNOWN.into()).await?;
         return Ok(Handled::Refused("unknown_request"));
     };
     let vote = Vote {
@@ -62,40 +89,159 @@ pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, Inter
         verdict,
         reason: None,
     };
+    if verdict == Verdict::Deny && wants_reason(service, &id).await? {
+        return ask_why(service, i, channel, &id, vote).await;
+    }
     match service.vote(&id, vote).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
         Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
-        Err(ServiceError::NotFound(_)) => {
-            tell(
-                service,
-                channel,
-                user,
-                "greenlight does not know this request.".into(),
-            )
-            .await?;
-            Ok(Handled::Refused("unknown_request"))
+        Err(e) => refuse(service, channel, user, e).await,
+    }
+}
+
+const UNKNOWN: &str = "greenlight does not know this request.";
+
+async fn wants_reason(service: &Service, id: &RequestId) -> Result<bool, ServiceError> {
+    match service.get(id).await {
+        Ok(request) => Ok(service
+            .workflow_of(&request)
+            .is_some_and(|w| w.require_deny_reason)),
+        Err(ServiceError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the modal asking why, if this deny would count. The trigger lives 3 seconds, so
+/// views.open runs now, beside the ack rather than after an outbox round trip; the caller acks
+/// at once whatever happens to it.
+async fn ask_why(
+    service: &Service,
+    i: &Interaction,
+    channel: &str,
+    id: &RequestId,
+    vote: Vote,
+) -> Result<Handled, InteractionError> {
+    let user = vote.by.clone();
+    let request = match service.check_vote(id, &vote).await {
+        Ok(r) => r,
+        Err(e) => return refuse(service, channel, &user, e).await,
+    };
+    let trigger = i
+        .trigger_id
+        .clone()
+        .ok_or(InteractionError::Malformed("trigger_id"))?;
+    let Some(slack) = service.slack().cloned() else {
+        tracing::warn!("no Slack client to open the deny-reason modal with");
+        return Ok(Handled::Ignored);
+    };
+    let view = render::deny_reason_modal(&request);
+    tokio::spawn(async move {
+        if let Err(e) = slack.open_view(&trigger, view).await {
+            tracing::warn!(error = %e, "cannot open the deny-reason modal");
         }
-        Err(ServiceError::Rejected(VoteRejected::NotPending { status, decided_by })) => {
-            let by = decided_by
-                .as_deref()
-                .map(|b| format!(" by {}", render::who(b)))
-                .unwrap_or_default();
-            let text = format!("This request was already {}{by}.", status.as_str());
-            tell(service, channel, user, text).await?;
-            Ok(Handled::Refused("not_pending"))
-        }
-        Err(ServiceError::Rejected(VoteRejected::AlreadyVoted { .. })) => {
-            tell(
-                service,
-                channel,
-                user,
-                "You have already voted on this request.".into(),
-            )
-            .await?;
-            Ok(Handled::Refused("already_voted"))
-        }
+    });
+    Ok(Handled::ModalOpened)
+}
+
+/// The deny-reason modal was submitted: an empty reason keeps it open; otherwise the deny is
+/// cast with its reason.
+async fn submission(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
+    let view = i.view.as_ref().ok_or(InteractionError::Malformed("view"))?;
+    if view.callback_id.as_deref() != Some(DENY_REASON_CALLBACK) {
+        return Ok(Handled::Ignored);
+    }
+    let user = i
+        .user
+        .as_ref()
+        .map(|u| u.id.as_str())
+        .ok_or(InteractionError::Malformed("user"))?;
+    let id = view
+        .private_metadata
+        .as_deref()
+        .and_then(|m| m.parse::<RequestId>().ok())
+        .ok_or(InteractionError::Malformed("view.private_metadata"))?;
+    let reason = view
+        .text(REASON_BLOCK, REASON_ACTION)
+        .map(str::trim)
+        .unwrap_or_default();
+    if reason.is_empty() {
+        return Ok(modal_error("Please say why you deny this request."));
+    }
+    let reason: String = reason.chars().take(1000).collect();
+    let vote = Vote {
+        by: user.to_owned(),
+        kind: DecisionKind::User,
+        verdict: Verdict::Deny,
+        reason: Some(reason),
+    };
+    match service.vote(&id, vote).await {
+        Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
+        Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
+        Err(ServiceError::NotFound(_)) => Ok(modal_error(UNKNOWN)),
+        Err(ServiceError::Rejected(r)) => Ok(modal_error(&refusal_text(&r, false))),
+        Err(ServiceError::Lookup(_)) => Ok(modal_error(LOOKUP_FAILED)),
         Err(e) => Err(e.into()),
     }
+}
+
+fn modal_error(text: &str) -> Handled {
+    Handled::InvalidSubmission(serde_json::json!({
+        "response_action": "errors",
+        "errors": { REASON_BLOCK: text },
+    }))
+}
+
+const LOOKUP_FAILED: &str =
+    "greenlight cannot check who may decide this request right now; please try again shortly.";
+
+/// Why a vote did not count, in words for the voter (`mrkdwn`: mentions allowed).
+fn refusal_text(r: &VoteRejected, mrkdwn: bool) -> String {
+    match r {
+        VoteRejected::NotPending { status, decided_by } => {
+            let by = decided_by
+                .as_deref()
+                .map(|b| {
+                    if mrkdwn {
+                        format!(" by {}", render::who(b))
+                    } else {
+                        format!(" by {b}")
+                    }
+                })
+                .unwrap_or_default();
+            format!("This request was already {}{by}.", status.as_str())
+        }
+        VoteRejected::AlreadyVoted { .. } => "You have already voted on this request.".into(),
+        VoteRejected::NotAnApprover { workflow, .. } => {
+            format!("You are not an approver for {workflow}; your click did not count.")
+        }
+        VoteRejected::SelfApproval => {
+            "You asked for this request, so you cannot approve it yourself.".into()
+        }
+    }
+}
+
+async fn refuse(
+    service: &Service,
+    channel: &str,
+    user: &str,
+    e: ServiceError,
+) -> Result<Handled, InteractionError> {
+    let (text, why) = match &e {
+        ServiceError::NotFound(_) => (UNKNOWN.to_owned(), "unknown_request"),
+        ServiceError::Rejected(r) => (
+            refusal_text(r, true),
+            match r {
+                VoteRejected::NotPending { .. } => "not_pending",
+                VoteRejected::AlreadyVoted { .. } => "already_voted",
+                VoteRejected::NotAnApprover { .. } => "not_an_approver",
+                VoteRejected::SelfApproval => "self_approval",
+            },
+        ),
+        ServiceError::Lookup(_) => (LOOKUP_FAILED.to_owned(), "lookup_failed"),
+        _ => return Err(e.into()),
+    };
+    tell(service, channel, user, text).await?;
+    Ok(Handled::Refused(why))
 }
 
 async fn tell(

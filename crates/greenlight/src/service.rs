@@ -10,10 +10,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::config::Workflow;
+use crate::directory::{self, Directory, LookupError};
 use crate::domain::{
-    Clock, DurationSpec, NewRequest, Params, Policy, Request, RequestId, Status, Verdict, Vote,
-    VoteOutcome, VoteRejected, WorkflowName,
+    Approver, ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Params, Policy, Request,
+    RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
+    WorkflowName,
 };
+use crate::rules::{self, RuleInput};
+use crate::slack::{SlackApi, render};
 use crate::store::{ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Store, StoreError};
 use crate::waiters::Waiters;
 
@@ -31,6 +35,10 @@ pub enum ServiceError {
     IdempotencyKeyReused,
     #[error(transparent)]
     Rejected(#[from] VoteRejected),
+    #[error("workflow {0:?} does not let a request choose its channel (allow_channel_override)")]
+    ChannelOverrideNotAllowed(String),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -43,6 +51,10 @@ pub enum Event {
     VoteRecorded,
     Decided(Status),
     Cancelled,
+    /// A reminder (its number) was posted in the thread.
+    Reminded(u32),
+    /// The workflow no longer sends reminders.
+    RemindersStopped,
 }
 
 impl Event {
@@ -52,6 +64,8 @@ impl Event {
             Event::VoteRecorded => "vote.recorded",
             Event::Decided(status) => status_event(status),
             Event::Cancelled => "request.cancelled",
+            Event::Reminded(_) => "request.reminded",
+            Event::RemindersStopped => "request.reminders_stopped",
         }
     }
 }
@@ -66,6 +80,8 @@ pub struct CreateInput {
     pub requester: Option<String>,
     pub callback_url: Option<String>,
     pub expires_in: Option<DurationSpec>,
+    /// Another channel than the workflow's, where the workflow allows it.
+    pub channel: Option<ChannelRef>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
 }
@@ -76,6 +92,10 @@ pub struct Service {
     workflows: Vec<Workflow>,
     waiters: Waiters,
     outbox: Arc<Notify>,
+    allow_private_targets: bool,
+    /// Slack, for what cannot wait for the outbox (opening a modal) and for lookups.
+    slack: Option<SlackApi>,
+    directory: Option<Directory>,
 }
 
 /// What became of a click or a machine's vote.
@@ -98,7 +118,26 @@ impl Service {
             workflows,
             waiters: Waiters::default(),
             outbox,
+            allow_private_targets: false,
+            slack: None,
+            directory: None,
         }
+    }
+
+    /// Gives the service Slack: group and email lookups (cached), and modals.
+    pub fn with_slack(mut self, slack: SlackApi) -> Self {
+        self.directory = Some(Directory::new(slack.clone(), directory::DEFAULT_TTL));
+        self.slack = Some(slack);
+        self
+    }
+
+    pub fn slack(&self) -> Option<&SlackApi> {
+        self.slack.as_ref()
+    }
+
+    /// The workflow a request belongs to (none if it was removed from the config since).
+    pub fn workflow_of(&self, request: &Request) -> Option<&Workflow> {
+        self.workflows.iter().find(|w| w.name == request.workflow)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -133,14 +172,69 @@ impl Service {
         }
     }
 
-    fn policy(&self, _request: &Request) -> Policy {
-        Policy::default()
+    fn policy(&self, request: &Request) -> Policy {
+        self.workflow_of(request)
+            .map(Workflow::policy)
+            .unwrap_or_default()
+    }
+
+    /// Resolves who a voter is to this request: may they vote, did they ask. Machines hold the
+    /// decide scope, which is their approval. Lookups that fail refuse the vote (fail closed).
+    async fn standing(&self, request: &Request, vote: &Vote) -> ServiceResult<Standing> {
+        let Some(workflow) = self.workflow_of(request) else {
+            return Ok(Standing::APPROVER);
+        };
+        if vote.kind != DecisionKind::User {
+            return Ok(Standing::APPROVER);
+        }
+        let is_approver = match &self.directory {
+            Some(d) => d.is_approver(&workflow.approvers, &vote.by).await?,
+            None => {
+                workflow.approvers.is_empty()
+                    || workflow
+                        .approvers
+                        .iter()
+                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == vote.by))
+            }
+        };
+        let asks_about_self = vote.verdict == Verdict::Approve && !workflow.allow_self_approval;
+        let is_requester = match (&request.requester, asks_about_self) {
+            (Some(requester), true) => match &self.directory {
+                Some(d) => d.user_id(requester).await?.as_deref() == Some(vote.by.as_str()),
+                None => *requester == vote.by,
+            },
+            _ => false,
+        };
+        Ok(Standing {
+            is_approver,
+            is_requester,
+        })
+    }
+
+    /// Whether `vote` would be accepted now, without recording it (the deny-reason modal opens
+    /// only for someone whose deny would count).
+    pub async fn check_vote(&self, id: &RequestId, vote: &Vote) -> ServiceResult<Request> {
+        let request = self.get(id).await?;
+        let standing = self.standing(&request, vote).await?;
+        let mut trial = request.clone();
+        trial.cast_as(
+            vote.clone(),
+            standing,
+            &self.policy(&request),
+            self.clock.now(),
+        )?;
+        Ok(request)
     }
 
     /// Creates a request (or finds the one an earlier try with the same idempotency key made).
     /// Returns the request and whether it is new.
     pub async fn create(&self, input: CreateInput, key: &ApiKey) -> ServiceResult<(Request, bool)> {
         let workflow = self.workflow(input.workflow.as_ref())?;
+        if input.channel.is_some() && !workflow.allow_channel_override {
+            return Err(ServiceError::ChannelOverrideNotAllowed(
+                workflow.name.to_string(),
+            ));
+        }
         let now = self.clock.now();
         let idempotency = input.idempotency_key.as_ref().map(|k| Idempotency {
             api_key: key.id.clone(),
@@ -148,10 +242,22 @@ impl Service {
             fingerprint: fingerprint(&input),
         });
         // DurationSpec is bounded to a year, so this cannot leave jiff's range.
-        let expires_at = input.expires_in.and_then(|d| {
+        let after = |d: DurationSpec| {
             jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok()
-        });
-        let request = Request::new(
+        };
+        let expires_at = input.expires_in.or(workflow.expires_in).and_then(after);
+        let remind_at = workflow.remind_after.and_then(after);
+        let evaluation = rules::evaluate(
+            &workflow.rules,
+            &RuleInput {
+                params: &input.params,
+                requester: input.requester.as_deref(),
+                workflow: workflow.name.as_str(),
+                title: &input.title,
+                now,
+            },
+        );
+        let mut request = Request::new(
             RequestId::generate(),
             NewRequest {
                 workflow: workflow.name.clone(),
@@ -159,13 +265,14 @@ impl Service {
                 details: input.details,
                 params: input.params,
                 requester: input.requester,
-                channel: workflow.channel.clone(),
+                channel: input.channel.unwrap_or_else(|| workflow.channel.clone()),
                 expires_at,
                 callback_url: input.callback_url,
+                remind_at,
             },
             now,
         );
-        let audit = [NewAudit {
+        let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),
             event: Event::Created.as_str(),
             actor: key.name.clone(),
@@ -175,7 +282,40 @@ impl Service {
                 "api_key": key.id,
             }),
         }];
-        let effects = self.effects_for(&request, Event::Created);
+        for failure in &evaluation.failures {
+            tracing::warn!(workflow = %workflow.name, rule = %failure.rule, error = %failure.error, "rule failed; counted as no match");
+            audit.push(NewAudit {
+                request_id: Some(request.id.clone()),
+                event: "rule.failed",
+                actor: failure.rule.clone(),
+                data: serde_json::json!({ "error": failure.error }),
+            });
+        }
+        let mut decided = None;
+        if let Some(m) = evaluation.decision {
+            let status = request.decide_by_rule(&m.rule, m.verdict, m.summary.clone(), now)?;
+            audit.push(NewAudit {
+                request_id: Some(request.id.clone()),
+                event: Event::Decided(status).as_str(),
+                actor: m.rule.clone(),
+                data: serde_json::json!({
+                    "rule": m.rule,
+                    "kind": DecisionKind::Policy,
+                    "verdict": m.verdict,
+                    "reason": m.summary,
+                }),
+            });
+            decided = Some(status);
+        }
+        let mut effects = self.effects_for(&request, Event::Created);
+        if let Some(status) = decided {
+            // Callbacks and hooks hear of the decision too; the post already shows it.
+            effects.extend(
+                self.effects_for(&request, Event::Decided(status))
+                    .into_iter()
+                    .filter(|e| !matches!(e, Effect::SlackUpdate { .. })),
+            );
+        }
         let outcome = self
             .store
             .create_request(
@@ -189,6 +329,9 @@ impl Service {
         match outcome {
             Ok(CreateOutcome::Created) => {
                 metrics::counter!("greenlight_requests_created_total").increment(1);
+                if let Some(status) = decided {
+                    metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Policy.as_str()).increment(1);
+                }
                 self.outbox.notify_one();
                 Ok((request, true))
             }
@@ -245,12 +388,13 @@ impl Service {
 
     /// Applies a vote, retrying on a concurrent change; exactly one vote decides.
     pub async fn vote(&self, id: &RequestId, vote: Vote) -> ServiceResult<VoteResult> {
+        let standing = self.standing(&self.get(id).await?, &vote).await?;
         loop {
             let mut request = self.get(id).await?;
             let expected = request.version;
             let policy = self.policy(&request);
             let now = self.clock.now();
-            let outcome = request.cast(vote.clone(), &policy, now)?;
+            let outcome = request.cast_as(vote.clone(), standing, &policy, now)?;
             let event = match outcome {
                 VoteOutcome::Decided(status) => Event::Decided(status),
                 VoteOutcome::Counted { .. } => Event::VoteRecorded,
@@ -314,6 +458,72 @@ impl Service {
         }
     }
 
+    /// Expires and reminds every request that is due; returns how many it looked at. The
+    /// scheduler calls this; the clock is the injected one.
+    pub async fn run_timers(&self) -> ServiceResult<usize> {
+        let due = self.store.due_requests(self.now_ms(), 100).await?;
+        for id in &due {
+            if let Err(e) = self.settle_timers(id).await {
+                tracing::error!(request = %id, error = %e, "cannot expire or remind");
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Expires one request, or posts its reminder, through the same compare-and-set as votes:
+    /// a click and the clock racing still make one decision.
+    async fn settle_timers(&self, id: &RequestId) -> ServiceResult<()> {
+        loop {
+            let mut request = self.get(id).await?;
+            let expected = request.version;
+            let now = self.clock.now();
+            let workflow = self.workflow_of(&request);
+            let on_expiry = workflow.map(|w| w.on_expiry).unwrap_or_default();
+            let (event, audit_data) = match request.expire(on_expiry, now) {
+                Err(VoteRejected::NotPending { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+                Ok(Some(status)) => (
+                    Event::Decided(status),
+                    serde_json::json!({
+                        "kind": DecisionKind::Timeout,
+                        "on_expiry": on_expiry,
+                        "expires_at": request.expires_at,
+                    }),
+                ),
+                Ok(None) => match workflow.and_then(|w| w.remind_after) {
+                    Some(every) => match request.remind(every.as_duration(), now)? {
+                        Some(n) => (Event::Reminded(n), serde_json::json!({ "reminder": n })),
+                        None => return Ok(()),
+                    },
+                    // The workflow stopped reminding since the request was made.
+                    None => {
+                        request.stop_reminders();
+                        (Event::RemindersStopped, serde_json::json!({}))
+                    }
+                },
+            };
+            let audit = [NewAudit {
+                request_id: Some(request.id.clone()),
+                event: event.as_str(),
+                actor: TIMEOUT_ACTOR.to_owned(),
+                data: audit_data,
+            }];
+            let effects = self.effects_for(&request, event);
+            if self
+                .store
+                .save_transition(&request, expected, &audit, &effects, now.as_millisecond())
+                .await?
+            {
+                self.outbox.notify_one();
+                if let Event::Decided(status) = event {
+                    metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Timeout.as_str()).increment(1);
+                    self.waiters.wake(id);
+                }
+                return Ok(());
+            }
+        }
+    }
+
     /// Everything a change sets off, in one place. Written in the same transaction as the
     /// change, delivered by the outbox worker.
     fn effects_for(&self, request: &Request, event: Event) -> Vec<Effect> {
@@ -324,8 +534,67 @@ impl Service {
             Event::VoteRecorded | Event::Decided(_) | Event::Cancelled => {
                 effects.push(Effect::SlackUpdate { request_id })
             }
+            Event::RemindersStopped => return effects,
+            Event::Reminded(n) => {
+                let workflow = self.workflow_of(request);
+                effects.push(Effect::SlackThreadReply {
+                    request_id,
+                    text: render::reminder_text(
+                        request,
+                        workflow.map_or(&[][..], |w| w.approvers.as_slice()),
+                        workflow.and_then(|w| w.escalate_to.as_ref()),
+                        n,
+                        self.clock.now(),
+                    ),
+                });
+                return effects;
+            }
         }
+        effects.extend(self.callbacks_for(request, event));
         effects
+    }
+
+    /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,
+    /// the workflow's action hooks.
+    fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
+        let body = crate::webhook::payload(event.as_str(), request, self.clock.now());
+        let webhook_id = crate::webhook::new_message_id();
+        let callback = request.callback_url.iter().map(|u| (u, true));
+        let configured = workflow
+            .into_iter()
+            .flat_map(|w| w.webhooks.iter().map(|u| (u, false)));
+        let mut effects: Vec<Effect> = callback
+            .chain(configured)
+            .map(|(url, guarded)| Effect::Webhook {
+                request_id: request.id.clone(),
+                url: url.clone(),
+                guarded,
+                event: event.as_str().to_owned(),
+                webhook_id: webhook_id.clone(),
+                body: body.clone(),
+            })
+            .collect();
+        let hooks = match (event, workflow) {
+            (Event::Decided(Status::Approved), Some(w)) => w.on_approve.as_slice(),
+            (Event::Decided(Status::Denied), Some(w)) => w.on_deny.as_slice(),
+            _ => &[],
+        };
+        effects.extend(hooks.iter().map(|hook| Effect::ActionHook {
+            request_id: request.id.clone(),
+            hook: hook.clone(),
+        }));
+        effects
+    }
+
+    /// Whether `callback_url` may point at private addresses (`[delivery] allow_private_targets`).
+    pub fn allow_private_targets(&self) -> bool {
+        self.allow_private_targets
+    }
+
+    pub fn with_allow_private_targets(mut self, allow: bool) -> Self {
+        self.allow_private_targets = allow;
+        self
     }
 
     /// Tells one Slack user something, through the outbox.

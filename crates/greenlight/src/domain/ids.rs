@@ -136,6 +136,67 @@ impl FromStr for SlackUserId {
 }
 
 string_id!(
+    /// A Slack user group id (`S…`), mentioned as `<!subteam^S…>`.
+    SlackGroupId
+);
+
+impl FromStr for SlackGroupId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if is_slack_id(s, b"S") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(id_error(
+                "Slack user group id",
+                s,
+                "expected S followed by capital letters and digits",
+            ))
+        }
+    }
+}
+
+/// Who may approve: one person, or everyone in a user group (resolved by an adapter).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(untagged)]
+pub enum Approver {
+    User(SlackUserId),
+    Group(SlackGroupId),
+}
+
+impl FromStr for Approver {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if let Ok(u) = s.parse() {
+            Ok(Approver::User(u))
+        } else if let Ok(g) = s.parse() {
+            Ok(Approver::Group(g))
+        } else {
+            Err(id_error(
+                "approver",
+                s,
+                "expected a Slack user id (U…/W…) or user group id (S…)",
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Approver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Approver::User(u) => u.fmt(f),
+            Approver::Group(g) => g.fmt(f),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Approver {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+string_id!(
     /// Where a workflow posts: a channel id (`C…`, `G…`, `D…`) or a `#name`.
     ChannelRef
 );
@@ -217,6 +278,10 @@ mod tests {
         assert!("#".parse::<ChannelRef>().is_err());
         assert!("deploys".parse::<ChannelRef>().is_err());
         assert!("#Deploys Now".parse::<ChannelRef>().is_err());
+        assert!(matches!("S0SRE".parse(), Ok(Approver::Group(_))));
+        assert!(matches!("U0ALICE".parse(), Ok(Approver::User(_))));
+        assert!("C0DEPLOY".parse::<Approver>().is_err());
+        assert!("@alice".parse::<Approver>().is_err());
     }
 
     #[test]

@@ -8,10 +8,12 @@ mod request;
 
 pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};
-pub use ids::{ApiKeyId, ChannelRef, IdError, RequestId, SlackUserId, WorkflowName};
+pub use ids::{
+    ApiKeyId, Approver, ChannelRef, IdError, RequestId, SlackGroupId, SlackUserId, WorkflowName,
+};
 pub use request::{
-    Decision, DecisionKind, NewRequest, Params, Policy, Request, SlackRef, Status, Verdict, Vote,
-    VoteOutcome, VoteRejected,
+    Decision, DecisionKind, NewRequest, OnExpiry, Params, Policy, Request, SlackRef, Standing,
+    Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
 };
 
 /// Unix time in milliseconds; the one time type the domain stores.

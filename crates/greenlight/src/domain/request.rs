@@ -136,6 +136,11 @@ pub struct Request {
     pub channel: ChannelRef,
     pub slack: Option<SlackRef>,
     pub callback_url: Option<String>,
+    /// Reminders posted so far, and when the next one is due (none when the workflow sends none).
+    #[serde(skip)]
+    pub reminders: u32,
+    #[serde(skip)]
+    pub remind_at: Option<Timestamp>,
     /// Bumped on every state change; stores use it for compare-and-set.
     #[serde(skip)]
     pub version: i64,
@@ -152,6 +157,8 @@ pub struct NewRequest {
     pub channel: ChannelRef,
     pub expires_at: Option<Timestamp>,
     pub callback_url: Option<String>,
+    /// When the first reminder is due, if the workflow sends reminders.
+    pub remind_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,15 +173,46 @@ pub struct Vote {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub approvals_required: u32,
+    pub allow_self_approval: bool,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             approvals_required: 1,
+            allow_self_approval: false,
         }
     }
 }
+
+/// What adapters found out about a voter before the vote (group membership, who asked): the
+/// domain decides with these facts and never looks anything up itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub is_approver: bool,
+    pub is_requester: bool,
+}
+
+impl Standing {
+    /// An allowed voter who did not ask (machines with the decide scope).
+    pub const APPROVER: Standing = Standing {
+        is_approver: true,
+        is_requester: false,
+    };
+}
+
+/// What happens to a request nobody decided before it expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExpiry {
+    #[default]
+    Expire,
+    Approve,
+    Deny,
+}
+
+/// Who is named as the decider when the clock decides.
+pub const TIMEOUT_ACTOR: &str = "timeout";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoteOutcome {
@@ -193,6 +231,10 @@ pub enum VoteRejected {
     },
     #[error("{by} has already voted on this request")]
     AlreadyVoted { by: String },
+    #[error("{by} is not an approver for {workflow}")]
+    NotAnApprover { by: String, workflow: String },
+    #[error("the requester may not approve their own request")]
+    SelfApproval,
 }
 
 impl Request {
@@ -214,6 +256,8 @@ impl Request {
             channel: new.channel,
             slack: None,
             callback_url: new.callback_url,
+            reminders: 0,
+            remind_at: new.remind_at,
             version: 0,
         }
     }
@@ -238,15 +282,38 @@ impl Request {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    /// Applies one vote. Any deny denies; approvals from distinct voters accumulate until the
-    /// policy's quorum is met. A rejected vote leaves the request untouched.
+    /// Applies one vote from an allowed voter who did not ask (see `cast_as`).
     pub fn cast(
         &mut self,
         vote: Vote,
         policy: &Policy,
         now: Timestamp,
     ) -> Result<VoteOutcome, VoteRejected> {
+        self.cast_as(vote, Standing::APPROVER, policy, now)
+    }
+
+    /// Applies one vote. Only approvers vote, the requester may not approve their own request
+    /// unless the policy allows it, and each person votes once. Any deny denies; approvals
+    /// from distinct voters accumulate until the policy's quorum is met. A rejected vote leaves
+    /// the request untouched.
+    pub fn cast_as(
+        &mut self,
+        vote: Vote,
+        standing: Standing,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Result<VoteOutcome, VoteRejected> {
         self.ensure_pending()?;
+        if !standing.is_approver {
+            return Err(VoteRejected::NotAnApprover {
+                by: vote.by,
+                workflow: self.workflow.to_string(),
+            });
+        }
+        if standing.is_requester && vote.verdict == Verdict::Approve && !policy.allow_self_approval
+        {
+            return Err(VoteRejected::SelfApproval);
+        }
         if self.decisions.iter().any(|d| d.by == vote.by) {
             return Err(VoteRejected::AlreadyVoted { by: vote.by });
         }
@@ -267,20 +334,118 @@ impl Request {
             Verdict::Approve if approvals >= required => Some(Status::Approved),
             Verdict::Approve => None,
         };
-        self.version += 1;
         match decided {
             Some(status) => {
-                self.status = status;
-                self.decided_by = Some(by);
-                self.reason = reason;
-                self.decided_at = Some(now);
+                self.finish(status, Some(by), reason, now);
                 Ok(VoteOutcome::Decided(status))
             }
-            None => Ok(VoteOutcome::Counted {
-                approvals,
-                required,
-            }),
+            None => {
+                self.version += 1;
+                Ok(VoteOutcome::Counted {
+                    approvals,
+                    required,
+                })
+            }
         }
+    }
+
+    /// Decides at creation by a rule (machine-to-machine): no person is asked.
+    pub fn decide_by_rule(
+        &mut self,
+        rule: &str,
+        verdict: Verdict,
+        summary: String,
+        now: Timestamp,
+    ) -> Result<Status, VoteRejected> {
+        self.ensure_pending()?;
+        self.decisions.push(Decision {
+            by: rule.to_owned(),
+            kind: DecisionKind::Policy,
+            verdict,
+            reason: Some(summary.clone()),
+            at: now,
+        });
+        self.finish(
+            verdict_status(verdict),
+            Some(rule.to_owned()),
+            Some(summary),
+            now,
+        );
+        Ok(self.status)
+    }
+
+    /// Lets the clock decide a request nobody decided in time. Returns `Ok(None)`, changing
+    /// nothing, when it has no expiry or it is not due yet.
+    pub fn expire(
+        &mut self,
+        on_expiry: OnExpiry,
+        now: Timestamp,
+    ) -> Result<Option<Status>, VoteRejected> {
+        self.ensure_pending()?;
+        if self.expires_at.is_none_or(|at| at > now) {
+            return Ok(None);
+        }
+        let verdict = match on_expiry {
+            OnExpiry::Expire => None,
+            OnExpiry::Approve => Some(Verdict::Approve),
+            OnExpiry::Deny => Some(Verdict::Deny),
+        };
+        let status = match verdict {
+            None => Status::Expired,
+            Some(verdict) => {
+                self.decisions.push(Decision {
+                    by: TIMEOUT_ACTOR.to_owned(),
+                    kind: DecisionKind::Timeout,
+                    verdict,
+                    reason: None,
+                    at: now,
+                });
+                verdict_status(verdict)
+            }
+        };
+        self.finish(status, Some(TIMEOUT_ACTOR.to_owned()), None, now);
+        Ok(Some(status))
+    }
+
+    /// Counts a reminder if one is due, and schedules the next `every` later. Returns the
+    /// reminder's number (1 for the first), or `Ok(None)` when none is due.
+    pub fn remind(
+        &mut self,
+        every: std::time::Duration,
+        now: Timestamp,
+    ) -> Result<Option<u32>, VoteRejected> {
+        self.ensure_pending()?;
+        let Some(due) = self.remind_at.filter(|at| *at <= now) else {
+            return Ok(None);
+        };
+        self.reminders += 1;
+        // Catch up from `now`, not `due`: after a long downtime one reminder is enough.
+        let next = due.max(now).checked_add(every).ok();
+        self.remind_at = next;
+        self.version += 1;
+        Ok(Some(self.reminders))
+    }
+
+    /// Cancels the reminders still scheduled (the workflow stopped sending them).
+    pub fn stop_reminders(&mut self) {
+        if self.remind_at.take().is_some() {
+            self.version += 1;
+        }
+    }
+
+    fn finish(
+        &mut self,
+        status: Status,
+        by: Option<String>,
+        reason: Option<String>,
+        now: Timestamp,
+    ) {
+        self.status = status;
+        self.decided_by = by;
+        self.reason = reason;
+        self.decided_at = Some(now);
+        self.remind_at = None;
+        self.version += 1;
     }
 
     /// Withdraws a pending request. Cancelling is not a verdict, so no decision is recorded.
@@ -291,12 +456,15 @@ impl Request {
         now: Timestamp,
     ) -> Result<(), VoteRejected> {
         self.ensure_pending()?;
-        self.status = Status::Cancelled;
-        self.decided_by = Some(by.to_owned());
-        self.reason = reason;
-        self.decided_at = Some(now);
-        self.version += 1;
+        self.finish(Status::Cancelled, Some(by.to_owned()), reason, now);
         Ok(())
+    }
+}
+
+fn verdict_status(verdict: Verdict) -> Status {
+    match verdict {
+        Verdict::Approve => Status::Approved,
+        Verdict::Deny => Status::Denied,
     }
 }
 
@@ -314,11 +482,16 @@ mod tests {
                 params: Params::new(),
                 requester: None,
                 channel: "#deploys".parse().unwrap(),
-                expires_at: None,
+                expires_at: Some(at(3600)),
                 callback_url: None,
+                remind_at: Some(at(900)),
             },
             Timestamp::UNIX_EPOCH,
         )
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
     }
 
     fn vote(by: &str, verdict: Verdict) -> Vote {
@@ -373,6 +546,7 @@ mod tests {
     fn quorum_counts_distinct_voters_and_any_deny_denies() {
         let policy = Policy {
             approvals_required: 2,
+            ..Policy::default()
         };
         let mut r = pending();
         let now = Timestamp::UNIX_EPOCH;
@@ -408,5 +582,119 @@ mod tests {
         assert_eq!(r.status, Status::Cancelled);
         assert!(r.decisions.is_empty());
         assert!(r.cancel("ci", None, Timestamp::UNIX_EPOCH).is_err());
+    }
+
+    #[test]
+    fn only_approvers_vote_and_the_requester_needs_the_opt_in() {
+        let mut r = pending();
+        let now = Timestamp::UNIX_EPOCH;
+        let outsider = Standing {
+            is_approver: false,
+            is_requester: false,
+        };
+        assert!(matches!(
+            r.cast_as(vote("U9", Verdict::Deny), outsider, &Policy::default(), now),
+            Err(VoteRejected::NotAnApprover { .. })
+        ));
+        let requester = Standing {
+            is_approver: true,
+            is_requester: true,
+        };
+        assert_eq!(
+            r.cast_as(
+                vote("U1", Verdict::Approve),
+                requester,
+                &Policy::default(),
+                now
+            ),
+            Err(VoteRejected::SelfApproval)
+        );
+        assert_eq!(r.version, 0);
+        assert!(r.decisions.is_empty());
+        let lenient = Policy {
+            allow_self_approval: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            r.cast_as(vote("U1", Verdict::Approve), requester, &lenient, now),
+            Ok(VoteOutcome::Decided(Status::Approved))
+        );
+    }
+
+    #[test]
+    fn expiry_waits_for_its_time_then_decides_once() {
+        for (on_expiry, status, decisions) in [
+            (OnExpiry::Expire, Status::Expired, 0),
+            (OnExpiry::Approve, Status::Approved, 1),
+            (OnExpiry::Deny, Status::Denied, 1),
+        ] {
+            let mut r = pending();
+            assert_eq!(r.expire(on_expiry, at(3599)), Ok(None));
+            assert_eq!(r.version, 0);
+            assert_eq!(r.expire(on_expiry, at(3600)), Ok(Some(status)));
+            assert_eq!(r.status, status);
+            assert_eq!(r.decided_by.as_deref(), Some(TIMEOUT_ACTOR));
+            assert_eq!(r.decisions.len(), decisions);
+            assert!(r.decisions.iter().all(|d| d.kind == DecisionKind::Timeout));
+            assert_eq!(r.remind_at, None);
+            assert!(matches!(
+                r.expire(on_expiry, at(7200)),
+                Err(VoteRejected::NotPending { .. })
+            ));
+            assert!(
+                r.cast(vote("U1", Verdict::Approve), &Policy::default(), at(7200))
+                    .is_err()
+            );
+        }
+        let mut r = pending();
+        r.expires_at = None;
+        assert_eq!(r.expire(OnExpiry::Deny, at(99_999)), Ok(None));
+    }
+
+    #[test]
+    fn a_vote_first_means_expiry_finds_nothing_to_do() {
+        let mut r = pending();
+        r.cast(vote("U1", Verdict::Approve), &Policy::default(), at(10))
+            .unwrap();
+        assert!(matches!(
+            r.expire(OnExpiry::Deny, at(3600)),
+            Err(VoteRejected::NotPending {
+                status: Status::Approved,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn reminders_count_up_and_stop_with_the_decision() {
+        let every = std::time::Duration::from_secs(900);
+        let mut r = pending();
+        assert_eq!(r.remind(every, at(899)), Ok(None));
+        assert_eq!(r.remind(every, at(900)), Ok(Some(1)));
+        assert_eq!(r.remind_at, Some(at(1800)));
+        assert_eq!(r.remind(every, at(1000)), Ok(None));
+        // Late (a downtime): one reminder, the next one a full interval later.
+        assert_eq!(r.remind(every, at(5000)), Ok(Some(2)));
+        assert_eq!(r.remind_at, Some(at(5900)));
+        r.cancel("ci", None, at(5001)).unwrap();
+        assert_eq!(r.remind_at, None);
+        assert!(r.remind(every, at(9999)).is_err());
+    }
+
+    #[test]
+    fn a_rule_decides_with_its_name_and_summary() {
+        let mut r = pending();
+        let status = r
+            .decide_by_rule(
+                "small-payment",
+                Verdict::Approve,
+                "amount 120".into(),
+                at(1),
+            )
+            .unwrap();
+        assert_eq!(status, Status::Approved);
+        assert_eq!(r.decided_by.as_deref(), Some("small-payment"));
+        assert_eq!(r.decisions[0].kind, DecisionKind::Policy);
+        assert_eq!(r.reason.as_deref(), Some("amount 120"));
     }
 }

@@ -76,6 +76,19 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "already_voted", msg)
             }
+            ServiceError::Rejected(VoteRejected::NotAnApprover { .. }) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_an_approver", msg)
+            }
+            ServiceError::Rejected(VoteRejected::SelfApproval) => {
+                ApiError::new(StatusCode::FORBIDDEN, "self_approval", msg)
+            }
+            ServiceError::ChannelOverrideNotAllowed(_) => {
+                ApiError::bad_request("channel_override_not_allowed", msg)
+            }
+            ServiceError::Lookup(e) => {
+                tracing::warn!(error = %e, "Slack lookup failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "slack_unavailable", msg)
+            }
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct CreateBody {
     callback_url: Option<String>,
     expires_in: Option<DurationSpec>,
     idempotency_key: Option<String>,
+    channel: Option<String>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -102,7 +103,12 @@ fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, Ap
         }
         (h, b) => non_empty("idempotency key", h.or(b), MAX_IDEMPOTENCY_KEY)?,
     };
+    let channel = non_empty("channel", body.channel, 100)?
+        .map(|c| c.parse())
+        .transpose()
+        .map_err(|e: crate::domain::IdError| invalid(e.to_string()))?;
     Ok(CreateInput {
+        channel,
         workflow,
         title,
         details,
@@ -122,6 +128,17 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Request)?;
     let input = parse_create(body, &headers)?;
+    if let Some(url) = &input.callback_url
+        && !state.service.allow_private_targets()
+    {
+        let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+        crate::outbound::check_url(&parsed).await.map_err(|e| {
+            ApiError::bad_request(
+                "callback_url_not_allowed",
+                format!("callback_url is not allowed: {e}"),
+            )
+        })?;
+    }
     let (request, created) = state.service.create(input, key).await?;
     let status = if created {
         StatusCode::CREATED
@@ -163,8 +180,10 @@ pub async fn get(
         None => state.service.get(&id).await?,
     };
     let delivery = state.service.store().deliveries(&id).await?;
+    let actions = state.service.store().action_results(&id).await?;
     let mut body = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
     body["delivery"] = serde_json::to_value(delivery).map_err(|e| ApiError::internal(&e))?;
+    body["actions"] = serde_json::to_value(actions).map_err(|e| ApiError::internal(&e))?;
     Ok(Json(body).into_response())
 }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::interactions::{self, Handled, InteractionError};
+use crate::interactions::{self, InteractionError};
 use crate::slack::interaction::{Inbound, decode};
 use crate::slack::signature;
 
@@ -66,14 +66,12 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
                     }
                     InteractionError::Service(e) => e.into(),
                 })?;
-            let outcome = match handled {
-                Handled::Decided => "decided",
-                Handled::Counted => "counted",
-                Handled::Refused(why) => why,
-                Handled::Ignored => "ignored",
-            };
-            metrics::counter!("greenlight_interactions_total", "outcome" => outcome).increment(1);
-            Ok(StatusCode::OK.into_response())
+            metrics::counter!("greenlight_interactions_total", "outcome" => handled.outcome())
+                .increment(1);
+            Ok(match handled.ack_payload() {
+                Some(body) => Json(body).into_response(),
+                None => StatusCode::OK.into_response(),
+            })
         }
     }
 }

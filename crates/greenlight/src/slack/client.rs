@@ -75,7 +75,7 @@ fn first_line(s: &str) -> String {
         .collect()
 }
 
-type Connector = SlackClientHyperConnector<
+pub(crate) type Connector = SlackClientHyperConnector<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
 >;
 
@@ -100,6 +100,10 @@ impl SlackApi {
             client: Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(bot_token.to_owned().into()),
         })
+    }
+
+    pub(crate) fn client(&self) -> Arc<SlackClient<Connector>> {
+        self.client.clone()
     }
 
     pub async fn post_message(
@@ -151,6 +155,53 @@ impl SlackApi {
         );
         session.chat_post_ephemeral(&req).await.map_err(classify)?;
         Ok(())
+    }
+
+    /// Replies in the thread of the message `thread_ts`.
+    pub async fn post_thread_reply(
+        &self,
+        channel: &str,
+        thread_ts: &str,
+        text: String,
+    ) -> Result<(), SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiChatPostMessageRequest::new(
+            channel.to_owned().into(),
+            SlackMessageContent::new().with_text(text),
+        )
+        .with_thread_ts(thread_ts.to_owned().into());
+        session.chat_post_message(&req).await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// Opens a modal for the user whose click gave `trigger_id` (valid once, for 3 seconds).
+    pub async fn open_view(&self, trigger_id: &str, view: SlackView) -> Result<(), SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiViewsOpenRequest::new(trigger_id.to_owned().into(), view);
+        session.views_open(&req).await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// The user ids in a user group.
+    pub async fn usergroup_members(&self, group: &str) -> Result<Vec<String>, SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiUserGroupsUsersListRequest::new(group.to_owned().into());
+        let res = session
+            .usergroups_users_list(&req)
+            .await
+            .map_err(classify)?;
+        Ok(res.users.into_iter().map(|u| u.to_string()).collect())
+    }
+
+    /// The user with this email, or `None` when Slack knows nobody by it.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiUsersLookupByEmailRequest::new(email.to_owned().into());
+        match session.users_lookup_by_email(&req).await {
+            Ok(res) => Ok(Some(res.user.id.to_string())),
+            Err(SlackClientError::ApiError(e)) if e.code == "users_not_found" => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// Checks the token; used by `/readyz` and at start-up.

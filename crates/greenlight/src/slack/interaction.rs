@@ -16,6 +16,41 @@ pub struct Interaction {
     pub actions: Vec<Action>,
     pub trigger_id: Option<String>,
     pub response_url: Option<String>,
+    /// The modal, on `view_submission`.
+    pub view: Option<View>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct View {
+    pub id: Option<String>,
+    pub callback_id: Option<String>,
+    pub private_metadata: Option<String>,
+    pub state: Option<ViewState>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ViewState {
+    /// block_id -> action_id -> the element's value.
+    #[serde(default)]
+    pub values: std::collections::HashMap<String, std::collections::HashMap<String, InputValue>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputValue {
+    pub value: Option<String>,
+}
+
+impl View {
+    /// The text typed into a plain-text input.
+    pub fn text(&self, block_id: &str, action_id: &str) -> Option<&str> {
+        self.state
+            .as_ref()?
+            .values
+            .get(block_id)?
+            .get(action_id)?
+            .value
+            .as_deref()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,5 +5,6 @@ mod client;
 pub mod interaction;
 pub mod render;
 pub mod signature;
+pub mod socket_mode;
 
 pub use client::{SlackApi, SlackCallError};

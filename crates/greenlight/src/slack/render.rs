@@ -4,11 +4,32 @@
 use jiff::Timestamp;
 use slack_morphism::prelude::*;
 
-use crate::domain::{DecisionKind, Request, SlackUserId, Status};
+use crate::domain::{Approver, DecisionKind, Request, SlackUserId, Status};
 
 pub const APPROVE_ACTION: &str = "greenlight.approve";
 pub const DENY_ACTION: &str = "greenlight.deny";
 pub const ACTIONS_BLOCK: &str = "greenlight.actions";
+/// The deny-reason modal: its callback id, and the input block and element holding the reason.
+pub const DENY_REASON_CALLBACK: &str = "greenlight.deny_reason";
+pub const REASON_BLOCK: &str = "greenlight.reason";
+pub const REASON_ACTION: &str = "reason";
+
+/// What the workflow changes about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub approvals_required: u32,
+    /// Buttons ask for confirmation.
+    pub confirm: bool,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Self {
+            approvals_required: 1,
+            confirm: false,
+        }
+    }
+}
 
 const MAX_FIELDS: usize = 10;
 
@@ -65,21 +86,51 @@ fn md(text: String) -> SlackBlockText {
     SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text))
 }
 
+/// A duration in words people read: `1h`, `1h30m`, `45s`.
+fn span(from: Timestamp, to: Timestamp) -> String {
+    let secs = (to.as_second() - from.as_second()).max(0);
+    if secs < 60 {
+        return format!("{secs}s");
+    }
+    let mins = (secs + 30) / 60;
+    let (d, h, m) = (mins / 1440, mins / 60 % 24, mins % 60);
+    let mut out = String::new();
+    for (n, unit) in [(d, "d"), (h, "h"), (m, "m")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
 fn outcome_line(r: &Request) -> String {
     let by = r.decided_by.as_deref().map(who).unwrap_or_default();
     let kind = r.decisions.last().map(|d| d.kind);
     let when = r.decided_at.map(date).unwrap_or_default();
+    // The time it was given, not when the scheduler got to it.
+    let waited = span(
+        r.created_at,
+        r.expires_at.or(r.decided_at).unwrap_or(r.created_at),
+    );
     match r.status {
         Status::Pending => String::new(),
         Status::Approved if kind == Some(DecisionKind::Policy) => {
-            format!(":white_check_mark: *Auto-approved* by rule {by} {when}")
+            format!(":white_check_mark: *Auto-approved* by rule *{by}* {when}")
         }
         Status::Denied if kind == Some(DecisionKind::Policy) => {
-            format!(":no_entry: *Auto-denied* by rule {by} {when}")
+            format!(":no_entry: *Auto-denied* by rule *{by}* {when}")
+        }
+        Status::Approved if kind == Some(DecisionKind::Timeout) => {
+            format!(
+                ":white_check_mark: *Approved* automatically: no decision within {waited} {when}"
+            )
+        }
+        Status::Denied if kind == Some(DecisionKind::Timeout) => {
+            format!(":no_entry: *Denied* automatically: no decision within {waited} {when}")
         }
         Status::Approved => format!(":white_check_mark: *Approved* by {by} {when}"),
         Status::Denied => format!(":no_entry: *Denied* by {by} {when}"),
-        Status::Expired => format!(":hourglass: *Expired* {when}, no decision"),
+        Status::Expired => format!(":hourglass: *Expired* after {waited}, no decision {when}"),
         Status::Cancelled => format!(":no_entry_sign: *Cancelled* by {by} {when}"),
     }
 }
@@ -100,7 +151,87 @@ fn capitalize(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A mention that notifies: `<@U…>` for people, `<!subteam^S…>` for user groups.
+pub fn mention(a: &Approver) -> String {
+    match a {
+        Approver::User(u) => format!("<@{u}>"),
+        Approver::Group(g) => format!("<!subteam^{g}>"),
+    }
+}
+
+/// The thread reply nudging the approvers; `escalate_to` joins from the second reminder.
+pub fn reminder_text(
+    r: &Request,
+    approvers: &[Approver],
+    escalate_to: Option<&Approver>,
+    number: u32,
+    now: Timestamp,
+) -> String {
+    let mut who: Vec<String> = approvers.iter().map(mention).collect();
+    let mut text = String::new();
+    if let Some(e) = escalate_to.filter(|_| number >= 2) {
+        text.push_str(&format!(":rotating_light: Escalating to {}. ", mention(e)));
+        who.retain(|m| *m != mention(e));
+    }
+    if !who.is_empty() {
+        text.push_str(&format!("{} ", who.join(" ")));
+    }
+    text.push_str(&format!(
+        ":bell: Reminder {number}: *{}* is still waiting for a decision (asked {} ago).",
+        escape(&truncate(&r.title, 200)),
+        span(r.created_at, now)
+    ));
+    text
+}
+
+/// The modal a Deny click opens when the workflow wants a reason.
+pub fn deny_reason_modal(r: &Request) -> SlackView {
+    let input = SlackInputBlock::new(
+        "Why do you deny it?".into(),
+        SlackInputBlockElement::PlainTextInput(
+            SlackBlockPlainTextInputElement::new()
+                .with_action_id(REASON_ACTION.into())
+                .with_multiline(true),
+        ),
+    )
+    .with_block_id(REASON_BLOCK.into());
+    SlackView::Modal(
+        SlackModalView::new(
+            "Deny request".into(),
+            vec![
+                SlackSectionBlock::new()
+                    .with_text(md(format!("*{}*", escape(&truncate(&r.title, 200)))))
+                    .into(),
+                input.into(),
+            ],
+        )
+        .with_submit("Deny".into())
+        .with_close("Cancel".into())
+        .with_callback_id(DENY_REASON_CALLBACK.into())
+        .with_private_metadata(r.id.to_string()),
+    )
+}
+
+fn confirm(verb: &str, r: &Request, danger: bool) -> SlackBlockConfirmItem {
+    let item = SlackBlockConfirmItem::new(
+        format!("{verb} this request?").into(),
+        md(truncate(&format!("*{}*", escape(&r.title)), 300)),
+        verb.into(),
+        "Cancel".into(),
+    );
+    if danger {
+        item.with_style("danger".into())
+    } else {
+        item.with_style("primary".into())
+    }
+}
+
+/// The message with default looks (one approval, no confirmation dialogs).
 pub fn blocks(r: &Request) -> Vec<SlackBlock> {
+    blocks_with(r, &Look::default())
+}
+
+pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
     let mut blocks: Vec<SlackBlock> =
         vec![SlackHeaderBlock::new(SlackBlockPlainTextOnly::from(truncate(&r.title, 150))).into()];
     if let Some(details) = r.details.as_deref().filter(|d| !d.trim().is_empty()) {
@@ -152,27 +283,30 @@ pub fn blocks(r: &Request) -> Vec<SlackBlock> {
         .map(|d| who(&d.by))
         .collect();
     if r.status == Status::Pending {
-        if !approvals.is_empty() {
-            blocks.push(
-                SlackSectionBlock::new()
-                    .with_text(md(format!("Approved so far by {}", approvals.join(", "))))
-                    .into(),
-            );
+        let required = look.approvals_required.max(1);
+        if !approvals.is_empty() || required > 1 {
+            let mut progress = format!("{} of {required} approvals", approvals.len());
+            if !approvals.is_empty() {
+                progress.push_str(&format!(": {}", approvals.join(", ")));
+            }
+            blocks.push(SlackSectionBlock::new().with_text(md(progress)).into());
+        }
+        let mut approve = SlackBlockButtonElement::new("Approve".into())
+            .with_action_id(APPROVE_ACTION.into())
+            .with_value(r.id.to_string())
+            .with_style(SlackBlockButtonStyle::Primary);
+        let mut deny = SlackBlockButtonElement::new("Deny".into())
+            .with_action_id(DENY_ACTION.into())
+            .with_value(r.id.to_string())
+            .with_style(SlackBlockButtonStyle::Danger);
+        if look.confirm {
+            approve = approve.with_confirm(confirm("Approve", r, false));
+            deny = deny.with_confirm(confirm("Deny", r, true));
         }
         blocks.push(
             SlackActionsBlock::new(vec![
-                SlackActionBlockElement::Button(
-                    SlackBlockButtonElement::new("Approve".into())
-                        .with_action_id(APPROVE_ACTION.into())
-                        .with_value(r.id.to_string())
-                        .with_style(SlackBlockButtonStyle::Primary),
-                ),
-                SlackActionBlockElement::Button(
-                    SlackBlockButtonElement::new("Deny".into())
-                        .with_action_id(DENY_ACTION.into())
-                        .with_value(r.id.to_string())
-                        .with_style(SlackBlockButtonStyle::Danger),
-                ),
+                SlackActionBlockElement::Button(approve),
+                SlackActionBlockElement::Button(deny),
             ])
             .with_block_id(ACTIONS_BLOCK.into())
             .into(),
@@ -192,6 +326,46 @@ pub fn blocks(r: &Request) -> Vec<SlackBlock> {
         );
     }
     blocks
+}
+
+/// A plain message (alerts to the operators' channel); `text` is mrkdwn, already escaped.
+pub fn notice(text: &str) -> Vec<SlackBlock> {
+    vec![
+        SlackSectionBlock::new()
+            .with_text(md(truncate(text, 3000)))
+            .into(),
+    ]
+}
+
+/// How many hook results a message shows (the newest).
+const MAX_ACTION_RESULTS: usize = 5;
+
+/// What the request's action hooks did: "Deployment triggered: HTTP 201".
+pub fn action_results(results: &[crate::store::ActionResult]) -> Option<SlackBlock> {
+    let skip = results.len().saturating_sub(MAX_ACTION_RESULTS);
+    let lines: Vec<String> = results
+        .iter()
+        .skip(skip)
+        .map(|a| {
+            let name = escape(&truncate(&a.name, 80));
+            let summary = escape(&truncate(&a.summary, 200));
+            if a.ok {
+                format!(":gear: {name} triggered: {summary}")
+            } else {
+                let s = if a.attempts == 1 { "" } else { "s" };
+                format!(
+                    ":warning: {name} failed after {} attempt{s}: {summary}",
+                    a.attempts
+                )
+            }
+        })
+        .collect();
+    (!lines.is_empty()).then(|| {
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(lines.join("\n")),
+        )])
+        .into()
+    })
 }
 
 #[cfg(test)]
@@ -214,6 +388,7 @@ mod tests {
                 channel: "#deploys".parse().unwrap(),
                 expires_at: Some(Timestamp::from_second(1_800_000_000).unwrap()),
                 callback_url: None,
+                remind_at: None,
             },
             Timestamp::from_second(1_700_000_000).unwrap(),
         )
@@ -276,6 +451,42 @@ mod tests {
         assert!(out.contains("*Denied* by <@U0BOB>"));
         assert!(out.contains("not &lt;now&gt;"));
         assert_eq!(fallback_text(&r), "Denied: Deploy v1.2");
+    }
+
+    #[test]
+    fn reminders_mention_people_and_groups_and_escalate_from_the_second() {
+        let r = request("Deploy <!here>", "");
+        let approvers: Vec<Approver> = vec!["U0ALICE".parse().unwrap(), "S0SRE".parse().unwrap()];
+        let boss: Approver = "U0ERIN".parse().unwrap();
+        let now = Timestamp::from_second(1_700_000_900).unwrap();
+        let first = reminder_text(&r, &approvers, Some(&boss), 1, now);
+        assert!(
+            first.starts_with("<@U0ALICE> <!subteam^S0SRE> :bell: Reminder 1"),
+            "{first}"
+        );
+        assert!(
+            first.contains("Deploy &lt;!here&gt;") && first.contains("15m ago"),
+            "{first}"
+        );
+        assert!(!first.contains("U0ERIN"));
+        let second = reminder_text(&r, &approvers, Some(&boss), 2, now);
+        assert!(
+            second.starts_with(":rotating_light: Escalating to <@U0ERIN>."),
+            "{second}"
+        );
+    }
+
+    #[test]
+    fn quorum_progress_and_confirmation_dialogs() {
+        let r = request("Deploy", "");
+        let look = Look {
+            approvals_required: 2,
+            confirm: true,
+        };
+        let out = serde_json::to_string(&blocks_with(&r, &look)).unwrap();
+        assert!(out.contains("0 of 2 approvals"), "{out}");
+        assert_eq!(out.matches("\"confirm\":{\"title\"").count(), 2, "{out}");
+        assert!(!json(&r).contains("\"confirm\""));
     }
 
     #[test]

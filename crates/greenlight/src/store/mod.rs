@@ -49,6 +49,32 @@ pub enum Effect {
         user: String,
         text: String,
     },
+    /// A reply in the thread of the request's message (reminders).
+    SlackThreadReply { request_id: RequestId, text: String },
+    /// A signed callback (Standard Webhooks) telling a machine about one event of a request.
+    /// The body is fixed when the event happens, so every retry sends the same bytes.
+    Webhook {
+        request_id: RequestId,
+        url: String,
+        /// The URL came from the requester (`callback_url`): the SSRF guard applies.
+        guarded: bool,
+        event: String,
+        /// `webhook-id`: the same on every retry of this event.
+        webhook_id: String,
+        body: String,
+    },
+    /// An operator's action hook. The template is stored and rendered at delivery, so no
+    /// secret from the environment is ever written down.
+    ActionHook {
+        request_id: RequestId,
+        hook: crate::hooks::ActionHook,
+    },
+    /// A note to the operators' channel about a delivery that failed for good.
+    SlackAlert {
+        channel: String,
+        text: String,
+        request_id: Option<RequestId>,
+    },
 }
 
 impl Effect {
@@ -57,6 +83,32 @@ impl Effect {
             Effect::SlackPost { .. } => "slack_post",
             Effect::SlackUpdate { .. } => "slack_update",
             Effect::SlackEphemeral { .. } => "slack_ephemeral",
+            Effect::SlackThreadReply { .. } => "slack_thread_reply",
+            Effect::Webhook { .. } => "webhook",
+            Effect::ActionHook { .. } => "action_hook",
+            Effect::SlackAlert { .. } => "slack_alert",
+        }
+    }
+
+    /// Where it goes, in words safe to show (hosts, not full URLs that may carry tokens).
+    pub fn target(&self) -> Option<String> {
+        match self {
+            Effect::Webhook {
+                url,
+                guarded,
+                event,
+                ..
+            } => {
+                let host = reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let whose = if *guarded { "callback_url" } else { "webhook" };
+                Some(format!("{event} to {whose} {host}"))
+            }
+            Effect::ActionHook { hook, .. } => Some(format!("{} ({})", hook.name, hook.method)),
+            Effect::SlackAlert { channel, .. } => Some(channel.clone()),
+            _ => None,
         }
     }
 
@@ -65,6 +117,11 @@ impl Effect {
             Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
                 Some(request_id)
             }
+            Effect::SlackThreadReply { request_id, .. } => Some(request_id),
+            Effect::Webhook { request_id, .. } | Effect::ActionHook { request_id, .. } => {
+                Some(request_id)
+            }
+            Effect::SlackAlert { request_id, .. } => request_id.as_ref(),
             Effect::SlackEphemeral { .. } => None,
         }
     }
@@ -167,14 +224,67 @@ pub enum JobResult {
     },
 }
 
+/// What a worker reports after an attempt, written in one transaction: the job's new state,
+/// the attempt (when a call went out), and anything the outcome sets off.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub result: JobResult,
+    /// False for waits that made no call (a paused method, a message not posted yet).
+    pub attempted: bool,
+    pub audit: Vec<NewAudit>,
+    pub effects: Vec<Effect>,
+    pub action: Option<ActionResult>,
+}
+
+impl JobReport {
+    pub fn new(result: JobResult, attempted: bool) -> Self {
+        Self {
+            result,
+            attempted,
+            audit: Vec::new(),
+            effects: Vec::new(),
+            action: None,
+        }
+    }
+}
+
+/// What an action hook did, for the Slack message and the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionResult {
+    pub name: String,
+    pub ok: bool,
+    /// "HTTP 201", "HTTP 502", "timed out", ...
+    pub summary: String,
+    pub attempts: u32,
+    pub at: Timestamp,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub at: Timestamp,
+    /// `done`, `failed`, `rate_limited` or `dead`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
 /// What the API shows about a request's deliveries.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
+    pub id: i64,
     pub kind: String,
+    /// Where it goes (callbacks and hooks), without secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub state: JobState,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// When the next try is due, while the job is pending.
+    pub next_attempt_at: Option<Timestamp>,
+    pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The latest attempts, newest first.
+    pub recent_attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -251,6 +361,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records effects and audit entries that change no request (notices to one person).
     async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()>;
 
+    /// Pending requests whose expiry or next reminder is due at `now`, oldest first.
+    async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>>;
+
     /// Remembers where the request's message was posted.
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()>;
 
@@ -264,12 +377,19 @@ pub trait Store: Send + Sync + 'static {
     /// file any lease still held belongs to a process that died.
     async fn release_leases(&self) -> StoreResult<u64>;
 
-    async fn finish_job(&self, id: i64, now: Millis, result: &JobResult) -> StoreResult<()>;
+    /// Records an attempt's outcome and what it sets off, atomically.
+    async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()>;
 
     /// When the next pending job falls due, if any.
     async fn next_job_due(&self) -> StoreResult<Option<Millis>>;
 
     async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>>;
+
+    /// What the request's action hooks did, oldest first.
+    async fn action_results(&self, request_id: &RequestId) -> StoreResult<Vec<ActionResult>>;
+
+    /// The value stored under `key`, storing `value` first if there is none (first start).
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
 
     async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()>;
 

@@ -16,6 +16,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::*;
 use crate::domain::{Decision, Params, SlackRef};
 
+/// How many attempts per job the API shows.
+const RECENT_ATTEMPTS: usize = 5;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
@@ -25,7 +28,7 @@ pub struct SqliteStore {
 
 const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, decisions, \
      decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, slack_ts, \
-     callback_url, version";
+     callback_url, version, reminders, remind_at";
 
 impl SqliteStore {
     pub async fn open(url: &str) -> StoreResult<Self> {
@@ -94,6 +97,11 @@ fn request_from_row(row: &SqliteRow) -> StoreResult<Request> {
             _ => None,
         },
         callback_url: row.try_get("callback_url")?,
+        reminders: u32::try_from(row.try_get::<i64, _>("reminders")?).unwrap_or(u32::MAX),
+        remind_at: row
+            .try_get::<Option<i64>, _>("remind_at")?
+            .map(ts_from_millis)
+            .transpose()?,
         version: row.try_get("version")?,
     })
 }
@@ -216,8 +224,9 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
              decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
-             callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+             callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
+             reminders, remind_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         )
         .bind(r.id.as_str())
         .bind(r.workflow.as_str())
@@ -238,6 +247,8 @@ impl Store for SqliteStore {
         .bind(idempotency.map(|i| i.key.as_str()))
         .bind(idempotency.map(|i| i.fingerprint.as_str()))
         .bind(r.version)
+        .bind(i64::from(r.reminders))
+        .bind(r.remind_at.map(millis))
         .execute(&mut *tx)
         .await?;
         insert_audit(&mut tx, now, audit).await?;
@@ -282,7 +293,8 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE requests SET status = $1, decisions = $2, decided_by = $3, reason = $4, \
-             decided_at = $5, version = $6 WHERE id = $7 AND version = $8",
+             decided_at = $5, version = $6, reminders = $9, remind_at = $10 \
+             WHERE id = $7 AND version = $8",
         )
         .bind(r.status.as_str())
         .bind(to_json(&r.decisions)?)
@@ -292,6 +304,8 @@ impl Store for SqliteStore {
         .bind(r.version)
         .bind(r.id.as_str())
         .bind(expected_version)
+        .bind(i64::from(r.reminders))
+        .bind(r.remind_at.map(millis))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != 1 {
@@ -309,6 +323,24 @@ impl Store for SqliteStore {
         insert_effects(&mut tx, now, effects).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM requests WHERE status = 'pending' AND expires_at <= $1 \
+             UNION SELECT id FROM requests WHERE status = 'pending' AND remind_at <= $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
     }
 
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
@@ -382,14 +414,19 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn finish_job(&self, id: i64, now: Millis, result: &JobResult) -> StoreResult<()> {
-        let (state, next, error, counts) = match result {
-            JobResult::Done => (JobState::Done, None, None, true),
-            JobResult::Retry { at, error, counts } => {
-                (JobState::Pending, Some(*at), Some(error.as_str()), *counts)
-            }
-            JobResult::Dead { error } => (JobState::Dead, None, Some(error.as_str()), true),
+    async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
+        let (state, next, error, counts, outcome) = match &report.result {
+            JobResult::Done => (JobState::Done, None, None, true, "done"),
+            JobResult::Retry { at, error, counts } => (
+                JobState::Pending,
+                Some(*at),
+                Some(error.as_str()),
+                *counts,
+                if *counts { "failed" } else { "rate_limited" },
+            ),
+            JobResult::Dead { error } => (JobState::Dead, None, Some(error.as_str()), true, "dead"),
         };
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
              last_error = COALESCE($3, last_error), attempts = attempts + $4, leased_until = NULL, \
@@ -398,11 +435,39 @@ impl Store for SqliteStore {
         .bind(state.as_str())
         .bind(next)
         .bind(error)
-        .bind(i64::from(counts))
+        .bind(i64::from(counts && report.attempted))
         .bind(now)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        if report.attempted {
+            sqlx::query(
+                "INSERT INTO outbox_attempts (job_id, at, outcome, error) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(outcome)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(a) = &report.action {
+            sqlx::query(
+                "INSERT INTO action_results (request_id, name, ok, summary, attempts, at) \
+                 SELECT request_id, $2, $3, $4, $5, $6 FROM outbox WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&a.name)
+            .bind(a.ok)
+            .bind(&a.summary)
+            .bind(i64::from(a.attempts))
+            .bind(millis(a.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_audit(&mut tx, now, &report.audit).await?;
+        insert_effects(&mut tx, now, &report.effects).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -416,24 +481,92 @@ impl Store for SqliteStore {
 
     async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "SELECT kind, state, attempts, last_error, updated_at FROM outbox WHERE request_id = $1 ORDER BY id",
+            "SELECT id, kind, payload, state, attempts, last_error, next_attempt_at, created_at, \
+             updated_at FROM outbox WHERE request_id = $1 ORDER BY id",
+        )
+        .bind(request_id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        let attempts = sqlx::query(
+            "SELECT a.job_id, a.at, a.outcome, a.error FROM outbox_attempts a \
+             JOIN outbox o ON o.id = a.job_id WHERE o.request_id = $1 ORDER BY a.id DESC",
+        )
+        .bind(request_id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        let mut history: std::collections::HashMap<i64, Vec<Attempt>> = Default::default();
+        for row in &attempts {
+            let list = history.entry(row.try_get("job_id")?).or_default();
+            if list.len() < RECENT_ATTEMPTS {
+                list.push(Attempt {
+                    at: ts_from_millis(row.try_get("at")?)?,
+                    outcome: row.try_get("outcome")?,
+                    error: row.try_get("error")?,
+                });
+            }
+        }
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                let state = JobState::parse(&row.try_get::<String, _>("state")?)?;
+                let attempts: i64 = row.try_get("attempts")?;
+                let payload: String = row.try_get("payload")?;
+                let target = serde_json::from_str::<Effect>(&payload)
+                    .ok()
+                    .and_then(|e| e.target());
+                Ok(Delivery {
+                    id,
+                    kind: row.try_get("kind")?,
+                    target,
+                    state,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    last_error: row.try_get("last_error")?,
+                    next_attempt_at: match state {
+                        JobState::Pending => Some(ts_from_millis(row.try_get("next_attempt_at")?)?),
+                        _ => None,
+                    },
+                    created_at: ts_from_millis(row.try_get("created_at")?)?,
+                    updated_at: ts_from_millis(row.try_get("updated_at")?)?,
+                    recent_attempts: history.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn action_results(&self, request_id: &RequestId) -> StoreResult<Vec<ActionResult>> {
+        let rows = sqlx::query(
+            "SELECT name, ok, summary, attempts, at FROM action_results WHERE request_id = $1 ORDER BY id",
         )
         .bind(request_id.as_str())
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|row| {
-                let state: String = row.try_get("state")?;
                 let attempts: i64 = row.try_get("attempts")?;
-                Ok(Delivery {
-                    kind: row.try_get("kind")?,
-                    state: JobState::parse(&state)?,
+                Ok(ActionResult {
+                    name: row.try_get("name")?,
+                    ok: row.try_get("ok")?,
+                    summary: row.try_get("summary")?,
                     attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    last_error: row.try_get("last_error")?,
-                    updated_at: ts_from_millis(row.try_get("updated_at")?)?,
+                    at: ts_from_millis(row.try_get("at")?)?,
                 })
             })
             .collect()
+    }
+
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        let mut tx = self.begin().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {

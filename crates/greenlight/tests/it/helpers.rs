@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use greenlight::app::Application;
 use greenlight::config::{Config, Secret, SlackConfig, Workflow};
-use greenlight::domain::{ApiKeyId, SystemClock};
+use greenlight::domain::{ApiKeyId, Clock, SystemClock};
 use greenlight::http::auth::{generate_key, hash_key};
 use greenlight::store::{self, ApiKey, Scope};
 use greenlight_sandbox::{Click, ClickOutcome, Message, Sandbox, SandboxConfig, SandboxHandle};
@@ -63,11 +63,13 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
             app_token: None,
             api_url: sandbox.api_url(),
         },
-        workflows: vec![Workflow {
-            name: "deploy".parse().unwrap(),
-            channel: "#deploy".parse().unwrap(),
-        }],
+        workflows: vec![Workflow::new(
+            "deploy".parse().unwrap(),
+            "#deploy".parse().unwrap(),
+        )],
         source: None,
+        delivery: Default::default(),
+        alerts: Default::default(),
     }
 }
 
@@ -89,14 +91,27 @@ pub async fn create_key(db_url: &str, name: &str, scopes: &[Scope]) -> String {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// `spawn_app` with the config changed first (workflows, `[delivery]`, `[alerts]`).
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_clocked(customize, Arc::new(SystemClock)).await
+}
+
+/// `spawn_app_with` on a clock the test controls (expiry, reminders).
+pub async fn spawn_app_clocked(
+    customize: impl FnOnce(&mut Config),
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     init();
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite:{}", dir.path().join("greenlight.db").display());
     let secret = random_secret();
     let sandbox = start_sandbox(&secret).await;
-    let app = Application::build(&config(&sandbox, &db_url, &secret), Arc::new(SystemClock))
-        .await
-        .expect("app builds");
+    let mut cfg = config(&sandbox, &db_url, &secret);
+    customize(&mut cfg);
+    let app = Application::build(&cfg, clock).await.expect("app builds");
     let addr = app.local_addr();
     sandbox.set_interactivity_url(format!("http://{addr}/slack/interactions"));
     let shutdown = CancellationToken::new();
@@ -122,6 +137,37 @@ impl TestApp {
         self.shutdown.cancel();
         if let Some(s) = self.server.take() {
             let _ = s.await;
+        }
+    }
+
+    /// Stops the server and starts a new one on the same database, sandbox and API key (a
+    /// restart, or a deploy with another config).
+    pub async fn restart(
+        mut self,
+        customize: impl FnOnce(&mut Config),
+        clock: Arc<dyn Clock>,
+    ) -> TestApp {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        let secret = self.sandbox.config().signing_secret.clone();
+        let mut cfg = config(&self.sandbox, &self.db_url, &secret);
+        customize(&mut cfg);
+        let app = Application::build(&cfg, clock).await.expect("app builds");
+        let addr = app.local_addr();
+        self.sandbox
+            .set_interactivity_url(format!("http://{addr}/slack/interactions"));
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            app.run_until_stopped(stop).await.expect("server runs");
+        });
+        TestApp {
+            base: format!("http://{addr}"),
+            shutdown,
+            server: Some(server),
+            ..self
         }
     }
 
@@ -308,6 +354,18 @@ pub fn write_config(dir: &std::path::Path) -> PathBuf {
     path
 }
 
+/// How to run the binary beyond the defaults.
+#[derive(Default)]
+pub struct ProcessOptions {
+    /// The whole config file (default: one `deploy` workflow).
+    pub config: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// Append stderr (the log) to this file instead of the test's stderr.
+    pub log: Option<PathBuf>,
+    /// Listen here (default: a free port).
+    pub addr: Option<SocketAddr>,
+}
+
 impl Process {
     pub async fn start(
         sandbox: &SandboxHandle,
@@ -315,18 +373,47 @@ impl Process {
         db_url: &str,
         secret: &str,
     ) -> Self {
-        let addr = free_port();
+        Self::start_with(sandbox, dir, db_url, secret, &ProcessOptions::default()).await
+    }
+
+    pub async fn start_with(
+        sandbox: &SandboxHandle,
+        dir: &std::path::Path,
+        db_url: &str,
+        secret: &str,
+        options: &ProcessOptions,
+    ) -> Self {
+        let addr = options.addr.unwrap_or_else(free_port);
+        let config = match &options.config {
+            Some(text) => {
+                let path = dir.join("greenlight.toml");
+                std::fs::write(&path, text).unwrap();
+                path
+            }
+            None => write_config(dir),
+        };
+        let stderr = match &options.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(bin())
             .arg("serve")
-            .env("GREENLIGHT_CONFIG", write_config(dir))
+            .env("GREENLIGHT_CONFIG", config)
             .env("GREENLIGHT_DATABASE_URL", db_url)
             .env("GREENLIGHT_LISTEN", addr.to_string())
             .env("SLACK_BOT_TOKEN", &sandbox.config().bot_token)
             .env("SLACK_SIGNING_SECRET", secret)
             .env("SLACK_API_URL", sandbox.api_url())
             .env("RUST_LOG", "warn")
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("greenlight starts");
         let deadline = Instant::now() + WAIT;
@@ -354,5 +441,32 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A clock that runs with real time plus an offset the test moves forward, so nothing waits
+/// for minutes and everything that merely needs time to pass still sees it pass.
+#[derive(Default)]
+pub struct TestClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl TestClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap();
+        self.offset_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> jiff::Timestamp {
+        let ms = self.offset_ms.load(std::sync::atomic::Ordering::SeqCst);
+        jiff::Timestamp::from_millisecond(jiff::Timestamp::now().as_millisecond() + ms)
+            .expect("test time in range")
     }
 }

@@ -1,8 +1,17 @@
 //! Integration tests: the real server on loopback, a real SQLite file, the sandbox as Slack.
 
+mod action_hooks;
 mod api;
 mod approval;
 mod cli;
 mod crash;
+mod crash_outbox;
+mod delivery;
+mod deny_reason;
+mod expiry;
 mod helpers;
+mod policies;
+mod receiver;
+mod rules;
 mod slack_security;
+mod socket_mode;

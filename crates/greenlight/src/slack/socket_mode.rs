@@ -1,0 +1,115 @@
+//! Socket Mode: Slack pushes interactions over WebSockets the app opens, so no public endpoint
+//! is needed. slack-morphism keeps the connections (two by default, so one restarting after a
+//! `disconnect` leaves the other taking payloads), pings them and acks each envelope with what
+//! the handler returns. Payloads are re-read into greenlight's own lenient types, and one that
+//! slack-morphism cannot parse is still handled (after its ack) from the raw JSON.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+
+use super::client::{Connector, SlackApi};
+use super::interaction::Interaction;
+
+/// What the transport-neutral handler answers: nothing (a plain ack) or an ack payload such as
+/// `{"response_action":"errors",...}` for a modal.
+pub type AckPayload = Option<serde_json::Value>;
+
+/// Handles one interaction; given by the application so this adapter knows no use case.
+pub type Handler =
+    Arc<dyn Fn(Interaction) -> Pin<Box<dyn Future<Output = AckPayload> + Send>> + Send + Sync>;
+
+struct State {
+    handler: Handler,
+}
+
+pub struct SocketMode {
+    listener: SlackClientSocketModeListener<Connector>,
+}
+
+impl SocketMode {
+    /// Opens the connections for `app_token` (an `xapp-` token) and starts taking payloads.
+    pub async fn start(
+        slack: &SlackApi,
+        app_token: &str,
+        handler: Handler,
+    ) -> Result<Self, SlackClientError> {
+        let environment = Arc::new(
+            SlackClientEventsListenerEnvironment::new(slack.client())
+                .with_error_handler(on_error)
+                .with_user_state(State { handler }),
+        );
+        let callbacks =
+            SlackSocketModeListenerCallbacks::new().with_interaction_events(on_interaction);
+        let config = SlackClientSocketModeConfig::new()
+            .with_initial_backoff_in_seconds(1)
+            .with_reconnect_timeout_in_seconds(10);
+        let listener = SlackClientSocketModeListener::new(&config, environment, callbacks);
+        let token = SlackApiToken::new(app_token.to_owned().into());
+        listener.listen_for(&token).await?;
+        listener.start().await;
+        Ok(Self { listener })
+    }
+
+    pub async fn shutdown(&self) {
+        self.listener.shutdown().await;
+    }
+}
+
+async fn handler_of(states: &SlackClientEventsUserState) -> Option<Handler> {
+    let guard = states.read().await;
+    guard.get_user_state::<State>().map(|s| s.handler.clone())
+}
+
+async fn on_interaction(
+    event: SlackInteractionEvent,
+    _client: Arc<SlackHyperClient>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackInteractionResponse> {
+    let Some(handler) = handler_of(&states).await else {
+        return Ok(SlackInteractionResponse::Empty);
+    };
+    let interaction: Interaction = serde_json::from_value(serde_json::to_value(&event)?)?;
+    Ok(match handler(interaction).await {
+        Some(payload) => serde_json::from_value::<SlackViewSubmissionResponse>(payload)
+            .map(SlackInteractionResponse::ViewSubmission)
+            .unwrap_or(SlackInteractionResponse::Empty),
+        None => SlackInteractionResponse::Empty,
+    })
+}
+
+/// slack-morphism calls this when it cannot parse an envelope (and acks it afterwards): handle
+/// the raw payload leniently rather than lose the click.
+fn on_error(
+    err: Box<dyn std::error::Error + Send + Sync>,
+    _client: Arc<SlackHyperClient>,
+    states: SlackClientEventsUserState,
+) -> HttpStatusCode {
+    let body = err
+        .downcast_ref::<SlackClientError>()
+        .and_then(|e| match e {
+            SlackClientError::ProtocolError(p) => p.json_body.clone(),
+            _ => None,
+        });
+    let payload = body
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .filter(|v| v["type"] == "interactive")
+        .map(|v| v["payload"].clone());
+    match payload.map(serde_json::from_value::<Interaction>) {
+        Some(Ok(interaction)) => {
+            tracing::debug!("handling an interaction slack-morphism could not parse");
+            tokio::spawn(async move {
+                if let Some(handler) = handler_of(&states).await {
+                    handler(interaction).await;
+                }
+            });
+        }
+        Some(Err(e)) => tracing::warn!(error = %e, "ignored a malformed Socket Mode payload"),
+        None => tracing::warn!(error = %err, "Socket Mode error"),
+    }
+    HttpStatusCode::OK
+}

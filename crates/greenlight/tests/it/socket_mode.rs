@@ -1,0 +1,157 @@
+//! Socket Mode: no signing secret, no public URL; clicks arrive over WebSockets the server opens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use greenlight::app::Application;
+use greenlight::config::Secret;
+use greenlight::domain::SystemClock;
+use greenlight_sandbox::{Click, Sandbox, SandboxConfig, Transport};
+use reqwest::Method;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::*;
+
+async fn wait_for_connections(sandbox: &greenlight_sandbox::SandboxHandle, n: usize) {
+    sandbox
+        .wait_until(Duration::from_secs(20), |sb| {
+            (sb.open_connections() >= n).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("{n} Socket Mode connection(s) within 20 s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_restart() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite:{}", dir.path().join("greenlight.db").display());
+    let sb_config = SandboxConfig::for_tests();
+    let app_token = sb_config
+        .app_token
+        .clone()
+        .expect("the sandbox has an app token");
+    let sandbox = Sandbox::start(sb_config.clone()).await.unwrap();
+    // Nothing listens here: a click that fell back to HTTP would fail.
+    sandbox.set_interactivity_url(format!("http://{}/slack/interactions", free_port()));
+
+    let mut config = config(&sandbox, &db_url, "unused");
+    config.slack.signing_secret = None;
+    config.slack.app_token = Some(Secret::new(app_token));
+    let app = Application::build(&config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let key = create_key(&db_url, "ci", &[greenlight::store::Scope::Admin]).await;
+    let http = reqwest::Client::new();
+    wait_for_connections(&sandbox, 1).await;
+
+    // Without a signing secret the HTTP endpoint is off, not open.
+    let res = http
+        .post(format!("{base}/slack/interactions"))
+        .body("payload=%7B%7D")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    let create = |title: &'static str| {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        async move {
+            let (s, b) = call(
+                &http,
+                &base,
+                &key,
+                Method::POST,
+                "/v1/requests",
+                Some(json!({"title": title})),
+            )
+            .await;
+            assert_eq!(s, 201, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let id = create("Over the socket").await;
+    let msg = posted(&sandbox, &id).await;
+    let out = sandbox
+        .click(Click::new(
+            CHANNEL,
+            &msg.ts,
+            "greenlight.approve",
+            "U0ALICE",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.transport, Transport::SocketMode);
+    assert!(out.acked(), "{out:?}");
+    let (_, got) = call(
+        &http,
+        &base,
+        &key,
+        Method::GET,
+        &format!("/v1/requests/{id}?wait=5"),
+        None,
+    )
+    .await;
+    assert_eq!(got["status"], "approved");
+    assert_eq!(got["decided_by"], "U0ALICE");
+
+    // Slack asks for a refresh: the server reconnects and the next click still lands.
+    assert!(sandbox.disconnect_all("refresh_requested") >= 1);
+    wait_for_connections(&sandbox, 1).await;
+    let id = create("After a refresh").await;
+    let msg = posted(&sandbox, &id).await;
+    let out = sandbox
+        .click(Click::new(CHANNEL, &msg.ts, "greenlight.deny", "U0BOB"))
+        .await
+        .unwrap();
+    assert_eq!(out.transport, Transport::SocketMode);
+    assert!(out.acked(), "{out:?}");
+    let (_, got) = call(
+        &http,
+        &base,
+        &key,
+        Method::GET,
+        &format!("/v1/requests/{id}?wait=5"),
+        None,
+    )
+    .await;
+    assert_eq!(got["status"], "denied");
+
+    // The sandbox (Slack) goes away and comes back on the same address.
+    let addr = sandbox.addr();
+    sandbox.shutdown().await;
+    let sandbox = Sandbox::start(sb_config.with_listen(addr)).await.unwrap();
+    sandbox.set_interactivity_url(format!("http://{}/slack/interactions", free_port()));
+    wait_for_connections(&sandbox, 1).await;
+    let id = create("After Slack restarted").await;
+    let msg = posted(&sandbox, &id).await;
+    let out = sandbox
+        .click(Click::new(
+            CHANNEL,
+            &msg.ts,
+            "greenlight.approve",
+            "U0CAROL",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.transport, Transport::SocketMode);
+    assert!(out.acked(), "{out:?}");
+    let (_, got) = call(
+        &http,
+        &base,
+        &key,
+        Method::GET,
+        &format!("/v1/requests/{id}?wait=5"),
+        None,
+    )
+    .await;
+    assert_eq!(got["status"], "approved");
+
+    shutdown.cancel();
+    let _ = server.await;
+}

@@ -1,0 +1,164 @@
+"""`greenlight dev` as a new user meets it: a machine asks over the API, a person watching the
+sandbox page in a browser sees the message arrive, picks who they are, clicks a button, and the
+machine is told. Headless Chromium; nothing is reloaded, everything arrives live."""
+
+from __future__ import annotations
+
+import os
+
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from conftest import REPO, wait_for
+
+APPROVE = "greenlight.approve"
+DENY = "greenlight.deny"
+# Far above what it takes (well under a second); only a bound for a hung test.
+WAIT = 15
+
+
+def until(driver, what: str, condition):
+    """WebDriverWait that tolerates the page re-rendering the element under us."""
+    return WebDriverWait(
+        driver, WAIT, poll_frequency=0.05, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    ).until(condition, message=f"waiting for {what}")
+
+
+def open_page(driver, dev) -> None:
+    driver.get(dev.page + "/")
+    until(driver, "the live event stream", lambda d: "live" in d.find_element(By.ID, "evstatus").text)
+    assert d_text(driver, "channame") == "# deploy"
+
+
+def d_text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def ask(dev, title: str, **params) -> str:
+    r = dev.call("POST", "/v1/requests", {"workflow": "deploy", "title": title, "params": params})
+    assert r.status == 201, r.body
+    return r.json()["id"]
+
+
+def message_showing(driver, text: str) -> tuple[str, str]:
+    """(ts, shown text) of the message on the page whose text contains `text`. Read inside the
+    wait: the page re-renders on every event, so an element found earlier may be gone."""
+
+    def find(d):
+        for m in d.find_elements(By.CSS_SELECTOR, "#messages .msg"):
+            shown = m.text
+            if text in shown:
+                return m.get_attribute("data-ts"), shown
+        return False
+
+    return until(driver, f"a message showing {text!r}", find)
+
+
+def message(driver, ts: str):
+    return driver.find_element(By.CSS_SELECTOR, f'#messages .msg[data-ts="{ts}"]')
+
+
+def posted_ts(dev, request_id: str) -> str:
+    """The ts greenlight recorded for its Slack message, once the delivery worker has it."""
+    return wait_for(
+        "greenlight to record its Slack message",
+        lambda: (dev.call("GET", f"/v1/requests/{request_id}").json().get("slack") or {}).get("ts"),
+    )
+
+
+def act_as(driver, user_id: str, name: str) -> None:
+    picker = Select(driver.find_element(By.ID, "userpick"))
+    picker.select_by_value(user_id)
+    assert f"(@{name})" in picker.first_selected_option.text
+
+
+def click(driver, dev, ts: str, action_id: str) -> None:
+    """Clicks a button of the message; answers the confirmation dialog when the button has one."""
+    stored = next(m for m in dev.sandbox("GET", "messages?channel=C0DEPLOY").json() if m["ts"] == ts)
+    button_spec = next(
+        e for b in stored["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == action_id
+    )
+    until(
+        driver,
+        f"clicking {action_id}",
+        lambda d: message(d, ts).find_element(By.CSS_SELECTOR, f'button[data-action="{action_id}"]').click() or True,
+    )
+    if "confirm" in button_spec:
+        until(driver, "the confirmation dialog", lambda d: d.find_element(By.CSS_SELECTOR, '.overlay button[data-r="1"]')).click()
+
+
+def save_screenshot(driver) -> None:
+    """docs/sandbox.png for the README: only the part of the page with content, no hover."""
+    ActionChains(driver).move_to_element(driver.find_element(By.ID, "chanhead")).perform()
+    # The viewport itself (a window size would include headless Chromium's invisible chrome).
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 1100, "height": 450, "deviceScaleFactor": 1, "mobile": False}
+    )
+    driver.save_screenshot(str(REPO / "docs" / "sandbox.png"))
+
+
+def assert_no_page_errors(driver) -> None:
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], "the page logged errors"
+
+
+def decided(dev, request_id: str) -> dict:
+    r = dev.call("GET", f"/v1/requests/{request_id}?wait=10")
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def test_approving_in_the_browser_tells_the_machine(dev, browser):
+    open_page(browser, dev)
+    # The banner tells a new user where to go and which key to use.
+    banner = dev.child.log()
+    assert f"{dev.page}/" in banner and dev.key in banner and dev.api in banner
+
+    title = "Deploy api v1.2 to production"
+    request_id = ask(dev, title, service="api", version="1.2")
+    ts, shown = message_showing(browser, title)
+    assert ts == posted_ts(dev, request_id)
+    assert "Approve" in shown and "Deny" in shown
+
+    act_as(browser, "U0BOB", "bob")
+    click(browser, dev, ts, APPROVE)
+    until(browser, "the message to show the decision", lambda d: "Approved by @bob" in message(d, ts).text)
+    assert message(browser, ts).find_elements(By.CSS_SELECTOR, "button[data-action]") == []
+    # The sandbox delivered the click as a signed HTTP request and greenlight acked it.
+    outcome = dev.sandbox("GET", "deliveries").json()[-1]["outcome"]
+    assert (outcome["transport"], outcome["status"], outcome["timed_out"]) == ("http", 200, False)
+
+    request = decided(dev, request_id)
+    assert request["status"] == "approved"
+    assert request["decided_by"] == "U0BOB"
+    assert [(d["by"], d["verdict"]) for d in request["decisions"]] == [("U0BOB", "approve")]
+
+    # A later request still arrives live beside the decided one.
+    pending_title = "Refund order 1042"
+    ask(dev, pending_title, amount=120, currency="EUR")
+    _, pending = message_showing(browser, pending_title)
+    assert "Approve" in pending and "Approved by" not in pending
+    assert_no_page_errors(browser)
+    if os.environ.get("GREENLIGHT_UPDATE_SCREENSHOT") == "1":
+        save_screenshot(browser)
+
+
+def test_denying_in_the_browser_tells_the_machine(dev, browser):
+    open_page(browser, dev)
+    title = "Drop table invoices"
+    request_id = ask(dev, title, database="billing")
+    ts, _ = message_showing(browser, title)
+    assert ts == posted_ts(dev, request_id)
+
+    act_as(browser, "U0CAROL", "carol")
+    click(browser, dev, ts, DENY)
+    until(browser, "the message to show the decision", lambda d: "Denied by @carol" in message(d, ts).text)
+    assert message(browser, ts).find_elements(By.CSS_SELECTOR, "button[data-action]") == []
+
+    request = decided(dev, request_id)
+    assert request["status"] == "denied"
+    assert request["decided_by"] == "U0CAROL"
+    assert [(d["by"], d["verdict"]) for d in request["decisions"]] == [("U0CAROL", "deny")]
+    assert_no_page_errors(browser)
