@@ -3,6 +3,7 @@
 //! in between (compare-and-set on the request's version).
 
 mod sqlite;
+mod sqlite_writer;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -18,6 +19,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite:PATH")]

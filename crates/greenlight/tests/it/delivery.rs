@@ -138,7 +138,15 @@ async fn a_429_pauses_that_method_for_retry_after_and_the_update_lands_afterward
         .await
         .expect("the update lands after the rate limit");
     assert!(text_of(&updated).contains("*Approved* by <@U0ALICE>"));
-    let calls = app.sandbox.calls_to("chat.update");
+    // The sandbox records a call after it has applied it: wait for the record of the success.
+    let calls = app
+        .sandbox
+        .wait_until(WAIT, |sb| {
+            let calls = sb.calls_to("chat.update");
+            calls.iter().any(|c| c.http_status == 200).then_some(calls)
+        })
+        .await
+        .expect("the successful chat.update is recorded");
     assert_eq!(calls.len(), 4, "three 429s, then success");
     assert_eq!(
         calls.iter().map(|c| c.http_status).collect::<Vec<_>>(),

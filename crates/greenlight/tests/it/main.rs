@@ -15,3 +15,4 @@ mod receiver;
 mod rules;
 mod slack_security;
 mod socket_mode;
+mod store;

@@ -1,0 +1,176 @@
+//! Group commit for SQLite. Every write is an operation sent to one writer task, which owns the
+//! only write connection. The task takes all operations waiting at that moment, runs each
+//! inside a savepoint of one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the
+//! batch) and only then answers each caller. So each caller still gets "my write is on disk"
+//! before it answers its client, at a cost shared by everyone who wrote in the same instant.
+//! A failing operation rolls back to its savepoint and fails alone.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+
+use futures::FutureExt;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{StoreError, StoreResult};
+
+/// Most operations one commit carries; bounds the time the write lock is held.
+const MAX_BATCH: usize = 512;
+
+/// Called once the batch's commit is known: `Ok` when the operation's writes are on disk.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type OpFuture = Pin<Box<dyn Future<Output = (SqliteConnection, bool, Completion)> + Send>>;
+type Op = Box<dyn FnOnce(SqliteConnection) -> OpFuture + Send>;
+
+#[derive(Clone)]
+pub struct Writer {
+    ops: mpsc::Sender<Op>,
+}
+
+impl Writer {
+    pub async fn start(options: SqliteConnectOptions) -> StoreResult<Self> {
+        let conn = options.connect().await?;
+        let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(conn, options, rx));
+        Ok(Self { ops })
+    }
+
+    /// Runs `f` with the write connection inside the current batch and returns its result once
+    /// the batch is committed. `f` hands the connection back with its result.
+    pub async fn write<T, F, Fut>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(SqliteConnection) -> Fut + Send + 'static,
+        Fut: Future<Output = (SqliteConnection, StoreResult<T>)> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            Box::pin(async move {
+                let (conn, result) = f(conn).await;
+                let failed = result.is_err();
+                let complete: Completion = Box::new(move |commit| {
+                    let _ = tx.send(match (result, commit) {
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Err(e)) => {
+                            Err(StoreError::Unavailable(format!("commit failed: {e}")))
+                        }
+                        (Ok(v), Ok(())) => Ok(v),
+                    });
+                });
+                (conn, failed, complete)
+            })
+        });
+        self.ops
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        rx.await.map_err(|_| {
+            StoreError::Unavailable("the write was not applied (database busy or failing)".into())
+        })?
+    }
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    options: SqliteConnectOptions,
+    mut rx: mpsc::Receiver<Op>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("greenlight_sqlite_batch_size").record(batch.len() as f64);
+        conn = match run_batch(conn, batch).await {
+            Some(conn) => conn,
+            None => match reconnect(&options).await {
+                Some(conn) => conn,
+                None => return,
+            },
+        };
+    }
+}
+
+async fn reconnect(options: &SqliteConnectOptions) -> Option<SqliteConnection> {
+    for attempt in 1..=10u64 {
+        match options.connect().await {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                tracing::error!(error = %e, attempt, "cannot reopen the database writer");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+        }
+    }
+    None
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
+}
+
+/// Runs one batch; returns the connection, or `None` when it was lost (an operation panicked).
+/// Operations not run are dropped, which answers their callers with an error.
+async fn run_batch(mut conn: SqliteConnection, batch: Vec<Op>) -> Option<SqliteConnection> {
+    if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
+        tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
+        return Some(conn);
+    }
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut ops = batch.into_iter();
+    for op in ops.by_ref() {
+        if let Err(e) = exec(&mut conn, "SAVEPOINT op").await {
+            tracing::error!(error = %e, "cannot open a savepoint");
+            break;
+        }
+        match AssertUnwindSafe(op(conn)).catch_unwind().await {
+            Ok((c, failed, complete)) => {
+                conn = c;
+                let end = if failed {
+                    exec(&mut conn, "ROLLBACK TO op")
+                        .await
+                        .and(exec(&mut conn, "RELEASE op").await)
+                } else {
+                    exec(&mut conn, "RELEASE op").await
+                };
+                completions.push(complete);
+                if let Err(e) = end {
+                    tracing::error!(error = %e, "cannot close a savepoint");
+                    break;
+                }
+            }
+            Err(_) => {
+                tracing::error!("a database write panicked; its batch is rolled back");
+                for complete in completions {
+                    complete(Err("a write in the same batch failed".into()));
+                }
+                // Dropping the remaining operations answers their callers with an error; the
+                // lost connection rolls the transaction back as it closes.
+                return None;
+            }
+        }
+    }
+    let dropped = ops.len();
+    let commit = if dropped > 0 {
+        drop(ops);
+        let _ = exec(&mut conn, "ROLLBACK").await;
+        Err("the batch was aborted".to_owned())
+    } else {
+        match exec(&mut conn, "COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = exec(&mut conn, "ROLLBACK").await;
+                Err(e.to_string())
+            }
+        }
+    };
+    for complete in completions {
+        complete(commit.clone());
+    }
+    Some(conn)
+}
