@@ -169,9 +169,16 @@ fn init_tracing(server: bool) {
         .try_init();
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(exit::FAILURE)
+}
+
+/// The configuration and its database, for commands that work on the database directly.
+async fn open_store() -> Result<(Config, Arc<dyn store::Store>), ExitCode> {
+    let config = Config::load().map_err(fail)?;
+    let store = store::connect(&config.database_url).await.map_err(fail)?;
+    Ok((config, store))
 }
 
 async fn run(command: Command) -> ExitCode {
@@ -179,15 +186,12 @@ async fn run(command: Command) -> ExitCode {
         Command::Serve => serve().await,
         Command::Dev => crate::dev::dev(stop_on_signal()).await,
         Command::Sandbox => crate::dev::sandbox(stop_on_signal()).await,
-        Command::Migrate => match Config::load() {
-            Ok(c) => match store::connect(&c.database_url).await {
-                Ok(_) => {
-                    eprintln!("database {} is up to date", c.database_url);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(e),
-            },
-            Err(e) => fail(e),
+        Command::Migrate => match open_store().await {
+            Ok((config, _)) => {
+                eprintln!("database {} is up to date", config.database_url);
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
         },
         Command::Check { config } => check(config),
         Command::Keys(cmd) => keys(cmd).await,
@@ -199,13 +203,9 @@ async fn run(command: Command) -> ExitCode {
 
 /// The configured secret, or the stored one (generated now if the server never ran).
 async fn webhook_secret() -> ExitCode {
-    let config = match Config::load() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let store = match store::connect(&config.database_url).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let (config, store) = match open_store().await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     match crate::delivery::webhook_secret(&config, store.as_ref()).await {
         Ok(secret) => {
@@ -293,13 +293,9 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
 }
 
 async fn keys(cmd: KeysCommand) -> ExitCode {
-    let config = match Config::load() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let store = match store::connect(&config.database_url).await {
-        Ok(s) => s,
-        Err(e) => return fail(e),
+    let store = match open_store().await {
+        Ok((_, store)) => store,
+        Err(code) => return code,
     };
     match cmd {
         KeysCommand::Create { name, scopes } => {

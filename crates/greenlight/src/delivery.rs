@@ -104,6 +104,34 @@ pub async fn webhook_secret(
 struct Bucket {
     tokens: f64,
     at: Millis,
+    /// The next free slot for a waiting post: each waiter gets its own, so a backlog of N posts
+    /// is looked at about once each, not N times a second.
+    next_slot: Millis,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Millis) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+            next_slot: now,
+        }
+    }
+
+    /// Takes a token, or returns the time of this waiter's own slot.
+    fn take(&mut self, now: Millis, burst: f64, per_ms: f64) -> Result<(), Millis> {
+        let elapsed = (now - self.at).max(0) as f64;
+        self.tokens = (self.tokens + elapsed * per_ms).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let ready = now + ((1.0 - self.tokens) / per_ms).ceil().max(1.0) as Millis;
+        let slot = ready.max(self.next_slot);
+        self.next_slot = slot + (1.0 / per_ms).ceil().max(1.0) as Millis;
+        Err(slot)
+    }
 }
 
 /// How one attempt went, before it is written down.
@@ -402,19 +430,10 @@ impl Worker {
         };
         let burst = f64::from(self.settings.post_burst.max(1));
         let per_ms = self.settings.posts_per_second / 1000.0;
-        let b = buckets.entry(channel.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let elapsed = (now - b.at).max(0) as f64;
-        b.tokens = (b.tokens + elapsed * per_ms).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(now + ((1.0 - b.tokens) / per_ms).ceil().max(1.0) as Millis)
-        }
+        buckets
+            .entry(channel.to_owned())
+            .or_insert_with(|| Bucket::full(burst, now))
+            .take(now, burst, per_ms)
     }
 
     fn claim_message(&self, id: &RequestId) -> Option<MessageGuard<'_>> {
@@ -732,5 +751,24 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::Bucket;
+
+    #[test]
+    fn a_burst_then_one_a_second_and_each_waiter_its_own_slot() {
+        let per_ms = 1.0 / 1000.0;
+        let mut b = Bucket::full(3.0, 0);
+        assert_eq!(
+            (0..3).map(|_| b.take(0, 3.0, per_ms)).collect::<Vec<_>>(),
+            [Ok(()); 3]
+        );
+        // Three more posts wait at 1 s, 2 s and 3 s, not all at 1 s.
+        let slots: Vec<_> = (0..3).map(|_| b.take(0, 3.0, per_ms)).collect();
+        assert_eq!(slots, [Err(1000), Err(2000), Err(3000)]);
+        assert_eq!(b.take(1000, 3.0, per_ms), Ok(()));
     }
 }

@@ -8,6 +8,7 @@ use greenlight_sandbox::{Channel, Sandbox, SandboxConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
+use crate::cli::fail;
 use crate::config::{Config, SandboxSettings, Secret, Workflow};
 use crate::domain::{ApiKeyId, SystemClock};
 use crate::http::auth::{generate_key, hash_key};
@@ -44,11 +45,6 @@ fn add_workflow_channels(config: &mut SandboxConfig, workflows: &[Workflow]) {
             config.channels.push(Channel::new(id, name));
         }
     }
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(crate::cli::exit::FAILURE)
 }
 
 pub async fn sandbox(shutdown: CancellationToken) -> ExitCode {

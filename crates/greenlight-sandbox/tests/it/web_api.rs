@@ -300,19 +300,29 @@ async fn thread_replies_and_ephemerals() {
 #[tokio::test]
 async fn latency_fault_delays_the_call() {
     let sb = start().await;
-    sb.set_latency("chat.postMessage", Duration::from_millis(300));
+    let latency = Duration::from_secs(2);
+    sb.set_latency("chat.postMessage", latency);
     let started = Instant::now();
-    let a = api(
-        &sb,
-        "chat.postMessage",
-        json!({"channel": "C0DEPLOY", "text": "slow"}),
-    )
-    .await;
-    assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(a.body["ok"], true);
-    let started = Instant::now();
+    let slow = tokio::spawn({
+        let sb = sb.clone();
+        async move {
+            api(
+                &sb,
+                "chat.postMessage",
+                json!({"channel": "C0DEPLOY", "text": "slow"}),
+            )
+            .await
+        }
+    });
+    // Other methods are not held up: auth.test answers while the slow call still waits.
     api(&sb, "auth.test", json!({})).await;
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(
+        !slow.is_finished(),
+        "auth.test waited for the slowed method"
+    );
+    let a = slow.await.unwrap();
+    assert!(started.elapsed() >= latency);
+    assert_eq!(a.body["ok"], true);
     sb.clear_faults();
     let started = Instant::now();
     api(
@@ -321,7 +331,10 @@ async fn latency_fault_delays_the_call() {
         json!({"channel": "C0DEPLOY", "text": "fast"}),
     )
     .await;
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(
+        started.elapsed() < latency,
+        "the latency outlived clear_faults"
+    );
 }
 
 #[tokio::test]

@@ -457,22 +457,12 @@ impl Store for SqliteStore {
     }
 
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
-        let (id, channel, ts) = (id.to_string(), channel.to_owned(), ts.to_owned());
-        self.writer
-            .write(move |mut conn| async move {
-                let res = sqlx::query(
-                    "UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3",
-                )
-                .bind(&channel)
-                .bind(&ts)
-                .bind(&id)
-                .execute(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from);
-                (conn, res)
-            })
-            .await
+        let query =
+            sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
+                .bind(channel.to_owned())
+                .bind(ts.to_owned())
+                .bind(id.to_string());
+        self.writer.execute(query).await.map(|_| ())
     }
 
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
@@ -536,16 +526,9 @@ impl Store for SqliteStore {
 
     async fn release_leases(&self) -> StoreResult<u64> {
         self.writer
-            .write(move |mut conn| async move {
-                let res = sqlx::query(
-                    "UPDATE outbox SET leased_until = NULL WHERE state = 'pending' AND leased_until IS NOT NULL",
-                )
-                .execute(&mut conn)
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(StoreError::from);
-                (conn, res)
-            })
+            .execute(sqlx::query(
+                "UPDATE outbox SET leased_until = NULL WHERE state = 'pending' AND leased_until IS NOT NULL",
+            ))
             .await
     }
 
@@ -668,30 +651,15 @@ impl Store for SqliteStore {
 
     async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        let (id, name, hash, scopes, created) = (
-            key.id.to_string(),
-            key.name.clone(),
-            hash.to_owned(),
-            scopes.join(","),
-            millis(key.created_at),
-        );
-        self.writer
-            .write(move |mut conn| async move {
-                let res = sqlx::query(
-                    "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&id)
-                .bind(&name)
-                .bind(&hash)
-                .bind(&scopes)
-                .bind(created)
-                .execute(&mut conn)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from);
-                (conn, res)
-            })
-            .await
+        let query = sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.name.clone())
+        .bind(hash.to_owned())
+        .bind(scopes.join(","))
+        .bind(millis(key.created_at));
+        self.writer.execute(query).await.map(|_| ())
     }
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
@@ -714,20 +682,10 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {
-        let id = id.to_string();
-        self.writer
-            .write(move |mut conn| async move {
-                let res = sqlx::query(
-                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                )
+        let query =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(millis(now))
-                .bind(&id)
-                .execute(&mut conn)
-                .await
-                .map(|done| done.rows_affected() == 1)
-                .map_err(StoreError::from);
-                (conn, res)
-            })
-            .await
+                .bind(id.to_string());
+        Ok(self.writer.execute(query).await? == 1)
     }
 }

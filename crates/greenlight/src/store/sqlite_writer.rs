@@ -11,7 +11,9 @@ use std::pin::Pin;
 
 use futures::FutureExt;
 use sqlx::ConnectOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::Sqlite;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{StoreError, StoreResult};
@@ -69,6 +71,24 @@ impl Writer {
         rx.await.map_err(|_| {
             StoreError::Unavailable("the write was not applied (database busy or failing)".into())
         })?
+    }
+}
+
+impl Writer {
+    /// One statement as one write; returns the number of rows it changed.
+    pub async fn execute(
+        &self,
+        query: Query<'static, Sqlite, SqliteArguments>,
+    ) -> StoreResult<u64> {
+        self.write(move |mut conn| async move {
+            let res = query
+                .execute(&mut conn)
+                .await
+                .map(|done| done.rows_affected())
+                .map_err(StoreError::from);
+            (conn, res)
+        })
+        .await
     }
 }
 

@@ -1,0 +1,331 @@
+//! The load generator: signed clicks and API calls, closed loop (N connections, each sends its
+//! next request when the previous one is answered) and open loop (requests sent on a fixed
+//! schedule whatever happens; latency counted from the scheduled time, so a stall is charged to
+//! every request it delays, not hidden by sending fewer: no coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::Result;
+
+/// How long a single request may take before it counts as failed. Slack itself gives up at 3 s.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack shows the user an error when the ack takes longer than this.
+pub const SLACK_ACK_LIMIT: Duration = Duration::from_secs(3);
+/// Open-loop safety valve: requests beyond this many in flight wait (and the wait is counted).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// One Slack click target: where the message is and what its button carries.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub channel: String,
+    pub ts: String,
+    pub action_id: String,
+    /// The button's value: the greenlight request id (the peer ignores it).
+    pub value: String,
+}
+
+/// The block_actions payload Slack sends for a button click, form-encoded and signed.
+pub fn click_body(target: &Target, user: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "team": {"id": "T0SANDBOX", "domain": "sandbox"},
+        "user": {"id": user, "username": "bench", "name": "bench", "team_id": "T0SANDBOX"},
+        "api_app_id": "A0GREENLIGHT",
+        "token": "legacy",
+        "container": {"type": "message", "message_ts": target.ts, "channel_id": target.channel, "is_ephemeral": false},
+        "trigger_id": "1.2.3",
+        "channel": {"id": target.channel, "name": "bench"},
+        "message": {"type": "message", "ts": target.ts, "text": "approval"},
+        "response_url": "http://127.0.0.1:9/response",
+        "state": {"values": {}},
+        "actions": [{"action_id": target.action_id, "block_id": "greenlight.actions", "value": target.value,
+                      "type": "button", "text": {"type": "plain_text", "text": "Approve"}, "action_ts": "1.2"}]
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap_or_default()
+}
+
+pub fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// What one load run sends: a click or an API call, built fresh for request number `i`.
+#[derive(Clone)]
+pub enum Job {
+    /// Signed clicks on `targets[i]` (each target once) POSTed to `url`.
+    Clicks {
+        url: String,
+        secret: String,
+        user: String,
+        targets: Arc<Vec<Target>>,
+    },
+    /// `POST url` with the JSON body `make(i)` and a bearer key.
+    Create {
+        url: String,
+        key: String,
+        make: Arc<dyn Fn(usize) -> Value + Send + Sync>,
+    },
+}
+
+impl Job {
+    /// How many distinct requests this job can send (`None`: unbounded).
+    fn limit(&self) -> Option<usize> {
+        match self {
+            Job::Clicks { targets, .. } => Some(targets.len()),
+            Job::Create { .. } => None,
+        }
+    }
+
+    fn request(&self, http: &reqwest::Client, i: usize) -> reqwest::RequestBuilder {
+        match self {
+            Job::Clicks {
+                url,
+                secret,
+                user,
+                targets,
+            } => {
+                let body = click_body(&targets[i], user);
+                let ts = unix_now();
+                http.post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("x-slack-request-timestamp", ts.to_string())
+                    .header(
+                        "x-slack-signature",
+                        greenlight_sandbox::sign(secret, ts, body.as_bytes()),
+                    )
+                    .body(body)
+            }
+            Job::Create { url, key, make } => http.post(url).bearer_auth(key).json(&make(i)),
+        }
+    }
+}
+
+/// What came back for one request.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// HTTP status; 0 when the request failed or timed out.
+    pub status: u16,
+    pub latency: Duration,
+    /// The response body when the caller asked to keep it (creates: to check the status).
+    pub body: Option<String>,
+}
+
+/// The outcome of a run: every sample and the wall time it took.
+#[derive(Debug, Default)]
+pub struct RunResult {
+    pub samples: Vec<Sample>,
+    pub elapsed: Duration,
+}
+
+impl RunResult {
+    pub fn ok(&self, status: u16) -> usize {
+        self.samples.iter().filter(|s| s.status == status).count()
+    }
+
+    pub fn failed(&self, status: u16) -> usize {
+        self.samples.len() - self.ok(status)
+    }
+
+    /// Successful requests per second over the whole run.
+    pub fn throughput(&self, status: u16) -> f64 {
+        self.ok(status) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn latencies(&self) -> Latencies {
+        Latencies::new(self.samples.iter().map(|s| s.latency).collect())
+    }
+
+    /// Share of requests answered 200 within Slack's 3 s.
+    pub fn within_slack_limit(&self) -> f64 {
+        if self.samples.is_empty() {
+            return 0.0;
+        }
+        let n = self
+            .samples
+            .iter()
+            .filter(|s| s.status == 200 && s.latency <= SLACK_ACK_LIMIT)
+            .count();
+        n as f64 / self.samples.len() as f64
+    }
+}
+
+/// Sorted latencies; percentiles by nearest rank.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    pub fn new(mut v: Vec<Duration>) -> Self {
+        v.sort_unstable();
+        Self(v)
+    }
+
+    /// The `p`th percentile (0..=100) in milliseconds; `None` without samples.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        // The epsilon keeps float noise (0.999 * 1000 = 999.0000000000001) off the next rank.
+        let rank = ((p / 100.0) * self.0.len() as f64 - 1e-9).ceil() as usize;
+        let i = rank.clamp(1, self.0.len()) - 1;
+        Some(self.0[i].as_secs_f64() * 1000.0)
+    }
+}
+
+pub fn client(connections: usize) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(connections.max(1))
+        .timeout(REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+async fn send(
+    http: &reqwest::Client,
+    job: &Job,
+    i: usize,
+    keep_body: bool,
+) -> (u16, Option<String>) {
+    match job.request(http, i).send().await {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            // Read the whole body: the request is done when its answer is.
+            let body = res.text().await.ok();
+            (status, if keep_body { body } else { None })
+        }
+        Err(_) => (0, None),
+    }
+}
+
+/// `connections` workers send back to back until `duration` passes or the job runs out of
+/// distinct requests (`count` caps it too).
+pub async fn closed_loop(
+    job: Job,
+    connections: usize,
+    duration: Duration,
+    count: Option<usize>,
+    keep_body: bool,
+) -> Result<RunResult> {
+    let http = client(connections)?;
+    let limit = match (job.limit(), count) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(usize::MAX),
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let (http, job, next) = (http.clone(), job.clone(), next.clone());
+        workers.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= limit {
+                    break;
+                }
+                let sent = Instant::now();
+                let (status, body) = send(&http, &job, i, keep_body).await;
+                samples.push(Sample {
+                    status,
+                    latency: sent.elapsed(),
+                    body,
+                });
+            }
+            samples
+        });
+    }
+    let mut samples = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        samples.extend(done?);
+    }
+    Ok(RunResult {
+        samples,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Sends `rate` requests a second for `duration` (capped by the job's distinct requests), each
+/// on its own schedule; a request's latency runs from its scheduled send time to its answer.
+/// `on_sent` hears each request's index and scheduled time (for click-to-update timing).
+pub async fn open_loop(
+    job: Job,
+    rate: f64,
+    duration: Duration,
+    on_sent: Option<Arc<dyn Fn(usize, Instant) + Send + Sync>>,
+) -> Result<RunResult> {
+    let http = client(256)?;
+    let wanted = (rate * duration.as_secs_f64()).round() as usize;
+    let total = job.limit().map_or(wanted, |l| l.min(wanted));
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-9));
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let scheduled = started + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (http, job, slots, on_sent) =
+            (http.clone(), job.clone(), slots.clone(), on_sent.clone());
+        tasks.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            if let Some(f) = &on_sent {
+                f(i, scheduled);
+            }
+            let (status, _) = send(&http, &job, i, false).await;
+            Sample {
+                status,
+                latency: scheduled.elapsed(),
+                body: None,
+            }
+        });
+    }
+    let mut samples = Vec::with_capacity(total);
+    while let Some(done) = tasks.join_next().await {
+        samples.push(done?);
+    }
+    Ok(RunResult {
+        samples,
+        elapsed: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank_so_the_tail_is_a_real_sample() {
+        let l = Latencies::new((1..=1000).rev().map(Duration::from_millis).collect());
+        assert_eq!(l.percentile_ms(50.0), Some(500.0));
+        assert_eq!(l.percentile_ms(99.0), Some(990.0));
+        assert_eq!(l.percentile_ms(99.9), Some(999.0));
+        assert_eq!(l.percentile_ms(100.0), Some(1000.0));
+        assert_eq!(Latencies::default().percentile_ms(50.0), None);
+    }
+
+    #[test]
+    fn a_click_carries_what_both_systems_read() {
+        let target = Target {
+            channel: "C0DEPLOY".into(),
+            ts: "1700000000.000100".into(),
+            action_id: "greenlight.approve".into(),
+            value: "req_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        };
+        let body = click_body(&target, "U0ALICE");
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
+        let payload: Value = serde_json::from_str(&form[0].1).unwrap();
+        assert_eq!(payload["type"], "block_actions");
+        assert_eq!(payload["user"]["id"], "U0ALICE");
+        assert_eq!(payload["channel"]["id"], "C0DEPLOY");
+        assert_eq!(payload["message"]["ts"], "1700000000.000100");
+        assert_eq!(payload["actions"][0]["action_id"], "greenlight.approve");
+        assert_eq!(payload["actions"][0]["value"], target.value);
+    }
+}

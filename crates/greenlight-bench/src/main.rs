@@ -1,0 +1,217 @@
+//! greenlight-bench: greenlight against the seed Flask bot, same run, same machine, with the
+//! sandbox (in this process) as Slack. See the README's "Benchmarks" section for the method.
+#![forbid(unsafe_code)]
+
+mod db;
+mod load;
+mod procs;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Msg(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sandbox(#[from] greenlight_sandbox::SandboxError),
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    pub fn msg(s: impl Into<String>) -> Self {
+        Error::Msg(s.into())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Measures greenlight against the seed Flask bot (ack latency, durable decisions per second,
+/// creates, click-to-update, memory, start-up) and prints a markdown table.
+#[derive(Debug, Parser)]
+#[command(name = "greenlight-bench")]
+pub struct Options {
+    /// The greenlight binary under test.
+    #[arg(long, default_value = "target/release/greenlight")]
+    pub greenlight_bin: PathBuf,
+    /// A Python with Flask and slack_sdk (bench/requirements.txt), to run the peer.
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// The peer: the seed article's Flask bot.
+    #[arg(long, default_value = "bench/seed_flask/app.py")]
+    pub peer_app: PathBuf,
+    /// Tiny sizes, seconds in total: the smoke mode. Explicit sizes still win.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measure greenlight alone.
+    #[arg(long)]
+    pub skip_peer: bool,
+    /// Skip the large-database rows (memory and start-up with a million requests).
+    #[arg(long)]
+    pub skip_million: bool,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where databases and logs go (a fresh directory inside it per run). Keep it on the disk
+    /// you want measured: fsync on tmpfs is free.
+    #[arg(long, default_value = "target/bench")]
+    pub work_dir: PathBuf,
+    /// Keep the run's directory (databases, logs) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Closed-loop connections [default: 32; quick: 8].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Longest closed-loop run, seconds [default: 10; quick: 1].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Pending requests pre-created for the closed click loop; it stops early when they run
+    /// out [default: 50000; quick: 300].
+    #[arg(long)]
+    pub click_pool: Option<usize>,
+    /// Open-loop click rates per second, comma-separated [default: 500,1000; quick: 50,100].
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<f64>>,
+    /// Length of each open-loop run, seconds [default: 10; quick: 1].
+    #[arg(long)]
+    pub open_duration: Option<f64>,
+    /// Latency the sandbox adds to every Slack Web API call in the slow-Slack run, ms.
+    #[arg(long, default_value_t = 2500)]
+    pub slack_latency_ms: u64,
+    /// Click rate during the slow-Slack run [default: 200; quick: 20].
+    #[arg(long)]
+    pub slow_rate: Option<f64>,
+    /// Length of the slow-Slack run, seconds [default: 10; quick: 1].
+    #[arg(long)]
+    pub slow_duration: Option<f64>,
+    /// Click rate of the click-to-message-updated run [default: 20; quick: 10].
+    #[arg(long)]
+    pub update_rate: Option<f64>,
+    /// Length of the click-to-message-updated run, seconds [default: 5; quick: 1].
+    #[arg(long)]
+    pub update_duration: Option<f64>,
+    /// Length of each create run, seconds [default: 10; quick: 1].
+    #[arg(long)]
+    pub create_duration: Option<f64>,
+    /// Requests in the large database [default: 1000000; quick: 10000].
+    #[arg(long)]
+    pub million: Option<usize>,
+    /// Distinct messages pre-posted for the peer to update (reused round robin)
+    /// [default: 5000; quick: 200].
+    #[arg(long)]
+    pub peer_messages: Option<usize>,
+}
+
+/// The sizes of this run, `--quick` defaults applied (durations in seconds in the JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sizes {
+    pub connections: usize,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    pub click_pool: usize,
+    pub rates: Vec<f64>,
+    #[serde(serialize_with = "seconds")]
+    pub open_duration: Duration,
+    #[serde(serialize_with = "seconds")]
+    pub slack_latency: Duration,
+    pub slow_rate: f64,
+    #[serde(serialize_with = "seconds")]
+    pub slow_duration: Duration,
+    pub update_rate: f64,
+    #[serde(serialize_with = "seconds")]
+    pub update_duration: Duration,
+    #[serde(serialize_with = "seconds")]
+    pub create_duration: Duration,
+    pub million: usize,
+    pub peer_messages: usize,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Options {
+    pub fn sizes(&self) -> Sizes {
+        let q = self.quick;
+        let secs = |v: Option<f64>, full: f64, quick: f64| {
+            Duration::from_secs_f64(v.unwrap_or(if q { quick } else { full }).max(0.001))
+        };
+        Sizes {
+            connections: self.connections.unwrap_or(if q { 8 } else { 32 }).max(1),
+            duration: secs(self.duration, 10.0, 1.0),
+            click_pool: self.click_pool.unwrap_or(if q { 300 } else { 50_000 }),
+            rates: self.rates.clone().unwrap_or_else(|| {
+                if q {
+                    vec![50.0, 100.0]
+                } else {
+                    vec![500.0, 1000.0]
+                }
+            }),
+            open_duration: secs(self.open_duration, 10.0, 1.0),
+            slack_latency: Duration::from_millis(self.slack_latency_ms),
+            slow_rate: self.slow_rate.unwrap_or(if q { 20.0 } else { 200.0 }),
+            slow_duration: secs(self.slow_duration, 10.0, 1.0),
+            update_rate: self.update_rate.unwrap_or(if q { 10.0 } else { 20.0 }),
+            update_duration: secs(self.update_duration, 5.0, 1.0),
+            create_duration: secs(self.create_duration, 10.0, 1.0),
+            million: self.million.unwrap_or(if q { 10_000 } else { 1_000_000 }),
+            peer_messages: self
+                .peer_messages
+                .unwrap_or(if q { 200 } else { 5_000 })
+                .max(1),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // reqwest is built without a default TLS provider; only loopback http is used, but the
+    // client still wants one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = Options::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = scenarios::run(&options) => r,
+            // Returning drops every child process handle, which kills them.
+            _ = tokio::signal::ctrl_c() => Err(Error::msg("interrupted")),
+        }
+    });
+    match outcome {
+        Ok(report) => {
+            print!("{}", report.markdown());
+            if let Some(path) = &options.json {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1046 @@
+//! The runs, in order: the peer starts (idle memory); greenlight's click runs (closed loop,
+//! open loops, click-to-update, slow Slack) then a SIGKILL and the durability count; the same
+//! click runs against the peer; greenlight's create runs (plain, auto-approve rule) with their
+//! own durability count; the large database (start-up and memory). One system works at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use greenlight_sandbox::{Sandbox, SandboxConfig, SandboxEvent, SandboxHandle};
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::db;
+use crate::load::{self, Job, Latencies, RunResult, Target};
+use crate::procs::{self, GreenlightEnv, Server};
+use crate::report::{self, Cell, Report, Row, mb, ms, rate, thousands};
+use crate::{Error, Options, Result, Sizes};
+
+const GREENLIGHT_APPROVE: &str = "greenlight.approve";
+/// The peer's approve button (its other ids make it answer "Unknown action", still updating).
+const PEER_APPROVE: &str = "approve_button";
+const CLICKER: &str = "U0ALICE";
+/// The peer's messages live in their own channel, apart from greenlight's.
+const PEER_CHANNEL: &str = "C0OPS";
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long to wait for the last chat.update of the click-to-update run.
+const UPDATE_WAIT: Duration = Duration::from_secs(15);
+
+/// Slack's per-channel pace (one post a second) would take hours to post the pre-created
+/// requests; the sandbox has no such limit, so the bench lifts it. The click path and its
+/// chat.update are not paced either way.
+const DELIVERY: &str =
+    "[delivery]\nslack_posts_per_second = 1000000.0\nslack_post_burst = 1000000\n\n";
+const DEPLOY: &str = "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n";
+const PAYMENTS: &str = "\n[[workflow]]\nname = \"payments\"\nchannel = \"#payments\"\n\n\
+    [[workflow.rule]]\nname = \"small-payment\"\nwhen = \"params.amount < 500\"\ndecision = \"approve\"\n";
+
+fn step(msg: impl AsRef<str>) {
+    eprintln!("==> {}", msg.as_ref());
+}
+
+struct Ctx<'a> {
+    opts: &'a Options,
+    sizes: Sizes,
+    sandbox: SandboxHandle,
+    secret: String,
+    dir: PathBuf,
+    notes: Vec<String>,
+}
+
+/// A greenlight server with its key and a connection to its database file.
+struct Instance {
+    env: GreenlightEnv,
+    server: Server,
+    key: String,
+    pool: SqlitePool,
+}
+
+impl Instance {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base())
+    }
+
+    fn creates(&self, make: impl Fn(usize) -> Value + Send + Sync + 'static) -> Job {
+        Job::Create {
+            url: self.url("/v1/requests"),
+            key: self.key.clone(),
+            make: Arc::new(make),
+        }
+    }
+
+    /// SIGKILL, then a fresh connection to what is on disk.
+    async fn kill_and_reopen(&mut self) -> Result<SqlitePool> {
+        self.server.kill9().await?;
+        self.pool.close().await;
+        db::open(&self.env.db_path).await
+    }
+}
+
+async fn instance(ctx: &Ctx<'_>, name: &str, config: &str) -> Result<Instance> {
+    let dir = ctx.dir.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let config_path = dir.join("greenlight.toml");
+    std::fs::write(&config_path, config)?;
+    let env = greenlight_env(ctx, &dir, config_path);
+    env.run(&["migrate"]).await?;
+    let key = env
+        .run(&["keys", "create", "--name", "bench", "--scopes", "admin"])
+        .await?;
+    let server = env.serve().await?;
+    let pool = db::open(&env.db_path).await?;
+    Ok(Instance {
+        env,
+        server,
+        key,
+        pool,
+    })
+}
+
+fn greenlight_env(ctx: &Ctx<'_>, dir: &Path, config: PathBuf) -> GreenlightEnv {
+    GreenlightEnv {
+        bin: ctx.opts.greenlight_bin.clone(),
+        config,
+        db_path: dir.join("greenlight.db"),
+        api_url: ctx.sandbox.api_url(),
+        bot_token: ctx.sandbox.config().bot_token.clone(),
+        signing_secret: ctx.secret.clone(),
+        log: dir.join("greenlight.log"),
+    }
+}
+
+/// Signed clicks on a target list, POSTed to `url`.
+fn click_job(url: String, secret: String) -> impl Fn(Vec<Target>) -> Job {
+    move |targets| Job::Clicks {
+        url: url.clone(),
+        secret: secret.clone(),
+        user: CLICKER.to_owned(),
+        targets: Arc::new(targets),
+    }
+}
+
+/// Brings a system to rest before the next run: greenlight's outbox delivered (when `outbox`
+/// is given) and Slack quiet.
+async fn settle(ctx: &mut Ctx<'_>, outbox: Option<&SqlitePool>) -> Result<()> {
+    if let Some(pool) = outbox
+        && !db::wait_outbox_drained(pool, DRAIN_TIMEOUT).await?
+    {
+        ctx.notes.push(format!(
+            "greenlight's outbox was not empty after {DRAIN_TIMEOUT:?}; the next run overlapped it"
+        ));
+    }
+    quiet(&ctx.sandbox).await;
+    Ok(())
+}
+
+/// Waits until the sandbox has seen no Web API call for a moment (at most a minute).
+async fn quiet(sandbox: &SandboxHandle) {
+    let mut events = sandbox.subscribe();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+            Err(_) | Ok(Err(RecvError::Closed)) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
+    }
+}
+
+fn count_for(rate: f64, d: Duration) -> usize {
+    (rate * d.as_secs_f64()).round() as usize
+}
+
+/// The click runs of one system, in order.
+struct ClickRuns {
+    closed: RunResult,
+    open: Vec<(f64, RunResult)>,
+    update: UpdateRun,
+    slow: RunResult,
+}
+
+impl ClickRuns {
+    fn acks(&self) -> usize {
+        self.closed.ok(200)
+            + self.open.iter().map(|(_, r)| r.ok(200)).sum::<usize>()
+            + self.update.run.ok(200)
+            + self.slow.ok(200)
+    }
+}
+
+struct UpdateRun {
+    run: RunResult,
+    latencies: Latencies,
+    missing: usize,
+}
+
+/// Target lists for each click run, cut from one supply.
+struct Phases {
+    closed: Vec<Target>,
+    open: Vec<Vec<Target>>,
+    update: Vec<Target>,
+    slow: Vec<Target>,
+}
+
+impl Phases {
+    fn cut(sizes: &Sizes, closed: usize, mut supply: impl Iterator<Item = Target>) -> Self {
+        let mut take = |n: usize| supply.by_ref().take(n).collect::<Vec<_>>();
+        Phases {
+            closed: take(closed),
+            open: sizes
+                .rates
+                .iter()
+                .map(|r| take(count_for(*r, sizes.open_duration)))
+                .collect(),
+            update: take(count_for(sizes.update_rate, sizes.update_duration)),
+            slow: take(count_for(sizes.slow_rate, sizes.slow_duration)),
+        }
+    }
+
+    fn after_closed(sizes: &Sizes) -> usize {
+        sizes
+            .rates
+            .iter()
+            .map(|r| count_for(*r, sizes.open_duration))
+            .sum::<usize>()
+            + count_for(sizes.update_rate, sizes.update_duration)
+            + count_for(sizes.slow_rate, sizes.slow_duration)
+    }
+}
+
+/// Runs the four click runs; `job` builds the click job for a target list; between runs the
+/// system comes to rest (`outbox`: greenlight's database, to wait for its deliveries).
+async fn click_runs(
+    ctx: &mut Ctx<'_>,
+    who: &str,
+    phases: Phases,
+    job: impl Fn(Vec<Target>) -> Job,
+    outbox: Option<&SqlitePool>,
+) -> Result<ClickRuns> {
+    let s = ctx.sizes.clone();
+    step(format!(
+        "{who}: closed loop, {} connections, up to {} or {} clicks",
+        s.connections,
+        secs(s.duration),
+        phases.closed.len()
+    ));
+    let closed =
+        load::closed_loop(job(phases.closed), s.connections, s.duration, None, false).await?;
+    settle(ctx, outbox).await?;
+    let mut open = Vec::new();
+    for (r, targets) in s.rates.iter().zip(phases.open) {
+        step(format!(
+            "{who}: open loop, {r}/s for {}",
+            secs(s.open_duration)
+        ));
+        open.push((
+            *r,
+            load::open_loop(job(targets), *r, s.open_duration, None).await?,
+        ));
+        settle(ctx, outbox).await?;
+    }
+    step(format!(
+        "{who}: click to message updated, {}/s for {}",
+        s.update_rate,
+        secs(s.update_duration)
+    ));
+    let update = update_run(&ctx.sandbox, &phases.update, job(phases.update.clone()), &s).await?;
+    settle(ctx, outbox).await?;
+    step(format!(
+        "{who}: every Slack call takes {}, open loop {}/s for {}",
+        ms(Some(s.slack_latency.as_secs_f64() * 1000.0)),
+        s.slow_rate,
+        secs(s.slow_duration)
+    ));
+    ctx.sandbox.set_latency("*", s.slack_latency);
+    let slow = load::open_loop(job(phases.slow), s.slow_rate, s.slow_duration, None).await;
+    ctx.sandbox.clear_faults();
+    Ok(ClickRuns {
+        closed,
+        open,
+        update,
+        slow: slow?,
+    })
+}
+
+/// Open loop at a light rate, timing each click from its send to the moment the sandbox
+/// applies the chat.update of that message.
+async fn update_run(
+    sandbox: &SandboxHandle,
+    targets: &[Target],
+    job: Job,
+    s: &Sizes,
+) -> Result<UpdateRun> {
+    let wanted: HashSet<String> = targets.iter().map(|t| t.ts.clone()).collect();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut events = sandbox.subscribe();
+    let record = seen.clone();
+    let listener = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(SandboxEvent::MessageUpdated(m)) if wanted.contains(&m.ts) => {
+                    let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.entry(m.ts).or_insert_with(Instant::now);
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    let sent: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let on_sent = {
+        let sent = sent.clone();
+        Arc::new(move |i: usize, at: Instant| {
+            sent.lock().unwrap_or_else(|e| e.into_inner()).insert(i, at);
+        })
+    };
+    let run = load::open_loop(job, s.update_rate, s.update_duration, Some(on_sent)).await?;
+    let deadline = Instant::now() + UPDATE_WAIT;
+    while Instant::now() < deadline {
+        if seen.lock().unwrap_or_else(|e| e.into_inner()).len() >= run.samples.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    listener.abort();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let sent = sent.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut latencies = Vec::new();
+    for (i, at) in &sent {
+        if let Some(updated) = targets.get(*i).and_then(|t| seen.get(&t.ts)) {
+            latencies.push(updated.saturating_duration_since(*at));
+        }
+    }
+    Ok(UpdateRun {
+        missing: run.samples.len() - latencies.len(),
+        latencies: Latencies::new(latencies),
+        run,
+    })
+}
+
+/// Results of greenlight's click instance.
+struct GreenlightClicks {
+    idle_rss: Option<u64>,
+    peak_rss: Option<u64>,
+    runs: ClickRuns,
+    decided: i64,
+}
+
+async fn greenlight_clicks(ctx: &mut Ctx<'_>) -> Result<GreenlightClicks> {
+    step("greenlight: starting (clicks)");
+    let mut gl = instance(ctx, "clicks", &format!("{DELIVERY}{DEPLOY}")).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = gl.server.rss();
+    let total = ctx.sizes.click_pool + Phases::after_closed(&ctx.sizes);
+    step(format!(
+        "greenlight: pre-creating {} requests over the API",
+        thousands(total as u64)
+    ));
+    let pre = load::closed_loop(
+        gl.creates(|i| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i}})),
+        ctx.sizes.connections,
+        Duration::from_secs(3600),
+        Some(total),
+        false,
+    )
+    .await?;
+    if pre.ok(201) != total {
+        return Err(Error::msg(format!(
+            "pre-creating requests: {} of {total} answered 201; see {}",
+            pre.ok(201),
+            gl.env.log.display()
+        )));
+    }
+    step("greenlight: waiting until every request is posted to Slack");
+    let posting = Instant::now();
+    settle(ctx, Some(&gl.pool)).await?;
+    ctx.notes.push(format!(
+        "greenlight: pre-created {} requests at {} over {} connections, then waited {:.1} s for all of them to be posted",
+        thousands(total as u64),
+        rate(pre.throughput(201)),
+        ctx.sizes.connections,
+        posting.elapsed().as_secs_f64()
+    ));
+    let posted = db::posted(&gl.pool).await?;
+    if posted.len() < total {
+        return Err(Error::msg(format!(
+            "only {} of {total} requests were posted",
+            posted.len()
+        )));
+    }
+    let supply = posted.into_iter().map(|p| Target {
+        channel: p.channel,
+        ts: p.ts,
+        action_id: GREENLIGHT_APPROVE.to_owned(),
+        value: p.id,
+    });
+    let phases = Phases::cut(&ctx.sizes, ctx.sizes.click_pool, supply);
+    let job = click_job(gl.url("/slack/interactions"), ctx.secret.clone());
+    let runs = click_runs(ctx, "greenlight", phases, job, Some(&gl.pool)).await?;
+    let peak_rss = gl.server.peak_rss();
+    step("greenlight: SIGKILL, then counting decided requests in the database");
+    let pool = gl.kill_and_reopen().await?;
+    let decided = db::decided(&pool).await?;
+    pool.close().await;
+    Ok(GreenlightClicks {
+        idle_rss,
+        peak_rss,
+        runs,
+        decided,
+    })
+}
+
+/// Posts `n` approval messages for the peer straight to the sandbox's Web API, as the bot.
+async fn post_peer_messages(sandbox: &SandboxHandle, n: usize) -> Result<Vec<Target>> {
+    let http = load::client(16)?;
+    let url = format!("{}chat.postMessage", sandbox.api_url());
+    let token = sandbox.config().bot_token.clone();
+    let mut targets = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let mut posts = tokio::task::JoinSet::new();
+        for i in chunk {
+            let body = json!({
+                "channel": PEER_CHANNEL,
+                "text": format!("Approval needed: deploy build {i}"),
+                "blocks": [
+                    {"type": "section", "text": {"type": "mrkdwn", "text": format!("Approval needed: deploy build {i}")}},
+                    {"type": "actions", "elements": [
+                        {"type": "button", "action_id": PEER_APPROVE, "text": {"type": "plain_text", "text": "Approve"}, "value": "approve"},
+                        {"type": "button", "action_id": "deny_button", "text": {"type": "plain_text", "text": "Deny"}, "value": "deny"}
+                    ]}
+                ]
+            });
+            let req = http.post(&url).bearer_auth(&token).json(&body);
+            posts.spawn(async move { req.send().await?.json::<Value>().await });
+        }
+        while let Some(res) = posts.join_next().await {
+            let answer = res??;
+            let ts = answer["ts"]
+                .as_str()
+                .ok_or_else(|| Error::msg(format!("chat.postMessage for the peer: {answer}")))?;
+            targets.push(Target {
+                channel: PEER_CHANNEL.to_owned(),
+                ts: ts.to_owned(),
+                action_id: PEER_APPROVE.to_owned(),
+                value: "approve".to_owned(),
+            });
+        }
+    }
+    Ok(targets)
+}
+
+struct PeerResults {
+    idle_rss: Option<u64>,
+    peak_rss: Option<u64>,
+    runs: ClickRuns,
+}
+
+async fn peer_clicks(ctx: &mut Ctx<'_>, peer: &Server) -> Result<PeerResults> {
+    step(format!(
+        "peer: posting {} messages for it to update",
+        thousands(ctx.sizes.peer_messages as u64)
+    ));
+    let messages = post_peer_messages(&ctx.sandbox, ctx.sizes.peer_messages).await?;
+    // The peer keeps no state, so a message may be clicked again: its work is the same.
+    let closed = count_for(20_000.0, ctx.sizes.duration).max(1);
+    let phases = Phases::cut(&ctx.sizes, closed, messages.iter().cloned().cycle());
+    let idle_rss = peer.rss();
+    let job = click_job(format!("{}/slack/events", peer.base()), ctx.secret.clone());
+    let runs = click_runs(ctx, "peer", phases, job, None).await?;
+    quiet(&ctx.sandbox).await;
+    Ok(PeerResults {
+        idle_rss,
+        peak_rss: peer.peak_rss(),
+        runs,
+    })
+}
+
+struct Creates {
+    plain: RunResult,
+    /// The rule run and how many answers said `approved`; `Err` says why it did not run.
+    rule: std::result::Result<(RunResult, usize), String>,
+    pending_in_db: i64,
+    approved_in_db: i64,
+}
+
+async fn greenlight_creates(ctx: &mut Ctx<'_>) -> Result<Creates> {
+    let dir = ctx.dir.join("creates");
+    std::fs::create_dir_all(&dir)?;
+    let with_rule = format!("{DELIVERY}{DEPLOY}{PAYMENTS}");
+    let probe = dir.join("rules.toml");
+    std::fs::write(&probe, &with_rule)?;
+    let check = greenlight_env(ctx, &dir, probe.clone())
+        .run(&["check", "--config", &probe.display().to_string()])
+        .await;
+    let (config, rules) = match check {
+        Ok(_) => (with_rule, Ok(())),
+        Err(e) => {
+            ctx.notes
+                .push(format!("the auto-approve rule config was refused: {e}"));
+            (
+                format!("{DELIVERY}{DEPLOY}"),
+                Err("rules not available".to_owned()),
+            )
+        }
+    };
+    step("greenlight: starting (creates)");
+    let mut gl = instance(ctx, "creates", &config).await?;
+    let (c, d) = (ctx.sizes.connections, ctx.sizes.create_duration);
+    step(format!(
+        "greenlight: creates, closed loop, {c} connections for {}",
+        secs(d)
+    ));
+    let plain = load::closed_loop(
+        gl.creates(|i| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i}})),
+        c,
+        d,
+        None,
+        false,
+    )
+    .await?;
+    settle(ctx, Some(&gl.pool)).await?;
+    let rule = match rules {
+        Ok(()) => {
+            step(format!(
+                "greenlight: creates auto-approved by a rule, closed loop, {c} connections for {}",
+                secs(d)
+            ));
+            let run = load::closed_loop(
+                gl.creates(|i| {
+                    json!({"workflow": "payments", "title": format!("Refund order {i}"),
+                           "params": {"amount": i % 500, "currency": "USD"}})
+                }),
+                c,
+                d,
+                None,
+                true,
+            )
+            .await?;
+            let approved = run
+                .samples
+                .iter()
+                .filter(|s| s.status == 201)
+                .filter_map(|s| s.body.as_deref())
+                .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+                .filter(|v| v["status"] == "approved")
+                .count();
+            Ok((run, approved))
+        }
+        Err(why) => Err(why),
+    };
+    step("greenlight: SIGKILL, then counting requests in the database");
+    let pool = gl.kill_and_reopen().await?;
+    let pending_in_db = db::with_status(&pool, "pending").await?;
+    let approved_in_db = db::with_status(&pool, "approved").await?;
+    pool.close().await;
+    Ok(Creates {
+        plain,
+        rule,
+        pending_in_db,
+        approved_in_db,
+    })
+}
+
+struct Million {
+    seeded: db::Seeded,
+    startup: Duration,
+    rss_started: Option<u64>,
+    rss_after_reads: Option<u64>,
+}
+
+async fn greenlight_million(ctx: &mut Ctx<'_>) -> Result<Million> {
+    let n = ctx.sizes.million.max(2);
+    step("greenlight: starting (large database); two template requests, one decided by a click");
+    let mut gl = instance(ctx, "million", &format!("{DELIVERY}{DEPLOY}")).await?;
+    let make = |i: usize| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i, "service": "api"}});
+    let created =
+        load::closed_loop(gl.creates(make), 1, Duration::from_secs(60), Some(2), true).await?;
+    let mut ids = Vec::new();
+    for s in &created.samples {
+        let v: Value = s
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default();
+        match v["id"].as_str() {
+            Some(id) if s.status == 201 => ids.push(id.to_owned()),
+            _ => {
+                return Err(Error::msg(format!(
+                    "creating a template request: {} {v}",
+                    s.status
+                )));
+            }
+        }
+    }
+    settle(ctx, Some(&gl.pool)).await?;
+    let decided = db::posted(&gl.pool)
+        .await?
+        .into_iter()
+        .find(|p| ids.get(1) == Some(&p.id))
+        .ok_or_else(|| Error::msg("the template request was not posted"))?;
+    let click = click_job(gl.url("/slack/interactions"), ctx.secret.clone())(vec![Target {
+        channel: decided.channel,
+        ts: decided.ts,
+        action_id: GREENLIGHT_APPROVE.to_owned(),
+        value: decided.id.clone(),
+    }]);
+    let clicked = load::closed_loop(click, 1, Duration::from_secs(60), None, false).await?;
+    if clicked.ok(200) != 1 {
+        return Err(Error::msg("the template click was not acked"));
+    }
+    settle(ctx, Some(&gl.pool)).await?;
+    gl.server.terminate().await?;
+    gl.pool.close().await;
+    step(format!(
+        "seeding {} requests into {}",
+        thousands(n as u64 - 2),
+        gl.env.db_path.display()
+    ));
+    let seeded = db::seed(&gl.env.db_path, &ids[0], &decided.id, n - 2).await?;
+    step("greenlight: starting on the large database");
+    let server = gl.env.serve().await?;
+    let startup = server.startup;
+    let rss_started = server.rss();
+    step("greenlight: 1,000 reads (10 list pages of 100, then each listed request by id)");
+    reads(&server, &gl.key).await?;
+    let rss_after_reads = server.rss();
+    let mut server = server;
+    server.terminate().await?;
+    Ok(Million {
+        seeded: db::Seeded { rows: n, ..seeded },
+        startup,
+        rss_started,
+        rss_after_reads,
+    })
+}
+
+/// Pages through the newest 1,000 requests, then reads each one.
+async fn reads(server: &Server, key: &str) -> Result<()> {
+    let http = load::client(1)?;
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut url = format!("{}/v1/requests?limit=100", server.base());
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = http
+            .get(&url)
+            .bearer_auth(key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for r in page["requests"].as_array().into_iter().flatten() {
+            if let Some(id) = r["id"].as_str() {
+                ids.push(id.to_owned());
+            }
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    for id in ids {
+        http.get(format!("{}/v1/requests/{id}", server.base()))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    Ok(())
+}
+
+pub async fn run(opts: &Options) -> Result<Report> {
+    let sizes = opts.sizes();
+    if !opts.greenlight_bin.exists() {
+        return Err(Error::msg(format!(
+            "{} does not exist: build it (cargo build --release -p greenlight) or pass --greenlight-bin",
+            opts.greenlight_bin.display()
+        )));
+    }
+    std::fs::create_dir_all(&opts.work_dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&opts.work_dir)?;
+    match run_in(opts, sizes, work.path()).await {
+        Ok(report) => {
+            if opts.keep {
+                eprintln!("kept {}", work.keep().display());
+            }
+            Ok(report)
+        }
+        // The logs and databases are what explain a failure: keep them.
+        Err(e) => Err(Error::msg(format!(
+            "{e}
+(the run's logs and databases are kept in {})",
+            work.keep().display()
+        ))),
+    }
+}
+
+async fn run_in(opts: &Options, sizes: Sizes, work: &Path) -> Result<Report> {
+    let secret = format!("bench-{}", ulid::Ulid::new());
+    let mut sandbox_config = SandboxConfig::for_tests().with_signing_secret(&secret);
+    sandbox_config.interactivity_url = "http://127.0.0.1:9/unused".to_owned();
+    let sandbox = Sandbox::start(sandbox_config).await?;
+    let mut ctx = Ctx {
+        opts,
+        sizes: sizes.clone(),
+        sandbox,
+        secret,
+        dir: work.to_owned(),
+        notes: Vec::new(),
+    };
+    let started = jiff::Timestamp::now();
+
+    let peer = if opts.skip_peer {
+        None
+    } else {
+        step("peer: starting the seed Flask bot");
+        let server = procs::start_peer(
+            &opts.python,
+            &opts.peer_app,
+            &ctx.sandbox.api_url(),
+            &ctx.sandbox.config().bot_token,
+            &ctx.secret,
+            &ctx.dir.join("peer.log"),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Some(server)
+    };
+    let clicks = greenlight_clicks(&mut ctx).await?;
+    let peer_results = match &peer {
+        Some(p) => Some(peer_clicks(&mut ctx, p).await?),
+        None => None,
+    };
+    drop(peer);
+    let creates = greenlight_creates(&mut ctx).await?;
+    let million = if opts.skip_million {
+        None
+    } else {
+        Some(greenlight_million(&mut ctx).await?)
+    };
+    if let Some(m) = &million {
+        ctx.notes.push(format!(
+            "large database: {} requests ({} pending, the rest approved) copied from two templates the server wrote \
+             (one pending, one decided by a click), with their audit entries, by INSERT ... SELECT over json_each in \
+             transactions of 100,000 rows, then a WAL checkpoint; {:.1} s to seed, {} on disk",
+            thousands(m.seeded.rows as u64),
+            thousands(m.seeded.pending as u64),
+            m.seeded.took.as_secs_f64(),
+            mb(Some(m.seeded.file_bytes)),
+        ));
+    }
+    let rows = rows(
+        &sizes,
+        &clicks,
+        peer_results.as_ref(),
+        &creates,
+        million.as_ref(),
+        opts.skip_peer,
+    );
+    let report = Report {
+        date: started.to_string(),
+        machine: report::machine(work),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        settings: serde_json::to_value(&sizes).unwrap_or_default(),
+        rows,
+        notes: std::mem::take(&mut ctx.notes),
+    };
+    ctx.sandbox.clone().shutdown().await;
+    Ok(report)
+}
+
+/// The table: one row per measurement, in the issue's order.
+fn rows(
+    s: &Sizes,
+    gl: &GreenlightClicks,
+    peer: Option<&PeerResults>,
+    creates: &Creates,
+    million: Option<&Million>,
+    skip_peer: bool,
+) -> Vec<Row> {
+    let not_run = if skip_peer { "--skip-peer" } else { "not run" };
+    let peer_cell = |f: &dyn Fn(&PeerResults) -> Cell| peer.map_or_else(|| Cell::na(not_run), f);
+    let mut rows = Vec::new();
+
+    let gl_rate = gl.runs.closed.throughput(200);
+    let peer_rate = peer.map(|p| p.runs.closed.throughput(200));
+    let ratio = peer_rate.filter(|r| *r > 0.0).map(|r| gl_rate / r);
+    rows.push(Row {
+        id: "decisions_closed",
+        measurement: format!(
+            "Durable decisions (signed clicks on distinct pending requests), closed loop, {} connections, up to {}",
+            s.connections,
+            secs(s.duration)
+        ),
+        greenlight: Cell::new(
+            match ratio {
+                Some(x) => format!("{} ({x:.1}x the peer)", rate(gl_rate)),
+                None => rate(gl_rate),
+            },
+            json!({"per_s": gl_rate, "acks": gl.runs.closed.ok(200), "failed": gl.runs.closed.failed(200),
+                   "elapsed_s": gl.runs.closed.elapsed.as_secs_f64(), "vs_peer": ratio}),
+        ),
+        peer: peer_cell(&|p| {
+            let r = p.runs.closed.throughput(200);
+            Cell::new(
+                rate(r),
+                json!({"per_s": r, "acks": p.runs.closed.ok(200), "failed": p.runs.closed.failed(200),
+                       "elapsed_s": p.runs.closed.elapsed.as_secs_f64()}),
+            )
+        }),
+        target: ">= 10,000/s and >= 20x the peer".to_owned(),
+        met: Some(gl_rate >= 10_000.0 && ratio.is_none_or(|x| x >= 20.0)),
+    });
+    rows.push(Row {
+        id: "ack_closed",
+        measurement: "Ack latency in that closed loop, p50 / p99 / p99.9".to_owned(),
+        greenlight: report::latency_cell(&gl.runs.closed, 200),
+        peer: peer_cell(&|p| report::latency_cell(&p.runs.closed, 200)),
+        target: "-".to_owned(),
+        met: None,
+    });
+    for (i, (r, run)) in gl.runs.open.iter().enumerate() {
+        let p99 = run.latencies().percentile_ms(99.0);
+        let at_1000 = (*r - 1000.0).abs() < f64::EPSILON;
+        rows.push(Row {
+            id: if i == 0 { "ack_open_1" } else { "ack_open_2" },
+            measurement: format!(
+                "Ack latency, open loop {}/s for {}, from the scheduled send time, p50 / p99 / p99.9",
+                thousands(*r as u64),
+                secs(s.open_duration)
+            ),
+            greenlight: report::latency_cell(run, 200),
+            peer: peer_cell(&|p| report::latency_cell(&p.runs.open[i].1, 200)),
+            target: if at_1000 { "p99 < 10 ms".to_owned() } else { "-".to_owned() },
+            met: at_1000.then(|| p99.is_some_and(|v| v < 10.0) && run.failed(200) == 0),
+        });
+    }
+    let slow_p99 = gl.runs.slow.latencies().percentile_ms(99.0);
+    rows.push(Row {
+        id: "ack_slow_slack",
+        measurement: format!(
+            "Ack latency while every Slack API call takes {}, open loop {}/s for {}, p50 / p99 / p99.9",
+            ms(Some(s.slack_latency.as_secs_f64() * 1000.0)),
+            s.slow_rate,
+            secs(s.slow_duration)
+        ),
+        greenlight: report::latency_cell(&gl.runs.slow, 200),
+        peer: peer_cell(&|p| report::latency_cell(&p.runs.slow, 200)),
+        target: "p99 < 50 ms (Slack's limit: 3 s)".to_owned(),
+        met: Some(slow_p99.is_some_and(|v| v < 50.0) && gl.runs.slow.failed(200) == 0),
+    });
+    let rule_cell = match &creates.rule {
+        Ok((run, approved)) => Cell::new(
+            format!(
+                "{} ({} of {} answers approved)",
+                rate(*approved as f64 / run.elapsed.as_secs_f64().max(1e-9)),
+                thousands(*approved as u64),
+                thousands(run.samples.len() as u64)
+            ),
+            json!({"per_s": *approved as f64 / run.elapsed.as_secs_f64().max(1e-9), "approved": approved,
+                   "requests": run.samples.len(), "elapsed_s": run.elapsed.as_secs_f64(),
+                   "p50_ms": run.latencies().percentile_ms(50.0), "p99_ms": run.latencies().percentile_ms(99.0)}),
+        ),
+        Err(why) => Cell::na(why),
+    };
+    let rule_rate = creates
+        .rule
+        .as_ref()
+        .ok()
+        .map(|(run, approved)| *approved as f64 / run.elapsed.as_secs_f64().max(1e-9));
+    rows.push(Row {
+        id: "create_rule",
+        measurement: format!(
+            "Creates auto-approved by a CEL rule (POST /v1/requests, durable), closed loop, {} connections, {}",
+            s.connections,
+            secs(s.create_duration)
+        ),
+        greenlight: rule_cell,
+        peer: Cell::na("no API"),
+        target: ">= 10,000/s".to_owned(),
+        met: rule_rate.map(|r| r >= 10_000.0),
+    });
+    let plain = &creates.plain;
+    rows.push(Row {
+        id: "create_plain",
+        measurement: format!(
+            "Creates, pending and posted to Slack, closed loop, {} connections, {}",
+            s.connections,
+            secs(s.create_duration)
+        ),
+        greenlight: Cell::new(
+            rate(plain.throughput(201)),
+            json!({"per_s": plain.throughput(201), "created": plain.ok(201), "failed": plain.failed(201),
+                   "p50_ms": plain.latencies().percentile_ms(50.0), "p99_ms": plain.latencies().percentile_ms(99.0)}),
+        ),
+        peer: Cell::na("no API"),
+        target: "-".to_owned(),
+        met: None,
+    });
+    let update_cell = |u: &UpdateRun| {
+        let (p50, p99) = (
+            u.latencies.percentile_ms(50.0),
+            u.latencies.percentile_ms(99.0),
+        );
+        let mut text = format!("{} / {}", ms(p50), ms(p99));
+        if u.missing > 0 {
+            text.push_str(&format!(
+                " ({} of {} never updated)",
+                u.missing,
+                u.run.samples.len()
+            ));
+        }
+        Cell::new(
+            text,
+            json!({"p50_ms": p50, "p99_ms": p99, "clicks": u.run.samples.len(), "missing": u.missing}),
+        )
+    };
+    rows.push(Row {
+        id: "click_to_update",
+        measurement: format!(
+            "Click sent -> chat.update applied by Slack, {}/s for {}, p50 / p99",
+            s.update_rate,
+            secs(s.update_duration)
+        ),
+        greenlight: update_cell(&gl.runs.update),
+        peer: peer_cell(&|p| update_cell(&p.runs.update)),
+        target: "p50 < 20 ms".to_owned(),
+        met: Some(
+            gl.runs
+                .update
+                .latencies
+                .percentile_ms(50.0)
+                .is_some_and(|v| v < 20.0)
+                && gl.runs.update.missing == 0,
+        ),
+    });
+    let rss_cell = |b: Option<u64>| match b {
+        Some(b) => Cell::new(mb(Some(b)), json!({"bytes": b})),
+        None => Cell::na("not measured"),
+    };
+    rows.push(Row {
+        id: "rss_idle",
+        measurement: "Resident memory (VmRSS) idle, 1 s after start".to_owned(),
+        greenlight: rss_cell(gl.idle_rss),
+        peer: peer_cell(&|p| rss_cell(p.idle_rss)),
+        target: "< 30 MB".to_owned(),
+        met: gl.idle_rss.map(|b| b < 30_000_000),
+    });
+    rows.push(Row {
+        id: "rss_peak",
+        measurement: "Peak resident memory (VmHWM) over the click runs".to_owned(),
+        greenlight: rss_cell(gl.peak_rss),
+        peer: peer_cell(&|p| rss_cell(p.peak_rss)),
+        target: "-".to_owned(),
+        met: None,
+    });
+    match million {
+        Some(m) => {
+            rows.push(Row {
+                id: "rss_million",
+                measurement: format!(
+                    "Resident memory with {} stored requests, after start and 1,000 reads",
+                    thousands(m.seeded.rows as u64)
+                ),
+                greenlight: Cell::new(
+                    format!(
+                        "{} (after start: {})",
+                        mb(m.rss_after_reads),
+                        mb(m.rss_started)
+                    ),
+                    json!({"bytes": m.rss_after_reads, "after_start_bytes": m.rss_started,
+                           "database_bytes": m.seeded.file_bytes}),
+                ),
+                peer: Cell::na("stores nothing"),
+                target: "< 100 MB".to_owned(),
+                met: m.rss_after_reads.map(|b| b < 100_000_000),
+            });
+            rows.push(Row {
+                id: "startup_million",
+                measurement: format!(
+                    "Start-up with {} stored requests (spawn -> /readyz 200)",
+                    thousands(m.seeded.rows as u64)
+                ),
+                greenlight: Cell::new(
+                    ms(Some(m.startup.as_secs_f64() * 1000.0)),
+                    json!({"ms": m.startup.as_secs_f64() * 1000.0}),
+                ),
+                peer: Cell::na("stores nothing"),
+                target: "< 1 s".to_owned(),
+                met: Some(m.startup < Duration::from_secs(1)),
+            });
+        }
+        None => {
+            for (id, what) in [
+                (
+                    "rss_million",
+                    "Resident memory with a million stored requests",
+                ),
+                ("startup_million", "Start-up with a million stored requests"),
+            ] {
+                rows.push(Row {
+                    id,
+                    measurement: what.to_owned(),
+                    greenlight: Cell::na("--skip-million"),
+                    peer: Cell::na("stores nothing"),
+                    target: "-".to_owned(),
+                    met: None,
+                });
+            }
+        }
+    }
+    let acks = gl.runs.acks();
+    rows.push(Row {
+        id: "durable_clicks",
+        measurement:
+            "Decided requests in the database after SIGKILL = clicks acked 200 (all click runs)"
+                .to_owned(),
+        greenlight: Cell::new(
+            format!(
+                "{} = {}",
+                thousands(gl.decided.max(0) as u64),
+                thousands(acks as u64)
+            ),
+            json!({"decided_in_db": gl.decided, "acks": acks}),
+        ),
+        peer: Cell::na("keeps no state"),
+        target: "equal".to_owned(),
+        met: Some(gl.decided == acks as i64),
+    });
+    let approved_answers = creates.rule.as_ref().map_or(0, |(_, a)| *a);
+    let created = creates.plain.ok(201);
+    rows.push(Row {
+        id: "durable_creates",
+        measurement: "Pending / approved requests in the database after SIGKILL = creates answered 201 / approved".to_owned(),
+        greenlight: Cell::new(
+            format!(
+                "{} / {} = {} / {}",
+                thousands(creates.pending_in_db.max(0) as u64),
+                thousands(creates.approved_in_db.max(0) as u64),
+                thousands(created as u64),
+                thousands(approved_answers as u64)
+            ),
+            json!({"pending_in_db": creates.pending_in_db, "approved_in_db": creates.approved_in_db,
+                   "created": created, "approved_answers": approved_answers}),
+        ),
+        peer: Cell::na("no API"),
+        target: "equal".to_owned(),
+        met: Some(creates.pending_in_db == created as i64 && creates.approved_in_db == approved_answers as i64),
+    });
+    rows
+}
