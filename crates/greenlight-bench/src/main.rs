@@ -49,8 +49,8 @@ pub struct Options {
     /// A Python with Flask and slack_sdk (bench/requirements.txt), to run the peer.
     #[arg(long, default_value = ".venv/bin/python")]
     pub python: PathBuf,
-    /// The peer: the seed article's Flask bot.
-    #[arg(long, default_value = "bench/seed_flask/app.py")]
+    /// The peer: the seed article's Flask bot, as the team keeps it beside the repository.
+    #[arg(long, default_value = "../shared/peers/seed_flask/app.py")]
     pub peer_app: PathBuf,
     /// Tiny sizes, seconds in total: the smoke mode. Explicit sizes still win.
     #[arg(long)]
