@@ -1,5 +1,7 @@
 //! Who is who in Slack: user group members and email -> user id, looked up through the Web API
-//! and cached for a while, so a burst of clicks costs one lookup. The domain never sees this:
+//! and cached for a while, so a burst of clicks costs one lookup. Lookups sit on the click path,
+//! before the ack, so an answer past its TTL is still used while a background task refreshes it,
+//! and a lookup with nothing cached is bounded by `LOOKUP_TIMEOUT` (well inside Slack's 3 s). The domain never sees this:
 //! the service turns its answers into plain facts ("may vote", "is the requester").
 
 use std::collections::{HashMap, HashSet};
@@ -11,6 +13,12 @@ use crate::slack::{SlackApi, SlackCallError};
 
 /// How long a lookup stays true enough: group changes show up within this.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Longest a click waits for a lookup with nothing cached; past it the vote is refused with
+/// "try again" (fail closed) and the lookup goes on to fill the cache.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a stale answer may still be served while it is being refreshed.
+const MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+
 /// Entries kept at most per cache; past it, the cache starts over.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -32,11 +40,12 @@ impl<V: Clone> Cache<V> {
         }
     }
 
-    fn get(&self, key: &str, ttl: Duration) -> Option<V> {
+    /// The cached value and whether it is still fresh.
+    fn get(&self, key: &str, ttl: Duration) -> Option<(V, bool)> {
         let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)
-            .filter(|(at, _)| at.elapsed() < ttl)
-            .map(|(_, v)| v.clone())
+            .filter(|(at, _)| at.elapsed() < MAX_STALE)
+            .map(|(at, v)| (v.clone(), at.elapsed() < ttl))
     }
 
     fn put(&self, key: &str, value: V) {
@@ -48,11 +57,14 @@ impl<V: Clone> Cache<V> {
     }
 }
 
+#[derive(Clone)]
 pub struct Directory {
     slack: SlackApi,
     ttl: Duration,
-    groups: Cache<Arc<HashSet<String>>>,
-    emails: Cache<Option<String>>,
+    groups: Arc<Cache<Arc<HashSet<String>>>>,
+    emails: Arc<Cache<Option<String>>>,
+    /// Keys being refreshed in the background, so a burst starts one refresh.
+    refreshing: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Directory {
@@ -60,8 +72,9 @@ impl Directory {
         Self {
             slack,
             ttl,
-            groups: Cache::new(),
-            emails: Cache::new(),
+            groups: Arc::new(Cache::new()),
+            emails: Arc::new(Cache::new()),
+            refreshing: Arc::default(),
         }
     }
 
@@ -92,9 +105,26 @@ impl Directory {
     }
 
     async fn group_members(&self, group: &str) -> Result<Arc<HashSet<String>>, LookupError> {
-        if let Some(members) = self.groups.get(group, self.ttl) {
-            return Ok(members);
+        let key = format!("group:{group}");
+        match self.groups.get(group, self.ttl) {
+            Some((members, true)) => Ok(members),
+            Some((members, false)) => {
+                let me = self.clone();
+                let group = group.to_owned();
+                self.refresh(key, async move { me.fetch_group(&group).await.map(|_| ()) });
+                Ok(members)
+            }
+            None => {
+                let (me, g) = (self.clone(), group.to_owned());
+                bounded(format!("user group {group}"), async move {
+                    me.fetch_group(&g).await
+                })
+                .await
+            }
         }
+    }
+
+    async fn fetch_group(&self, group: &str) -> Result<Arc<HashSet<String>>, LookupError> {
         let members: Arc<HashSet<String>> = Arc::new(
             self.slack
                 .usergroup_members(group)
@@ -110,6 +140,59 @@ impl Directory {
         Ok(members)
     }
 
+    async fn fetch_email(&self, email: &str) -> Result<Option<String>, LookupError> {
+        let found = self
+            .slack
+            .user_by_email(email)
+            .await
+            .map_err(|error| LookupError {
+                what: "the requester's email".to_owned(),
+                error,
+            })?;
+        self.emails.put(&email.to_ascii_lowercase(), found.clone());
+        Ok(found)
+    }
+
+    /// Looks the configured approver groups up now, so the first click finds them cached.
+    pub fn warm(&self, groups: impl IntoIterator<Item = String>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for group in groups {
+            let me = self.clone();
+            runtime.spawn(async move {
+                if let Err(e) = me.fetch_group(&group).await {
+                    tracing::warn!(error = %e, "cannot preload an approver group");
+                }
+            });
+        }
+    }
+
+    /// Runs `task` in the background unless a refresh of `key` is already running.
+    fn refresh(
+        &self,
+        key: String,
+        task: impl std::future::Future<Output = Result<(), LookupError>> + Send + 'static,
+    ) {
+        let started = self
+            .refreshing
+            .lock()
+            .map(|mut r| r.insert(key.clone()))
+            .unwrap_or(false);
+        if !started {
+            return;
+        }
+        let refreshing = self.refreshing.clone();
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "refresh failed; serving the previous answer");
+            }
+            if let Ok(mut r) = refreshing.lock() {
+                r.remove(&key);
+            }
+        });
+    }
+
     /// The Slack user a requester names: a user id is itself, an email is looked up, anything
     /// else (a service name) is nobody in Slack.
     pub async fn user_id(&self, requester: &str) -> Result<Option<String>, LookupError> {
@@ -120,18 +203,67 @@ impl Directory {
             return Ok(None);
         }
         let key = requester.to_ascii_lowercase();
-        if let Some(found) = self.emails.get(&key, self.ttl) {
-            return Ok(found);
+        match self.emails.get(&key, self.ttl) {
+            Some((found, true)) => Ok(found),
+            Some((found, false)) => {
+                let me = self.clone();
+                let email = requester.to_owned();
+                self.refresh(format!("email:{key}"), async move {
+                    me.fetch_email(&email).await.map(|_| ())
+                });
+                Ok(found)
+            }
+            None => {
+                let (me, email) = (self.clone(), requester.to_owned());
+                bounded("the requester's email".to_owned(), async move {
+                    me.fetch_email(&email).await
+                })
+                .await
+            }
         }
-        let found = self
-            .slack
-            .user_by_email(requester)
-            .await
-            .map_err(|error| LookupError {
-                what: "the requester's email".to_owned(),
-                error,
-            })?;
-        self.emails.put(&key, found.clone());
-        Ok(found)
+    }
+}
+
+/// Waits at most `LOOKUP_TIMEOUT` for a lookup. On time-out the lookup keeps running in the
+/// background (it fills the cache for the next click) and the caller gets an error now.
+async fn bounded<T: Send + 'static>(
+    what: String,
+    lookup: impl std::future::Future<Output = Result<T, LookupError>> + Send + 'static,
+) -> Result<T, LookupError> {
+    let mut task = tokio::spawn(lookup);
+    match tokio::time::timeout(LOOKUP_TIMEOUT, &mut task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(LookupError {
+            what,
+            error: SlackCallError::Transient(format!("lookup task failed: {join}")),
+        }),
+        Err(_) => Err(LookupError {
+            what,
+            error: SlackCallError::Transient(format!(
+                "Slack did not answer within {} ms",
+                LOOKUP_TIMEOUT.as_millis()
+            )),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_lookup_gives_up_within_the_bound_and_keeps_filling_in_the_background() {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let slow = async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let _ = done_tx.send(());
+            Ok::<_, LookupError>(42)
+        };
+        let started = tokio::time::Instant::now();
+        let err = bounded("a group".into(), slow).await.unwrap_err();
+        assert_eq!(started.elapsed(), LOOKUP_TIMEOUT);
+        assert!(err.to_string().contains("did not answer"), "{err}");
+        // The lookup was not cancelled: it finishes later and would fill the cache.
+        done_rx.await.unwrap();
     }
 }

@@ -126,7 +126,14 @@ impl Service {
 
     /// Gives the service Slack: group and email lookups (cached), and modals.
     pub fn with_slack(mut self, slack: SlackApi) -> Self {
-        self.directory = Some(Directory::new(slack.clone(), directory::DEFAULT_TTL));
+        let directory = Directory::new(slack.clone(), directory::DEFAULT_TTL);
+        directory.warm(self.workflows.iter().flat_map(|w| {
+            w.approvers.iter().filter_map(|a| match a {
+                crate::domain::Approver::Group(g) => Some(g.to_string()),
+                crate::domain::Approver::User(_) => None,
+            })
+        }));
+        self.directory = Some(directory);
         self.slack = Some(slack);
         self
     }

@@ -269,3 +269,38 @@ async fn a_request_may_choose_its_channel_only_where_the_workflow_allows_it() {
     assert_eq!(app.get(&id).await["channel"], "#ops");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approver_groups_are_loaded_at_start_so_a_slow_slack_never_delays_the_ack() {
+    let app = spawn_app_with(|c| {
+        deploy(c).approvers = vec!["S0SRE".parse().unwrap()];
+    })
+    .await;
+    app.sandbox
+        .wait_until(WAIT, |sb| {
+            (!sb.calls_to("usergroups.users.list").is_empty()).then_some(())
+        })
+        .await
+        .expect("the group is looked up at start");
+    let id = create(&app, json!({"title": "Deploy while Slack crawls"})).await;
+    let msg = app.posted(&id).await;
+    for method in ["usergroups.users.list", "chat.update", "chat.postEphemeral"] {
+        app.sandbox
+            .set_latency(method, std::time::Duration::from_millis(2500));
+    }
+    let lookups = app.sandbox.calls_to("usergroups.users.list").len();
+    let ack = app.click(&msg, "greenlight.approve", "U0CAROL").await;
+    assert!(ack.acked());
+    assert!(
+        ack.latency < std::time::Duration::from_secs(1),
+        "the ack waited for Slack: {:?}",
+        ack.latency
+    );
+    assert_eq!(app.get(&id).await["decided_by"], "U0CAROL");
+    assert_eq!(
+        app.sandbox.calls_to("usergroups.users.list").len(),
+        lookups,
+        "the click used the cached group"
+    );
+    app.stop().await;
+}
