@@ -154,29 +154,20 @@ async fn insert_effects(
 ) -> StoreResult<()> {
     for effect in effects {
         let request_id = effect.request_id().map(|id| id.as_str());
-        if matches!(effect, Effect::SlackUpdate { .. }) {
-            // Updates render the latest state when delivered, so one waiting update per
-            // message is enough: later changes collapse into it.
-            let waiting: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM outbox WHERE request_id = $1 AND kind = 'slack_update' \
-                 AND state = 'pending' AND (leased_until IS NULL OR leased_until < $2) LIMIT 1",
-            )
-            .bind(request_id)
-            .bind(now)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if waiting.is_some() {
-                continue;
-            }
-        }
+        // Updates render the latest state when delivered, so one waiting update per message
+        // is enough: later changes collapse into it (checked in the same statement).
+        let collapse = matches!(effect, Effect::SlackUpdate { .. });
         sqlx::query(
             "INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $4, $4)",
+             SELECT $1, $2, $3, $4, $4, $4 WHERE NOT ($5 AND EXISTS (\
+                SELECT 1 FROM outbox WHERE request_id = $1 AND kind = 'slack_update' \
+                AND state = 'pending' AND (leased_until IS NULL OR leased_until < $4)))",
         )
         .bind(request_id)
         .bind(effect.kind())
         .bind(to_json(effect)?)
         .bind(now)
+        .bind(collapse)
         .execute(&mut *conn)
         .await?;
     }

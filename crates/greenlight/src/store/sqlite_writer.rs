@@ -130,38 +130,44 @@ async fn reconnect(options: &SqliteConnectOptions) -> Option<SqliteConnection> {
     None
 }
 
+/// Runs `sql` (one or more statements without parameters) in one round trip to SQLite's thread:
+/// each round trip costs two thread switches, so savepoint bookkeeping is folded together.
 async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
-    sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
+    sqlx::raw_sql(sql).execute(&mut *conn).await.map(|_| ())
 }
 
 /// Runs one batch; returns the connection, or `None` when it was lost (an operation panicked).
 /// Operations not run are dropped, which answers their callers with an error.
 async fn run_batch(mut conn: SqliteConnection, batch: Vec<Op>) -> Option<SqliteConnection> {
-    if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE").await {
+    if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE; SAVEPOINT op").await {
         tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
+        let _ = exec(&mut conn, "ROLLBACK").await;
         return Some(conn);
     }
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut ops = batch.into_iter();
-    for op in ops.by_ref() {
-        if let Err(e) = exec(&mut conn, "SAVEPOINT op").await {
-            tracing::error!(error = %e, "cannot open a savepoint");
-            break;
-        }
+    let mut ops = batch.into_iter().peekable();
+    let mut commit: Result<(), String> = Err("the batch was aborted".to_owned());
+    while let Some(op) = ops.next() {
         match AssertUnwindSafe(op(conn)).catch_unwind().await {
             Ok((c, failed, complete)) => {
                 conn = c;
-                let end = if failed {
-                    exec(&mut conn, "ROLLBACK TO op")
-                        .await
-                        .and(exec(&mut conn, "RELEASE op").await)
-                } else {
-                    exec(&mut conn, "RELEASE op").await
-                };
                 completions.push(complete);
-                if let Err(e) = end {
-                    tracing::error!(error = %e, "cannot close a savepoint");
-                    break;
+                let last = ops.peek().is_none();
+                // Close this operation's savepoint and open the next one's (or commit).
+                let sql = match (failed, last) {
+                    (false, false) => "RELEASE op; SAVEPOINT op",
+                    (true, false) => "ROLLBACK TO op; RELEASE op; SAVEPOINT op",
+                    (false, true) => "RELEASE op; COMMIT",
+                    (true, true) => "ROLLBACK TO op; RELEASE op; COMMIT",
+                };
+                match exec(&mut conn, sql).await {
+                    Ok(()) if last => commit = Ok(()),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "a write batch failed; rolling it back");
+                        commit = Err(e.to_string());
+                        break;
+                    }
                 }
             }
             Err(_) => {
@@ -175,20 +181,11 @@ async fn run_batch(mut conn: SqliteConnection, batch: Vec<Op>) -> Option<SqliteC
             }
         }
     }
-    let dropped = ops.len();
-    let commit = if dropped > 0 {
+    if commit.is_err() {
+        // Operations not run yet are dropped here, which answers their callers.
         drop(ops);
         let _ = exec(&mut conn, "ROLLBACK").await;
-        Err("the batch was aborted".to_owned())
-    } else {
-        match exec(&mut conn, "COMMIT").await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = exec(&mut conn, "ROLLBACK").await;
-                Err(e.to_string())
-            }
-        }
-    };
+    }
     for complete in completions {
         complete(commit.clone());
     }
