@@ -201,28 +201,23 @@ async fn a_long_poll_returns_as_soon_as_the_click_lands() {
 async fn an_idempotency_key_returns_the_same_request() {
     let app = spawn_app().await;
     let body = json!({"title": "Deploy", "params": {"v": 1}});
-    let first = app
-        .http
-        .post(format!("{}/v1/requests", app.base))
-        .bearer_auth(&app.key)
-        .header("Idempotency-Key", "build-77")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 201);
-    let first: serde_json::Value = first.json().await.unwrap();
-    let again = app
-        .http
-        .post(format!("{}/v1/requests", app.base))
-        .bearer_auth(&app.key)
-        .header("Idempotency-Key", "build-77")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 200);
-    let again: serde_json::Value = again.json().await.unwrap();
+    let send = || async {
+        let res = app
+            .http
+            .post(format!("{}/v1/requests", app.base))
+            .bearer_auth(&app.key)
+            .header("Idempotency-Key", "build-77")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, first) = send().await;
+    assert_eq!(status, 201);
+    let (status, again) = send().await;
+    assert_eq!(status, 200);
     assert_eq!(first["id"], again["id"]);
 
     // The body field works too, and concurrent retries still make one request.

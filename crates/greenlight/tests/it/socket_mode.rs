@@ -75,26 +75,28 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
         }
     };
 
-    let id = create("Over the socket").await;
-    let msg = posted(&sandbox, &id).await;
-    let out = sandbox
-        .click(Click::new(
-            CHANNEL,
-            &msg.ts,
-            "greenlight.approve",
-            "U0ALICE",
-        ))
-        .await
-        .unwrap();
-    assert_eq!(out.transport, Transport::SocketMode);
-    assert!(out.acked(), "{out:?}");
-    let (_, got) = call(
-        &http,
-        &base,
-        &key,
-        Method::GET,
-        &format!("/v1/requests/{id}?wait=5"),
-        None,
+    // Creates a request, clicks it in `sandbox` over the socket and returns the decided request.
+    let decide = |sandbox: greenlight_sandbox::SandboxHandle, title: &'static str, action, user| {
+        let (http, base, key, create) = (http.clone(), base.clone(), key.clone(), &create);
+        async move {
+            let id = create(title).await;
+            let msg = posted(&sandbox, &id).await;
+            let out = sandbox
+                .click(Click::new(CHANNEL, &msg.ts, action, user))
+                .await
+                .unwrap();
+            assert_eq!(out.transport, Transport::SocketMode);
+            assert!(out.acked(), "{out:?}");
+            let path = format!("/v1/requests/{id}?wait=5");
+            call(&http, &base, &key, Method::GET, &path, None).await.1
+        }
+    };
+
+    let got = decide(
+        sandbox.clone(),
+        "Over the socket",
+        "greenlight.approve",
+        "U0ALICE",
     )
     .await;
     assert_eq!(got["status"], "approved");
@@ -103,21 +105,11 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
     // Slack asks for a refresh: the server reconnects and the next click still lands.
     assert!(sandbox.disconnect_all("refresh_requested") >= 1);
     wait_for_connections(&sandbox, 1).await;
-    let id = create("After a refresh").await;
-    let msg = posted(&sandbox, &id).await;
-    let out = sandbox
-        .click(Click::new(CHANNEL, &msg.ts, "greenlight.deny", "U0BOB"))
-        .await
-        .unwrap();
-    assert_eq!(out.transport, Transport::SocketMode);
-    assert!(out.acked(), "{out:?}");
-    let (_, got) = call(
-        &http,
-        &base,
-        &key,
-        Method::GET,
-        &format!("/v1/requests/{id}?wait=5"),
-        None,
+    let got = decide(
+        sandbox.clone(),
+        "After a refresh",
+        "greenlight.deny",
+        "U0BOB",
     )
     .await;
     assert_eq!(got["status"], "denied");
@@ -128,26 +120,11 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
     let sandbox = Sandbox::start(sb_config.with_listen(addr)).await.unwrap();
     sandbox.set_interactivity_url(format!("http://{}/slack/interactions", free_port()));
     wait_for_connections(&sandbox, 1).await;
-    let id = create("After Slack restarted").await;
-    let msg = posted(&sandbox, &id).await;
-    let out = sandbox
-        .click(Click::new(
-            CHANNEL,
-            &msg.ts,
-            "greenlight.approve",
-            "U0CAROL",
-        ))
-        .await
-        .unwrap();
-    assert_eq!(out.transport, Transport::SocketMode);
-    assert!(out.acked(), "{out:?}");
-    let (_, got) = call(
-        &http,
-        &base,
-        &key,
-        Method::GET,
-        &format!("/v1/requests/{id}?wait=5"),
-        None,
+    let got = decide(
+        sandbox,
+        "After Slack restarted",
+        "greenlight.approve",
+        "U0CAROL",
     )
     .await;
     assert_eq!(got["status"], "approved");
