@@ -34,14 +34,18 @@ fn sandbox_config(settings: &SandboxSettings) -> SandboxConfig {
     config
 }
 
-/// Gives every `#name` channel the workflows post to a place in the sandbox.
+/// Gives every channel the workflows post to (a `#name` or an id) a place in the sandbox.
 fn add_workflow_channels(config: &mut SandboxConfig, workflows: &[Workflow]) {
     for w in workflows {
-        let Some(name) = w.channel.as_str().strip_prefix('#') else {
-            continue;
+        let target = w.channel.as_str();
+        let (id, name) = match target.strip_prefix('#') {
+            Some(name) => (
+                format!("C0{}", name.to_uppercase().replace(['-', '_'], "")),
+                name.to_owned(),
+            ),
+            None => (target.to_owned(), target.to_lowercase()),
         };
-        if !config.channels.iter().any(|c| c.name == name) {
-            let id = format!("C0{}", name.to_uppercase().replace(['-', '_'], ""));
+        if !config.channels.iter().any(|c| c.name == name || c.id == id) {
             config.channels.push(Channel::new(id, name));
         }
     }
@@ -172,4 +176,21 @@ fn print_banner(sandbox: &str, api: &str, key: &str, config: &Config) {
         db = config.database_url,
         workflows = names.join(", "),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workflow_channels_exist_in_the_sandbox_by_name_or_id() {
+        let mut config = SandboxConfig::default();
+        let before = config.channels.len();
+        let workflows = ["#deploy", "#db-migrations", "C0123PAY"]
+            .map(|c| Workflow::new("w".parse().unwrap(), c.parse().unwrap()));
+        add_workflow_channels(&mut config, &workflows);
+        assert_eq!(config.channels.len(), before + 2, "#deploy exists already");
+        assert!(config.channels.iter().any(|c| c.name == "db-migrations"));
+        assert!(config.channels.iter().any(|c| c.id == "C0123PAY"));
+    }
 }

@@ -615,13 +615,6 @@ impl Service {
         self.outbox.notify_one();
         Ok(())
     }
-
-    pub fn verdict_word(verdict: Verdict) -> &'static str {
-        match verdict {
-            Verdict::Approve => "approved",
-            Verdict::Deny => "denied",
-        }
-    }
 }
 
 fn status_event(status: Status) -> &'static str {
