@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::sqlite_writer::Writer;
 
@@ -127,51 +127,80 @@ fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-async fn insert_audit(
-    conn: &mut SqliteConnection,
+/// One round trip for a whole change: sqlx runs each SQLite statement on the connection's own
+/// thread, so every statement costs two thread switches. A change, its audit entries and its
+/// outbox jobs are therefore sent as one multi-statement query.
+type Statements = QueryBuilder<Sqlite>;
+
+/// Appends ` WHERE EXISTS (...)`: the request carries `token`, i.e. the compare-and-set sent
+/// in this same query took effect. (The new version alone would not do: a concurrent write from
+/// the same old version reaches the same new version.)
+fn push_change_guard(qb: &mut Statements, id: &str, token: &str) -> bool {
+    qb.push(" WHERE EXISTS (SELECT 1 FROM requests WHERE id = ")
+        .push_bind(id.to_owned())
+        .push(" AND change_token = ")
+        .push_bind(token.to_owned())
+        .push(")");
+    true
+}
+
+/// Appends one INSERT per audit entry and per effect, each as `INSERT ... SELECT <values>` so
+/// that `guard` can add a `WHERE` condition (it says whether it did).
+fn push_audit_and_effects(
+    qb: &mut Statements,
     now: Millis,
     audit: &[NewAudit],
+    effects: &[Effect],
+    guard: &dyn Fn(&mut Statements) -> bool,
 ) -> StoreResult<()> {
     for a in audit {
-        sqlx::query(
-            "INSERT INTO audit (at, request_id, event, actor, data) VALUES ($1, $2, $3, $4, $5)",
+        qb.push("; INSERT INTO audit (at, request_id, event, actor, data) SELECT ")
+            .push_bind(now)
+            .push(", ")
+            .push_bind(a.request_id.as_ref().map(|id| id.to_string()))
+            .push(", ")
+            .push_bind(a.event)
+            .push(", ")
+            .push_bind(a.actor.clone())
+            .push(", ")
+            .push_bind(to_json(&a.data)?);
+        guard(qb);
+    }
+    for effect in effects {
+        let request_id = effect.request_id().map(|id| id.to_string());
+        qb.push(
+            "; INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) SELECT ",
         )
-        .bind(now)
-        .bind(a.request_id.as_ref().map(|id| id.as_str()))
-        .bind(a.event)
-        .bind(&a.actor)
-        .bind(to_json(&a.data)?)
-        .execute(&mut *conn)
-        .await?;
+        .push_bind(request_id.clone())
+        .push(", ")
+        .push_bind(effect.kind())
+        .push(", ")
+        .push_bind(to_json(effect)?)
+        .push(", ")
+        .push_bind(now)
+        .push(", ")
+        .push_bind(now)
+        .push(", ")
+        .push_bind(now);
+        let guarded = guard(qb);
+        if matches!(effect, Effect::SlackUpdate { .. }) {
+            // Updates render the latest state when delivered, so one waiting update per
+            // message is enough: later changes collapse into it.
+            qb.push(if guarded { " AND" } else { " WHERE" })
+                .push(
+                    " NOT EXISTS (SELECT 1 FROM outbox WHERE kind = 'slack_update' AND state = 'pending' AND request_id = ",
+                )
+                .push_bind(request_id)
+                .push(" AND (leased_until IS NULL OR leased_until < ")
+                .push_bind(now)
+                .push("))");
+        }
     }
     Ok(())
 }
 
-async fn insert_effects(
-    conn: &mut SqliteConnection,
-    now: Millis,
-    effects: &[Effect],
-) -> StoreResult<()> {
-    for effect in effects {
-        let request_id = effect.request_id().map(|id| id.as_str());
-        // Updates render the latest state when delivered, so one waiting update per message
-        // is enough: later changes collapse into it (checked in the same statement).
-        let collapse = matches!(effect, Effect::SlackUpdate { .. });
-        sqlx::query(
-            "INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) \
-             SELECT $1, $2, $3, $4, $4, $4 WHERE NOT ($5 AND EXISTS (\
-                SELECT 1 FROM outbox WHERE request_id = $1 AND kind = 'slack_update' \
-                AND state = 'pending' AND (leased_until IS NULL OR leased_until < $4)))",
-        )
-        .bind(request_id)
-        .bind(effect.kind())
-        .bind(to_json(effect)?)
-        .bind(now)
-        .bind(collapse)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+fn no_guard(_: &mut Statements) -> bool {
+    false
 }
 
 /// What an insert found instead of creating a request.
@@ -209,38 +238,37 @@ async fn create_in(
             return Ok(Some(Found::Existing(id)));
         }
     }
-    sqlx::query(
+    let mut qb = Statements::new(
         "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
          decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
          callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-         reminders, remind_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-    )
-    .bind(r.id.as_str())
-    .bind(r.workflow.as_str())
-    .bind(&r.title)
-    .bind(&r.details)
-    .bind(to_json(&r.params)?)
-    .bind(&r.requester)
-    .bind(r.status.as_str())
-    .bind(to_json(&r.decisions)?)
-    .bind(&r.decided_by)
-    .bind(&r.reason)
-    .bind(millis(r.created_at))
-    .bind(r.decided_at.map(millis))
-    .bind(r.expires_at.map(millis))
-    .bind(r.channel.as_str())
-    .bind(&r.callback_url)
-    .bind(idempotency.map(|i| i.api_key.as_str()))
-    .bind(idempotency.map(|i| i.key.as_str()))
-    .bind(idempotency.map(|i| i.fingerprint.as_str()))
-    .bind(r.version)
-    .bind(i64::from(r.reminders))
-    .bind(r.remind_at.map(millis))
-    .execute(&mut *conn)
-    .await?;
-    insert_audit(conn, now, audit).await?;
-    insert_effects(conn, now, effects).await?;
+         reminders, remind_at) ",
+    );
+    qb.push_values([r], |mut row, r| {
+        row.push_bind(r.id.to_string())
+            .push_bind(r.workflow.to_string())
+            .push_bind(r.title.clone())
+            .push_bind(r.details.clone())
+            .push_bind(serde_json::to_string(&r.params).unwrap_or_default())
+            .push_bind(r.requester.clone())
+            .push_bind(r.status.as_str())
+            .push_bind(serde_json::to_string(&r.decisions).unwrap_or_default())
+            .push_bind(r.decided_by.clone())
+            .push_bind(r.reason.clone())
+            .push_bind(millis(r.created_at))
+            .push_bind(r.decided_at.map(millis))
+            .push_bind(r.expires_at.map(millis))
+            .push_bind(r.channel.to_string())
+            .push_bind(r.callback_url.clone())
+            .push_bind(idempotency.map(|i| i.api_key.to_string()))
+            .push_bind(idempotency.map(|i| i.key.clone()))
+            .push_bind(idempotency.map(|i| i.fingerprint.clone()))
+            .push_bind(r.version)
+            .push_bind(i64::from(r.reminders))
+            .push_bind(r.remind_at.map(millis));
+    });
+    push_audit_and_effects(&mut qb, now, audit, effects, &no_guard)?;
+    qb.build().execute(&mut *conn).await?;
     Ok(None)
 }
 
@@ -252,29 +280,36 @@ async fn save_in(
     effects: &[Effect],
     now: Millis,
 ) -> StoreResult<bool> {
-    let updated = sqlx::query(
-        "UPDATE requests SET status = $1, decisions = $2, decided_by = $3, reason = $4, \
-         decided_at = $5, version = $6, reminders = $9, remind_at = $10 \
-         WHERE id = $7 AND version = $8",
-    )
-    .bind(r.status.as_str())
-    .bind(to_json(&r.decisions)?)
-    .bind(&r.decided_by)
-    .bind(&r.reason)
-    .bind(r.decided_at.map(millis))
-    .bind(r.version)
-    .bind(r.id.as_str())
-    .bind(expected_version)
-    .bind(i64::from(r.reminders))
-    .bind(r.remind_at.map(millis))
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() != 1 {
-        return Ok(false);
-    }
-    insert_audit(conn, now, audit).await?;
-    insert_effects(conn, now, effects).await?;
-    Ok(true)
+    let id = r.id.to_string();
+    let token = ulid::Ulid::new().to_string();
+    let mut qb = Statements::new("UPDATE requests SET status = ");
+    qb.push_bind(r.status.as_str())
+        .push(", decisions = ")
+        .push_bind(to_json(&r.decisions)?)
+        .push(", decided_by = ")
+        .push_bind(r.decided_by.clone())
+        .push(", reason = ")
+        .push_bind(r.reason.clone())
+        .push(", decided_at = ")
+        .push_bind(r.decided_at.map(millis))
+        .push(", version = ")
+        .push_bind(r.version)
+        .push(", reminders = ")
+        .push_bind(i64::from(r.reminders))
+        .push(", remind_at = ")
+        .push_bind(r.remind_at.map(millis))
+        .push(", change_token = ")
+        .push_bind(token.clone())
+        .push(" WHERE id = ")
+        .push_bind(id.clone())
+        .push(" AND version = ")
+        .push_bind(expected_version);
+    // The inserts land only if the compare-and-set did; nothing at all changes otherwise.
+    push_audit_and_effects(&mut qb, now, audit, effects, &|qb| {
+        push_change_guard(qb, &id, &token)
+    })?;
+    let done = qb.build().execute(&mut *conn).await?;
+    Ok(done.rows_affected() > 0)
 }
 
 async fn finish_in(
@@ -332,8 +367,11 @@ async fn finish_in(
         .execute(&mut *conn)
         .await?;
     }
-    insert_audit(conn, now, &report.audit).await?;
-    insert_effects(conn, now, &report.effects).await?;
+    if !report.audit.is_empty() || !report.effects.is_empty() {
+        let mut qb = Statements::new("SELECT 1");
+        push_audit_and_effects(&mut qb, now, &report.audit, &report.effects, &no_guard)?;
+        qb.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -420,8 +458,10 @@ impl Store for SqliteStore {
         self.writer
             .write(move |mut conn| async move {
                 let res = async {
-                    insert_audit(&mut conn, now, &audit).await?;
-                    insert_effects(&mut conn, now, &effects).await
+                    let mut qb = Statements::new("SELECT 1");
+                    push_audit_and_effects(&mut qb, now, &audit, &effects, &no_guard)?;
+                    qb.build().execute(&mut conn).await?;
+                    Ok(())
                 }
                 .await;
                 (conn, res)

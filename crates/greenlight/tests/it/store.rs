@@ -87,8 +87,11 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
         }
     }
 
-    // Compare-and-set under one batch: 20 concurrent transitions of one request, one wins.
+    // Compare-and-set under one batch: 20 concurrent transitions of one request, each with its
+    // audit entry and outbox job; one wins, and only the winner's entry and job are written.
     let target = store.get_request(&requests[0].id).await.unwrap().unwrap();
+    let audit_before = store.list_audit(0, 1000).await.unwrap().len();
+    let jobs_before = store.deliveries(&target.id).await.unwrap().len();
     let racers = (0..20).map(|i| {
         let store = store.clone();
         let mut r = target.clone();
@@ -96,8 +99,17 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
             let expected = r.version;
             r.cancel(&format!("racer-{i}"), None, jiff::Timestamp::now())
                 .unwrap();
+            let audit = [NewAudit {
+                request_id: Some(r.id.clone()),
+                event: "request.cancelled",
+                actor: format!("racer-{i}"),
+                data: serde_json::json!({}),
+            }];
+            let effects = [Effect::SlackPost {
+                request_id: r.id.clone(),
+            }];
             store
-                .save_transition(&r, expected, &[], &[], now)
+                .save_transition(&r, expected, &audit, &effects, now)
                 .await
                 .unwrap()
         }
@@ -108,4 +120,13 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
         .filter(|w| *w)
         .count();
     assert_eq!(won, 1);
+    let audit = store.list_audit(0, 1000).await.unwrap();
+    assert_eq!(audit.len(), audit_before + 1, "only the winner is audited");
+    let stored = store.get_request(&target.id).await.unwrap().unwrap();
+    assert_eq!(audit.last().unwrap().actor, stored.decided_by.unwrap());
+    assert_eq!(
+        store.deliveries(&target.id).await.unwrap().len(),
+        jobs_before + 1,
+        "only the winner's job is queued"
+    );
 }
