@@ -395,9 +395,11 @@ impl Service {
 
     /// Applies a vote, retrying on a concurrent change; exactly one vote decides.
     pub async fn vote(&self, id: &RequestId, vote: Vote) -> ServiceResult<VoteResult> {
-        let standing = self.standing(&self.get(id).await?, &vote).await?;
+        let mut current = self.get(id).await?;
+        // Standing depends on who asked and which workflow, which no vote changes.
+        let standing = self.standing(&current, &vote).await?;
         loop {
-            let mut request = self.get(id).await?;
+            let mut request = current.clone();
             let expected = request.version;
             let policy = self.policy(&request);
             let now = self.clock.now();
@@ -432,6 +434,8 @@ impl Service {
                     VoteOutcome::Counted { .. } => VoteResult::Counted(request),
                 });
             }
+            // Someone changed it first: decide again on what they left.
+            current = self.get(id).await?;
         }
     }
 
