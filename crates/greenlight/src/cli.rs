@@ -277,14 +277,26 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
         }
     });
     match loaded {
-        Ok(c) => {
-            let source = c.source.as_ref().map_or_else(
-                || "(no config file)".to_owned(),
-                |p| p.display().to_string(),
-            );
-            println!("{source}: ok, {} workflow(s)", c.workflows.len());
-            ExitCode::SUCCESS
-        }
+        Ok(c) => match c.workflow_problem() {
+            // `serve` refuses a config without workflows; so does `check`.
+            Some(p) => {
+                eprintln!("{p}");
+                ExitCode::from(1)
+            }
+            None => {
+                let source = c.source.as_ref().map_or_else(
+                    || "(no config file)".to_owned(),
+                    |p| p.display().to_string(),
+                );
+                let names: Vec<&str> = c.workflows.iter().map(|w| w.name.as_str()).collect();
+                println!(
+                    "{source}: ok, {} workflow(s): {}",
+                    c.workflows.len(),
+                    names.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+        },
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(1)

@@ -202,32 +202,42 @@ pub struct Rendered {
 
 impl ActionHook {
     /// Every problem with this hook, for the config loader. `env` is the loader's environment.
-    pub fn problems(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    pub fn problems(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
         let what = format!("action hook {:?}", self.name);
         if !METHODS.contains(&self.method.as_str()) {
-            problems.push(format!(
-                "{what}: method {:?} is not one of {}",
-                self.method,
-                METHODS.join(", ")
+            problems.push((
+                "method",
+                format!(
+                    "{what}: method {:?} is not one of {}",
+                    self.method,
+                    METHODS.join(", ")
+                ),
             ));
         }
         if self.name.trim().is_empty() || self.name.chars().count() > 80 {
-            problems.push(format!("{what}: name must be 1-80 characters"));
+            problems.push(("name", format!("{what}: name must be 1-80 characters")));
         }
-        let mut templates: Vec<(&str, &str)> = vec![("url", &self.url)];
-        templates.extend(self.headers.values().map(|v| ("header", v.as_str())));
+        let mut templates: Vec<(&'static str, &str)> = vec![("url", &self.url)];
+        templates.extend(self.headers.values().map(|v| ("headers", v.as_str())));
         if let Some(b) = &self.body {
             templates.push(("body", b));
         }
+        let mut parsed = true;
         for (part, t) in templates {
             match parse(t) {
-                Err(e) => problems.push(format!("{what}: {part}: {e}")),
+                Err(e) => {
+                    parsed = false;
+                    problems.push((part, format!("{what}: {part}: {e}")));
+                }
                 Ok(pieces) => {
                     for name in env_names(&pieces) {
                         if env(name).is_none() {
-                            problems.push(format!(
-                                "{what}: {part} uses ${{{name}}}, which is not set in the environment"
+                            problems.push((
+                                part,
+                                format!(
+                                    "{what}: {part} uses ${{{name}}}, which is not set in the environment"
+                                ),
                             ));
                         }
                     }
@@ -236,7 +246,11 @@ impl ActionHook {
         }
         for name in self.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                problems.push(format!("{what}: {name:?} is not a valid header name"));
+                parsed = false;
+                problems.push((
+                    "headers",
+                    format!("{what}: {name:?} is not a valid header name"),
+                ));
             }
         }
         // The requester must never choose where the call goes: no request field before the path.
@@ -251,24 +265,31 @@ impl ActionHook {
             })
             .unwrap_or(self.url.len());
         if self.url[..authority_end].contains("{{") {
-            problems.push(format!(
-                "{what}: url: request fields may appear only in the path and query, not in the scheme or host"
+            problems.push((
+                "url",
+                format!(
+                    "{what}: url: request fields may appear only in the path and query, not in the scheme or host"
+                ),
             ));
         }
-        if !problems.is_empty() {
+        if !parsed {
+            // Rendering would only repeat the template errors above.
             return problems;
         }
         // Render with stand-ins to check that the result is a URL (and JSON, when sent as JSON).
         let stand_in = |_: &str| Some("x".to_owned());
         match self.render_with(&|_| Ok("x".to_owned()), &stand_in) {
-            Err(e) => problems.push(format!("{what}: {e}")),
+            Err(e) => problems.push(("url", format!("{what}: {e}"))),
             Ok(r) => {
                 if let Some(body) = &r.body
                     && self.sends_json()
                     && serde_json::from_str::<serde_json::Value>(body).is_err()
                 {
-                    problems.push(format!(
-                        "{what}: body is not valid JSON once filled in (put placeholders inside quotes: \"{{{{params.version}}}}\")"
+                    problems.push((
+                        "body",
+                        format!(
+                            "{what}: body is not valid JSON once filled in (put placeholders inside quotes: \"{{{{params.version}}}}\")"
+                        ),
                     ));
                 }
             }
@@ -412,19 +433,27 @@ mod tests {
             "https://ci.example.com/?v={{params.version}}&x={{nope}}",
             None,
         );
-        assert!(bad.problems(&env)[0].contains("unknown placeholder {{nope}}"));
+        assert!(
+            bad.problems(&env)[0]
+                .1
+                .contains("unknown placeholder {{nope}}")
+        );
         let mut missing = hook("https://ci.example.com/", None);
         missing
             .headers
             .insert("X-Other".into(), "${NOT_SET}".into());
-        assert!(missing.problems(&env)[0].contains("${NOT_SET}"));
+        assert!(missing.problems(&env)[0].1.contains("${NOT_SET}"));
         let host = hook("https://{{params.host}}/x", None);
-        assert!(host.problems(&env)[0].contains("not in the scheme or host"));
+        assert!(
+            host.problems(&env)[0]
+                .1
+                .contains("not in the scheme or host")
+        );
         let unquoted = hook("https://ci.example.com/", Some(r#"{"v": {{params.v}}}"#));
-        assert!(unquoted.problems(&env)[0].contains("not valid JSON"));
+        assert!(unquoted.problems(&env)[0].1.contains("not valid JSON"));
         let mut method = hook("https://ci.example.com/", None);
         method.method = "FETCH".into();
-        assert!(method.problems(&env)[0].contains("method"));
+        assert!(method.problems(&env)[0].1.contains("method"));
     }
 
     #[test]

@@ -12,6 +12,11 @@ use crate::domain::{Approver, ChannelRef, DurationSpec, OnExpiry, Policy, Verdic
 use crate::hooks::ActionHook;
 use crate::rules::Rule;
 
+mod problems;
+
+pub use problems::Problem;
+use problems::{KeyOffsets, Source};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:greenlight.db";
 pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api/";
@@ -201,13 +206,15 @@ impl Workflow {
         self
     }
 
-    /// Problems that need no file to find (the loader adds their locations).
-    fn problems(&self) -> Vec<String> {
+    /// Problems that need no file to find, each with the key it is about (the loader places
+    /// them in the file).
+    fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         let name = self.name.as_str();
         if self.approvals_required == 0 {
-            out.push(format!(
-                "workflow {name:?}: approvals_required must be at least 1"
+            out.push((
+                "approvals_required",
+                format!("workflow {name:?}: approvals_required must be at least 1"),
             ));
         }
         let has_groups = self
@@ -216,24 +223,28 @@ impl Workflow {
             .any(|a| matches!(a, Approver::Group(_)));
         let people = self.approvers.len();
         if !self.approvers.is_empty() && !has_groups && people < self.approvals_required as usize {
-            out.push(format!(
-                "workflow {name:?}: approvals_required = {} but only {people} approver(s) are listed, so no request could ever be approved",
-                self.approvals_required
+            out.push((
+                "approvals_required",
+                format!(
+                    "workflow {name:?}: approvals_required = {} but only {people} approver(s) are listed, so no request could ever be approved",
+                    self.approvals_required
+                ),
             ));
         }
         if self.escalate_to.is_some() && self.remind_after.is_none() {
-            out.push(format!(
-                "workflow {name:?}: escalate_to needs remind_after (escalation happens on the second reminder)"
+            out.push((
+                "escalate_to",
+                format!(
+                    "workflow {name:?}: escalate_to needs remind_after (escalation happens on the second reminder)"
+                ),
             ));
         }
-        let mut seen = HashSet::new();
-        for r in &self.rule_specs {
-            if r.name.trim().is_empty() {
-                out.push(format!("workflow {name:?}: a rule has an empty name"));
-            } else if !seen.insert(r.name.as_str()) {
-                out.push(format!(
-                    "workflow {name:?}: rule {:?} is defined twice",
-                    r.name
+        for url in &self.webhooks {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                out.push((
+                    "webhooks",
+                    format!("workflow {name:?}: webhook {url:?} is not an http(s) URL"),
                 ));
             }
         }
@@ -252,8 +263,7 @@ struct FileConfig {
     delivery: DeliveryConfig,
     #[serde(default)]
     alerts: AlertsConfig,
-    /// Read one by one (see `read_file`), so that every workflow's problems are listed.
-    #[serde(skip)]
+    #[serde(default, rename = "workflow")]
     workflows: Vec<Workflow>,
 }
 
@@ -273,58 +283,116 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
-    Invalid(Vec<String>),
+    #[error("{}", show_problems(.0))]
+    Invalid(Vec<Problem>),
 }
 
-/// What is wrong with `[delivery]` and the workflows' webhooks and action hooks.
-fn delivery_problems(
-    d: &DeliveryConfig,
-    workflows: &[Workflow],
+impl ConfigError {
+    /// The problems found, each with its place (empty for a file that cannot be read).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn show_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    let count = match problems.len() {
+        1 => "1 problem".to_owned(),
+        n => format!("{n} problems"),
+    };
+    format!("{}\n{count} in the configuration", lines.join("\n"))
+}
+
+/// The smallest working `[[workflow]]`, printed where one is missing.
+pub const WORKFLOW_SNIPPET: &str = "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"";
+
+/// Where a value came from: the environment (named) or a key of the file.
+enum Origin<'a> {
+    Env(&'static str),
+    File(&'a KeyOffsets, &'static str),
+    Default,
+}
+
+struct Checker<'a> {
+    source: Option<Source<'a>>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn push(&mut self, origin: Origin<'_>, message: String) {
+        let problem = match (origin, &self.source) {
+            (Origin::Env(var), _) => Problem::general(var, message),
+            (Origin::File(keys, key), Some(src)) => src.at(keys.of(key), message),
+            (_, Some(src)) => src.at(None, message),
+            (_, None) => Problem::general("configuration", message),
+        };
+        self.problems.push(problem);
+    }
+
+    fn at(&mut self, offset: Option<usize>, message: String) {
+        match &self.source {
+            Some(src) => self.problems.push(src.at(offset, message)),
+            None => self
+                .problems
+                .push(Problem::general("configuration", message)),
+        }
+    }
+}
+
+/// A setting read from the environment, else the file, remembering which.
+fn setting<'k>(
     env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<String> {
+    var: &'static str,
+    file: Option<String>,
+    keys: &'k KeyOffsets,
+    key: &'static str,
+) -> (Option<String>, Origin<'k>) {
+    match env(var) {
+        Some(v) => (Some(v), Origin::Env(var)),
+        None => match file {
+            Some(v) => (Some(v), Origin::File(keys, key)),
+            None => (None, Origin::Default),
+        },
+    }
+}
+
+/// What is wrong with `[delivery]`, each with its key.
+fn delivery_problems(d: &DeliveryConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    if let Some(s) = &d.webhook_secret
-        && crate::webhook::WebhookSecret::parse(s.expose()).is_err()
-    {
-        out.push(format!(
-            "GREENLIGHT_WEBHOOK_SECRET / [delivery] webhook_secret: {}",
-            crate::webhook::BadSecret
+    if d.max_attempts == 0 {
+        out.push((
+            "max_attempts",
+            "[delivery] max_attempts must be at least 1".to_owned(),
         ));
     }
-    if d.max_attempts == 0 {
-        out.push("[delivery] max_attempts must be at least 1".to_owned());
-    }
     if d.backoff_base > d.backoff_max {
-        out.push("[delivery] backoff_base must not exceed backoff_max".to_owned());
+        out.push((
+            "backoff_base",
+            "[delivery] backoff_base must not exceed backoff_max".to_owned(),
+        ));
     }
     if !(d.slack_posts_per_second.is_finite() && d.slack_posts_per_second > 0.0) {
-        out.push("[delivery] slack_posts_per_second must be above 0".to_owned());
+        out.push((
+            "slack_posts_per_second",
+            "[delivery] slack_posts_per_second must be above 0".to_owned(),
+        ));
     }
     if d.slack_post_burst == 0 {
-        out.push("[delivery] slack_post_burst must be at least 1".to_owned());
-    }
-    for w in workflows {
-        let name = w.name.as_str();
-        for url in &w.webhooks {
-            let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-            if !ok {
-                out.push(format!(
-                    "workflow {name:?}: webhook {url:?} is not an http(s) URL"
-                ));
-            }
-        }
-        for hook in w.on_approve.iter().chain(&w.on_deny) {
-            out.extend(
-                hook.problems(env)
-                    .into_iter()
-                    .map(|p| format!("workflow {name:?}: {p}")),
-            );
-        }
+        out.push((
+            "slack_post_burst",
+            "[delivery] slack_post_burst must be at least 1".to_owned(),
+        ));
     }
     out
+}
+
+/// The file as read, with the table values it came from (to place problems).
+struct ReadFile<'t> {
+    config: FileConfig,
+    root: Option<toml::Spanned<toml::de::DeValue<'t>>>,
 }
 
 impl Config {
@@ -333,153 +401,171 @@ impl Config {
         Self::load_with(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
 
-    /// Loads with `env` standing in for the environment (tests pass a map).
+    /// Loads with `env` standing in for the environment (tests pass a map). Every problem is
+    /// reported at once, sorted by line.
     pub fn load_with(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let path = match env("GREENLIGHT_CONFIG") {
             Some(p) => Some(PathBuf::from(p)),
             None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
         };
-        let mut problems = Vec::new();
-        let file = match &path {
-            Some(p) => Self::read_file(p, &mut problems)?,
-            None => FileConfig::default(),
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
+            None => String::new(),
         };
-        let listen_raw = env("GREENLIGHT_LISTEN")
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let mut check = Checker {
+            source: path.as_ref().map(|p| Source {
+                shown: p.display().to_string(),
+                text: &text,
+            }),
+            problems: Vec::new(),
+        };
+        let read = match &check.source {
+            Some(src) => read_file(src, &mut check.problems),
+            None => Some(ReadFile {
+                config: FileConfig::default(),
+                root: None,
+            }),
+        };
+        let Some(read) = read else {
+            // A syntax error: nothing else can be trusted until it is fixed.
+            problems::sort(&mut check.problems);
+            return Err(ConfigError::Invalid(check.problems));
+        };
+        let root = read.root.as_ref();
+        let top = problems::key_offsets(root);
+        let file = read.config;
+
+        let (listen_raw, origin) = setting(&env, "GREENLIGHT_LISTEN", file.listen, &top, "listen");
+        let listen_raw = listen_raw.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen = listen_raw.parse().unwrap_or_else(|_| {
-            problems.push(format!(
-                "listen address {listen_raw:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"
-            ));
+            check.push(
+                origin,
+                format!("listen address {listen_raw:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
-        let database_url = env("GREENLIGHT_DATABASE_URL")
-            .or(file.database_url)
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let (database_url, origin) = setting(
+            &env,
+            "GREENLIGHT_DATABASE_URL",
+            file.database_url,
+            &top,
+            "database_url",
+        );
+        let database_url = database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
         if !database_url.starts_with("sqlite:") {
-            problems.push(format!(
-                "database URL {database_url:?} is not supported yet: use sqlite:PATH"
-            ));
+            check.push(
+                origin,
+                format!("database URL {database_url:?} is not supported yet: use sqlite:PATH"),
+            );
         }
+        let slack_keys = problems::key_offsets(root.and_then(|r| r.get_ref().get("slack")));
+        let (api_url, origin) = setting(
+            &env,
+            "SLACK_API_URL",
+            file.slack.api_url,
+            &slack_keys,
+            "api_url",
+        );
         let slack = SlackConfig {
             bot_token: env("SLACK_BOT_TOKEN").map(Secret).or(file.slack.bot_token),
             signing_secret: env("SLACK_SIGNING_SECRET")
                 .map(Secret)
                 .or(file.slack.signing_secret),
             app_token: env("SLACK_APP_TOKEN").map(Secret).or(file.slack.app_token),
-            api_url: env("SLACK_API_URL")
-                .or(file.slack.api_url)
-                .unwrap_or_else(|| DEFAULT_SLACK_API_URL.to_owned()),
+            api_url: api_url.unwrap_or_else(|| DEFAULT_SLACK_API_URL.to_owned()),
         };
         if !(slack.api_url.starts_with("https://") || slack.api_url.starts_with("http://")) {
-            problems.push(format!(
-                "SLACK_API_URL {:?} is not an http(s) URL",
-                slack.api_url
-            ));
+            check.push(
+                origin,
+                format!("SLACK_API_URL {:?} is not an http(s) URL", slack.api_url),
+            );
         }
+
+        let mut delivery = file.delivery;
+        let delivery_keys = problems::key_offsets(root.and_then(|r| r.get_ref().get("delivery")));
+        let secret_origin = match env("GREENLIGHT_WEBHOOK_SECRET") {
+            Some(s) => {
+                delivery.webhook_secret = Some(Secret(s));
+                Origin::Env("GREENLIGHT_WEBHOOK_SECRET")
+            }
+            None => Origin::File(&delivery_keys, "webhook_secret"),
+        };
+        if let Some(s) = &delivery.webhook_secret
+            && crate::webhook::WebhookSecret::parse(s.expose()).is_err()
+        {
+            check.push(
+                secret_origin,
+                format!("webhook secret: {}", crate::webhook::BadSecret),
+            );
+        }
+        for (key, message) in delivery_problems(&delivery) {
+            check.push(Origin::File(&delivery_keys, key), message);
+        }
+
         let mut seen = HashSet::new();
-        for w in &file.workflows {
-            if !seen.insert(w.name.clone()) {
-                problems.push(format!("workflow {:?} is defined twice", w.name.as_str()));
+        for (i, w) in file.workflows.iter().enumerate() {
+            let item = problems::element(root, "workflow", i);
+            let keys = problems::key_offsets(item);
+            if w.name.as_str() != problems::MISSING_NAME && !seen.insert(w.name.clone()) {
+                check.push(
+                    Origin::File(&keys, "name"),
+                    format!("workflow {:?} is defined twice", w.name.as_str()),
+                );
+            }
+            for (key, message) in w.problems() {
+                check.push(Origin::File(&keys, key), message);
+            }
+            let mut rule_names = HashSet::new();
+            for (j, spec) in w.rule_specs.iter().enumerate() {
+                let rule_keys = problems::key_offsets(problems::element(item, "rule", j));
+                if spec.name.trim().is_empty() {
+                    check.push(
+                        Origin::File(&rule_keys, "name"),
+                        format!("workflow {:?}: a rule has an empty name", w.name.as_str()),
+                    );
+                } else if !rule_names.insert(spec.name.as_str()) {
+                    check.push(
+                        Origin::File(&rule_keys, "name"),
+                        format!(
+                            "workflow {:?}: rule {:?} is defined twice",
+                            w.name.as_str(),
+                            spec.name
+                        ),
+                    );
+                }
+            }
+            for (list, hooks) in [("on_approve", &w.on_approve), ("on_deny", &w.on_deny)] {
+                for (j, hook) in hooks.iter().enumerate() {
+                    let hook_keys = problems::key_offsets(problems::element(item, list, j));
+                    for (part, message) in hook.problems(&env) {
+                        check.push(
+                            Origin::File(&hook_keys, part),
+                            format!("workflow {:?}: {message}", w.name.as_str()),
+                        );
+                    }
+                }
             }
         }
-        let mut delivery = file.delivery;
-        if let Some(s) = env("GREENLIGHT_WEBHOOK_SECRET") {
-            delivery.webhook_secret = Some(Secret(s));
+        let mut workflows = file.workflows;
+        for w in &mut workflows {
+            w.rules = compile_rules(w.name.as_str(), &w.rule_specs, &mut check);
         }
-        problems.extend(delivery_problems(&delivery, &file.workflows, &env));
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
+        if !check.problems.is_empty() {
+            problems::sort(&mut check.problems);
+            return Err(ConfigError::Invalid(check.problems));
         }
         Ok(Config {
             listen,
             database_url,
             slack,
-            workflows: file.workflows,
+            workflows,
             source: path,
             delivery,
             alerts: file.alerts,
         })
-    }
-
-    /// Reads the file. A TOML syntax error stops here; anything else wrong is added to
-    /// `problems` with its line and column, each workflow and rule checked on its own so that
-    /// one mistake does not hide the next.
-    fn read_file(path: &Path, problems: &mut Vec<String>) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let shown = path.display().to_string();
-        let render = |mut e: toml::de::Error| {
-            e.set_input(Some(&text));
-            e.to_string().trim_end().to_owned()
-        };
-        let located = |e| format!("{shown}: {}", render(e));
-        let root = toml::de::DeTable::parse(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: render(e),
-        })?;
-        let span = root.span();
-        let mut table = root.into_inner();
-        let workflows = table.remove("workflow");
-        let mut file: FileConfig = match FileConfig::deserialize(toml::de::Deserializer::from(
-            toml::Spanned::new(span, table),
-        )) {
-            Ok(f) => f,
-            Err(e) => {
-                problems.push(located(e));
-                FileConfig::default()
-            }
-        };
-        let items = match workflows.map(|w| (w.span(), w.into_inner())) {
-            None => Vec::new(),
-            Some((_, toml::de::DeValue::Array(items))) => items.into_iter().collect(),
-            Some((span, _)) => {
-                problems.push(format!(
-                    "{shown}:{}: `workflow` must be an array of tables: write [[workflow]]",
-                    line_col(&text, span.start).0
-                ));
-                Vec::new()
-            }
-        };
-        for item in items {
-            let name = item
-                .get_ref()
-                .get("name")
-                .and_then(|n| n.get_ref().as_str())
-                .unwrap_or("?")
-                .to_owned();
-            let rule_items: Vec<_> = item
-                .get_ref()
-                .get("rule")
-                .and_then(|r| r.get_ref().as_array())
-                .map(|a| a.iter().cloned().collect())
-                .unwrap_or_default();
-            let (workflow, errors) = deserialize_workflow(item);
-            let broken = !errors.is_empty();
-            problems.extend(errors.into_iter().map(&located));
-            match workflow {
-                Some(mut w) => {
-                    problems.extend(w.problems().into_iter().map(|p| format!("{shown}: {p}")));
-                    w.rules = compile_rules(&name, &w.rule_specs, &text, &shown, problems);
-                    if !broken {
-                        file.workflows.push(w);
-                    }
-                }
-                None => {
-                    // The workflow is broken, but its rules may have problems of their own.
-                    let specs: Vec<RuleSpec> = rule_items
-                        .into_iter()
-                        .filter_map(|r| {
-                            RuleSpec::deserialize(toml::de::ValueDeserializer::from(r)).ok()
-                        })
-                        .collect();
-                    compile_rules(&name, &specs, &text, &shown, problems);
-                }
-            }
-        }
-        Ok(file)
     }
 
     /// The workflow called `name`.
@@ -487,34 +573,70 @@ impl Config {
         self.workflows.iter().find(|w| w.name.as_str() == name)
     }
 
-    /// What `serve` needs beyond a valid file: a bot token, and a signing secret unless
-    /// Socket Mode is on.
+    /// What `serve` needs beyond a valid file: a bot token, a signing secret unless Socket
+    /// Mode is on, and at least one workflow.
     pub fn check_serve(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.slack.bot_token.is_none() {
-            problems.push("SLACK_BOT_TOKEN is required (xoxb-...)".to_owned());
-        }
-        if self.slack.signing_secret.is_none() && self.slack.app_token.is_none() {
-            problems.push(
-                "SLACK_SIGNING_SECRET is required to verify Slack's requests (or set SLACK_APP_TOKEN for Socket Mode)"
-                    .to_owned(),
-            );
-        }
-        if self.workflows.is_empty() {
-            problems.push(format!(
-                "no workflows configured: add [[workflow]] name = \"deploy\", channel = \"#deploys\" to {}",
-                self.source
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_CONFIG_FILE))
-                    .display()
+            problems.push(Problem::general(
+                "SLACK_BOT_TOKEN",
+                "is required (the bot token, xoxb-...)",
             ));
         }
+        if self.slack.signing_secret.is_none() && self.slack.app_token.is_none() {
+            problems.push(Problem::general(
+                "SLACK_SIGNING_SECRET",
+                "is required to verify Slack's requests (or set SLACK_APP_TOKEN for Socket Mode)",
+            ));
+        }
+        problems.extend(self.workflow_problem());
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
         }
     }
+
+    /// A config without workflows can take no request: `check` and `serve` both refuse it.
+    pub fn workflow_problem(&self) -> Option<Problem> {
+        if !self.workflows.is_empty() {
+            return None;
+        }
+        let file = self
+            .source
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_CONFIG_FILE))
+            .display()
+            .to_string();
+        let how = match &self.source {
+            Some(_) => format!("add a workflow to {file}"),
+            None => format!(
+                "no config file found (looked for GREENLIGHT_CONFIG, then ./{DEFAULT_CONFIG_FILE}); create {file}"
+            ),
+        };
+        Some(Problem::general(
+            file.clone(),
+            format!("no workflows configured: {how} with, for example:\n\n{WORKFLOW_SNIPPET}\n"),
+        ))
+    }
+}
+
+/// Reads the file: a TOML syntax error is reported and ends the reading (`None`); anything
+/// else wrong is added to `problems` with its place, and the rest is still read and checked.
+fn read_file<'t>(src: &Source<'t>, problems: &mut Vec<Problem>) -> Option<ReadFile<'t>> {
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(src.text);
+    if !syntax.is_empty() {
+        problems.extend(syntax.iter().map(|e| src.toml(e)));
+        return None;
+    }
+    let span = root.span();
+    let root = toml::Spanned::new(span, toml::de::DeValue::Table(root.into_inner()));
+    let (file, errors) = problems::lenient::<FileConfig>(root.clone());
+    problems.extend(errors.iter().map(|e| src.toml(e)));
+    Some(ReadFile {
+        config: file.unwrap_or_default(),
+        root: Some(root),
+    })
 }
 
 /// Settings of the local Slack (`greenlight sandbox`, `greenlight dev`): where it listens, where
@@ -538,8 +660,9 @@ impl SandboxSettings {
         let raw =
             env("GREENLIGHT_SANDBOX_LISTEN").unwrap_or_else(|| DEFAULT_SANDBOX_LISTEN.to_owned());
         let listen = raw.parse().map_err(|_| {
-            ConfigError::Invalid(vec![format!(
-                "GREENLIGHT_SANDBOX_LISTEN {raw:?} is not HOST:PORT (e.g. {DEFAULT_SANDBOX_LISTEN})"
+            ConfigError::Invalid(vec![Problem::general(
+                "GREENLIGHT_SANDBOX_LISTEN",
+                format!("{raw:?} is not HOST:PORT (e.g. {DEFAULT_SANDBOX_LISTEN})"),
             )])
         })?;
         Ok(Self {
@@ -552,83 +675,23 @@ impl SandboxSettings {
     }
 }
 
-/// Deserializes one `[[workflow]]`. serde stops at the first bad key, so each error's key is
-/// taken out and the rest tried again: every bad key is reported, and what is left is still
-/// checked (rules, limits). Returns the workflow only as far as it could be read.
-fn deserialize_workflow(
-    item: toml::Spanned<toml::de::DeValue<'_>>,
-) -> (Option<Workflow>, Vec<toml::de::Error>) {
-    let span = item.span();
-    let toml::de::DeValue::Table(mut table) = item.into_inner() else {
-        let e = <toml::de::Error as serde::de::Error>::custom(
-            "`workflow` must be an array of tables: write [[workflow]]",
-        );
-        return (None, vec![e]);
-    };
-    let mut errors = Vec::new();
-    for _ in 0..32 {
-        let value = toml::Spanned::new(span.clone(), toml::de::DeValue::Table(table.clone()));
-        match Workflow::deserialize(toml::de::ValueDeserializer::from(value)) {
-            Ok(w) => return (Some(w), errors),
-            // Only because a bad required key was taken out: already reported.
-            Err(e) if !errors.is_empty() && e.message().starts_with("missing field") => break,
-            Err(e) => {
-                let at = e.span().map(|s| s.start);
-                errors.push(e);
-                let culprit = at.and_then(|at| {
-                    table
-                        .iter()
-                        .find(|(k, v)| {
-                            k.span().contains(&at) || v.span().contains(&at) || v.span().start == at
-                        })
-                        .map(|(k, _)| k.get_ref().to_string())
-                });
-                match culprit {
-                    Some(key) => {
-                        table.remove(key.as_str());
-                    }
-                    None => break,
-                }
-            }
-        }
-    }
-    (None, errors)
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 /// Compiles a workflow's rules; each problem is reported at its place in the file, with the
 /// line and a caret under the spot.
-fn compile_rules(
-    workflow: &str,
-    specs: &[RuleSpec],
-    text: &str,
-    shown: &str,
-    problems: &mut Vec<String>,
-) -> Vec<Rule> {
+fn compile_rules(workflow: &str, specs: &[RuleSpec], check: &mut Checker<'_>) -> Vec<Rule> {
     let mut compiled = Vec::new();
     for spec in specs {
         match Rule::compile(&spec.name, spec.when.get_ref(), spec.decision) {
             Ok(rule) => compiled.push(rule),
             Err(found) => {
-                let start = expression_start(text, spec.when.span());
+                let start = check
+                    .source
+                    .as_ref()
+                    .map(|src| expression_start(src.text, spec.when.span()));
                 for p in found {
-                    let at = (start + p.offset).min(text.len());
-                    let (line, col) = line_col(text, at);
-                    let source_line = text.lines().nth(line - 1).unwrap_or_default();
-                    problems.push(format!(
-                        "{shown}:{line}:{col}: workflow {:?}, rule {:?}: {}\n    {line:>4} | {source_line}\n         | {}^",
-                        workflow,
-                        spec.name,
-                        p.message,
-                        " ".repeat(col - 1),
-                    ));
+                    check.at(
+                        start.map(|s| s + p.offset),
+                        format!("workflow {workflow:?}, rule {:?}: {}", spec.name, p.message),
+                    );
                 }
             }
         }
@@ -692,7 +755,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `approver`"), "{err}");
-        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("greenlight.toml:4:1: error:"), "{err}");
     }
 
     #[test]
@@ -785,20 +848,109 @@ decision = "approve"
         .to_string();
         assert!(err.contains("invalid channel"), "{err}");
         assert!(
-            err.contains("line 5") && err.contains("invalid duration \"1x\""),
+            err.contains(":5:14: error: invalid duration \"1x\""),
             "{err}"
         );
-        assert!(err.contains(":9:"), "{err}");
-        assert!(err.contains("rule \"broken\""), "{err}");
-        assert!(err.contains("only 1 approver"), "{err}");
-        assert!(err.contains("escalate_to needs remind_after"), "{err}");
+        assert!(
+            err.contains(":9:24: error: workflow \"payments\", rule \"broken\""),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                ":16:1: error: workflow \"deploy\": approvals_required = 2 but only 1 approver"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(":17:1: error: workflow \"deploy\": escalate_to needs remind_after"),
+            "{err}"
+        );
         assert!(err.contains("unknown name `param`"), "{err}");
         // The caret sits under `param`, column 9 of line 21.
         assert!(err.contains(":21:9:"), "{err}");
         assert!(
-            err.contains("  21 | when = \"param.amount < 5\"\n         |         ^"),
+            err.contains("   21 | when = \"param.amount < 5\"\n      |         ^"),
             "{err}"
         );
+        assert!(!err.contains("TOML parse error"), "{err}");
+        assert!(err.ends_with("6 problems in the configuration"), "{err}");
+    }
+
+    /// Everything a newcomer hit one batch at a time, in one pass, sorted by line.
+    #[test]
+    fn one_pass_reports_everything_in_line_order() {
+        let err = load(
+            r##"
+[delivery]
+max_attempts = 0
+colour = "green"
+
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+approvers = ["U0ALICE"]
+approvals_required = 3
+escalate_to = "U0BOSS"
+mystery = 1
+
+[[workflow.rule]]
+name = "r"
+when = "parms.x > 1"
+decision = "approve"
+
+[[workflow.on_approve]]
+name = "Deploy"
+url = "https://ci.example.com/job?token=${NOT_SET_ANYWHERE}&v={{nope}}"
+
+[[workflow.on_deny]]
+url = "https://ci.example.com/"
+body = '{"v": {{params.v}}}'
+
+[[workflow]]
+channel = "#other"
+expires_in = "soon"
+"##,
+            &[],
+        )
+        .unwrap_err();
+        let problems = err.problems();
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        let mut sorted = lines.clone();
+        sorted.sort();
+        assert_eq!(lines, sorted, "{err}");
+        let text = err.to_string();
+        for (line, what) in [
+            (3, "max_attempts must be at least 1"),
+            (4, "unknown field `colour`"),
+            (10, "approvals_required = 3 but only 1 approver"),
+            (11, "escalate_to needs remind_after"),
+            (12, "unknown field `mystery`"),
+            (16, "unknown name `parms`"),
+            (21, "unknown placeholder {{nope}}"),
+            (25, "not valid JSON once filled in"),
+            (27, "missing field `name`"),
+            (29, "invalid duration \"soon\""),
+        ] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.line == line && p.message.contains(what)),
+                "line {line}: {what}\n{text}"
+            );
+        }
+        // Every problem names the file, line and column.
+        for p in problems {
+            assert!(p.place.contains("greenlight.toml:"), "{p}");
+        }
+    }
+
+    #[test]
+    fn no_workflow_is_refused_with_a_pasteable_snippet() {
+        let c = Config::load_with(|_| None).unwrap();
+        let p = c.workflow_problem().expect("no workflows is a problem");
+        assert!(p.message.contains(WORKFLOW_SNIPPET), "{p}");
+        let snippet: toml::Table = toml::from_str(WORKFLOW_SNIPPET).unwrap();
+        assert_eq!(snippet["workflow"][0]["channel"].as_str(), Some("#deploy"));
     }
 
     #[test]
