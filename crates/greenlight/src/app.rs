@@ -148,6 +148,7 @@ impl Application {
         let scheduler = tokio::spawn(
             crate::scheduler::Scheduler::new(self.state.service.clone()).run(shutdown.clone()),
         );
+        let store = self.state.service.store().clone();
         let app = http::router(self.state);
         let stop = shutdown.clone();
         let served = axum::serve(self.listener, app)
@@ -160,6 +161,7 @@ impl Application {
         }
         let _ = worker.await;
         let _ = scheduler.await;
+        store.close().await;
         served
     }
 }

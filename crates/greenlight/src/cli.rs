@@ -34,36 +34,106 @@ pub struct Cli {
     command: Command,
 }
 
+const SERVE_ENV: &str = "\
+Environment (the config file may set the same; the environment wins):
+  GREENLIGHT_CONFIG        config file [default: ./greenlight.toml if present]
+  GREENLIGHT_DATABASE_URL  sqlite:PATH [default: sqlite:greenlight.db]
+  GREENLIGHT_LISTEN        address to bind [default: 127.0.0.1:8080]
+  SLACK_BOT_TOKEN          bot token, xoxb-... (required)
+  SLACK_SIGNING_SECRET     verifies Slack's HTTP requests (required unless SLACK_APP_TOKEN)
+  SLACK_APP_TOKEN          xapp-...; when set, Socket Mode is used
+  SLACK_API_URL            Slack Web API base URL [default: https://slack.com/api/]
+  GREENLIGHT_WEBHOOK_SECRET  whsec_... that signs callbacks [default: generated, stored]
+  RUST_LOG                 log filter, e.g. debug or greenlight=debug [default: info]
+
+Routes: /v1/... (API), /slack/interactions and /slack/events (Slack), /healthz, /readyz, /metrics.";
+
+const DEV_ENV: &str = "\
+Ports: the API on 127.0.0.1:8080, the sandbox page and its Slack Web API on 127.0.0.1:8090.
+
+Environment:
+  GREENLIGHT_LISTEN          API address [default: 127.0.0.1:8080]
+  GREENLIGHT_SANDBOX_LISTEN  sandbox address [default: 127.0.0.1:8090]
+  GREENLIGHT_DATABASE_URL    sqlite:PATH [default: sqlite:greenlight.db]
+  GREENLIGHT_CONFIG          workflows [default: ./greenlight.toml if present, else a `deploy` workflow posting to #deploy]
+  GREENLIGHT_TOKEN           API key to register and print, kept across restarts [default: a new one each start]
+  RUST_LOG                   log filter [default: info]";
+
+const SANDBOX_ENV: &str = "\
+Environment:
+  GREENLIGHT_SANDBOX_LISTEN             address [default: 127.0.0.1:8090]
+  GREENLIGHT_SANDBOX_INTERACTIVITY_URL  where clicks are POSTed when no socket is open [default: http://127.0.0.1:8080/slack/interactions]
+  SLACK_BOT_TOKEN       bot token it accepts [default: xoxb-sandbox-bot-token]
+  SLACK_APP_TOKEN       app token for Socket Mode [default: xapp-1-sandbox-app-token]
+  SLACK_SIGNING_SECRET  secret it signs clicks with [default: sandbox-signing-secret]";
+
+const DATABASE_ENV: &str = "\
+Environment:
+  GREENLIGHT_DATABASE_URL  sqlite:PATH [default: sqlite:greenlight.db]
+  GREENLIGHT_CONFIG        config file, for database_url [default: ./greenlight.toml if present]";
+
+const CLIENT_ENV: &str = "\
+Environment:
+  GREENLIGHT_URL    the greenlight server [default: http://127.0.0.1:8080]
+  GREENLIGHT_TOKEN  an API key (greenlight keys create ...; `dev` prints one) (required)";
+
+const ASK_AFTER: &str = "\
+Exit codes (with --wait):
+  0  approved
+  1  denied
+  2  usage error (bad flags, or the server refused the input)
+  3  expired or cancelled
+  4  still pending when --timeout ran out
+  5  any other failure (server unreachable, bad key)
+
+Environment:
+  GREENLIGHT_URL    the greenlight server [default: http://127.0.0.1:8080]
+  GREENLIGHT_TOKEN  an API key with the request and read scopes (required)
+
+Example:
+  greenlight ask --workflow deploy --title \"Deploy api v1.2\" --param version=1.2 --wait";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (HTTP API, Slack endpoints, delivery worker).
+    #[command(after_help = SERVE_ENV)]
     Serve,
     /// Server + Slack sandbox + SQLite in one process, no Slack account needed.
+    #[command(after_help = DEV_ENV)]
     Dev,
     /// The Slack sandbox alone: Web API, signed clicks, Socket Mode, a browser page.
+    #[command(after_help = SANDBOX_ENV)]
     Sandbox,
     /// Apply database migrations and exit.
+    #[command(after_help = DATABASE_ENV)]
     Migrate,
-    /// Validate the config file and exit (0 when clean).
+    /// Validate the config file and exit (0 when clean, 1 with every problem listed).
+    #[command(
+        after_help = "Environment: GREENLIGHT_CONFIG, and every variable `serve --help` lists (they override the file)."
+    )]
     Check {
         /// Config file to check (default: GREENLIGHT_CONFIG or ./greenlight.toml).
         #[arg(long)]
         config: Option<std::path::PathBuf>,
     },
     /// Manage API keys (works directly on the database).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = DATABASE_ENV)]
     Keys(KeysCommand),
     /// Ask for approval; with --wait, block until decided and exit with the outcome.
+    #[command(after_help = ASK_AFTER)]
     Ask(AskArgs),
     /// Print the audit log as JSON lines.
+    #[command(after_help = CLIENT_ENV)]
     Audit {
         /// Only events after this audit id.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// How many events to print (1-1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
     /// Print the `whsec_...` secret that signs callbacks, for receivers to verify them.
+    #[command(after_help = DATABASE_ENV)]
     WebhookSecret,
 }
 
@@ -71,6 +141,7 @@ enum Command {
 enum KeysCommand {
     /// Create a key and print it (alone) on stdout. It is stored only as a hash.
     Create {
+        /// A name for the key; shown as the actor in the audit log.
         #[arg(long)]
         name: String,
         /// Comma-separated: request, read, decide, admin.
@@ -80,15 +151,21 @@ enum KeysCommand {
     /// List keys (never their secrets).
     List,
     /// Revoke a key by id.
-    Revoke { id: String },
+    Revoke {
+        /// The key's id (key_...), as `keys list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
 struct AskArgs {
+    /// The workflow to ask in (may be left out when only one is configured).
     #[arg(long)]
     workflow: Option<String>,
+    /// What is being approved, shown as the message's heading (up to 200 characters).
     #[arg(long)]
     title: String,
+    /// More text under the title (mrkdwn-escaped; up to 10,000 characters).
     #[arg(long)]
     details: Option<String>,
     /// key=value; repeatable. Numbers and true/false become JSON numbers and booleans.
@@ -163,9 +240,13 @@ fn init_tracing(server: bool) {
     let default = if server { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a file or a pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 
@@ -186,28 +267,35 @@ async fn run(command: Command) -> ExitCode {
         Command::Serve => serve().await,
         Command::Dev => crate::dev::dev(stop_on_signal()).await,
         Command::Sandbox => crate::dev::sandbox(stop_on_signal()).await,
-        Command::Migrate => match open_store().await {
-            Ok((config, _)) => {
+        Command::Migrate => {
+            with_store(async |config, _| {
                 eprintln!("database {} is up to date", config.database_url);
                 ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+            })
+            .await
+        }
         Command::Check { config } => check(config),
-        Command::Keys(cmd) => keys(cmd).await,
+        Command::Keys(cmd) => with_store(async |_, store| keys(cmd, store).await).await,
         Command::Ask(args) => ask(args).await,
         Command::Audit { after, limit } => audit(after, limit).await,
-        Command::WebhookSecret => webhook_secret().await,
+        Command::WebhookSecret => with_store(webhook_secret).await,
     }
 }
 
-/// The configured secret, or the stored one (generated now if the server never ran).
-async fn webhook_secret() -> ExitCode {
+/// Runs `f` on the database, then closes it cleanly.
+async fn with_store(f: impl AsyncFnOnce(&Config, &dyn store::Store) -> ExitCode) -> ExitCode {
     let (config, store) = match open_store().await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
-    match crate::delivery::webhook_secret(&config, store.as_ref()).await {
+    let code = f(&config, store.as_ref()).await;
+    store.close().await;
+    code
+}
+
+/// The configured secret, or the stored one (generated now if the server never ran).
+async fn webhook_secret(config: &Config, store: &dyn store::Store) -> ExitCode {
+    match crate::delivery::webhook_secret(config, store).await {
         Ok(secret) => {
             println!("{}", secret.expose());
             ExitCode::SUCCESS
@@ -304,11 +392,7 @@ fn check(path: Option<std::path::PathBuf>) -> ExitCode {
     }
 }
 
-async fn keys(cmd: KeysCommand) -> ExitCode {
-    let store = match open_store().await {
-        Ok((_, store)) => store,
-        Err(code) => return code,
-    };
+async fn keys(cmd: KeysCommand, store: &dyn store::Store) -> ExitCode {
     match cmd {
         KeysCommand::Create { name, scopes } => {
             let name = name.trim().to_owned();
@@ -420,7 +504,11 @@ impl Client {
         req: reqwest::RequestBuilder,
     ) -> Result<(u16, serde_json::Value), ClientError> {
         let res = req.bearer_auth(&self.token).send().await.map_err(|e| {
-            ClientError::Failed(format!("cannot reach greenlight at {}: {e}", self.base))
+            ClientError::Failed(format!(
+                "cannot reach greenlight at {}: {}",
+                self.base,
+                root_cause(&e)
+            ))
         })?;
         let status = res.status().as_u16();
         let body: serde_json::Value = res
@@ -445,6 +533,35 @@ impl Client {
         }
         Ok((status, body))
     }
+}
+
+/// The innermost cause of an error ("connection refused"), which is what a person can act on;
+/// reqwest's own message only says that sending failed.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+        let kind = match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => {
+                Some("connection refused (is the server running?)")
+            }
+            std::io::ErrorKind::TimedOut => Some("timed out"),
+            std::io::ErrorKind::ConnectionReset => Some("connection reset"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return kind.to_owned();
+        }
+    }
+    if e.downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_timeout)
+    {
+        return "timed out".to_owned();
+    }
+    text
 }
 
 fn client_exit(e: ClientError) -> ExitCode {

@@ -150,6 +150,7 @@ async fn dev_key(database_url: &str) -> Result<String, store::StoreError> {
         };
         store.insert_api_key(&key, &hash_key(&secret)).await?;
     }
+    store.close().await;
     Ok(secret)
 }
 
@@ -169,10 +170,10 @@ fn print_banner(sandbox: &str, api: &str, key: &str, config: &Config) {
          \n\nAsk for approval and wait for the click:\n\
          \n  export GREENLIGHT_URL={api} GREENLIGHT_TOKEN={key}\
          \n  {exe} ask --workflow {workflow} --title \"Deploy api v1.2\" --param version=1.2 --wait\
-         \n\nOr with curl:\n\
-         \n  curl -s -X POST {api}/v1/requests -H \"Authorization: Bearer {key}\" \\\
-         \n    -H 'Content-Type: application/json' -d '{{\"workflow\":\"{workflow}\",\"title\":\"Deploy api v1.2\"}}'\
-         \n  curl -s \"{api}/v1/requests/<id>?wait=30\" -H \"Authorization: Bearer {key}\"\n",
+         \n\nOr with curl (and jq):\n\
+         \n  id=$(curl -s -X POST {api}/v1/requests -H \"Authorization: Bearer $GREENLIGHT_TOKEN\" \\\
+         \n    -H 'Content-Type: application/json' -d '{{\"workflow\":\"{workflow}\",\"title\":\"Deploy api v1.2\"}}' | jq -r .id)\
+         \n  curl -s \"{api}/v1/requests/$id?wait=30\" -H \"Authorization: Bearer $GREENLIGHT_TOKEN\"\n",
         db = config.database_url,
         workflows = names.join(", "),
     );

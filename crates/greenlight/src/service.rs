@@ -299,7 +299,7 @@ impl Service {
             });
         }
         let mut decided = None;
-        if let Some(m) = evaluation.decision {
+        if let Some(m) = &evaluation.decision {
             let status = request.decide_by_rule(&m.rule, m.verdict, m.summary.clone(), now)?;
             audit.push(NewAudit {
                 request_id: Some(request.id.clone()),
@@ -336,6 +336,14 @@ impl Service {
         match outcome {
             Ok(CreateOutcome::Created) => {
                 metrics::counter!("greenlight_requests_created_total").increment(1);
+                match &evaluation.decision {
+                    Some(m) => {
+                        tracing::info!(request = %request.id, workflow = %request.workflow, status = request.status.as_str(), rule = %m.rule, "request created and decided by a rule")
+                    }
+                    None => {
+                        tracing::info!(request = %request.id, workflow = %request.workflow, title = %request.title, "request created")
+                    }
+                }
                 if let Some(status) = decided {
                     metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Policy.as_str()).increment(1);
                 }
@@ -427,11 +435,15 @@ impl Service {
                 self.outbox.notify_one();
                 return Ok(match outcome {
                     VoteOutcome::Decided(status) => {
+                        tracing::info!(request = %id, by = %vote.by, verdict = vote.verdict.as_str(), status = status.as_str(), "request decided");
                         metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => vote.kind.as_str()).increment(1);
                         self.waiters.wake(id);
                         VoteResult::Decided(request)
                     }
-                    VoteOutcome::Counted { .. } => VoteResult::Counted(request),
+                    VoteOutcome::Counted { .. } => {
+                        tracing::info!(request = %id, by = %vote.by, verdict = vote.verdict.as_str(), "vote recorded");
+                        VoteResult::Counted(request)
+                    }
                 });
             }
             // Someone changed it first: decide again on what they left.
@@ -464,6 +476,7 @@ impl Service {
             {
                 self.outbox.notify_one();
                 self.waiters.wake(id);
+                tracing::info!(request = %id, by, "request cancelled");
                 return Ok(request);
             }
         }
@@ -527,6 +540,7 @@ impl Service {
             {
                 self.outbox.notify_one();
                 if let Event::Decided(status) = event {
+                    tracing::info!(request = %id, status = status.as_str(), "request decided by its expiry");
                     metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Timeout.as_str()).increment(1);
                     self.waiters.wake(id);
                 }

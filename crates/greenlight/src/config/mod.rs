@@ -953,6 +953,21 @@ expires_in = "soon"
         assert_eq!(snippet["workflow"][0]["channel"].as_str(), Some("#deploy"));
     }
 
+    /// The commented example in the repository stays valid as the config grows.
+    #[test]
+    fn the_shipped_example_config_is_clean() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/greenlight.toml"
+        );
+        let c = Config::load_with(|k| (k == "GREENLIGHT_CONFIG").then(|| path.to_owned()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.workflow_problem().is_none());
+        let deploy = c.workflow("deploy").unwrap();
+        assert_eq!(deploy.rules.len(), 1);
+        assert_eq!(deploy.on_approve.len(), 1);
+    }
+
     #[test]
     fn secrets_do_not_print() {
         let s = Secret::new("xoxb-very-secret");

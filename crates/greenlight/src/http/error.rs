@@ -105,6 +105,17 @@ impl From<JsonRejection> for ApiError {
         } else {
             StatusCode::BAD_REQUEST
         };
+        // A body over the size limit is 413, not a client's syntax error.
+        let status = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            status
+        };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            code
+        };
         ApiError::new(status, code, r.body_text())
     }
 }
@@ -125,6 +136,11 @@ impl From<PathRejection> for ApiError {
 #[derive(axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// `Path` whose rejections speak the API's error format.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
 
 /// `Query` whose rejections speak the API's error format.
 #[derive(axum::extract::FromRequestParts)]

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(TraceLayer::new_for_http())
@@ -53,6 +54,15 @@ async fn not_found() -> Response {
         axum::http::StatusCode::NOT_FOUND,
         "not_found",
         "no such route",
+    )
+    .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
     )
     .into_response()
 }

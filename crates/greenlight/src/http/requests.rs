@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::domain::{DecisionKind, DurationSpec, Params, RequestId, Status, Verdict, Vote};
 use crate::service::{CreateInput, VoteResult};
 use crate::store::{ListFilter, Scope};
@@ -167,7 +167,7 @@ pub struct GetQuery {
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
@@ -255,7 +255,7 @@ struct CancelBody {
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Request)?;
@@ -281,7 +281,7 @@ pub struct DecisionBody {
 pub async fn decide(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<DecisionBody>,
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Decide)?;

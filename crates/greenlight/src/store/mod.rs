@@ -401,6 +401,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool>;
+
+    /// Closes every connection after the writes in flight, on a clean shutdown (SQLite then
+    /// folds its write-ahead log back into the file and removes it).
+    async fn close(&self);
 }
 
 pub(crate) fn ts_from_millis(ms: Millis) -> StoreResult<Timestamp> {

@@ -719,4 +719,9 @@ impl Store for SqliteStore {
                 .bind(id.to_string());
         Ok(self.writer.execute(query).await? == 1)
     }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
 }

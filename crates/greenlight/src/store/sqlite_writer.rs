@@ -26,9 +26,16 @@ type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 type OpFuture = Pin<Box<dyn Future<Output = (SqliteConnection, bool, Completion)> + Send>>;
 type Op = Box<dyn FnOnce(SqliteConnection) -> OpFuture + Send>;
 
+/// What the writer task is asked to do.
+enum Msg {
+    Write(Op),
+    /// Finish what is queued, close the connection (so SQLite checkpoints the WAL) and stop.
+    Close(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct Writer {
-    ops: mpsc::Sender<Op>,
+    ops: mpsc::Sender<Msg>,
 }
 
 impl Writer {
@@ -65,7 +72,7 @@ impl Writer {
             })
         });
         self.ops
-            .send(op)
+            .send(Msg::Write(op))
             .await
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         rx.await.map_err(|_| {
@@ -75,6 +82,14 @@ impl Writer {
 }
 
 impl Writer {
+    /// Closes the write connection after the writes already queued; later writes fail.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// One statement as one write; returns the number of rows it changed.
     pub async fn execute(
         &self,
@@ -95,25 +110,40 @@ impl Writer {
 async fn run(
     mut conn: SqliteConnection,
     options: SqliteConnectOptions,
-    mut rx: mpsc::Receiver<Op>,
+    mut rx: mpsc::Receiver<Msg>,
 ) {
+    let mut closing = None;
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(16);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        match first {
+            Msg::Write(op) => batch.push(op),
+            Msg::Close(done) => closing = Some(done),
+        }
+        while batch.len() < MAX_BATCH && closing.is_none() {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(Msg::Write(op)) => batch.push(op),
+                Ok(Msg::Close(done)) => closing = Some(done),
                 Err(_) => break,
             }
         }
-        metrics::histogram!("greenlight_sqlite_batch_size").record(batch.len() as f64);
-        conn = match run_batch(conn, batch).await {
-            Some(conn) => conn,
-            None => match reconnect(&options).await {
+        if !batch.is_empty() {
+            metrics::histogram!("greenlight_sqlite_batch_size").record(batch.len() as f64);
+            conn = match run_batch(conn, batch).await {
                 Some(conn) => conn,
-                None => return,
-            },
-        };
+                None => match reconnect(&options).await {
+                    Some(conn) => conn,
+                    None => return,
+                },
+            };
+        }
+        if let Some(done) = closing.take() {
+            rx.close();
+            if let Err(e) = sqlx::Connection::close(conn).await {
+                tracing::warn!(error = %e, "closing the database writer");
+            }
+            let _ = done.send(());
+            return;
+        }
     }
 }
 
