@@ -42,10 +42,13 @@
 
 #![forbid(unsafe_code)]
 
+mod b64;
 mod blocks;
+mod commands;
 mod config;
 mod control;
 mod error;
+mod events;
 mod faults;
 mod interact;
 mod model;
@@ -68,14 +71,15 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub use config::{Channel, SandboxConfig, User, UserGroup};
 pub use error::SandboxError;
 pub use faults::FaultKind;
-pub use interact::Click;
+pub use interact::{Click, HomeClick};
 pub use model::{
-    ApiCall, ClickOutcome, Delivery, EphemeralMessage, Message, SandboxEvent, Transport, View,
+    ApiCall, ClickOutcome, CommandOutcome, CommandResponse, Delivery, EphemeralMessage, Message,
+    SandboxEvent, Transport, View,
 };
 pub use signing::sign;
 
 use crate::faults::Fault;
-use crate::state::{Shared, Store, lock};
+use crate::state::{Shared, Store, lock, set_url};
 
 /// Starts sandboxes.
 pub struct Sandbox;
@@ -97,6 +101,8 @@ impl Sandbox {
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             interactivity_url: RwLock::new(config.interactivity_url.clone()),
+            events_url: RwLock::new(config.events_url.clone()),
+            commands_url: RwLock::new(config.commands_url.clone()),
             config,
             addr,
             store: Mutex::new(Store::default()),
@@ -188,11 +194,33 @@ impl SandboxHandle {
     }
 
     pub fn interactivity_url(&self) -> String {
-        self.shared
-            .interactivity_url
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.interactivity_url()
+    }
+
+    /// Where Events API payloads go without Socket Mode. Unless set, the interactivity URL's
+    /// origin + `/slack/events` (so it follows `set_interactivity_url`).
+    pub fn events_url(&self) -> String {
+        self.shared.events_url()
+    }
+
+    /// Where slash commands go without Socket Mode. Unless set, the interactivity URL's origin
+    /// + `/slack/commands`.
+    pub fn commands_url(&self) -> String {
+        self.shared.commands_url()
+    }
+
+    pub fn set_events_url(&self, url: impl Into<String>) {
+        set_url(&self.shared.events_url, Some(url.into()));
+    }
+
+    pub fn set_commands_url(&self, url: impl Into<String>) {
+        set_url(&self.shared.commands_url, Some(url.into()));
+    }
+
+    /// One app server for everything: interactivity, events and commands URLs become
+    /// `base` + `/slack/interactions`, `/slack/events`, `/slack/commands`.
+    pub fn set_app_base_url(&self, base: &str) {
+        self.shared.set_app_base_url(base);
     }
 
     /// Top-level messages of a channel (id or name) in posting order, including deleted ones
@@ -261,7 +289,20 @@ impl SandboxHandle {
         lock(&self.shared.store).views.clone()
     }
 
-    /// Every click and view submission delivered, with its outcome.
+    /// `user`'s Home tab as last published with views.publish (`view.view` is the app's view
+    /// with Slack's block ids filled in).
+    pub fn home_view(&self, user: &str) -> Option<View> {
+        lock(&self.shared.store).home_views.get(user).cloned()
+    }
+
+    /// The id of the app's DM channel with `user`, as sent in `app_home_opened`
+    /// (`D` + the user id without its `U`: U0ALICE -> D0ALICE).
+    pub fn dm_channel(&self, user: &str) -> String {
+        events::dm_channel_id(user)
+    }
+
+    /// Every payload delivered (clicks, view submissions, app_home_opened events, slash
+    /// commands; see `Delivery::kind`), with its outcome.
     pub fn deliveries(&self) -> Vec<Delivery> {
         lock(&self.shared.store).deliveries.clone()
     }
@@ -342,6 +383,43 @@ impl SandboxHandle {
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
         interact::submit_view(&self.shared, view_id, user, &values).await
+    }
+
+    /// `user` opens the app's Home tab: delivers an `app_home_opened` event (an `events_api`
+    /// envelope over Socket Mode, else a signed JSON POST to the events URL) carrying the
+    /// published view if there is one. The app usually answers by calling views.publish.
+    pub async fn open_home(&self, user: &str) -> Result<ClickOutcome, SandboxError> {
+        events::open_home(&self.shared, user).await
+    }
+
+    /// Clicks a button in `click.user`'s Home tab: a block_actions payload with the view as
+    /// container (no channel, message or response_url), delivered like a message click.
+    pub async fn click_home(&self, click: HomeClick) -> Result<ClickOutcome, SandboxError> {
+        interact::click_home(&self.shared, &click).await
+    }
+
+    /// `user` runs `/command text` in `channel`: a `slash_commands` envelope over Socket Mode,
+    /// else a signed form POST to the commands URL. The ack body (JSON `{text, blocks,
+    /// response_type}` or plain text) is shown as an ephemeral, or posted for `in_channel`;
+    /// no ack in time shows Slack's error line as an ephemeral.
+    pub async fn slash_command(
+        &self,
+        user: &str,
+        channel: &str,
+        command: &str,
+        text: &str,
+    ) -> Result<CommandOutcome, SandboxError> {
+        commands::slash_command(&self.shared, user, channel, command, text).await
+    }
+
+    /// A person types `text` into `channel`: a plain user message (no event reaches the app).
+    pub fn post_as_user(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<Message, SandboxError> {
+        self.shared.post_as_user(channel, user, text)
     }
 
     /// `v0=<hex>` signature of `body` at `timestamp` with this sandbox's signing secret.
