@@ -319,3 +319,40 @@ async fn home_routes_of_the_control_api_open_click_and_show_the_tab() {
         (400, Some("home_view_not_found"))
     );
 }
+
+#[tokio::test]
+async fn the_page_has_a_home_tab_and_a_message_box_fed_by_the_event_stream() {
+    let sb = start().await;
+    let html = client()
+        .get(sb.url())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for id in [
+        "id=\"hometab\"",
+        "id=\"homebody\"",
+        "id=\"composer\"",
+        "id=\"msgbox\"",
+    ] {
+        assert!(html.contains(id), "{id} missing from the page");
+    }
+    let mut events = client()
+        .get(format!("{}/_sandbox/events", sb.url()))
+        .send()
+        .await
+        .unwrap();
+    publish(&sb, "U0FRANK").await;
+    let mut seen = String::new();
+    while !seen.contains("home_view_published") {
+        let chunk = tokio::time::timeout(5 * SECOND, events.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("\"user\":\"U0FRANK\""), "{seen}");
+}
