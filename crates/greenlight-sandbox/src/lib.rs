@@ -5,14 +5,18 @@
 //!
 //! # What it serves (one HTTP listener)
 //! - `POST|GET /api/<method>`: the Web API (auth.test, chat.postMessage, chat.update,
-//!   chat.postEphemeral, views.open, users.info, users.lookupByEmail, users.list,
-//!   usergroups.list, usergroups.users.list, conversations.info, conversations.list,
-//!   conversations.history, conversations.replies, apps.connections.open). JSON or form bodies,
-//!   Slack's error names, token checks (`not_authed`, `invalid_auth`, `not_allowed_token_type`).
-//! - `GET /socket?ticket=`: Socket Mode (hello, `interactive` envelopes, acks, pings, disconnect).
+//!   chat.postEphemeral, views.open, views.publish, users.info, users.lookupByEmail,
+//!   users.list, usergroups.list, usergroups.users.list, conversations.info,
+//!   conversations.list, conversations.history, conversations.replies, apps.connections.open).
+//!   JSON or form bodies, Slack's error names, token checks (`not_authed`, `invalid_auth`,
+//!   `not_allowed_token_type`). Messages keep `metadata`; history pages with `limit`,
+//!   `cursor`, `oldest`, `latest`, `inclusive` and returns metadata only with
+//!   `include_all_metadata`.
+//! - `GET /socket?ticket=`: Socket Mode (hello, `interactive` / `events_api` /
+//!   `slash_commands` envelopes, acks, pings, disconnect).
 //! - `/_sandbox/...`: a JSON control API for other processes, SSE events, response_url targets.
-//! - `GET /`: a browser page showing the channels, rendering Block Kit, letting you click as any
-//!   simulated user and inject faults.
+//! - `GET /`: a browser page showing the channels and each person's Home tab, rendering Block
+//!   Kit, letting you click and run slash commands as any simulated user and inject faults.
 //!
 //! # Use from a test
 //! ```no_run
@@ -35,8 +39,32 @@
 //! # let _ = updated; Ok(()) }
 //! ```
 //!
-//! Clicks and view submissions go over Socket Mode when a connection is open (to one random
-//! connection, as Slack does), otherwise as a v0-signed HTTP POST to the interactivity URL.
+//! App Home and slash commands the same way:
+//! ```no_run
+//! # async fn demo(sandbox: greenlight_sandbox::SandboxHandle) -> Result<(), greenlight_sandbox::SandboxError> {
+//! use std::time::Duration;
+//! use greenlight_sandbox::{CommandResponse, HomeClick};
+//!
+//! // Events go to <interactivity origin>/slack/events, commands to .../slack/commands.
+//! sandbox.open_home("U0ALICE").await?; // app_home_opened
+//! let home = sandbox
+//!     .wait_until(Duration::from_secs(5), |sb| sb.home_view("U0ALICE"))
+//!     .await
+//!     .expect("the app published a Home tab");
+//! sandbox.click_home(HomeClick::new("U0ALICE", "approve").with_value("req_1")).await?;
+//! let ran = sandbox.slash_command("U0ALICE", "#deploy", "/greenlight", "pending").await?;
+//! if let Some(CommandResponse::Ephemeral(reply)) = &ran.response {
+//!     println!("{} saw: {}", reply.user, reply.text);
+//! }
+//! # let _ = home; Ok(()) }
+//! ```
+//!
+//! Every payload (clicks, view submissions, `app_home_opened`, slash commands) goes over
+//! Socket Mode when a connection is open (to one random connection, as Slack does), otherwise
+//! as a v0-signed HTTP POST: interactions form-encoded (`payload=`) to the interactivity URL,
+//! events as JSON to the events URL, commands form-encoded to the commands URL. The events and
+//! commands URLs default to the interactivity URL's origin + `/slack/events` and
+//! `/slack/commands`, re-derived when it changes, unless set.
 //! Faults (`set_latency`, `fail_with`, `rate_limit`, `http_error`) apply to Web API methods
 //! before they run: latency first, then the first matching failure rule.
 
