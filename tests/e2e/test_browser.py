@@ -162,3 +162,124 @@ def test_denying_in_the_browser_tells_the_machine(dev, browser):
     assert request["decided_by"] == "U0CAROL"
     assert [(d["by"], d["verdict"]) for d in request["decisions"]] == [("U0CAROL", "deny")]
     assert_no_page_errors(browser)
+
+
+# --- the sandbox page on its own, with a Bolt app over Socket Mode -------------------------------
+
+
+def sandbox_app(sandbox):
+    """The Bolt app of test_bolt_home_and_commands (Home tab, /greenlight), plus an Approve button
+    handler that rewrites the clicked message without its buttons."""
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from test_bolt_home_and_commands import bolt_app
+
+    app, seen = bolt_app(sandbox)
+
+    @app.action("approve")
+    def approve(ack, body, client):
+        ack()
+        client.chat_update(
+            channel=body["container"]["channel_id"],
+            ts=body["container"]["message_ts"],
+            text=f"Approved by <@{body['user']['id']}>",
+            blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": f"*Approved* by <@{body['user']['id']}>"}}],
+        )
+
+    handler = SocketModeHandler(app, sandbox.app_token)
+    handler.connect()
+    wait_for("a Socket Mode connection", lambda: sandbox.control("GET", "connections").json()["open"] == 1)
+    return handler, seen
+
+
+def page_message(driver, text: str):
+    """The first message element on the page whose text contains `text` (or False)."""
+    return next((m for m in driver.find_elements(By.CSS_SELECTOR, "#messages .msg") if text in m.text), False)
+
+
+def channel_link(driver, channel_id: str):
+    return driver.find_element(By.CSS_SELECTOR, f'#chanlist a[data-chan="{channel_id}"]')
+
+
+def type_into_composer(driver, text: str) -> None:
+    box = driver.find_element(By.ID, "msgbox")
+    box.clear()
+    box.send_keys(text)
+    driver.find_element(By.CSS_SELECTOR, '#composer button[type="submit"]').click()
+
+
+def test_the_page_keeps_channel_ack_runs_commands_and_shows_the_home_tab(sandbox, browser):
+    from slack_sdk import WebClient
+
+    handler, seen = sandbox_app(sandbox)
+    web = WebClient(token=sandbox.bot_token, base_url=sandbox.api_url, timeout=10)
+    try:
+        # The channel is in the URL: a reload comes back to it.
+        browser.get(sandbox.url + "/?channel=ops")
+        until(browser, "the live event stream", lambda d: "live" in d.find_element(By.ID, "evstatus").text)
+        assert d_text(browser, "channame") == "# ops"
+        channel_link(browser, "C0DEPLOY").click()
+        until(browser, "#deploy to open", lambda d: d_text(d, "channame") == "# deploy")
+        assert "channel=deploy" in browser.current_url
+        browser.refresh()
+        until(browser, "the reloaded page", lambda d: "live" in d.find_element(By.ID, "evstatus").text)
+        assert d_text(browser, "channame") == "# deploy"
+
+        # A click's ack badge stays under the message after the app replaces its buttons.
+        act_as(browser, "U0BOB", "bob")
+        posted = web.chat_postMessage(
+            channel="C0DEPLOY",
+            text="Deploy?",
+            blocks=[
+                {"type": "section", "text": {"type": "mrkdwn", "text": "*Deploy api v1.3*"}},
+                {"type": "actions", "elements": [{"type": "button", "action_id": "approve", "value": "req_3",
+                                                  "text": {"type": "plain_text", "text": "Approve"}}]},
+            ],
+        )
+        ts = posted["ts"]
+        until(browser, "the approval message", lambda d: page_message(d, "Deploy api v1.3"))
+        until(browser, "clicking Approve", lambda d: message(d, ts).find_element(By.CSS_SELECTOR, 'button[data-action="approve"]').click() or True)
+        until(browser, "the rewritten message", lambda d: "Approved by @bob" in message(d, ts).text)
+        badge = until(browser, "the ack badge", lambda d: message(d, ts).find_element(By.CSS_SELECTOR, ".acknote .ack"))
+        assert "HTTP 200" in badge.text and "socket" in badge.text
+        web.chat_postMessage(channel="C0DEPLOY", text="a later message re-renders the channel")
+        until(browser, "the later message", lambda d: page_message(d, "re-renders the channel"))
+        assert "HTTP 200" in message(browser, ts).find_element(By.CSS_SELECTOR, ".acknote .ack").text
+
+        # A channel with news is marked until it is opened.
+        web.chat_postMessage(channel="C0PAYMENTS", text="refund 1042 waiting")
+        until(browser, "#payments marked unread", lambda d: "unread" in channel_link(d, "C0PAYMENTS").get_attribute("class"))
+        assert "unread" not in channel_link(browser, "C0DEPLOY").get_attribute("class")
+        channel_link(browser, "C0PAYMENTS").click()
+        until(browser, "#payments read", lambda d: "unread" not in channel_link(d, "C0PAYMENTS").get_attribute("class"))
+        channel_link(browser, "C0DEPLOY").click()
+        until(browser, "#deploy again", lambda d: d_text(d, "channame") == "# deploy")
+
+        # The message box runs a slash command as Bob; the answer is only visible to him.
+        type_into_composer(browser, "/greenlight pending")
+        reply = until(browser, "the command's ephemeral answer", lambda d: next(
+            (m for m in d.find_elements(By.CSS_SELECTOR, "#messages .msg.eph") if "pending: 2 pending" in m.text), False))
+        assert "Only visible to you" in reply.text
+        assert seen["commands"][0]["user_id"] == "U0BOB" and seen["commands"][0]["channel_id"] == "C0DEPLOY"
+        until(browser, "the command's ack", lambda d: "HTTP 200" in d_text(d, "composerstatus"))
+        # Plain text is Bob's own message.
+        type_into_composer(browser, "shipping after lunch")
+        mine = until(browser, "Bob's message", lambda d: page_message(d, "shipping after lunch"))
+        assert "Bob Baker" in mine.text and "APP" not in mine.text
+
+        # The Home tab: opening it sends app_home_opened; the published view shows up live.
+        browser.find_element(By.ID, "hometab").click()
+        until(browser, "the Home tab", lambda d: "Pending approvals" in d_text(d, "homebody"))
+        assert d_text(browser, "channame") == "greenlight \u00b7 Home"
+        assert "visit 1" in d_text(browser, "homebody") and seen["home"][0]["user"] == "U0BOB"
+        until(browser, "approving req_1 from Home", lambda d: d.find_element(
+            By.CSS_SELECTOR, '#homebody button[data-action="home_approve"][data-value="req_1"]').click() or True)
+        until(browser, "the refreshed Home tab", lambda d: "Deploy api v1.2 \u2705 approved" in d_text(d, "homebody"))
+        assert seen["clicks"][0]["container"]["type"] == "view"
+        until(browser, "the click's ack", lambda d: "click:" in d_text(d, "homeack") and "HTTP 200" in d_text(d, "homeack"))
+        # ?home survives a reload and opens the tab again (a second visit).
+        assert browser.current_url.endswith("?home")
+        browser.refresh()
+        until(browser, "the Home tab after a reload", lambda d: "visit 2" in d_text(d, "homebody"))
+        assert_no_page_errors(browser)
+    finally:
+        handler.close()

@@ -13,6 +13,7 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, SectionBlock
+from slack_sdk.models.metadata import Metadata
 from slack_sdk.signature import SignatureVerifier
 
 
@@ -74,6 +75,39 @@ def test_a_bot_posts_and_updates_a_message_with_the_sdk(sandbox):
     reply = web.chat_postMessage(channel="C0DEPLOY", thread_ts=ts, text="deploy started")
     replies = web.conversations_replies(channel="C0DEPLOY", ts=ts)
     assert [m["ts"] for m in replies["messages"]] == [ts, reply["ts"]]
+
+
+def test_message_metadata_comes_back_only_when_history_asks_for_it(sandbox):
+    web = client(sandbox)
+    meta = {"event_type": "approval_requested", "event_payload": {"request_id": "req_7", "amount": 120}}
+    posted = web.chat_postMessage(channel="C0DEPLOY", text="Deploy?", metadata=meta)
+    assert posted["message"]["metadata"] == meta
+    assert sandbox.message("C0DEPLOY", posted["ts"])["metadata"] == meta
+
+    with_flag = web.conversations_history(channel="C0DEPLOY", include_all_metadata=True)
+    assert with_flag["messages"][0]["metadata"] == meta
+    without = web.conversations_history(channel="C0DEPLOY")
+    assert "metadata" not in without["messages"][0]
+
+    # The SDK's Metadata model, and chat.update replacing it.
+    changed = Metadata(event_type="approval_decided", event_payload={"request_id": "req_7", "verdict": "approve"})
+    updated = web.chat_update(channel="C0DEPLOY", ts=posted["ts"], text="Approved", metadata=changed)
+    assert updated["message"]["metadata"] == changed.to_dict()
+    one = web.conversations_history(channel="C0DEPLOY", latest=posted["ts"], inclusive=True, limit=1, include_all_metadata=True)
+    assert [m["metadata"]["event_type"] for m in one["messages"]] == ["approval_decided"]
+
+
+def test_history_pages_the_way_the_sdk_iterates_them(sandbox):
+    web = client(sandbox)
+    posted = [web.chat_postMessage(channel="C0OPS", text=f"note {i}")["ts"] for i in range(5)]
+    # Iterating a SlackResponse follows response_metadata.next_cursor until it runs out (each
+    # step reuses the same response object, so read a page while it is current).
+    pages = [([m["ts"] for m in page["messages"]], page["has_more"]) for page in web.conversations_history(channel="C0OPS", limit=2)]
+    assert [len(ts) for ts, _ in pages] == [2, 2, 1]
+    assert [more for _, more in pages] == [True, True, False]
+    assert [ts for page, _ in pages for ts in page] == posted[::-1]
+    between = web.conversations_history(channel="C0OPS", oldest=posted[0], latest=posted[4])
+    assert [m["ts"] for m in between["messages"]] == posted[3:0:-1]
 
 
 def test_channels_and_users_can_be_looked_up(sandbox):

@@ -16,6 +16,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = Sandbox::start(config).await?;
     println!("sandbox page: {}/", sandbox.url());
     println!("SLACK_API_URL={}", sandbox.api_url());
+    println!(
+        "app URLs: {} (interactions), {} (events), {} (commands)",
+        sandbox.interactivity_url(),
+        sandbox.events_url(),
+        sandbox.commands_url()
+    );
     tokio::signal::ctrl_c().await?;
     sandbox.shutdown().await;
     Ok(())

@@ -248,11 +248,13 @@ pub struct FoundButton<'a> {
 }
 
 /// Finds the button with `action_id` in actions blocks or section accessories, optionally
-/// only in the block `block_id`.
+/// only in the block `block_id` and only one whose `value` is `value` (a Home tab lists many
+/// requests, each with the same action_ids).
 pub fn find_button<'a>(
     blocks: &'a [Value],
     action_id: &str,
     block_id: Option<&str>,
+    value: Option<&str>,
 ) -> Option<FoundButton<'a>> {
     blocks.iter().find_map(|block| {
         let bid = block.get("block_id").and_then(Value::as_str).unwrap_or("");
@@ -271,6 +273,7 @@ pub fn find_button<'a>(
             .find(|el| {
                 el.get("type").and_then(Value::as_str) == Some("button")
                     && el.get("action_id").and_then(Value::as_str) == Some(action_id)
+                    && value.is_none_or(|v| el.get("value").and_then(Value::as_str) == Some(v))
             })
             .map(|element| FoundButton {
                 block_id: bid,
@@ -326,8 +329,21 @@ mod tests {
             .as_str()
             .unwrap()
             .to_owned();
-        let found = find_button(&blocks, &aid, Some(&bid)).unwrap();
+        let found = find_button(&blocks, &aid, Some(&bid), None).unwrap();
         assert_eq!(found.block_id, bid);
-        assert!(find_button(&blocks, &aid, Some("other")).is_none());
+        assert!(find_button(&blocks, &aid, Some("other"), None).is_none());
+    }
+
+    #[test]
+    fn picks_a_button_by_value_among_same_action_ids() {
+        let row = |v: &str| {
+            json!({"type":"section","text":{"type":"mrkdwn","text":v},
+            "accessory":{"type":"button","action_id":"approve","value":v,
+            "text":{"type":"plain_text","text":"Approve"}}})
+        };
+        let blocks = vec![row("req_1"), row("req_2")];
+        let found = find_button(&blocks, "approve", None, Some("req_2")).unwrap();
+        assert_eq!(found.element["value"], "req_2");
+        assert!(find_button(&blocks, "approve", None, Some("req_3")).is_none());
     }
 }

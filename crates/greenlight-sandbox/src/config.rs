@@ -18,6 +18,13 @@ pub struct SandboxConfig {
     pub signing_secret: String,
     /// Where clicks and view submissions are POSTed when no Socket Mode connection is open.
     pub interactivity_url: String,
+    /// Where Events API payloads (`app_home_opened`) are POSTed when no Socket Mode connection
+    /// is open. `None`: the interactivity URL's origin + `/slack/events`, re-derived whenever
+    /// the interactivity URL changes.
+    pub events_url: Option<String>,
+    /// Where slash commands are POSTed when no Socket Mode connection is open. `None`: the
+    /// interactivity URL's origin + `/slack/commands`.
+    pub commands_url: Option<String>,
     pub team_id: String,
     pub team_domain: String,
     pub app_id: String,
@@ -100,6 +107,8 @@ impl Default for SandboxConfig {
             app_token: Some("xapp-1-sandbox-app-token".into()),
             signing_secret: "sandbox-signing-secret".into(),
             interactivity_url: "http://127.0.0.1:8080/slack/interactions".into(),
+            events_url: None,
+            commands_url: None,
             team_id: "T0SANDBOX".into(),
             team_domain: "sandbox".into(),
             app_id: "A0GREENLIGHT".into(),
@@ -166,6 +175,16 @@ impl SandboxConfig {
 
     pub fn with_interactivity_url(mut self, url: impl Into<String>) -> Self {
         self.interactivity_url = url.into();
+        self
+    }
+
+    pub fn with_events_url(mut self, url: impl Into<String>) -> Self {
+        self.events_url = Some(url.into());
+        self
+    }
+
+    pub fn with_commands_url(mut self, url: impl Into<String>) -> Self {
+        self.commands_url = Some(url.into());
         self
     }
 

@@ -17,11 +17,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+use crate::commands;
 use crate::error::SandboxError;
+use crate::events::{self, dm_channel_id};
 use crate::faults::{Fault, FaultKind};
-use crate::interact::{self, Click};
-use crate::model::{EphemeralMessage, Message, SandboxEvent};
-use crate::state::{Shared, lock};
+use crate::interact::{self, Click, HomeClick};
+use crate::model::{ClickOutcome, EphemeralMessage, Message, SandboxEvent};
+use crate::state::{Shared, lock, set_url};
 
 /// A response_url works this many times...
 const RESPONSE_URL_USES: u32 = 5;
@@ -31,7 +33,7 @@ const RESPONSE_URL_TTL: Duration = Duration::from_secs(30 * 60);
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/_sandbox/state", get(state))
-        .route("/_sandbox/messages", get(messages))
+        .route("/_sandbox/messages", get(messages).post(post_message))
         .route("/_sandbox/ephemerals", get(ephemerals))
         .route("/_sandbox/views", get(views))
         .route("/_sandbox/views/submit", post(submit_view))
@@ -39,6 +41,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sandbox/calls", get(calls))
         .route("/_sandbox/deliveries", get(deliveries))
         .route("/_sandbox/click", post(click))
+        .route("/_sandbox/home", get(home))
+        .route("/_sandbox/home/open", post(open_home))
+        .route("/_sandbox/home/click", post(click_home))
+        .route("/_sandbox/command", post(command))
         .route(
             "/_sandbox/faults",
             get(get_faults).post(add_fault).delete(clear_faults),
@@ -49,6 +55,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/_sandbox/interactivity_url",
             get(get_interactivity_url).put(set_interactivity_url),
         )
+        .route("/_sandbox/urls", get(get_urls).put(set_urls))
         .route("/_sandbox/response/{id}", post(response_url))
         .route("/_sandbox/events", get(events))
 }
@@ -86,7 +93,9 @@ async fn state(State(s): State<Arc<Shared>>) -> Json<Value> {
         "channels": c.channels,
         "users": c.users,
         "usergroups": c.usergroups,
-        "interactivity_url": *s.interactivity_url.read().unwrap_or_else(|e| e.into_inner()),
+        "interactivity_url": s.interactivity_url(),
+        "events_url": s.events_url(),
+        "commands_url": s.commands_url(),
         "open_connections": s.sockets.open_connections(),
     }))
 }
@@ -124,6 +133,21 @@ async fn messages(
         .cloned()
         .collect();
     Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct PostAsUser {
+    channel: String,
+    user: String,
+    text: String,
+}
+
+/// A person types a message into a channel (no event reaches the app).
+async fn post_message(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<PostAsUser>,
+) -> Result<Json<Message>, ApiError> {
+    Ok(Json(s.post_as_user(&req.channel, &req.user, &req.text)?))
 }
 
 #[derive(Deserialize)]
@@ -243,15 +267,51 @@ async fn deliveries(State(s): State<Arc<Shared>>) -> Json<Value> {
 async fn click(
     State(s): State<Arc<Shared>>,
     Json(req): Json<Click>,
-) -> Result<Json<Value>, ApiError> {
-    let outcome = interact::click(&s, &req).await?;
-    Ok(Json(json!({
-        "status": outcome.status,
-        "latency_ms": outcome.latency.as_secs_f64() * 1000.0,
-        "body": outcome.body,
-        "transport": outcome.transport,
-        "timed_out": outcome.timed_out,
-    })))
+) -> Result<Json<ClickOutcome>, ApiError> {
+    Ok(Json(interact::click(&s, &req).await?))
+}
+
+#[derive(Deserialize)]
+struct UserQuery {
+    user: String,
+}
+
+/// A user's Home tab: `{user, channel, view}` (`view` null until one is published).
+async fn home(State(s): State<Arc<Shared>>, Query(q): Query<UserQuery>) -> Json<Value> {
+    let view = lock(&s.store).home_views.get(&q.user).cloned();
+    Json(json!({"user": q.user, "channel": dm_channel_id(&q.user), "view": view}))
+}
+
+async fn open_home(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<UserQuery>,
+) -> Result<Json<ClickOutcome>, ApiError> {
+    Ok(Json(events::open_home(&s, &req.user).await?))
+}
+
+async fn click_home(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<HomeClick>,
+) -> Result<Json<ClickOutcome>, ApiError> {
+    Ok(Json(interact::click_home(&s, &req).await?))
+}
+
+#[derive(Deserialize)]
+struct RunCommand {
+    user: String,
+    channel: String,
+    command: String,
+    #[serde(default)]
+    text: String,
+}
+
+async fn command(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<RunCommand>,
+) -> Result<Json<crate::CommandOutcome>, ApiError> {
+    let outcome =
+        commands::slash_command(&s, &req.user, &req.channel, &req.command, &req.text).await?;
+    Ok(Json(outcome))
 }
 
 async fn get_faults(State(s): State<Arc<Shared>>) -> Json<Value> {
@@ -365,7 +425,52 @@ async fn disconnect(State(s): State<Arc<Shared>>, Json(req): Json<Disconnect>) -
 }
 
 async fn get_interactivity_url(State(s): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!({"url": *s.interactivity_url.read().unwrap_or_else(|e| e.into_inner())}))
+    Json(json!({"url": s.interactivity_url()}))
+}
+
+fn urls_json(s: &Shared) -> Value {
+    let explicit = |l: &std::sync::RwLock<Option<String>>| {
+        l.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    };
+    json!({
+        "interactivity_url": s.interactivity_url(),
+        "events_url": s.events_url(),
+        "commands_url": s.commands_url(),
+        "events_url_derived": !explicit(&s.events_url),
+        "commands_url_derived": !explicit(&s.commands_url),
+    })
+}
+
+async fn get_urls(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(urls_json(&s))
+}
+
+/// Any of: `base` (sets all three to base + `/slack/interactions|events|commands`), then
+/// `interactivity_url`, `events_url`, `commands_url`; `""` for the last two derives them again.
+#[derive(Deserialize)]
+struct SetUrls {
+    base: Option<String>,
+    interactivity_url: Option<String>,
+    events_url: Option<String>,
+    commands_url: Option<String>,
+}
+
+async fn set_urls(State(s): State<Arc<Shared>>, Json(req): Json<SetUrls>) -> Json<Value> {
+    if let Some(base) = &req.base {
+        s.set_app_base_url(base);
+    }
+    if let Some(url) = req.interactivity_url {
+        *s.interactivity_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = url;
+    }
+    if let Some(url) = req.events_url {
+        set_url(&s.events_url, Some(url).filter(|u| !u.is_empty()));
+    }
+    if let Some(url) = req.commands_url {
+        set_url(&s.commands_url, Some(url).filter(|u| !u.is_empty()));
+    }
+    Json(urls_json(&s))
 }
 
 #[derive(Deserialize)]
@@ -384,7 +489,8 @@ async fn set_interactivity_url(
 }
 
 /// A response_url POST: replace or delete the clicked message, post in channel, or (default)
-/// reply ephemerally to the clicker.
+/// reply ephemerally to the clicker. A slash command's URL has no message to replace or
+/// delete, so those flags are ignored there and the response is posted.
 async fn response_url(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -393,6 +499,18 @@ async fn response_url(
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
     };
+    let text = req.get("text").and_then(Value::as_str).map(str::to_owned);
+    let blocks = match req.get("blocks") {
+        None => None,
+        Some(b) => match crate::blocks::validate(b, 50) {
+            Ok(()) => b.as_array().cloned().map(|mut list| {
+                crate::blocks::fill_ids(&mut list);
+                list
+            }),
+            Err(_) => return (StatusCode::BAD_REQUEST, "invalid_blocks").into_response(),
+        },
+    };
+    let flag = |k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
     let mut store = lock(&s.store);
     let Some(target) = store.response_urls.get_mut(&id) else {
         return (StatusCode::NOT_FOUND, "no_such_url").into_response();
@@ -406,19 +524,9 @@ async fn response_url(
         target.message_ts.clone(),
         target.user.clone(),
     );
-    let text = req.get("text").and_then(Value::as_str).map(str::to_owned);
-    let blocks = match req.get("blocks") {
-        None => None,
-        Some(b) => match crate::blocks::validate(b, 50) {
-            Ok(()) => b.as_array().cloned().map(|mut list| {
-                crate::blocks::fill_ids(&mut list);
-                list
-            }),
-            Err(_) => return (StatusCode::BAD_REQUEST, "invalid_blocks").into_response(),
-        },
-    };
-    let flag = |k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
-    if flag("delete_original") || flag("replace_original") {
+    if let Some(message_ts) = message_ts
+        && (flag("delete_original") || flag("replace_original"))
+    {
         let delete = flag("delete_original");
         let Some(m) = store.message_mut(&channel, &message_ts) else {
             return (StatusCode::NOT_FOUND, "message_not_found").into_response();
@@ -433,36 +541,18 @@ async fn response_url(
             m.edits += 1;
         }
         s.emit(SandboxEvent::MessageUpdated(m.clone()));
-    } else if req.get("response_type").and_then(Value::as_str) == Some("in_channel") {
-        let ts = store.next_ts();
-        let m = Message {
-            channel: channel.clone(),
-            ts,
-            thread_ts: req
-                .get("thread_ts")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            text: text.unwrap_or_default(),
-            blocks: blocks.unwrap_or_default(),
-            user: s.config.bot_user_id.clone(),
-            bot_id: s.config.bot_id.clone(),
-            edits: 0,
-            deleted: false,
-        };
-        store.messages.entry(channel).or_default().push(m.clone());
-        s.emit(SandboxEvent::MessagePosted(m));
+        return Json(json!({"ok": true})).into_response();
+    }
+    drop(store);
+    let (text, blocks) = (text.unwrap_or_default(), blocks.unwrap_or_default());
+    if req.get("response_type").and_then(Value::as_str) == Some("in_channel") {
+        let thread_ts = req
+            .get("thread_ts")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        s.post_bot_message(&channel, thread_ts, text, blocks);
     } else {
-        let ts = store.next_ts();
-        let e = EphemeralMessage {
-            channel,
-            user,
-            ts,
-            thread_ts: None,
-            text: text.unwrap_or_default(),
-            blocks: blocks.unwrap_or_default(),
-        };
-        store.ephemerals.push(e.clone());
-        s.emit(SandboxEvent::EphemeralPosted(e));
+        s.post_ephemeral(&channel, &user, None, text, blocks);
     }
     Json(json!({"ok": true})).into_response()
 }

@@ -22,6 +22,12 @@ pub enum SandboxError {
     ButtonNotFound { ts: String, action_id: String },
     #[error("no open view {0}")]
     ViewNotFound(String),
+    #[error("user {0} has no published Home tab")]
+    NoHomeView(String),
+    #[error("the Home tab of {user} has no button with action_id {action_id} (and that value)")]
+    HomeButtonNotFound { user: String, action_id: String },
+    #[error("not a slash command: {0:?} (it must look like /name)")]
+    InvalidCommand(String),
     #[error("view {view_id} has no input block {block_id}")]
     InputNotFound { view_id: String, block_id: String },
     #[error("delivery to {url} failed: {reason}")]
@@ -39,6 +45,9 @@ impl SandboxError {
             Self::MessageNotFound { .. } => "message_not_found",
             Self::ButtonNotFound { .. } => "button_not_found",
             Self::ViewNotFound(_) => "view_not_found",
+            Self::NoHomeView(_) => "home_view_not_found",
+            Self::HomeButtonNotFound { .. } => "button_not_found",
+            Self::InvalidCommand(_) => "invalid_command",
             Self::InputNotFound { .. } => "input_not_found",
             Self::Delivery { .. } => "delivery_failed",
         }

@@ -1,5 +1,6 @@
-//! Interaction payloads (block_actions, view_submission) and their delivery: Socket Mode when a
-//! connection is open, otherwise a signed HTTP POST to the interactivity URL.
+//! Interaction payloads (block_actions on messages and Home tabs, view_submission) and the one
+//! delivery path every payload takes: Socket Mode when a connection is open, otherwise a
+//! v0-signed HTTP POST to the interactivity, events or commands URL.
 
 use std::time::Instant;
 
@@ -7,9 +8,9 @@ use axum::http::header;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::blocks::find_button;
+use crate::blocks::{FoundButton, find_button};
 use crate::error::SandboxError;
-use crate::model::{ClickOutcome, Delivery, SandboxEvent, Transport};
+use crate::model::{ClickOutcome, Delivery, SandboxEvent, Transport, View};
 use crate::signing::sign;
 use crate::socket::SocketAck;
 use crate::state::{Shared, format_ts, lock, unix_micros, unix_ms};
@@ -46,7 +47,41 @@ impl Click {
     }
 }
 
-fn user_json(shared: &Shared, user: &crate::config::User) -> Value {
+/// A click on a button in a user's Home tab.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HomeClick {
+    /// User id of the person clicking (whose Home tab it is).
+    pub user: String,
+    pub action_id: String,
+    /// Picks among buttons sharing the action_id (e.g. one Approve per listed request).
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub block_id: Option<String>,
+}
+
+impl HomeClick {
+    pub fn new(user: impl Into<String>, action_id: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            action_id: action_id.into(),
+            value: None,
+            block_id: None,
+        }
+    }
+
+    pub fn with_value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    pub fn with_block_id(mut self, block_id: impl Into<String>) -> Self {
+        self.block_id = Some(block_id.into());
+        self
+    }
+}
+
+pub(crate) fn user_json(shared: &Shared, user: &crate::config::User) -> Value {
     json!({"id": user.id, "username": user.name, "name": user.name, "team_id": shared.config.team_id})
 }
 
@@ -55,7 +90,25 @@ fn team_json(shared: &Shared) -> Value {
 }
 
 /// Verification token Slack still sends in payloads (deprecated, never a secret).
-const VERIFICATION_TOKEN: &str = "sandboxVerificationToken";
+pub(crate) const VERIFICATION_TOKEN: &str = "sandboxVerificationToken";
+
+/// The `actions[0]` entry for a clicked button.
+fn action_json(found: &FoundButton<'_>, action_id: &str) -> Value {
+    let el = found.element;
+    let mut action = json!({
+        "action_id": action_id,
+        "block_id": found.block_id,
+        "type": "button",
+        "text": el.get("text").cloned().unwrap_or(Value::Null),
+        "action_ts": format_ts(unix_micros()),
+    });
+    for key in ["value", "style"] {
+        if let Some(v) = el.get(key) {
+            action[key] = v.clone();
+        }
+    }
+    action
+}
 
 /// The block_actions payload for a click, as Slack builds it.
 pub(crate) fn block_actions_payload(shared: &Shared, click: &Click) -> Result<Value, SandboxError> {
@@ -73,24 +126,17 @@ pub(crate) fn block_actions_payload(shared: &Shared, click: &Click) -> Result<Va
             channel: channel.id.clone(),
             ts: click.message_ts.clone(),
         })?;
-    let found = find_button(&message.blocks, &click.action_id, click.block_id.as_deref())
-        .ok_or_else(|| SandboxError::ButtonNotFound {
-            ts: message.ts.clone(),
-            action_id: click.action_id.clone(),
-        })?;
-    let el = found.element;
-    let mut action = json!({
-        "action_id": click.action_id,
-        "block_id": found.block_id,
-        "type": "button",
-        "text": el.get("text").cloned().unwrap_or(Value::Null),
-        "action_ts": format_ts(unix_micros()),
-    });
-    for key in ["value", "style"] {
-        if let Some(v) = el.get(key) {
-            action[key] = v.clone();
-        }
-    }
+    let found = find_button(
+        &message.blocks,
+        &click.action_id,
+        click.block_id.as_deref(),
+        None,
+    )
+    .ok_or_else(|| SandboxError::ButtonNotFound {
+        ts: message.ts.clone(),
+        action_id: click.action_id.clone(),
+    })?;
+    let action = action_json(&found, &click.action_id);
     let mut container = json!({
         "type": "message",
         "message_ts": message.ts,
@@ -105,15 +151,62 @@ pub(crate) fn block_actions_payload(shared: &Shared, click: &Click) -> Result<Va
         "token": VERIFICATION_TOKEN,
         "api_app_id": shared.config.app_id,
         "trigger_id": shared.issue_trigger(&user.id),
-        "response_url": shared.issue_response_url(&channel.id, &message.ts, &user.id),
+        "response_url": shared.issue_response_url(&channel.id, Some(&message.ts), &user.id),
         "team": team_json(shared),
         "enterprise": null,
         "is_enterprise_install": false,
         "user": user_json(shared, user),
         "channel": {"id": channel.id, "name": channel.name},
         "container": container,
-        "message": shared.message_json(&message),
+        "message": shared.message_json(&message, false),
         "state": {"values": {}},
+        "actions": [action],
+    }))
+}
+
+/// The block_actions payload for a click in a Home tab, as Slack builds it for views: the
+/// container is the view, the whole view comes along, and there is no channel, message or
+/// response_url.
+pub(crate) fn home_block_actions_payload(
+    shared: &Shared,
+    click: &HomeClick,
+) -> Result<Value, SandboxError> {
+    let user = shared
+        .user(&click.user)
+        .ok_or_else(|| SandboxError::UnknownUser(click.user.clone()))?;
+    let view: View = lock(&shared.store)
+        .home_views
+        .get(&user.id)
+        .cloned()
+        .ok_or_else(|| SandboxError::NoHomeView(user.id.clone()))?;
+    let blocks = view
+        .view
+        .get("blocks")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let found = find_button(
+        blocks,
+        &click.action_id,
+        click.block_id.as_deref(),
+        click.value.as_deref(),
+    )
+    .ok_or_else(|| SandboxError::HomeButtonNotFound {
+        user: user.id.clone(),
+        action_id: click.action_id.clone(),
+    })?;
+    let action = action_json(&found, &click.action_id);
+    Ok(json!({
+        "type": "block_actions",
+        "token": VERIFICATION_TOKEN,
+        "api_app_id": shared.config.app_id,
+        "trigger_id": shared.issue_trigger(&user.id),
+        "team": team_json(shared),
+        "enterprise": null,
+        "is_enterprise_install": false,
+        "user": user_json(shared, user),
+        "container": {"type": "view", "view_id": view.id},
+        "view": view_json(shared, &view, &json!({})),
         "actions": [action],
     }))
 }
@@ -183,26 +276,92 @@ pub(crate) fn view_submission_payload(
     }))
 }
 
+/// Where a payload goes when no socket is open, and as which Socket Mode envelope otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Interactivity,
+    Events,
+    Commands,
+}
+
+impl Route {
+    fn envelope_type(self) -> &'static str {
+        match self {
+            Self::Interactivity => "interactive",
+            Self::Events => "events_api",
+            Self::Commands => "slash_commands",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Events => "application/json",
+            Self::Interactivity | Self::Commands => "application/x-www-form-urlencoded",
+        }
+    }
+
+    fn url(self, shared: &Shared) -> String {
+        match self {
+            Self::Interactivity => shared.interactivity_url(),
+            Self::Events => shared.events_url(),
+            Self::Commands => shared.commands_url(),
+        }
+    }
+}
+
+/// One payload on its way to the app.
+pub(crate) struct Outgoing {
+    pub route: Route,
+    /// Recorded as `Delivery::kind`.
+    pub kind: String,
+    pub user: String,
+    /// The Socket Mode envelope's `payload`.
+    pub payload: Value,
+    /// The HTTP body: `payload=<json>` for interactions, the JSON itself for events, the
+    /// command's fields form-encoded for slash commands.
+    pub http_body: String,
+    pub accepts_response_payload: bool,
+}
+
+impl Outgoing {
+    /// An interaction payload (block_actions, view_submission).
+    pub fn interaction(payload: Value) -> Self {
+        let kind = payload
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let user = payload
+            .pointer("/user/id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        Self {
+            route: Route::Interactivity,
+            // Only modal submissions can answer with a payload (response_action).
+            accepts_response_payload: kind == "view_submission",
+            http_body: format!("payload={}", urlencoding::encode(&payload.to_string())),
+            kind,
+            user,
+            payload,
+        }
+    }
+}
+
 /// Sends a payload and waits for the ack (at most `ack_timeout`). Records and announces it.
-pub(crate) async fn deliver(shared: &Shared, payload: Value) -> Result<ClickOutcome, SandboxError> {
-    let kind = payload
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let user = payload
-        .pointer("/user/id")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+pub(crate) async fn deliver(shared: &Shared, out: Outgoing) -> Result<ClickOutcome, SandboxError> {
     let at_unix_ms = unix_ms();
-    let accepts_response_payload = kind == "view_submission";
     let timeout = shared.config.ack_timeout;
-    let outcome = match shared
+    let socket = shared
         .sockets
-        .deliver(payload.clone(), accepts_response_payload, timeout)
-        .await
-    {
+        .deliver(
+            out.route.envelope_type(),
+            out.payload,
+            out.accepts_response_payload,
+            timeout,
+        )
+        .await;
+    let outcome = match socket {
         Some(SocketAck::Acked { latency, payload }) => ClickOutcome {
             transport: Transport::SocketMode,
             status: 200,
@@ -217,11 +376,11 @@ pub(crate) async fn deliver(shared: &Shared, payload: Value) -> Result<ClickOutc
             body: String::new(),
             timed_out: true,
         },
-        None => post_http(shared, &payload).await?,
+        None => post_http(shared, out.route, out.http_body).await?,
     };
     let delivery = Delivery {
-        kind,
-        user,
+        kind: out.kind,
+        user: out.user,
         outcome: outcome.clone(),
         at_unix_ms,
     };
@@ -230,19 +389,18 @@ pub(crate) async fn deliver(shared: &Shared, payload: Value) -> Result<ClickOutc
     Ok(outcome)
 }
 
-async fn post_http(shared: &Shared, payload: &Value) -> Result<ClickOutcome, SandboxError> {
-    let url = shared
-        .interactivity_url
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let body = format!("payload={}", urlencoding::encode(&payload.to_string()));
+async fn post_http(
+    shared: &Shared,
+    route: Route,
+    body: String,
+) -> Result<ClickOutcome, SandboxError> {
+    let url = route.url(shared);
     let timestamp = (unix_ms() / 1000) as i64;
     let signature = sign(&shared.config.signing_secret, timestamp, body.as_bytes());
     let request = shared
         .http
         .post(&url)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::CONTENT_TYPE, route.content_type())
         .header(
             header::USER_AGENT,
             "Slackbot 1.0 (+https://api.slack.com/robots)",
@@ -283,7 +441,15 @@ async fn post_http(shared: &Shared, payload: &Value) -> Result<ClickOutcome, San
 
 pub(crate) async fn click(shared: &Shared, click: &Click) -> Result<ClickOutcome, SandboxError> {
     let payload = block_actions_payload(shared, click)?;
-    deliver(shared, payload).await
+    deliver(shared, Outgoing::interaction(payload)).await
+}
+
+pub(crate) async fn click_home(
+    shared: &Shared,
+    click: &HomeClick,
+) -> Result<ClickOutcome, SandboxError> {
+    let payload = home_block_actions_payload(shared, click)?;
+    deliver(shared, Outgoing::interaction(payload)).await
 }
 
 /// Submits a modal and applies the ack: `response_action: errors` keeps it open with the
@@ -295,7 +461,7 @@ pub(crate) async fn submit_view(
     values: &[(String, String)],
 ) -> Result<ClickOutcome, SandboxError> {
     let payload = view_submission_payload(shared, view_id, user, values)?;
-    let outcome = deliver(shared, payload).await?;
+    let outcome = deliver(shared, Outgoing::interaction(payload)).await?;
     if !outcome.acked() {
         return Ok(outcome);
     }

@@ -5,14 +5,18 @@
 //!
 //! # What it serves (one HTTP listener)
 //! - `POST|GET /api/<method>`: the Web API (auth.test, chat.postMessage, chat.update,
-//!   chat.postEphemeral, views.open, users.info, users.lookupByEmail, users.list,
-//!   usergroups.list, usergroups.users.list, conversations.info, conversations.list,
-//!   conversations.history, conversations.replies, apps.connections.open). JSON or form bodies,
-//!   Slack's error names, token checks (`not_authed`, `invalid_auth`, `not_allowed_token_type`).
-//! - `GET /socket?ticket=`: Socket Mode (hello, `interactive` envelopes, acks, pings, disconnect).
+//!   chat.postEphemeral, views.open, views.publish, users.info, users.lookupByEmail,
+//!   users.list, usergroups.list, usergroups.users.list, conversations.info,
+//!   conversations.list, conversations.history, conversations.replies, apps.connections.open).
+//!   JSON or form bodies, Slack's error names, token checks (`not_authed`, `invalid_auth`,
+//!   `not_allowed_token_type`). Messages keep `metadata`; history pages with `limit`,
+//!   `cursor`, `oldest`, `latest`, `inclusive` and returns metadata only with
+//!   `include_all_metadata`.
+//! - `GET /socket?ticket=`: Socket Mode (hello, `interactive` / `events_api` /
+//!   `slash_commands` envelopes, acks, pings, disconnect).
 //! - `/_sandbox/...`: a JSON control API for other processes, SSE events, response_url targets.
-//! - `GET /`: a browser page showing the channels, rendering Block Kit, letting you click as any
-//!   simulated user and inject faults.
+//! - `GET /`: a browser page showing the channels and each person's Home tab, rendering Block
+//!   Kit, letting you click and run slash commands as any simulated user and inject faults.
 //!
 //! # Use from a test
 //! ```no_run
@@ -35,17 +39,44 @@
 //! # let _ = updated; Ok(()) }
 //! ```
 //!
-//! Clicks and view submissions go over Socket Mode when a connection is open (to one random
-//! connection, as Slack does), otherwise as a v0-signed HTTP POST to the interactivity URL.
+//! App Home and slash commands the same way:
+//! ```no_run
+//! # async fn demo(sandbox: greenlight_sandbox::SandboxHandle) -> Result<(), greenlight_sandbox::SandboxError> {
+//! use std::time::Duration;
+//! use greenlight_sandbox::{CommandResponse, HomeClick};
+//!
+//! // Events go to <interactivity origin>/slack/events, commands to .../slack/commands.
+//! sandbox.open_home("U0ALICE").await?; // app_home_opened
+//! let home = sandbox
+//!     .wait_until(Duration::from_secs(5), |sb| sb.home_view("U0ALICE"))
+//!     .await
+//!     .expect("the app published a Home tab");
+//! sandbox.click_home(HomeClick::new("U0ALICE", "approve").with_value("req_1")).await?;
+//! let ran = sandbox.slash_command("U0ALICE", "#deploy", "/greenlight", "pending").await?;
+//! if let Some(CommandResponse::Ephemeral(reply)) = &ran.response {
+//!     println!("{} saw: {}", reply.user, reply.text);
+//! }
+//! # let _ = home; Ok(()) }
+//! ```
+//!
+//! Every payload (clicks, view submissions, `app_home_opened`, slash commands) goes over
+//! Socket Mode when a connection is open (to one random connection, as Slack does), otherwise
+//! as a v0-signed HTTP POST: interactions form-encoded (`payload=`) to the interactivity URL,
+//! events as JSON to the events URL, commands form-encoded to the commands URL. The events and
+//! commands URLs default to the interactivity URL's origin + `/slack/events` and
+//! `/slack/commands`, re-derived when it changes, unless set.
 //! Faults (`set_latency`, `fail_with`, `rate_limit`, `http_error`) apply to Web API methods
 //! before they run: latency first, then the first matching failure rule.
 
 #![forbid(unsafe_code)]
 
+mod b64;
 mod blocks;
+mod commands;
 mod config;
 mod control;
 mod error;
+mod events;
 mod faults;
 mod interact;
 mod model;
@@ -68,14 +99,15 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub use config::{Channel, SandboxConfig, User, UserGroup};
 pub use error::SandboxError;
 pub use faults::FaultKind;
-pub use interact::Click;
+pub use interact::{Click, HomeClick};
 pub use model::{
-    ApiCall, ClickOutcome, Delivery, EphemeralMessage, Message, SandboxEvent, Transport, View,
+    ApiCall, ClickOutcome, CommandOutcome, CommandResponse, Delivery, EphemeralMessage, Message,
+    SandboxEvent, Transport, View,
 };
 pub use signing::sign;
 
 use crate::faults::Fault;
-use crate::state::{Shared, Store, lock};
+use crate::state::{Shared, Store, lock, set_url};
 
 /// Starts sandboxes.
 pub struct Sandbox;
@@ -97,6 +129,8 @@ impl Sandbox {
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
             interactivity_url: RwLock::new(config.interactivity_url.clone()),
+            events_url: RwLock::new(config.events_url.clone()),
+            commands_url: RwLock::new(config.commands_url.clone()),
             config,
             addr,
             store: Mutex::new(Store::default()),
@@ -188,11 +222,33 @@ impl SandboxHandle {
     }
 
     pub fn interactivity_url(&self) -> String {
-        self.shared
-            .interactivity_url
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.interactivity_url()
+    }
+
+    /// Where Events API payloads go without Socket Mode. Unless set, the interactivity URL's
+    /// origin + `/slack/events` (so it follows `set_interactivity_url`).
+    pub fn events_url(&self) -> String {
+        self.shared.events_url()
+    }
+
+    /// Where slash commands go without Socket Mode. Unless set, the interactivity URL's origin
+    /// + `/slack/commands`.
+    pub fn commands_url(&self) -> String {
+        self.shared.commands_url()
+    }
+
+    pub fn set_events_url(&self, url: impl Into<String>) {
+        set_url(&self.shared.events_url, Some(url.into()));
+    }
+
+    pub fn set_commands_url(&self, url: impl Into<String>) {
+        set_url(&self.shared.commands_url, Some(url.into()));
+    }
+
+    /// One app server for everything: interactivity, events and commands URLs become
+    /// `base` + `/slack/interactions`, `/slack/events`, `/slack/commands`.
+    pub fn set_app_base_url(&self, base: &str) {
+        self.shared.set_app_base_url(base);
     }
 
     /// Top-level messages of a channel (id or name) in posting order, including deleted ones
@@ -261,7 +317,20 @@ impl SandboxHandle {
         lock(&self.shared.store).views.clone()
     }
 
-    /// Every click and view submission delivered, with its outcome.
+    /// `user`'s Home tab as last published with views.publish (`view.view` is the app's view
+    /// with Slack's block ids filled in).
+    pub fn home_view(&self, user: &str) -> Option<View> {
+        lock(&self.shared.store).home_views.get(user).cloned()
+    }
+
+    /// The id of the app's DM channel with `user`, as sent in `app_home_opened`
+    /// (`D` + the user id without its `U`: U0ALICE -> D0ALICE).
+    pub fn dm_channel(&self, user: &str) -> String {
+        events::dm_channel_id(user)
+    }
+
+    /// Every payload delivered (clicks, view submissions, app_home_opened events, slash
+    /// commands; see `Delivery::kind`), with its outcome.
     pub fn deliveries(&self) -> Vec<Delivery> {
         lock(&self.shared.store).deliveries.clone()
     }
@@ -342,6 +411,43 @@ impl SandboxHandle {
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
         interact::submit_view(&self.shared, view_id, user, &values).await
+    }
+
+    /// `user` opens the app's Home tab: delivers an `app_home_opened` event (an `events_api`
+    /// envelope over Socket Mode, else a signed JSON POST to the events URL) carrying the
+    /// published view if there is one. The app usually answers by calling views.publish.
+    pub async fn open_home(&self, user: &str) -> Result<ClickOutcome, SandboxError> {
+        events::open_home(&self.shared, user).await
+    }
+
+    /// Clicks a button in `click.user`'s Home tab: a block_actions payload with the view as
+    /// container (no channel, message or response_url), delivered like a message click.
+    pub async fn click_home(&self, click: HomeClick) -> Result<ClickOutcome, SandboxError> {
+        interact::click_home(&self.shared, &click).await
+    }
+
+    /// `user` runs `/command text` in `channel`: a `slash_commands` envelope over Socket Mode,
+    /// else a signed form POST to the commands URL. The ack body (JSON `{text, blocks,
+    /// response_type}` or plain text) is shown as an ephemeral, or posted for `in_channel`;
+    /// no ack in time shows Slack's error line as an ephemeral.
+    pub async fn slash_command(
+        &self,
+        user: &str,
+        channel: &str,
+        command: &str,
+        text: &str,
+    ) -> Result<CommandOutcome, SandboxError> {
+        commands::slash_command(&self.shared, user, channel, command, text).await
+    }
+
+    /// A person types `text` into `channel`: a plain user message (no event reaches the app).
+    pub fn post_as_user(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<Message, SandboxError> {
+        self.shared.post_as_user(channel, user, text)
     }
 
     /// `v0=<hex>` signature of `body` at `timestamp` with this sandbox's signing secret.

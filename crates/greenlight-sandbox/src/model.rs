@@ -1,12 +1,13 @@
-//! What the sandbox records: messages, ephemerals, views, API calls, deliveries, and the events
-//! announcing them.
+//! What the sandbox records: messages, ephemerals, views (modals and Home tabs), API calls,
+//! deliveries, and the events announcing them.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
 
-/// A message posted by the bot (top level or thread reply).
+/// A message in a channel (top level or thread reply): posted by the bot, or typed by a
+/// simulated person (`bot_id` empty, `user` their id).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     pub channel: String,
@@ -22,6 +23,9 @@ pub struct Message {
     pub edits: u32,
     /// Set when deleted through a response_url `delete_original`.
     pub deleted: bool,
+    /// Message metadata as posted (`{"event_type", "event_payload"}`); chat.update replaces it
+    /// only when it passes `metadata` again.
+    pub metadata: Option<Value>,
 }
 
 /// A message only one user can see (chat.postEphemeral).
@@ -35,18 +39,20 @@ pub struct EphemeralMessage {
     pub blocks: Vec<Value>,
 }
 
-/// A modal opened with views.open.
+/// A modal opened with views.open, or a user's Home tab published with views.publish
+/// (`view["type"]` says which).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct View {
+    /// A Home tab keeps its id across publishes; each publish gets a new `hash`.
     pub id: String,
-    /// The user whose trigger opened it (who sees it).
+    /// The user whose trigger opened it, or whose Home tab it is (who sees it).
     pub user: String,
     pub hash: String,
     pub callback_id: String,
     pub private_metadata: String,
     /// The `view` object as the app sent it.
     pub view: Value,
-    /// False once submitted with an empty ack (or closed).
+    /// False once submitted with an empty ack (or closed). Always true for a Home tab.
     pub open: bool,
     /// Errors from the last `response_action: errors` ack, block_id -> message.
     pub errors: Value,
@@ -106,10 +112,41 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_f64(d.as_secs_f64() * 1000.0)
 }
 
-/// A record of one interaction payload delivery.
+/// What the sandbox did with a slash command's ack body, as Slack would show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum CommandResponse {
+    /// Shown only to the user who ran the command (the default `response_type`, a plain-text
+    /// body, or Slack's error line when the app did not ack in time).
+    Ephemeral(EphemeralMessage),
+    /// Posted to the channel (`response_type: "in_channel"`).
+    InChannel(Message),
+}
+
+/// What happened when the sandbox delivered a slash command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandOutcome {
+    /// The ack, exactly as for a click (serialized flat: transport, status, latency_ms, ...).
+    #[serde(flatten)]
+    pub ack: ClickOutcome,
+    /// The `response_url` sent with the command (5 uses within 30 minutes).
+    pub response_url: String,
+    pub trigger_id: String,
+    /// What the ack put on screen, if anything.
+    pub response: Option<CommandResponse>,
+}
+
+impl CommandOutcome {
+    /// A 200 within the ack timeout.
+    pub fn acked(&self) -> bool {
+        self.ack.acked()
+    }
+}
+
+/// A record of one payload delivery (interaction, event or slash command).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivery {
-    /// `block_actions` or `view_submission`.
+    /// `block_actions`, `view_submission`, `app_home_opened` or `slash_command`.
     pub kind: String,
     pub user: String,
     pub outcome: ClickOutcome,
@@ -126,6 +163,8 @@ pub enum SandboxEvent {
     EphemeralPosted(EphemeralMessage),
     ViewOpened(View),
     ViewUpdated(View),
+    /// A user's Home tab was published (views.publish).
+    HomeViewPublished(View),
     ApiCalled(ApiCall),
     InteractionDelivered(Delivery),
     /// Number of Socket Mode connections able to take payloads changed.

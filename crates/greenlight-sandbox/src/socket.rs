@@ -1,5 +1,5 @@
-//! Socket Mode server: one-time connection tickets, hello, envelopes to one random connection,
-//! acks, pings and disconnect requests.
+//! Socket Mode server: one-time connection tickets, hello, envelopes (`interactive`,
+//! `events_api`, `slash_commands`) to one random connection, acks, pings and disconnect requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,10 +113,11 @@ impl SocketHub {
         sent
     }
 
-    /// Sends the payload to one random active connection and waits for its ack.
-    /// `None` when no connection is open.
+    /// Sends the payload in an `envelope_type` envelope to one random active connection and
+    /// waits for its ack. `None` when no connection is open.
     pub async fn deliver(
         &self,
+        envelope_type: &str,
         payload: Value,
         accepts_response_payload: bool,
         timeout: Duration,
@@ -129,13 +130,18 @@ impl SocketHub {
             random_hex(2),
             random_hex(6)
         );
-        let envelope = json!({
+        let mut envelope = json!({
             "envelope_id": envelope_id,
-            "type": "interactive",
+            "type": envelope_type,
             "payload": payload,
             "accepts_response_payload": accepts_response_payload,
-        })
-        .to_string();
+        });
+        // Events API envelopes say whether this is a retry; the sandbox sends each event once.
+        if envelope_type == "events_api" {
+            envelope["retry_attempt"] = json!(0);
+            envelope["retry_reason"] = json!("");
+        }
+        let envelope = envelope.to_string();
         let (tx, rx) = oneshot::channel();
         {
             let mut hub = lock(&self.inner);

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Channel, SandboxConfig, User};
+use crate::error::SandboxError;
 use crate::faults::Faults;
 use crate::model::{ApiCall, Delivery, EphemeralMessage, Message, SandboxEvent, View};
 use crate::socket::SocketHub;
@@ -22,6 +23,9 @@ pub(crate) struct Shared {
     pub config: SandboxConfig,
     pub addr: SocketAddr,
     pub interactivity_url: RwLock<String>,
+    /// `None` derives it from the interactivity URL (see `events_url()`).
+    pub events_url: RwLock<Option<String>>,
+    pub commands_url: RwLock<Option<String>>,
     pub store: Mutex<Store>,
     pub faults: Mutex<Faults>,
     pub events: broadcast::Sender<SandboxEvent>,
@@ -36,6 +40,8 @@ pub(crate) struct Store {
     pub messages: HashMap<String, Vec<Message>>,
     pub ephemerals: Vec<EphemeralMessage>,
     pub views: Vec<View>,
+    /// Each user's published Home tab (views.publish), by user id.
+    pub home_views: HashMap<String, View>,
     pub triggers: HashMap<String, Trigger>,
     pub response_urls: HashMap<String, ResponseUrl>,
     pub calls: VecDeque<ApiCall>,
@@ -49,10 +55,12 @@ pub(crate) struct Trigger {
     pub user: String,
 }
 
-/// A `response_url` handed out with a click: where it points and how often it was used.
+/// A `response_url` handed out with a click or a slash command: where it points and how
+/// often it was used.
 pub(crate) struct ResponseUrl {
     pub channel: String,
-    pub message_ts: String,
+    /// The clicked message; `None` for slash commands (nothing to replace or delete).
+    pub message_ts: Option<String>,
     pub user: String,
     pub issued: Instant,
     pub uses: u32,
@@ -91,6 +99,29 @@ fn find_ts(messages: &[Message], ts: &str) -> Option<usize> {
 /// Slack-style `seconds.micros` string.
 pub(crate) fn format_ts(micros: u64) -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// Random upper-case letters and digits, the alphabet of Slack's event ids.
+pub(crate) fn random_upper(n: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
+}
+
+/// Replaces an optional URL (`None`: derive it from the interactivity URL).
+pub(crate) fn set_url(slot: &RwLock<Option<String>>, url: Option<String>) {
+    *slot.write().unwrap_or_else(|e| e.into_inner()) = url;
+}
+
+/// `scheme://host[:port]` + `path`, or `None` when `url` is not an absolute URL.
+fn sibling_url(url: &str, path: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let origin = parsed.origin();
+    origin
+        .is_tuple()
+        .then(|| format!("{}{path}", origin.ascii_serialization()))
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -175,13 +206,81 @@ impl Shared {
         id
     }
 
-    pub fn issue_response_url(&self, channel: &str, message_ts: &str, user: &str) -> String {
+    pub fn interactivity_url(&self) -> String {
+        self.interactivity_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The events URL: set explicitly, or the interactivity URL's origin + `/slack/events`.
+    pub fn events_url(&self) -> String {
+        let set = self
+            .events_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        set.unwrap_or_else(|| self.derived_url("/slack/events"))
+    }
+
+    /// The commands URL: set explicitly, or the interactivity URL's origin + `/slack/commands`.
+    pub fn commands_url(&self) -> String {
+        let set = self
+            .commands_url
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        set.unwrap_or_else(|| self.derived_url("/slack/commands"))
+    }
+
+    /// Points all three app URLs at one server: base + `/slack/interactions|events|commands`.
+    pub fn set_app_base_url(&self, base: &str) {
+        let base = base.trim_end_matches('/');
+        *self
+            .interactivity_url
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = format!("{base}/slack/interactions");
+        set_url(&self.events_url, Some(format!("{base}/slack/events")));
+        set_url(&self.commands_url, Some(format!("{base}/slack/commands")));
+    }
+
+    /// A person types `text` into `channel` (by id or name).
+    pub fn post_as_user(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<Message, SandboxError> {
+        let channel = self
+            .channel(channel)
+            .ok_or_else(|| SandboxError::UnknownChannel(channel.to_owned()))?
+            .id
+            .clone();
+        if self.user(user).is_none() {
+            return Err(SandboxError::UnknownUser(user.to_owned()));
+        }
+        Ok(self.post_user_message(&channel, user, text.to_owned()))
+    }
+
+    /// A relative or odd interactivity URL still yields something to POST to (and to fail on
+    /// visibly): the URL itself with the path appended.
+    fn derived_url(&self, path: &str) -> String {
+        let base = self.interactivity_url();
+        sibling_url(&base, path).unwrap_or_else(|| format!("{}{path}", base.trim_end_matches('/')))
+    }
+
+    pub fn issue_response_url(
+        &self,
+        channel: &str,
+        message_ts: Option<&str>,
+        user: &str,
+    ) -> String {
         let id = random_hex(16);
         lock(&self.store).response_urls.insert(
             id.clone(),
             ResponseUrl {
                 channel: channel.to_owned(),
-                message_ts: message_ts.to_owned(),
+                message_ts: message_ts.map(str::to_owned),
                 user: user.to_owned(),
                 issued: Instant::now(),
                 uses: 0,
@@ -207,20 +306,105 @@ impl Shared {
         })
     }
 
-    pub fn message_json(&self, m: &Message) -> Value {
+    /// A message as the Web API shows it. Slack returns `metadata` from chat.postMessage and
+    /// chat.update, but from history only when asked (`include_all_metadata`).
+    pub fn message_json(&self, m: &Message, with_metadata: bool) -> Value {
         let mut v = serde_json::json!({
             "type": "message",
             "ts": m.ts,
             "text": m.text,
             "blocks": m.blocks,
             "user": m.user,
-            "bot_id": m.bot_id,
-            "app_id": self.config.app_id,
             "team": self.config.team_id,
         });
+        // People's messages carry no bot or app id.
+        if !m.bot_id.is_empty() {
+            v["bot_id"] = Value::String(m.bot_id.clone());
+            v["app_id"] = Value::String(self.config.app_id.clone());
+        }
         if let Some(t) = &m.thread_ts {
             v["thread_ts"] = Value::String(t.clone());
         }
+        if with_metadata && let Some(meta) = &m.metadata {
+            v["metadata"] = meta.clone();
+        }
         v
+    }
+
+    /// Posts a bot message (no metadata) as a response would: records and announces it.
+    pub fn post_bot_message(
+        &self,
+        channel: &str,
+        thread_ts: Option<String>,
+        text: String,
+        blocks: Vec<Value>,
+    ) -> Message {
+        let mut store = lock(&self.store);
+        let m = Message {
+            channel: channel.to_owned(),
+            ts: store.next_ts(),
+            thread_ts,
+            text,
+            blocks,
+            user: self.config.bot_user_id.clone(),
+            bot_id: self.config.bot_id.clone(),
+            edits: 0,
+            deleted: false,
+            metadata: None,
+        };
+        store
+            .messages
+            .entry(channel.to_owned())
+            .or_default()
+            .push(m.clone());
+        self.emit(SandboxEvent::MessagePosted(m.clone()));
+        m
+    }
+
+    /// A message typed by a simulated person (no blocks, no bot id).
+    pub fn post_user_message(&self, channel: &str, user: &str, text: String) -> Message {
+        let mut store = lock(&self.store);
+        let m = Message {
+            channel: channel.to_owned(),
+            ts: store.next_ts(),
+            thread_ts: None,
+            text,
+            blocks: Vec::new(),
+            user: user.to_owned(),
+            bot_id: String::new(),
+            edits: 0,
+            deleted: false,
+            metadata: None,
+        };
+        store
+            .messages
+            .entry(channel.to_owned())
+            .or_default()
+            .push(m.clone());
+        self.emit(SandboxEvent::MessagePosted(m.clone()));
+        m
+    }
+
+    /// Shows `user` an ephemeral message in `channel`: records and announces it.
+    pub fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        thread_ts: Option<String>,
+        text: String,
+        blocks: Vec<Value>,
+    ) -> EphemeralMessage {
+        let mut store = lock(&self.store);
+        let e = EphemeralMessage {
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+            ts: store.next_ts(),
+            thread_ts,
+            text,
+            blocks,
+        };
+        store.ephemerals.push(e.clone());
+        self.emit(SandboxEvent::EphemeralPosted(e.clone()));
+        e
     }
 }

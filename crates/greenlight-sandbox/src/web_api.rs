@@ -9,10 +9,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::b64;
 use crate::blocks;
 use crate::faults::FaultKind;
 use crate::model::{ApiCall, EphemeralMessage, Message, SandboxEvent, View};
-use crate::state::{Shared, lock, random_hex, unix_ms};
+use crate::state::{Shared, format_ts, lock, random_hex, unix_ms};
 
 /// An `ok:false` answer: Slack's error name plus optional `response_metadata.messages`.
 #[derive(Debug)]
@@ -163,6 +164,7 @@ fn dispatch(shared: &Shared, method: &str, args: &Args) -> Result<Value, SlackEr
         "chat.update" => update(shared, args),
         "chat.postEphemeral" => post_ephemeral(shared, args),
         "views.open" => views_open(shared, args),
+        "views.publish" => views_publish(shared, args),
         "users.info" => users_info(shared, args),
         "users.lookupByEmail" => lookup_by_email(shared, args),
         "users.list" => Ok(json!({"ok": true, "members":
@@ -265,6 +267,39 @@ fn json_arg(args: &Args, key: &str) -> Result<Option<Value>, ()> {
     }
 }
 
+/// Slack's booleans: `true`/`1` in forms and queries, `true` (or 1) in JSON.
+fn bool_arg(args: &Args, key: &str) -> bool {
+    match args.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_u64() == Some(1),
+        Some(Value::String(s)) => s == "1" || s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+/// Message metadata: `{"event_type": "...", "event_payload": {...}}`, a JSON object in JSON
+/// bodies or a JSON string in form bodies.
+fn metadata_arg(args: &Args) -> Result<Option<Value>, SlackError> {
+    let Some(meta) = json_arg(args, "metadata").map_err(|_| "invalid_metadata_format")? else {
+        return Ok(None);
+    };
+    let Some(obj) = meta.as_object() else {
+        return Err("invalid_metadata_format".into());
+    };
+    let event_type_ok = obj
+        .get("event_type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.trim().is_empty());
+    if !event_type_ok || !obj.get("event_payload").is_some_and(Value::is_object) {
+        return Err("invalid_metadata_schema".into());
+    }
+    // Slack caps metadata at a few kilobytes; 8 KB keeps a runaway payload out.
+    if meta.to_string().len() > 8_000 {
+        return Err("metadata_too_large".into());
+    }
+    Ok(Some(meta))
+}
+
 fn channel_arg<'a>(
     shared: &'a Shared,
     args: &Args,
@@ -322,6 +357,7 @@ fn post_message(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     if text.chars().count() > 40_000 {
         return Err("msg_too_long".into());
     }
+    let metadata = metadata_arg(args)?;
     let mut store = lock(&shared.store);
     // A reply to a reply joins the parent's thread, as in Slack.
     let thread_ts = str_arg(args, "thread_ts").map(|t| {
@@ -341,6 +377,7 @@ fn post_message(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
         bot_id: shared.config.bot_id.clone(),
         edits: 0,
         deleted: false,
+        metadata,
     };
     store
         .messages
@@ -349,7 +386,7 @@ fn post_message(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
         .push(message.clone());
     shared.emit(SandboxEvent::MessagePosted(message.clone()));
     Ok(
-        json!({"ok": true, "channel": channel.id, "ts": ts, "message": shared.message_json(&message)}),
+        json!({"ok": true, "channel": channel.id, "ts": ts, "message": shared.message_json(&message, true)}),
     )
 }
 
@@ -364,6 +401,7 @@ fn update(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     if text.as_ref().is_some_and(|t| t.chars().count() > 4000) {
         return Err("msg_too_long".into());
     }
+    let metadata = metadata_arg(args)?;
     let mut store = lock(&shared.store);
     let message = store
         .message_mut(&channel.id, &ts)
@@ -379,12 +417,15 @@ fn update(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     if let Some(b) = blocks {
         message.blocks = b;
     }
+    if let Some(m) = metadata {
+        message.metadata = Some(m);
+    }
     message.edits += 1;
     let message = message.clone();
     shared.emit(SandboxEvent::MessageUpdated(message.clone()));
     Ok(
         json!({"ok": true, "channel": channel.id, "ts": ts, "text": message.text,
-        "message": shared.message_json(&message)}),
+        "message": shared.message_json(&message, true)}),
     )
 }
 
@@ -419,7 +460,7 @@ fn views_open(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     let view = json_arg(args, "view")
         .map_err(|_| SlackError::from("invalid_arguments"))?
         .ok_or_else(|| SlackError::from("invalid_arguments"))?;
-    validate_view(&view)?;
+    validate_view(&view, "modal")?;
     let mut store = lock(&shared.store);
     let trigger = store
         .triggers
@@ -456,18 +497,37 @@ fn views_open(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     Ok(json!({"ok": true, "view": view_json(shared, &record, &json!({}))}))
 }
 
-fn validate_view(view: &Value) -> Result<(), SlackError> {
+/// Checks a view against Slack's limits; `kind` is `modal` (views.open) or `home`
+/// (views.publish). Home tabs have no title, submit or close.
+fn validate_view(view: &Value, kind: &str) -> Result<(), SlackError> {
     let mut messages = Vec::new();
+    if !view.is_object() {
+        return Err(SlackError {
+            error: "invalid_arguments".into(),
+            messages: vec!["[ERROR] must provide an object [json-pointer:/view]".into()],
+        });
+    }
     if view.to_string().len() > 250_000 {
         return Err("view_too_large".into());
     }
-    if view.get("type").and_then(Value::as_str) != Some("modal") {
-        messages.push("[ERROR] must be modal [json-pointer:/view/type]".to_owned());
+    if view.get("type").and_then(Value::as_str) != Some(kind) {
+        messages.push(format!("[ERROR] must be {kind} [json-pointer:/view/type]"));
     }
-    match view.pointer("/title/text").and_then(Value::as_str) {
-        Some(t) if !t.is_empty() && t.chars().count() <= 24 => {}
-        _ => messages
-            .push("[ERROR] must be 1 to 24 characters [json-pointer:/view/title/text]".into()),
+    if kind == "modal" {
+        match view.pointer("/title/text").and_then(Value::as_str) {
+            Some(t) if !t.is_empty() && t.chars().count() <= 24 => {}
+            _ => messages
+                .push("[ERROR] must be 1 to 24 characters [json-pointer:/view/title/text]".into()),
+        }
+    }
+    if view
+        .get("callback_id")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.chars().count() > 255)
+    {
+        messages.push(
+            "[ERROR] must be less than 256 characters [json-pointer:/view/callback_id]".into(),
+        );
     }
     for key in ["submit", "close"] {
         if let Some(t) = view.get(key)
@@ -506,7 +566,63 @@ fn validate_view(view: &Value) -> Result<(), SlackError> {
     }
 }
 
-/// The view object as Slack echoes it (views.open answer and view_submission payloads).
+/// Publishes `user_id`'s Home tab. The view keeps its id across publishes; `hash`, when
+/// given, must match the current one (Slack's guard against a stale overwrite).
+fn views_publish(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    let user = str_arg(args, "user_id")
+        .filter(|u| shared.user(u).is_some())
+        .ok_or_else(|| SlackError {
+            error: "invalid_arguments".into(),
+            messages: vec!["invalid `user_id`".into()],
+        })?;
+    let mut view = json_arg(args, "view")
+        .map_err(|_| SlackError {
+            error: "invalid_arguments".into(),
+            messages: vec!["[ERROR] must provide an object [json-pointer:/view]".into()],
+        })?
+        .ok_or_else(|| SlackError {
+            error: "invalid_arguments".into(),
+            messages: vec!["[ERROR] must provide an object [json-pointer:/view]".into()],
+        })?;
+    validate_view(&view, "home")?;
+    if let Some(Value::Array(list)) = view.get_mut("blocks") {
+        blocks::fill_ids(list);
+    }
+    let hash = str_arg(args, "hash");
+    let mut store = lock(&shared.store);
+    let current = store.home_views.get(&user);
+    if let (Some(want), Some(current)) = (&hash, current)
+        && *want != current.hash
+    {
+        return Err("hash_conflict".into());
+    }
+    let id = current
+        .map(|v| v.id.clone())
+        .unwrap_or_else(|| format!("V{}", random_hex(5).to_uppercase()));
+    let text_field = |key: &str| {
+        view.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let record = View {
+        id,
+        user: user.clone(),
+        hash: format!("{}.{}", unix_ms() / 1000, random_hex(4)),
+        callback_id: text_field("callback_id"),
+        private_metadata: text_field("private_metadata"),
+        view,
+        open: true,
+        errors: json!({}),
+    };
+    store.home_views.insert(user, record.clone());
+    drop(store);
+    shared.emit(SandboxEvent::HomeViewPublished(record.clone()));
+    Ok(json!({"ok": true, "view": view_json(shared, &record, &json!({}))}))
+}
+
+/// The view object as Slack echoes it (views.open and views.publish answers, view_submission
+/// and block_actions payloads, app_home_opened events).
 pub(crate) fn view_json(shared: &Shared, v: &View, state_values: &Value) -> Value {
     let c = &shared.config;
     let mut out = v.view.clone();
@@ -521,9 +637,15 @@ pub(crate) fn view_json(shared: &Shared, v: &View, state_values: &Value) -> Valu
         obj.insert("state".into(), json!({"values": state_values}));
         obj.insert("root_view_id".into(), json!(v.id));
         obj.insert("previous_view_id".into(), Value::Null);
-        obj.insert("external_id".into(), json!(""));
+        obj.entry("external_id").or_insert_with(|| json!(""));
         obj.insert("app_installed_team_id".into(), json!(c.team_id));
         obj.entry("blocks").or_insert_with(|| json!([]));
+        for key in ["close", "submit"] {
+            obj.entry(key).or_insert(Value::Null);
+        }
+        for key in ["clear_on_close", "notify_on_close"] {
+            obj.entry(key).or_insert(Value::Bool(false));
+        }
     }
     out
 }
@@ -557,22 +679,104 @@ fn usergroup_users(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     Ok(json!({"ok": true, "users": group.users}))
 }
 
+/// A ts as micros since the epoch (`1512085950.000216`, `1512085950`, `1512085950.5`).
+fn ts_micros(ts: &str) -> Option<u64> {
+    let (secs, frac) = ts.split_once('.').unwrap_or((ts, ""));
+    if secs.is_empty()
+        || frac.len() > 6
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let micros: u64 = format!("{frac:0<6}").parse().ok()?;
+    secs.parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000)?
+        .checked_add(micros)
+}
+
+/// A timestamp bound (`oldest`, `latest`): absent, or micros; `error` when unparsable.
+fn ts_bound(args: &Args, key: &str, error: &str) -> Result<Option<u64>, SlackError> {
+    match str_arg(args, key) {
+        None => Ok(None),
+        Some(t) => ts_micros(&t).map(Some).ok_or_else(|| error.into()),
+    }
+}
+
+/// Slack's history cursor: base64 of `next_ts:<ts digits>`, the newest message of the next page.
+fn history_cursor(ts_micros: u64) -> String {
+    b64::encode(format!("next_ts:{ts_micros}").as_bytes())
+}
+
+fn cursor_arg(args: &Args) -> Result<Option<u64>, SlackError> {
+    let Some(cursor) = str_arg(args, "cursor") else {
+        return Ok(None);
+    };
+    b64::decode(&cursor)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix("next_ts:")?.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| "invalid_cursor".into())
+}
+
+/// `limit`: default 100, at most 999 (Slack's documented maximum); 0 means the default.
+fn limit_arg(args: &Args) -> Result<usize, SlackError> {
+    match str_arg(args, "limit") {
+        None => Ok(100),
+        Some(l) => match l.parse::<usize>() {
+            Ok(0) => Ok(100),
+            Ok(n) => Ok(n.min(999)),
+            Err(_) => Err("invalid_limit".into()),
+        },
+    }
+}
+
+/// Newest first, top level only (thread parents included), paged by `limit` and `cursor`
+/// within `oldest`..`latest` (exclusive unless `inclusive`), metadata only when asked.
 fn history(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     let channel = channel_arg(shared, args)?;
+    let oldest = ts_bound(args, "oldest", "invalid_ts_oldest")?;
+    let latest = ts_bound(args, "latest", "invalid_ts_latest")?;
+    let cursor = cursor_arg(args)?;
+    let limit = limit_arg(args)?;
+    let inclusive = bool_arg(args, "inclusive");
+    let with_metadata = bool_arg(args, "include_all_metadata");
     let store = lock(&shared.store);
-    // Newest first, top level only (plus thread parents), like Slack.
-    let messages: Vec<Value> = store
+    let in_range = |ts: u64| {
+        let after_oldest = oldest.is_none_or(|o| if inclusive { ts >= o } else { ts > o });
+        let before_latest = latest.is_none_or(|l| if inclusive { ts <= l } else { ts < l });
+        // The cursor names the first message of this page, so it is inclusive.
+        after_oldest && before_latest && cursor.is_none_or(|c| ts <= c)
+    };
+    let mut page: Vec<(u64, &Message)> = store
         .messages
         .get(&channel.id)
-        .map(|list| {
-            list.iter()
-                .rev()
-                .filter(|m| !m.deleted && m.thread_ts.is_none())
-                .map(|m| shared.message_json(m))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(json!({"ok": true, "messages": messages, "has_more": false}))
+        .into_iter()
+        .flatten()
+        .rev()
+        .filter(|m| !m.deleted && m.thread_ts.is_none())
+        .filter_map(|m| ts_micros(&m.ts).map(|t| (t, m)))
+        .filter(|(t, _)| in_range(*t))
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit).then(|| page[limit].0);
+    page.truncate(limit);
+    let messages: Vec<Value> = page
+        .iter()
+        .map(|(_, m)| shared.message_json(m, with_metadata))
+        .collect();
+    let mut out = json!({"ok": true, "messages": messages, "has_more": next.is_some(),
+        "pin_count": 0});
+    if let Some(next) = next {
+        out["response_metadata"] = json!({"next_cursor": history_cursor(next)});
+    }
+    for (key, bound) in [("oldest", oldest), ("latest", latest)] {
+        if let Some(b) = bound {
+            out[key] = json!(format_ts(b));
+        }
+    }
+    Ok(out)
 }
 
 fn replies(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
@@ -583,12 +787,13 @@ fn replies(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
     let parent = list
         .and_then(|l| l.iter().find(|m| m.ts == ts))
         .ok_or_else(|| SlackError::from("thread_not_found"))?;
-    let mut messages = vec![shared.message_json(parent)];
+    let with_metadata = bool_arg(args, "include_all_metadata");
+    let mut messages = vec![shared.message_json(parent, with_metadata)];
     messages.extend(
         list.into_iter()
             .flatten()
             .filter(|m| m.thread_ts.as_deref() == Some(ts.as_str()) && !m.deleted)
-            .map(|m| shared.message_json(m)),
+            .map(|m| shared.message_json(m, with_metadata)),
     );
     Ok(json!({"ok": true, "messages": messages, "has_more": false}))
 }

@@ -11,16 +11,16 @@ use crate::helpers::*;
 
 const APP: &str = "xapp-1-sandbox-app-token";
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn socket_url(sb: &SandboxHandle) -> String {
+pub async fn socket_url(sb: &SandboxHandle) -> String {
     let a = api_with_token(sb, "apps.connections.open", json!({}), Some(APP)).await;
     assert_eq!(a.body["ok"], true, "{}", a.body);
     a.body["url"].as_str().unwrap().to_owned()
 }
 
 /// Connects and reads the hello.
-async fn connect(sb: &SandboxHandle) -> (Socket, Value) {
+pub async fn connect(sb: &SandboxHandle) -> (Socket, Value) {
     let (mut ws, _) = connect_async(socket_url(sb).await)
         .await
         .expect("socket connects");
@@ -29,7 +29,7 @@ async fn connect(sb: &SandboxHandle) -> (Socket, Value) {
 }
 
 /// The next text frame as JSON (pings are skipped).
-async fn next_json(ws: &mut Socket) -> Value {
+pub async fn next_json(ws: &mut Socket) -> Value {
     loop {
         let frame = tokio::time::timeout(5 * SECOND, ws.next())
             .await
@@ -42,7 +42,7 @@ async fn next_json(ws: &mut Socket) -> Value {
     }
 }
 
-async fn ack(ws: &mut Socket, envelope: &Value, payload: Option<Value>) {
+pub async fn ack(ws: &mut Socket, envelope: &Value, payload: Option<Value>) {
     let mut a = json!({"envelope_id": envelope["envelope_id"]});
     if let Some(p) = payload {
         a["payload"] = p;
