@@ -1,8 +1,10 @@
 //! Wiring: store, service, Slack client, delivery worker and HTTP server, run side by side and
 //! stopped together by one cancellation token.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -62,13 +64,24 @@ pub struct Application {
     worker: Arc<Worker>,
     slack: SlackApi,
     app_token: Option<String>,
+    socket_connections: u32,
+    shutdown_timeout: Duration,
+}
+
+/// A name for this process on the leases it takes: unique per start, readable in the database.
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 64)
+        .unwrap_or_else(|| "greenlight".to_owned());
+    format!("{host}-{}-{}", std::process::id(), ulid::Ulid::new())
 }
 
 impl Application {
     /// Opens the store (running migrations), binds the listener and prepares the worker.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
         config.check_serve()?;
-        let store = store::connect(&config.database_url).await?;
+        let store = store::connect_with(&config.database_url, config.database.options()).await?;
         let bot_token = config
             .slack
             .bot_token
@@ -90,7 +103,9 @@ impl Application {
         let secret = crate::delivery::webhook_secret(config, store.as_ref()).await?;
         let settings = crate::delivery::Settings::from_config(config, secret)
             .map_err(|e| AppError::Outbound(e.to_string()))?;
-        let worker = Worker::new(store, slack.clone(), clock, wake, settings);
+        let replica = replica_name();
+        tracing::info!(replica = %replica, database = store.backend(), "store open");
+        let worker = Worker::new(store, slack.clone(), clock, wake, settings, replica);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Bind {
@@ -113,6 +128,8 @@ impl Application {
                 .app_token
                 .as_ref()
                 .map(|t| t.expose().to_owned()),
+            socket_connections: config.slack.socket_connections,
+            shutdown_timeout: config.shutdown_timeout.as_duration(),
         })
     }
 
@@ -120,10 +137,14 @@ impl Application {
         self.addr
     }
 
+    /// Serves until `shutdown`; then stops accepting, answers the requests in flight (a click
+    /// answered 200 is committed), lets deliveries in flight finish and frees the leases it
+    /// holds, closes its sockets and the database, all within `shutdown_timeout`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let service = self.state.service.clone();
         let socket_mode = match &self.app_token {
             Some(token) => {
-                let service = self.state.service.clone();
+                let service = service.clone();
                 let handler: Handler = Arc::new(move |interaction| {
                     let service = service.clone();
                     Box::pin(async move {
@@ -136,31 +157,56 @@ impl Application {
                         }
                     })
                 });
-                let sm = SocketMode::start(&self.slack, token, handler)
+                let sm = SocketMode::start(&self.slack, token, handler, self.socket_connections)
                     .await
                     .map_err(|e| AppError::SocketMode(e.to_string()))?;
-                tracing::info!("Socket Mode on: interactions arrive over WebSockets");
+                tracing::info!(
+                    connections = self.socket_connections,
+                    "Socket Mode on: interactions arrive over WebSockets"
+                );
                 Some(sm)
             }
             None => None,
         };
-        let worker = tokio::spawn(self.worker.clone().run(shutdown.clone()));
-        let scheduler = tokio::spawn(
-            crate::scheduler::Scheduler::new(self.state.service.clone()).run(shutdown.clone()),
-        );
-        let store = self.state.service.store().clone();
+        // Deliveries get most of the time; the rest is for sockets and the database.
+        let grace = self.shutdown_timeout.mul_f64(0.8);
+        let worker = tokio::spawn(self.worker.clone().run(shutdown.clone(), grace));
+        let scheduler =
+            tokio::spawn(crate::scheduler::Scheduler::new(service.clone()).run(shutdown.clone()));
+        let store = service.store().clone();
+        let follower = {
+            let (store, service, stop) = (store.clone(), service.clone(), shutdown.clone());
+            let feed: store::DecisionFeed =
+                Arc::new(move |id| service.decided_elsewhere(id.as_ref()));
+            tokio::spawn(async move { store.follow_decisions(feed, stop).await })
+        };
+        {
+            let (service, stop) = (service.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                service.stop_waiting();
+            });
+        }
         let app = http::router(self.state);
         let stop = shutdown.clone();
-        let served = axum::serve(self.listener, app)
+        let serve = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(AppError::Serve);
+            .into_future();
+        let timeout = self.shutdown_timeout;
+        let served = tokio::select! {
+            served = serve => served.map_err(AppError::Serve),
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(timeout).await } => {
+                tracing::warn!("requests still in flight after shutdown_timeout; closing them");
+                Ok(())
+            }
+        };
         shutdown.cancel();
         if let Some(sm) = socket_mode {
-            sm.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), sm.shutdown()).await;
         }
         let _ = worker.await;
         let _ = scheduler.await;
+        let _ = follower.await;
         store.close().await;
         served
     }

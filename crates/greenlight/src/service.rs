@@ -96,7 +96,13 @@ pub struct Service {
     /// Slack, for what cannot wait for the outbox (opening a modal) and for lookups.
     slack: Option<SlackApi>,
     directory: Option<Directory>,
+    /// Cancelled when the server stops: long-polls answer at once with what they have.
+    stopping: tokio_util::sync::CancellationToken,
 }
+
+/// How often a long-poll looks at its request even without a wake-up: wake-ups from other
+/// replicas can be lost while their listener reconnects.
+const WAIT_RECHECK: Duration = Duration::from_secs(5);
 
 /// What became of a click or a machine's vote.
 #[derive(Debug, Clone)]
@@ -121,6 +127,21 @@ impl Service {
             allow_private_targets: false,
             slack: None,
             directory: None,
+            stopping: Default::default(),
+        }
+    }
+
+    /// Ends every long-poll now and any later one at once (the server is shutting down; the
+    /// client asks again, of another replica).
+    pub fn stop_waiting(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Wakes the long-polls of a request decided elsewhere (`None`: all of them look again).
+    pub fn decided_elsewhere(&self, id: Option<&RequestId>) {
+        match id {
+            Some(id) => self.waiters.wake(id),
+            None => self.waiters.wake_all(),
         }
     }
 
@@ -353,7 +374,7 @@ impl Service {
             Ok(CreateOutcome::Existing(existing)) => Ok((*existing, false)),
             Ok(CreateOutcome::KeyReused) => Err(ServiceError::IdempotencyKeyReused),
             // Two tries with the same key raced; the loser finds the winner's request.
-            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            Err(e) if e.is_unique_violation() => {
                 match self
                     .store
                     .create_request(
@@ -391,11 +412,14 @@ impl Service {
             // Register before reading, so a decision between the read and the await still wakes us.
             notified.as_mut().enable();
             let request = self.get(id).await?;
-            if request.status.is_final() {
+            if request.status.is_final() || self.stopping.is_cancelled() {
                 return Ok(request);
             }
+            let recheck = tokio::time::Instant::now() + WAIT_RECHECK;
             tokio::select! {
                 _ = notified => continue,
+                _ = self.stopping.cancelled() => return Ok(request),
+                _ = tokio::time::sleep_until(recheck), if recheck < deadline => continue,
                 _ = tokio::time::sleep_until(deadline) => return self.get(id).await,
             }
         }

@@ -39,6 +39,17 @@ impl Waiters {
         }
     }
 
+    /// Wakes everyone: some wake-ups may have been missed (another replica's notices).
+    pub fn wake_all(&self) {
+        let all: Vec<Arc<Notify>> = {
+            let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().filter_map(Weak::upgrade).collect()
+        };
+        for n in all {
+            n.notify_waiters();
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().map(|m| m.len()).unwrap_or_default()

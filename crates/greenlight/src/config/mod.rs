@@ -48,6 +48,9 @@ impl fmt::Debug for Secret {
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    pub database: DatabaseConfig,
+    /// How long a SIGTERM gives requests, deliveries and sockets in flight before exiting.
+    pub shutdown_timeout: DurationSpec,
     pub slack: SlackConfig,
     pub workflows: Vec<Workflow>,
     /// The file the workflows came from, if any.
@@ -73,6 +76,9 @@ pub struct DeliveryConfig {
     pub backoff_max: DurationSpec,
     /// Time limit of one callback or action hook call.
     pub timeout: DurationSpec,
+    /// How long a claimed delivery is one worker's alone; a worker that dies loses its jobs
+    /// to the others after this long.
+    pub lease: DurationSpec,
     /// chat.postMessage pace per channel (Slack allows about one a second, with bursts).
     pub slack_posts_per_second: f64,
     pub slack_post_burst: u32,
@@ -89,11 +95,46 @@ impl Default for DeliveryConfig {
             backoff_base: d("500ms"),
             backoff_max: d("5m"),
             timeout: d("10s"),
+            lease: d("60s"),
             slack_posts_per_second: 1.0,
             slack_post_burst: 5,
         }
     }
 }
+
+/// `[database]`: the connection pool (PostgreSQL; SQLite has one writer and a few readers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Connections per replica.
+    pub max_connections: u32,
+    /// A statement running longer than this is cancelled (and its write rolled back).
+    pub statement_timeout: DurationSpec,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let defaults = crate::store::DatabaseOptions::default();
+        Self {
+            max_connections: defaults.max_connections,
+            statement_timeout: DurationSpec::from_secs(defaults.statement_timeout.as_secs())
+                .unwrap_or_else(|_| unreachable!()),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn options(&self) -> crate::store::DatabaseOptions {
+        crate::store::DatabaseOptions {
+            max_connections: self.max_connections,
+            statement_timeout: self.statement_timeout.as_duration(),
+        }
+    }
+}
+
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "10s";
+/// Slack allows at most 10 Socket Mode connections per app, across all replicas.
+pub const SLACK_MAX_SOCKET_CONNECTIONS: u32 = 10;
 
 /// `[alerts]`: where deliveries that failed for good are announced.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -108,6 +149,12 @@ pub struct SlackConfig {
     pub signing_secret: Option<Secret>,
     pub app_token: Option<Secret>,
     pub api_url: String,
+    /// Socket Mode connections this replica opens (Slack allows 10 per app in all).
+    pub socket_connections: u32,
+}
+
+impl SlackConfig {
+    pub const DEFAULT_SOCKET_CONNECTIONS: u32 = 2;
 }
 
 /// One `[[workflow]]`: where requests go, who decides them and how.
@@ -258,6 +305,9 @@ struct FileConfig {
     listen: Option<String>,
     database_url: Option<String>,
     #[serde(default)]
+    database: DatabaseConfig,
+    shutdown_timeout: Option<DurationSpec>,
+    #[serde(default)]
     slack: FileSlack,
     #[serde(default)]
     delivery: DeliveryConfig,
@@ -274,6 +324,7 @@ struct FileSlack {
     signing_secret: Option<Secret>,
     app_token: Option<Secret>,
     api_url: Option<String>,
+    socket_connections: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -380,6 +431,12 @@ fn delivery_problems(d: &DeliveryConfig) -> Vec<(&'static str, String)> {
             "[delivery] slack_posts_per_second must be above 0".to_owned(),
         ));
     }
+    if d.lease <= d.timeout {
+        out.push((
+            "lease",
+            "[delivery] lease must be longer than timeout: a lease that runs out during a call lets another worker make the same call".to_owned(),
+        ));
+    }
     if d.slack_post_burst == 0 {
         out.push((
             "slack_post_burst",
@@ -455,10 +512,25 @@ impl Config {
             "database_url",
         );
         let database_url = database_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
-        if !database_url.starts_with("sqlite:") {
+        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres(&database_url) {
             check.push(
                 origin,
-                format!("database URL {database_url:?} is not supported yet: use sqlite:PATH"),
+                format!(
+                    "database URL {database_url:?} is not supported: use sqlite:PATH or postgres://USER@HOST:5432/DB"
+                ),
+            );
+        }
+        let database_keys = problems::key_offsets(root.and_then(|r| r.get_ref().get("database")));
+        if !(1..=1000).contains(&file.database.max_connections) {
+            check.push(
+                Origin::File(&database_keys, "max_connections"),
+                "[database] max_connections must be 1-1000".to_owned(),
+            );
+        }
+        if file.database.statement_timeout.as_millis() < 100 {
+            check.push(
+                Origin::File(&database_keys, "statement_timeout"),
+                "[database] statement_timeout must be at least 100ms".to_owned(),
             );
         }
         let slack_keys = problems::key_offsets(root.and_then(|r| r.get_ref().get("slack")));
@@ -469,7 +541,20 @@ impl Config {
             &slack_keys,
             "api_url",
         );
+        let socket_connections = file
+            .slack
+            .socket_connections
+            .unwrap_or(SlackConfig::DEFAULT_SOCKET_CONNECTIONS);
+        if !(1..=SLACK_MAX_SOCKET_CONNECTIONS).contains(&socket_connections) {
+            check.push(
+                Origin::File(&slack_keys, "socket_connections"),
+                format!(
+                    "[slack] socket_connections must be 1-{SLACK_MAX_SOCKET_CONNECTIONS} (Slack allows {SLACK_MAX_SOCKET_CONNECTIONS} per app, across all replicas)"
+                ),
+            );
+        }
         let slack = SlackConfig {
+            socket_connections,
             bot_token: env("SLACK_BOT_TOKEN").map(Secret).or(file.slack.bot_token),
             signing_secret: env("SLACK_SIGNING_SECRET")
                 .map(Secret)
@@ -560,6 +645,12 @@ impl Config {
         Ok(Config {
             listen,
             database_url,
+            database: file.database,
+            shutdown_timeout: file.shutdown_timeout.unwrap_or_else(|| {
+                DEFAULT_SHUTDOWN_TIMEOUT
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!())
+            }),
             slack,
             workflows,
             source: path,

@@ -4,6 +4,7 @@
 mod clock;
 mod duration;
 mod ids;
+mod pacing;
 mod request;
 
 pub use clock::{Clock, SystemClock};
@@ -11,6 +12,7 @@ pub use duration::{DurationSpec, ParseDurationError};
 pub use ids::{
     ApiKeyId, Approver, ChannelRef, IdError, RequestId, SlackGroupId, SlackUserId, WorkflowName,
 };
+pub use pacing::{Bucket, Pace};
 pub use request::{
     Decision, DecisionKind, NewRequest, OnExpiry, Params, Policy, Request, SlackRef, Standing,
     Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,

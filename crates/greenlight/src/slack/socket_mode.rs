@@ -31,11 +31,14 @@ pub struct SocketMode {
 }
 
 impl SocketMode {
-    /// Opens the connections for `app_token` (an `xapp-` token) and starts taking payloads.
+    /// Opens `connections` connections for `app_token` (an `xapp-` token) and starts taking
+    /// payloads. Slack sends each payload to one connection of the app, whichever replica opened
+    /// it, and allows 10 per app in all.
     pub async fn start(
         slack: &SlackApi,
         app_token: &str,
         handler: Handler,
+        connections: u32,
     ) -> Result<Self, SlackClientError> {
         let environment = Arc::new(
             SlackClientEventsListenerEnvironment::new(slack.client())
@@ -45,6 +48,7 @@ impl SocketMode {
         let callbacks =
             SlackSocketModeListenerCallbacks::new().with_interaction_events(on_interaction);
         let config = SlackClientSocketModeConfig::new()
+            .with_max_connections_count(connections)
             .with_initial_backoff_in_seconds(1)
             .with_reconnect_timeout_in_seconds(10);
         let listener = SlackClientSocketModeListener::new(&config, environment, callbacks);

@@ -2,15 +2,23 @@
 //! atomically with its audit entries and outbox jobs, and refuses a write whose request changed
 //! in between (compare-and-set on the request's version).
 
+mod local;
+mod postgres;
+mod rows;
 mod sqlite;
-mod sqlite_writer;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ApiKeyId, Millis, Request, RequestId, Status, WorkflowName};
+use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{ApiKeyId, Millis, Pace, Request, RequestId, Status, WorkflowName};
+
+pub use local::LocalCoordination;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,20 +31,90 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("unsupported database URL {0:?}: use sqlite:PATH")]
+    #[error("unsupported database URL {0:?}: use sqlite:PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// A unique constraint refused the write (two creates with one idempotency key raced).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How a database is opened: pool size and statement timeout (PostgreSQL; SQLite has one
+/// writer and a few readers of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseOptions {
+    pub max_connections: u32,
+    pub statement_timeout: std::time::Duration,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            statement_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which backend a URL names.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the store named by a database URL and brings its schema up to date.
-pub async fn connect(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    connect_with(url, DatabaseOptions::default()).await
+}
+
+pub async fn connect_with(url: &str, options: DatabaseOptions) -> StoreResult<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if is_postgres(url) {
+        Ok(Arc::new(PostgresStore::open(url, options).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
 }
+
+/// What every process that delivers to Slack must agree on: Slack's limits are per app, not
+/// per process. One process keeps these in memory; several replicas keep them in the database.
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// Takes a chat.postMessage slot for `channel`, or says when this caller's own slot is.
+    async fn take_post_slot(
+        &self,
+        channel: &str,
+        now: Millis,
+        pace: Pace,
+    ) -> StoreResult<Result<(), Millis>>;
+
+    /// Pauses a Slack method until `until` (after a 429).
+    async fn pause(&self, method: &str, until: Millis) -> StoreResult<()>;
+
+    async fn paused_until(&self, method: &str, now: Millis) -> StoreResult<Option<Millis>>;
+
+    /// Makes `owner` the only one posting or updating the request's message until `until`;
+    /// false when someone else holds it. So one message is never updated by two workers at
+    /// once, and an older rendering never lands after a newer one.
+    async fn lease_message(
+        &self,
+        request: &RequestId,
+        owner: &str,
+        until: Millis,
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    async fn release_message(&self, request: &RequestId, owner: &str) -> StoreResult<()>;
+}
+
+/// Called with a request another process decided (`None`: some notices may have been missed,
+/// so every waiter should look again).
+pub type DecisionFeed = Arc<dyn Fn(Option<RequestId>) + Send + Sync>;
 
 /// A side effect to deliver after the change that caused it has been committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,7 +442,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records effects and audit entries that change no request (notices to one person).
     async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()>;
 
-    /// Pending requests whose expiry or next reminder is due at `now`, oldest first.
+    /// Pending requests whose expiry or next reminder is due at `now`, oldest first. With
+    /// several replicas each due request is handed to one of them for a while (a claim), so
+    /// they do not all work on the same ones; the compare-and-set still decides.
     async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>>;
 
     /// Remembers where the request's message was posted.
@@ -372,13 +452,23 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 
-    /// Leases up to `limit` due jobs for `lease_ms`; a crashed worker's lease runs out and the
-    /// job is delivered again (at least once).
-    async fn claim_jobs(&self, now: Millis, lease_ms: Millis, limit: u32) -> StoreResult<Vec<Job>>;
+    /// Leases up to `limit` due jobs to `owner` for `lease_ms`; a crashed worker's lease runs
+    /// out and another worker delivers the job again (at least once).
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>>;
 
-    /// Frees every lease: called when a worker starts, because with one server per database
-    /// file any lease still held belongs to a process that died.
-    async fn release_leases(&self) -> StoreResult<u64>;
+    /// Called when a worker starts. SQLite (one server per file) frees every lease, since any
+    /// lease still held belongs to a process that died; PostgreSQL frees none, since other
+    /// replicas hold theirs, and a dead replica's leases simply run out.
+    async fn recover_leases(&self) -> StoreResult<u64>;
+
+    /// Frees the leases `owner` holds (a clean shutdown), so others need not wait them out.
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64>;
 
     /// Records an attempt's outcome and what it sets off, atomically.
     async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()>;
@@ -405,6 +495,19 @@ pub trait Store: Send + Sync + 'static {
     /// Closes every connection after the writes in flight, on a clean shutdown (SQLite then
     /// folds its write-ahead log back into the file and removes it).
     async fn close(&self);
+
+    /// Pacing, pauses and message leases, as shared as this backend's processes need.
+    fn coordination(&self) -> Arc<dyn Coordination>;
+
+    /// Tells `feed` about decisions made by other processes until `stop`. One process on
+    /// SQLite has none to hear of (its own are woken in process).
+    async fn follow_decisions(&self, feed: DecisionFeed, stop: CancellationToken) {
+        let _ = feed;
+        stop.cancelled().await;
+    }
+
+    /// `sqlite` or `postgres`, for logs.
+    fn backend(&self) -> &'static str;
 }
 
 pub(crate) fn ts_from_millis(ms: Millis) -> StoreResult<Timestamp> {

@@ -57,11 +57,14 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db_url.to_owned(),
+        database: Default::default(),
+        shutdown_timeout: "10s".parse().unwrap(),
         slack: SlackConfig {
             bot_token: Some(Secret::new(sandbox.config().bot_token.clone())),
             signing_secret: Some(Secret::new(secret)),
             app_token: None,
             api_url: sandbox.api_url(),
+            socket_connections: SlackConfig::DEFAULT_SOCKET_CONNECTIONS,
         },
         workflows: vec![Workflow::new(
             "deploy".parse().unwrap(),

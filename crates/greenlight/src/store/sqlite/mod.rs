@@ -1,7 +1,9 @@
 //! SQLite: one file, WAL, `synchronous=FULL` so that every commit is on disk before we answer.
-//! Writes go through one writer task with group commit (see `sqlite_writer`): SQLite has one
+//! Writes go through one writer task with group commit (see `writer`): SQLite has one
 //! writer anyway, and sharing each fsync among the writes of the same instant is what makes
 //! thousands of durable decisions per second possible. Reads use their own connections.
+
+mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -10,28 +12,22 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::sqlite_writer::Writer;
+use writer::Writer;
 
+use super::rows::{self, REQUEST_COLUMNS, to_json};
 use super::*;
-use crate::domain::{Decision, Params, SlackRef};
-
-/// How many attempts per job the API shows.
-const RECENT_ATTEMPTS: usize = 5;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
     writer: Writer,
     reader: SqlitePool,
+    coordination: Arc<LocalCoordination>,
 }
-
-const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, decisions, \
-     decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, slack_ts, \
-     callback_url, version, reminders, remind_at";
 
 impl SqliteStore {
     pub async fn open(url: &str) -> StoreResult<Self> {
@@ -55,76 +51,12 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            coordination: Arc::default(),
+        })
     }
-}
-
-fn request_from_row(row: &SqliteRow) -> StoreResult<Request> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
-    let params: String = row.try_get("params")?;
-    let decisions: String = row.try_get("decisions")?;
-    let slack_channel: Option<String> = row.try_get("slack_channel")?;
-    let slack_ts: Option<String> = row.try_get("slack_ts")?;
-    let workflow: String = row.try_get("workflow")?;
-    let channel: String = row.try_get("channel")?;
-    Ok(Request {
-        id: id.parse().map_err(|e| corrupt("request id", &e))?,
-        workflow: workflow.parse().map_err(|e| corrupt("workflow", &e))?,
-        title: row.try_get("title")?,
-        details: row.try_get("details")?,
-        params: serde_json::from_str::<Params>(&params).map_err(|e| corrupt("params", &e))?,
-        requester: row.try_get("requester")?,
-        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        decisions: serde_json::from_str::<Vec<Decision>>(&decisions)
-            .map_err(|e| corrupt("decisions", &e))?,
-        decided_by: row.try_get("decided_by")?,
-        reason: row.try_get("reason")?,
-        created_at: ts_from_millis(row.try_get("created_at")?)?,
-        decided_at: row
-            .try_get::<Option<i64>, _>("decided_at")?
-            .map(ts_from_millis)
-            .transpose()?,
-        expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")?
-            .map(ts_from_millis)
-            .transpose()?,
-        channel: channel.parse().map_err(|e| corrupt("channel", &e))?,
-        slack: match (slack_channel, slack_ts) {
-            (Some(channel), Some(ts)) => Some(SlackRef { channel, ts }),
-            _ => None,
-        },
-        callback_url: row.try_get("callback_url")?,
-        reminders: u32::try_from(row.try_get::<i64, _>("reminders")?).unwrap_or(u32::MAX),
-        remind_at: row
-            .try_get::<Option<i64>, _>("remind_at")?
-            .map(ts_from_millis)
-            .transpose()?,
-        version: row.try_get("version")?,
-    })
-}
-
-fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
-    let id: String = row.try_get("id")?;
-    let scopes: String = row.try_get("scopes")?;
-    Ok(ApiKey {
-        id: id
-            .parse()
-            .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))?,
-        name: row.try_get("name")?,
-        scopes: scopes.split(',').filter_map(Scope::parse).collect(),
-        created_at: ts_from_millis(row.try_get("created_at")?)?,
-        revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(ts_from_millis)
-            .transpose()?,
-    })
-}
-
-fn to_json<T: Serialize>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// One round trip for a whole change: sqlx runs each SQLite statement on the connection's own
@@ -318,17 +250,13 @@ async fn finish_in(
     now: Millis,
     report: &JobReport,
 ) -> StoreResult<()> {
-    let (state, next, error, counts, outcome) = match &report.result {
-        JobResult::Done => (JobState::Done, None, None, true, "done"),
-        JobResult::Retry { at, error, counts } => (
-            JobState::Pending,
-            Some(*at),
-            Some(error.as_str()),
-            *counts,
-            if *counts { "failed" } else { "rate_limited" },
-        ),
-        JobResult::Dead { error } => (JobState::Dead, None, Some(error.as_str()), true, "dead"),
-    };
+    let rows::Finish {
+        state,
+        next,
+        error,
+        counts,
+        outcome,
+    } = rows::Finish::of(&report.result);
     sqlx::query(
         "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
          last_error = COALESCE($3, last_error), attempts = attempts + $4, leased_until = NULL, \
@@ -413,11 +341,11 @@ impl Store for SqliteStore {
 
     async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>> {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row: Option<rows::RequestRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id.as_str())
             .fetch_optional(&self.reader)
             .await?;
-        row.as_ref().map(request_from_row).transpose()
+        row.map(Request::try_from).transpose()
     }
 
     async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<Request>> {
@@ -426,14 +354,14 @@ impl Store for SqliteStore {
              WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR workflow = $2) \
              AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(filter.status.map(Status::as_str))
             .bind(filter.workflow.as_ref().map(|w| w.as_str()))
             .bind(filter.before.as_ref().map(|b| b.as_str()))
             .bind(i64::from(filter.limit))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(request_from_row).collect()
+        rows::requests(found)
     }
 
     async fn save_transition(
@@ -479,12 +407,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        ids.iter()
-            .map(|id| {
-                id.parse()
-                    .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
+        rows::request_ids(ids)
     }
 
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
@@ -497,34 +420,27 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query(
+        let found: Vec<rows::AuditRow> = sqlx::query_as(
             "SELECT id, at, request_id, event, actor, data FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let data: String = row.try_get("data")?;
-                Ok(AuditEvent {
-                    id: row.try_get("id")?,
-                    at: ts_from_millis(row.try_get("at")?)?,
-                    request_id: row.try_get("request_id")?,
-                    event: row.try_get("event")?,
-                    actor: row.try_get("actor")?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|e| StoreError::Corrupt(format!("audit data: {e}")))?,
-                })
-            })
-            .collect()
+        found.into_iter().map(AuditEvent::try_from).collect()
     }
 
-    async fn claim_jobs(&self, now: Millis, lease_ms: Millis, limit: u32) -> StoreResult<Vec<Job>> {
-        let rows = self
+    async fn claim_jobs(
+        &self,
+        _owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let found = self
             .writer
             .write(move |mut conn| async move {
-                let res = sqlx::query(
+                let res = sqlx::query_as(
                     "UPDATE outbox SET leased_until = $1 WHERE id IN (\
                         SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
                         AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id LIMIT $3) \
@@ -539,28 +455,20 @@ impl Store for SqliteStore {
                 (conn, res)
             })
             .await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in rows {
-            let payload: String = row.try_get("payload")?;
-            let attempts: i64 = row.try_get("attempts")?;
-            jobs.push(Job {
-                id: row.try_get("id")?,
-                effect: serde_json::from_str(&payload)
-                    .map_err(|e| StoreError::Corrupt(format!("outbox payload: {e}")))?,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                created_at: row.try_get("created_at")?,
-            });
-        }
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
+        rows::jobs(found)
     }
 
-    async fn release_leases(&self) -> StoreResult<u64> {
+    async fn recover_leases(&self) -> StoreResult<u64> {
         self.writer
             .execute(sqlx::query(
                 "UPDATE outbox SET leased_until = NULL WHERE state = 'pending' AND leased_until IS NOT NULL",
             ))
             .await
+    }
+
+    async fn release_leases(&self, _owner: &str) -> StoreResult<u64> {
+        // One process per file: every lease is this process's own.
+        self.recover_leases().await
     }
 
     async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
@@ -582,78 +490,32 @@ impl Store for SqliteStore {
     }
 
     async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "SELECT id, kind, payload, state, attempts, last_error, next_attempt_at, created_at, \
-             updated_at FROM outbox WHERE request_id = $1 ORDER BY id",
-        )
-        .bind(request_id.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        let attempts = sqlx::query(
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE request_id = $1 ORDER BY id",
+            rows::DELIVERY_COLUMNS
+        );
+        let jobs = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(request_id.as_str())
+            .fetch_all(&self.reader)
+            .await?;
+        let attempts = sqlx::query_as(
             "SELECT a.job_id, a.at, a.outcome, a.error FROM outbox_attempts a \
              JOIN outbox o ON o.id = a.job_id WHERE o.request_id = $1 ORDER BY a.id DESC",
         )
         .bind(request_id.as_str())
         .fetch_all(&self.reader)
         .await?;
-        let mut history: std::collections::HashMap<i64, Vec<Attempt>> = Default::default();
-        for row in &attempts {
-            let list = history.entry(row.try_get("job_id")?).or_default();
-            if list.len() < RECENT_ATTEMPTS {
-                list.push(Attempt {
-                    at: ts_from_millis(row.try_get("at")?)?,
-                    outcome: row.try_get("outcome")?,
-                    error: row.try_get("error")?,
-                });
-            }
-        }
-        rows.iter()
-            .map(|row| {
-                let id: i64 = row.try_get("id")?;
-                let state = JobState::parse(&row.try_get::<String, _>("state")?)?;
-                let attempts: i64 = row.try_get("attempts")?;
-                let payload: String = row.try_get("payload")?;
-                let target = serde_json::from_str::<Effect>(&payload)
-                    .ok()
-                    .and_then(|e| e.target());
-                Ok(Delivery {
-                    id,
-                    kind: row.try_get("kind")?,
-                    target,
-                    state,
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    last_error: row.try_get("last_error")?,
-                    next_attempt_at: match state {
-                        JobState::Pending => Some(ts_from_millis(row.try_get("next_attempt_at")?)?),
-                        _ => None,
-                    },
-                    created_at: ts_from_millis(row.try_get("created_at")?)?,
-                    updated_at: ts_from_millis(row.try_get("updated_at")?)?,
-                    recent_attempts: history.remove(&id).unwrap_or_default(),
-                })
-            })
-            .collect()
+        rows::deliveries(jobs, attempts)
     }
 
     async fn action_results(&self, request_id: &RequestId) -> StoreResult<Vec<ActionResult>> {
-        let rows = sqlx::query(
+        let found: Vec<rows::ActionRow> = sqlx::query_as(
             "SELECT name, ok, summary, attempts, at FROM action_results WHERE request_id = $1 ORDER BY id",
         )
         .bind(request_id.as_str())
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let attempts: i64 = row.try_get("attempts")?;
-                Ok(ActionResult {
-                    name: row.try_get("name")?,
-                    ok: row.try_get("ok")?,
-                    summary: row.try_get("summary")?,
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    at: ts_from_millis(row.try_get("at")?)?,
-                })
-            })
-            .collect()
+        found.into_iter().map(ActionResult::try_from).collect()
     }
 
     async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
@@ -681,35 +543,35 @@ impl Store for SqliteStore {
     }
 
     async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
-        let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
         let query = sqlx::query(
             "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(key.id.to_string())
         .bind(key.name.clone())
         .bind(hash.to_owned())
-        .bind(scopes.join(","))
+        .bind(rows::scopes_text(key))
         .bind(millis(key.created_at));
         self.writer.execute(query).await.map(|_| ())
     }
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
-        let row = sqlx::query(
-            "SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(api_key_from_row).transpose()
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE hash = $1",
+            rows::API_KEY_COLUMNS
+        );
+        let row: Option<rows::ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(ApiKey::try_from).transpose()
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        let rows = sqlx::query(
-            "SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(api_key_from_row).collect()
+        let sql = format!("SELECT {} FROM api_keys ORDER BY id", rows::API_KEY_COLUMNS);
+        let found: Vec<rows::ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await?;
+        found.into_iter().map(ApiKey::try_from).collect()
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {
@@ -723,5 +585,13 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    fn coordination(&self) -> Arc<dyn Coordination> {
+        self.coordination.clone()
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 }

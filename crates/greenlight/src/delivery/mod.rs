@@ -3,8 +3,8 @@
 //! rendered from the request's state at delivery time, so a late or repeated update still
 //! shows the truth.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -12,17 +12,16 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::{Clock, Millis, RequestId};
+use crate::domain::{Clock, Millis, Pace, RequestId};
 use crate::hooks::ActionHook;
 use crate::outbound::{Outbound, OutgoingRequest};
 use crate::slack::{SlackApi, SlackCallError, render};
 use crate::store::{
-    ActionResult, Effect, Job, JobReport, JobResult, JobState, NewAudit, Store, StoreError,
+    ActionResult, Coordination, Effect, Job, JobReport, JobResult, JobState, NewAudit, Store,
+    StoreError,
 };
 use crate::webhook::{self, WebhookSecret};
 
-/// How long a claimed job is ours before another worker may take it.
-const LEASE_MS: Millis = 60_000;
 const MAX_IN_FLIGHT: usize = 64;
 /// While a message is not posted yet (or another task is updating it), an update for it
 /// waits this long between looks.
@@ -35,6 +34,8 @@ const MAX_PAUSE_MS: Millis = 15 * 60 * 1000;
 pub struct Settings {
     pub max_attempts: u32,
     pub max_age_ms: Millis,
+    /// How long a claimed job (and a message being posted or updated) is a worker's alone.
+    pub lease_ms: Millis,
     pub backoff_base_ms: Millis,
     pub backoff_max_ms: Millis,
     pub posts_per_second: f64,
@@ -52,6 +53,7 @@ impl Settings {
         Ok(Self {
             max_attempts: d.max_attempts,
             max_age_ms: d.max_age.as_millis(),
+            lease_ms: d.lease.as_millis(),
             backoff_base_ms: d.backoff_base.as_millis(),
             backoff_max_ms: d.backoff_max.as_millis(),
             posts_per_second: d.slack_posts_per_second,
@@ -98,40 +100,6 @@ pub async fn webhook_secret(
         );
     }
     WebhookSecret::parse(&stored).map_err(|e| StoreError::Corrupt(format!("stored {e}")))
-}
-
-/// A token bucket: `post_burst` messages at once, then `posts_per_second`.
-struct Bucket {
-    tokens: f64,
-    at: Millis,
-    /// The next free slot for a waiting post: each waiter gets its own, so a backlog of N posts
-    /// is looked at about once each, not N times a second.
-    next_slot: Millis,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Millis) -> Self {
-        Self {
-            tokens: burst,
-            at: now,
-            next_slot: now,
-        }
-    }
-
-    /// Takes a token, or returns the time of this waiter's own slot.
-    fn take(&mut self, now: Millis, burst: f64, per_ms: f64) -> Result<(), Millis> {
-        let elapsed = (now - self.at).max(0) as f64;
-        self.tokens = (self.tokens + elapsed * per_ms).min(burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Ok(());
-        }
-        let ready = now + ((1.0 - self.tokens) / per_ms).ceil().max(1.0) as Millis;
-        let slot = ready.max(self.next_slot);
-        self.next_slot = slot + (1.0 / per_ms).ceil().max(1.0) as Millis;
-        Err(slot)
-    }
 }
 
 /// How one attempt went, before it is written down.
@@ -190,33 +158,16 @@ enum Step {
     Pointless(String),
 }
 
-/// Marks a request's message as being posted or updated by one task.
-struct MessageGuard<'a> {
-    busy: &'a Mutex<HashSet<RequestId>>,
-    id: RequestId,
-}
-
-impl Drop for MessageGuard<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut busy) = self.busy.lock() {
-            busy.remove(&self.id);
-        }
-    }
-}
-
 pub struct Worker {
     store: Arc<dyn Store>,
+    /// Pacing, 429 pauses and message leases, shared by every process that delivers.
+    shared: Arc<dyn Coordination>,
     slack: SlackApi,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
     settings: Settings,
-    /// Slack methods paused by a 429, until a time.
-    paused: Mutex<HashMap<&'static str, Millis>>,
-    /// chat.postMessage pacing, per channel.
-    buckets: Mutex<HashMap<String, Bucket>>,
-    /// Requests whose message a task is posting or updating right now: one at a time, so an
-    /// older render can never land after a newer one.
-    busy: Mutex<HashSet<RequestId>>,
+    /// This replica's name on the leases it takes.
+    owner: String,
 }
 
 impl Worker {
@@ -226,16 +177,16 @@ impl Worker {
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
         settings: Settings,
+        owner: String,
     ) -> Arc<Self> {
         Arc::new(Self {
+            shared: store.coordination(),
             store,
             slack,
             clock,
             wake,
             settings,
-            paused: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
-            busy: Mutex::new(HashSet::new()),
+            owner,
         })
     }
 
@@ -243,8 +194,10 @@ impl Worker {
         self.clock.now().as_millisecond()
     }
 
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        match self.store.release_leases().await {
+    /// Delivers until `shutdown`; then lets the deliveries in flight finish for up to `grace`
+    /// and frees the leases it still holds, so other replicas take those jobs at once.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        match self.store.recover_leases().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "resuming deliveries interrupted by a crash"),
             Err(e) => tracing::error!(error = %e, "cannot release stale outbox leases"),
@@ -258,7 +211,11 @@ impl Worker {
                 Vec::new()
             } else {
                 let limit = u32::try_from(free).unwrap_or(1);
-                match self.store.claim_jobs(self.now(), LEASE_MS, limit).await {
+                match self
+                    .store
+                    .claim_jobs(&self.owner, self.now(), self.settings.lease_ms, limit)
+                    .await
+                {
                     Ok(jobs) => jobs,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot claim outbox jobs");
@@ -287,11 +244,21 @@ impl Worker {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
-        // Let deliveries in flight finish briefly; anything cut off is leased and runs again.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        // Let deliveries in flight finish; anything cut off runs again (at least once).
+        let finished =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "deliveries still in flight at shutdown; they will be tried again"
+            );
+            tasks.abort_all();
+        }
+        match self.store.release_leases(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "released outbox leases for other replicas"),
+            Err(e) => tracing::warn!(error = %e, "cannot release outbox leases; they will run out"),
+        }
     }
 
     async fn idle_sleep(&self) -> Duration {
@@ -415,55 +382,66 @@ impl Worker {
         }
     }
 
-    fn paused_until(&self, method: &'static str, now: Millis) -> Option<Millis> {
-        self.paused
-            .lock()
-            .ok()
-            .and_then(|p| p.get(method).copied())
-            .filter(|until| *until > now)
-    }
-
-    /// Takes a chat.postMessage token for `channel`, or says when one will be there.
-    fn take_token(&self, channel: &str, now: Millis) -> Result<(), Millis> {
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
+    /// Takes a chat.postMessage slot for `channel`, or says when this post's own slot is.
+    async fn take_token(
+        &self,
+        channel: &str,
+        now: Millis,
+    ) -> Result<Result<(), Millis>, SlackCallError> {
+        let pace = Pace {
+            per_second: self.settings.posts_per_second,
+            burst: self.settings.post_burst,
         };
-        let burst = f64::from(self.settings.post_burst.max(1));
-        let per_ms = self.settings.posts_per_second / 1000.0;
-        buckets
-            .entry(channel.to_owned())
-            .or_insert_with(|| Bucket::full(burst, now))
-            .take(now, burst, per_ms)
-    }
-
-    fn claim_message(&self, id: &RequestId) -> Option<MessageGuard<'_>> {
-        let mut busy = self.busy.lock().ok()?;
-        busy.insert(id.clone()).then(|| MessageGuard {
-            busy: &self.busy,
-            id: id.clone(),
-        })
+        self.shared
+            .take_post_slot(channel, now, pace)
+            .await
+            .map_err(|e| SlackCallError::Transient(e.to_string()))
     }
 
     async fn slack_job(&self, job: &Job) -> Outcome {
         let method = Self::method(&job.effect);
         let now = self.now();
-        if let Some(until) = self.paused_until(method, now) {
-            return Outcome::wait(until, format!("{method} rate limited"));
+        match self.shared.paused_until(method, now).await {
+            Ok(Some(until)) => return Outcome::wait(until, format!("{method} rate limited")),
+            Ok(None) => {}
+            Err(e) => return self.retry_or_give_up(job, now, e.to_string()),
         }
-        let _guard = match &job.effect {
+        let message = match &job.effect {
             Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
-                match self.claim_message(request_id) {
-                    Some(g) => Some(g),
-                    None => {
-                        return Outcome::wait(
-                            now + WAIT_FOR_POST_MS,
-                            "another delivery for this message is in flight",
-                        );
-                    }
-                }
+                Some(request_id)
             }
             _ => None,
         };
+        // One task at a time posts or updates a message, across replicas: so an older
+        // rendering can never land after a newer one.
+        let lease_owner = format!("{}:{}", self.owner, job.id);
+        if let Some(request_id) = message {
+            let until = now + self.settings.lease_ms;
+            match self
+                .shared
+                .lease_message(request_id, &lease_owner, until, now)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Outcome::wait(
+                        now + WAIT_FOR_POST_MS,
+                        "another delivery for this message is in flight",
+                    );
+                }
+                Err(e) => return self.retry_or_give_up(job, now, e.to_string()),
+            }
+        }
+        let outcome = self.slack_call(job, method, now).await;
+        if let Some(request_id) = message
+            && let Err(e) = self.shared.release_message(request_id, &lease_owner).await
+        {
+            tracing::warn!(error = %e, request = %request_id, "cannot release a message lease; it will run out");
+        }
+        outcome
+    }
+
+    async fn slack_call(&self, job: &Job, method: &'static str, now: Millis) -> Outcome {
         let res = match &job.effect {
             Effect::SlackPost { request_id } => self.post(request_id, now).await,
             Effect::SlackUpdate { request_id } => self.update(request_id).await,
@@ -479,12 +457,13 @@ impl Worker {
                 .post_ephemeral(channel, user, text.clone())
                 .await
                 .map(|()| Step::Sent),
-            Effect::SlackAlert { channel, text, .. } => match self.take_token(channel, now) {
-                Err(at) => Ok(Step::Wait(
+            Effect::SlackAlert { channel, text, .. } => match self.take_token(channel, now).await {
+                Err(e) => Err(e),
+                Ok(Err(at)) => Ok(Step::Wait(
                     at,
                     "paced: one message a second per channel".into(),
                 )),
-                Ok(()) => self
+                Ok(Ok(())) => self
                     .slack
                     .post_message(channel, text.clone(), render::notice(text))
                     .await
@@ -507,9 +486,8 @@ impl Worker {
                     .unwrap_or(MAX_PAUSE_MS)
                     .clamp(MIN_PAUSE_MS, MAX_PAUSE_MS);
                 let until = self.now() + pause;
-                if let Ok(mut p) = self.paused.lock() {
-                    let entry = p.entry(method).or_insert(until);
-                    *entry = (*entry).max(until);
+                if let Err(e) = self.shared.pause(method, until).await {
+                    tracing::warn!(error = %e, method, "cannot share a 429 pause with other replicas");
                 }
                 if now - job.created_at > self.settings.max_age_ms {
                     return Outcome::dead(format!("{method} still rate limited after max_age"));
@@ -563,7 +541,7 @@ impl Worker {
         if request.slack.is_some() {
             return Ok(Step::Sent);
         }
-        if let Err(at) = self.take_token(request.channel.as_str(), now) {
+        if let Err(at) = self.take_token(request.channel.as_str(), now).await? {
             return Ok(Step::Wait(
                 at,
                 "paced: one message a second per channel".into(),
@@ -622,7 +600,7 @@ impl Worker {
                 "waiting for the message to be posted".into(),
             ));
         };
-        if let Err(at) = self.take_token(&slack.channel, now) {
+        if let Err(at) = self.take_token(&slack.channel, now).await? {
             return Ok(Step::Wait(
                 at,
                 "paced: one message a second per channel".into(),
@@ -751,24 +729,5 @@ impl Worker {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod bucket_tests {
-    use super::Bucket;
-
-    #[test]
-    fn a_burst_then_one_a_second_and_each_waiter_its_own_slot() {
-        let per_ms = 1.0 / 1000.0;
-        let mut b = Bucket::full(3.0, 0);
-        assert_eq!(
-            (0..3).map(|_| b.take(0, 3.0, per_ms)).collect::<Vec<_>>(),
-            [Ok(()); 3]
-        );
-        // Three more posts wait at 1 s, 2 s and 3 s, not all at 1 s.
-        let slots: Vec<_> = (0..3).map(|_| b.take(0, 3.0, per_ms)).collect();
-        assert_eq!(slots, [Err(1000), Err(2000), Err(3000)]);
-        assert_eq!(b.take(1000, 3.0, per_ms), Ok(()));
     }
 }

@@ -1,0 +1,587 @@
+//! PostgreSQL: the store for several replicas. Every change (the request, its audit entries,
+//! its outbox jobs, the wake-up of other replicas' waiters) is one statement, so it commits
+//! atomically in one round trip. The outbox is claimed with `FOR UPDATE SKIP LOCKED` and leases
+//! that run out; what Slack limits per app (pacing, 429 pauses, one writer per message) is kept
+//! in tables every replica shares; decisions are announced with NOTIFY.
+
+mod coordination;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
+use tokio_util::sync::CancellationToken;
+
+use super::rows::{self, REQUEST_COLUMNS, to_json};
+use super::*;
+use coordination::PgCoordination;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The channel decisions are announced on.
+const DECIDED_CHANNEL: &str = "greenlight_decided";
+/// How long a replica looks after a due request's timers before another may.
+const TIMER_LEASE_MS: Millis = 30_000;
+/// How long `open` keeps trying a database that does not answer yet (it may be starting).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
+pub struct PostgresStore {
+    pool: PgPool,
+    coordination: Arc<PgCoordination>,
+}
+
+type Statement = QueryBuilder<Postgres>;
+
+impl PostgresStore {
+    pub async fn open(url: &str, options: DatabaseOptions) -> StoreResult<Self> {
+        let timeout_ms = options.statement_timeout.as_millis().to_string();
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("greenlight")
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        let started = tokio::time::Instant::now();
+        let pool = loop {
+            let attempt = PgPoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(connect.clone())
+                .await;
+            match attempt {
+                Ok(pool) => break pool,
+                Err(e) if started.elapsed() < CONNECT_PATIENCE && is_unreachable(&e) => {
+                    tracing::warn!(error = %e, "PostgreSQL does not answer yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        // Several replicas may start at once: the migrator takes an advisory lock.
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            coordination: Arc::new(PgCoordination::new(pool.clone())),
+            pool,
+        })
+    }
+
+    /// The pool, for tools that work on the whole database (copy-db, tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+        || matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57P03"))
+}
+
+/// Appends the inserts of a change's audit entries and outbox jobs as data-modifying CTEs that
+/// read from `source` (one row when the change happened, none when it did not). Each kind is
+/// one multi-row insert in order, so their ids follow the order of the entries.
+fn push_audit_and_effects(
+    qb: &mut Statement,
+    source: &str,
+    now: Millis,
+    audit: &[NewAudit],
+    effects: &[Effect],
+) -> StoreResult<()> {
+    if !audit.is_empty() {
+        qb.push(", audit_rows AS (INSERT INTO audit (at, request_id, event, actor, data) SELECT v.at, v.request_id, v.event, v.actor, v.data FROM ")
+            .push(source)
+            .push(", (VALUES ");
+        for (i, a) in audit.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push("(")
+                .push_bind(now)
+                .push(", ")
+                .push_bind(a.request_id.as_ref().map(|id| id.to_string()))
+                .push(", ")
+                .push_bind(a.event)
+                .push(", ")
+                .push_bind(a.actor.clone())
+                .push(", ")
+                .push_bind(to_json(&a.data)?)
+                .push(", ")
+                .push_bind(i as i64)
+                .push(")");
+        }
+        qb.push(") AS v(at, request_id, event, actor, data, ord) ORDER BY v.ord)");
+    }
+    if !effects.is_empty() {
+        qb.push(", job_rows AS (INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) SELECT v.request_id, v.kind, v.payload, ")
+            .push_bind(now)
+            .push(", ")
+            .push_bind(now)
+            .push(", ")
+            .push_bind(now)
+            .push(" FROM ")
+            .push(source)
+            .push(", (VALUES ");
+        for (i, effect) in effects.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push("(")
+                .push_bind(effect.request_id().map(|id| id.to_string()))
+                .push(", ")
+                .push_bind(effect.kind())
+                .push(", ")
+                .push_bind(to_json(effect)?)
+                .push(", ")
+                .push_bind(i as i64)
+                .push(")");
+        }
+        // Updates render the latest state when delivered, so one waiting update per message
+        // is enough: later changes collapse into it.
+        qb.push(
+            ") AS v(request_id, kind, payload, ord) WHERE v.kind <> 'slack_update' OR NOT EXISTS \
+             (SELECT 1 FROM outbox o WHERE o.kind = 'slack_update' AND o.state = 'pending' \
+             AND o.request_id = v.request_id AND (o.leased_until IS NULL OR o.leased_until < ",
+        )
+        .push_bind(now)
+        .push(")) ORDER BY v.ord)");
+    }
+    Ok(())
+}
+
+async fn count_of(qb: &mut Statement, pool: &PgPool) -> StoreResult<i64> {
+    Ok(qb.build_query_scalar::<i64>().fetch_one(pool).await?)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_request(
+        &self,
+        r: &Request,
+        idempotency: Option<&Idempotency>,
+        audit: &[NewAudit],
+        effects: &[Effect],
+        now: Millis,
+    ) -> StoreResult<CreateOutcome> {
+        let mut qb = Statement::new(
+            "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
+             status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
+             callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
+             reminders, remind_at) ",
+        );
+        qb.push_values([r], |mut row, r| {
+            row.push_bind(r.id.to_string())
+                .push_bind(r.workflow.to_string())
+                .push_bind(r.title.clone())
+                .push_bind(r.details.clone())
+                .push_bind(serde_json::to_string(&r.params).unwrap_or_default())
+                .push_bind(r.requester.clone())
+                .push_bind(r.status.as_str())
+                .push_bind(serde_json::to_string(&r.decisions).unwrap_or_default())
+                .push_bind(r.decided_by.clone())
+                .push_bind(r.reason.clone())
+                .push_bind(millis(r.created_at))
+                .push_bind(r.decided_at.map(millis))
+                .push_bind(r.expires_at.map(millis))
+                .push_bind(r.channel.to_string())
+                .push_bind(r.callback_url.clone())
+                .push_bind(idempotency.map(|i| i.api_key.to_string()))
+                .push_bind(idempotency.map(|i| i.key.clone()))
+                .push_bind(idempotency.map(|i| i.fingerprint.clone()))
+                .push_bind(r.version)
+                .push_bind(i64::from(r.reminders))
+                .push_bind(r.remind_at.map(millis));
+        });
+        // A repeated idempotency key conflicts; nothing is written and the earlier request is
+        // looked up below (also when the two creates raced on different replicas).
+        qb.push(" ON CONFLICT DO NOTHING RETURNING id)");
+        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
+        qb.push(" SELECT count(*) FROM src");
+        if count_of(&mut qb, &self.pool).await? == 1 {
+            return Ok(CreateOutcome::Created);
+        }
+        let Some(idem) = idempotency else {
+            return Err(StoreError::Corrupt(format!("request id {} exists", r.id)));
+        };
+        let found: Option<(Option<String>, String)> = sqlx::query_as(
+            "SELECT idempotency_fingerprint, id FROM requests \
+             WHERE api_key_id = $1 AND idempotency_key = $2",
+        )
+        .bind(idem.api_key.as_str())
+        .bind(&idem.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((fingerprint, id)) = found else {
+            return Err(StoreError::Corrupt(format!("request id {} exists", r.id)));
+        };
+        if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
+            return Ok(CreateOutcome::KeyReused);
+        }
+        let id: RequestId = id
+            .parse()
+            .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))?;
+        let existing = self
+            .get_request(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("request {id} vanished")))?;
+        Ok(CreateOutcome::Existing(Box::new(existing)))
+    }
+
+    async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1");
+        let row: Option<rows::RequestRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Request::try_from).transpose()
+    }
+
+    async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<Request>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests \
+             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2) \
+             AND ($3::text IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        );
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.workflow.as_ref().map(|w| w.as_str()))
+            .bind(filter.before.as_ref().map(|b| b.as_str()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows::requests(found)
+    }
+
+    async fn save_transition(
+        &self,
+        r: &Request,
+        expected_version: i64,
+        audit: &[NewAudit],
+        effects: &[Effect],
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut qb = Statement::new("WITH src AS (UPDATE requests SET status = ");
+        qb.push_bind(r.status.as_str())
+            .push(", decisions = ")
+            .push_bind(to_json(&r.decisions)?)
+            .push(", decided_by = ")
+            .push_bind(r.decided_by.clone())
+            .push(", reason = ")
+            .push_bind(r.reason.clone())
+            .push(", decided_at = ")
+            .push_bind(r.decided_at.map(millis))
+            .push(", version = ")
+            .push_bind(r.version)
+            .push(", reminders = ")
+            .push_bind(i64::from(r.reminders))
+            .push(", remind_at = ")
+            .push_bind(r.remind_at.map(millis))
+            .push(" WHERE id = ")
+            .push_bind(r.id.to_string())
+            .push(" AND version = ")
+            .push_bind(expected_version)
+            .push(" RETURNING id)");
+        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
+        qb.push(" SELECT count(*) FROM src");
+        if r.status.is_final() {
+            // Delivered at commit to every replica's listener, which wakes its long-polls.
+            qb.push(", LATERAL (SELECT pg_notify(")
+                .push_bind(DECIDED_CHANNEL)
+                .push(", src.id)) AS notified");
+        }
+        Ok(count_of(&mut qb, &self.pool).await? == 1)
+    }
+
+    async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()> {
+        if audit.is_empty() && effects.is_empty() {
+            return Ok(());
+        }
+        let mut qb = Statement::new("WITH src AS (SELECT 1 AS one)");
+        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
+        qb.push(" SELECT count(*) FROM src");
+        count_of(&mut qb, &self.pool).await.map(|_| ())
+    }
+
+    async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE requests SET timer_lease_until = $2 WHERE id IN (\
+                SELECT id FROM requests WHERE status = 'pending' \
+                AND (expires_at <= $1 OR remind_at <= $1) \
+                AND (timer_lease_until IS NULL OR timer_lease_until < $1) \
+                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(now + TIMER_LEASE_MS)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids = rows::request_ids(ids)?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
+            .bind(channel)
+            .bind(ts)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let found: Vec<rows::AuditRow> = sqlx::query_as(
+            "SELECT id, at, request_id, event, actor, data FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        found.into_iter().map(AuditEvent::try_from).collect()
+    }
+
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Job>> {
+        let found = sqlx::query_as(
+            "UPDATE outbox SET leased_until = $1, lease_owner = $4 WHERE id IN (\
+                SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
+                AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id \
+                LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, payload, attempts, created_at",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows::jobs(found)
+    }
+
+    async fn recover_leases(&self) -> StoreResult<u64> {
+        // Other replicas hold their leases; a dead one's run out by themselves.
+        Ok(0)
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE outbox SET leased_until = NULL, lease_owner = NULL \
+             WHERE state = 'pending' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("DELETE FROM message_leases WHERE left(owner, length($1)) = $1")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
+        let rows::Finish {
+            state,
+            next,
+            error,
+            counts,
+            outcome,
+        } = rows::Finish::of(&report.result);
+        let mut qb = Statement::new("WITH src AS (UPDATE outbox SET state = ");
+        qb.push_bind(state.as_str())
+            .push(", next_attempt_at = COALESCE(")
+            .push_bind(next)
+            .push(", next_attempt_at), last_error = COALESCE(")
+            .push_bind(error.map(str::to_owned))
+            .push(", last_error), attempts = attempts + ")
+            .push_bind(i64::from(counts && report.attempted))
+            .push(", leased_until = NULL, lease_owner = NULL, updated_at = ")
+            .push_bind(now)
+            .push(" WHERE id = ")
+            .push_bind(id)
+            .push(" RETURNING id, request_id)");
+        if report.attempted {
+            qb.push(", attempt_rows AS (INSERT INTO outbox_attempts (job_id, at, outcome, error) SELECT id, ")
+                .push_bind(now)
+                .push(", ")
+                .push_bind(outcome)
+                .push(", ")
+                .push_bind(error.map(str::to_owned))
+                .push(" FROM src)");
+        }
+        if let Some(a) = &report.action {
+            qb.push(", action_rows AS (INSERT INTO action_results (request_id, name, ok, summary, attempts, at) SELECT request_id, ")
+                .push_bind(a.name.clone())
+                .push(", ")
+                .push_bind(a.ok)
+                .push(", ")
+                .push_bind(a.summary.clone())
+                .push(", ")
+                .push_bind(i64::from(a.attempts))
+                .push(", ")
+                .push_bind(millis(a.at))
+                .push(" FROM src)");
+        }
+        push_audit_and_effects(&mut qb, "src", now, &report.audit, &report.effects)?;
+        qb.push(" SELECT count(*) FROM src");
+        count_of(&mut qb, &self.pool).await.map(|_| ())
+    }
+
+    async fn next_job_due(&self) -> StoreResult<Option<Millis>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(leased_until, 0))) FROM outbox \
+             WHERE state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE request_id = $1 ORDER BY id",
+            rows::DELIVERY_COLUMNS
+        );
+        let jobs = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(request_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let attempts = sqlx::query_as(
+            "SELECT a.job_id, a.at, a.outcome, a.error FROM outbox_attempts a \
+             JOIN outbox o ON o.id = a.job_id WHERE o.request_id = $1 ORDER BY a.id DESC",
+        )
+        .bind(request_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows::deliveries(jobs, attempts)
+    }
+
+    async fn action_results(&self, request_id: &RequestId) -> StoreResult<Vec<ActionResult>> {
+        let found: Vec<rows::ActionRow> = sqlx::query_as(
+            "SELECT name, ok, summary, attempts, at FROM action_results WHERE request_id = $1 ORDER BY id",
+        )
+        .bind(request_id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        found.into_iter().map(ActionResult::try_from).collect()
+    }
+
+    async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        // Two statements, two snapshots: the SELECT sees a row another replica inserted first.
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key.id.as_str())
+        .bind(&key.name)
+        .bind(hash)
+        .bind(rows::scopes_text(key))
+        .bind(millis(key.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE hash = $1",
+            rows::API_KEY_COLUMNS
+        );
+        let row: Option<rows::ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(ApiKey::try_from).transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let sql = format!("SELECT {} FROM api_keys ORDER BY id", rows::API_KEY_COLUMNS);
+        let found: Vec<rows::ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        found.into_iter().map(ApiKey::try_from).collect()
+    }
+
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(millis(now))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn coordination(&self) -> Arc<dyn Coordination> {
+        self.coordination.clone()
+    }
+
+    async fn follow_decisions(&self, feed: DecisionFeed, stop: CancellationToken) {
+        let mut first = true;
+        while !stop.is_cancelled() {
+            let listener = async {
+                let mut l = PgListener::connect_with(&self.pool).await?;
+                l.listen(DECIDED_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(l)
+            };
+            let mut listener = match listener.await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for decisions; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if !std::mem::take(&mut first) {
+                // Decisions made while the listener was away were not heard: look again.
+                feed(None);
+            }
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    n = listener.try_recv() => n,
+                };
+                match next {
+                    Ok(Some(n)) => match n.payload().parse() {
+                        Ok(id) => feed(Some(id)),
+                        Err(_) => tracing::warn!(payload = n.payload(), "odd decision notice"),
+                    },
+                    // The connection was lost; the next call reconnects and listens again.
+                    Ok(None) => {
+                        tracing::warn!("lost the decision listener's connection; reconnecting");
+                        feed(None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "decision listener failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

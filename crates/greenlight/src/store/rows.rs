@@ -1,0 +1,307 @@
+//! Rows as both backends return them, and their conversion into domain values: the schema is
+//! the same on SQLite and PostgreSQL (times as epoch milliseconds, JSON as text), so reading a
+//! row is written once.
+
+use std::collections::HashMap;
+
+use super::{
+    ActionResult, ApiKey, Attempt, AuditEvent, Delivery, Effect, Job, JobState, Scope, StoreError,
+    StoreResult, ts_from_millis,
+};
+use crate::domain::{Decision, IdError, Params, Request, SlackRef, Status};
+
+/// How many attempts per job the API shows.
+pub const RECENT_ATTEMPTS: usize = 5;
+
+/// The columns of `RequestRow`, in order.
+pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
+     decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
+     slack_ts, callback_url, version, reminders, remind_at";
+
+fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn opt_ts(ms: Option<i64>) -> StoreResult<Option<jiff::Timestamp>> {
+    ms.map(ts_from_millis).transpose()
+}
+
+#[derive(sqlx::FromRow)]
+pub struct RequestRow {
+    pub id: String,
+    pub workflow: String,
+    pub title: String,
+    pub details: Option<String>,
+    pub params: String,
+    pub requester: Option<String>,
+    pub status: String,
+    pub decisions: String,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub decided_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub channel: String,
+    pub slack_channel: Option<String>,
+    pub slack_ts: Option<String>,
+    pub callback_url: Option<String>,
+    pub version: i64,
+    pub reminders: i64,
+    pub remind_at: Option<i64>,
+}
+
+impl TryFrom<RequestRow> for Request {
+    type Error = StoreError;
+
+    fn try_from(row: RequestRow) -> StoreResult<Request> {
+        Ok(Request {
+            id: row.id.parse().map_err(|e| corrupt("request id", &e))?,
+            workflow: row.workflow.parse().map_err(|e| corrupt("workflow", &e))?,
+            title: row.title,
+            details: row.details,
+            params: serde_json::from_str::<Params>(&row.params)
+                .map_err(|e| corrupt("params", &e))?,
+            requester: row.requester,
+            status: Status::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
+            decisions: serde_json::from_str::<Vec<Decision>>(&row.decisions)
+                .map_err(|e| corrupt("decisions", &e))?,
+            decided_by: row.decided_by,
+            reason: row.reason,
+            created_at: ts_from_millis(row.created_at)?,
+            decided_at: opt_ts(row.decided_at)?,
+            expires_at: opt_ts(row.expires_at)?,
+            channel: row.channel.parse().map_err(|e| corrupt("channel", &e))?,
+            slack: match (row.slack_channel, row.slack_ts) {
+                (Some(channel), Some(ts)) => Some(SlackRef { channel, ts }),
+                _ => None,
+            },
+            callback_url: row.callback_url,
+            reminders: count(row.reminders),
+            remind_at: opt_ts(row.remind_at)?,
+            version: row.version,
+        })
+    }
+}
+
+pub fn requests(rows: Vec<RequestRow>) -> StoreResult<Vec<Request>> {
+    rows.into_iter().map(Request::try_from).collect()
+}
+
+pub fn request_ids(ids: Vec<String>) -> StoreResult<Vec<crate::domain::RequestId>> {
+    ids.iter()
+        .map(|id| id.parse().map_err(|e: IdError| corrupt("request id", &e)))
+        .collect()
+}
+
+pub const API_KEY_COLUMNS: &str = "id, name, scopes, created_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub name: String,
+    pub scopes: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = StoreError;
+
+    fn try_from(row: ApiKeyRow) -> StoreResult<ApiKey> {
+        Ok(ApiKey {
+            id: row.id.parse().map_err(|e: IdError| corrupt("key id", &e))?,
+            name: row.name,
+            scopes: row.scopes.split(',').filter_map(Scope::parse).collect(),
+            created_at: ts_from_millis(row.created_at)?,
+            revoked_at: opt_ts(row.revoked_at)?,
+        })
+    }
+}
+
+pub fn scopes_text(key: &ApiKey) -> String {
+    let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    scopes.join(",")
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub request_id: Option<String>,
+    pub event: String,
+    pub actor: String,
+    pub data: String,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+
+    fn try_from(row: AuditRow) -> StoreResult<AuditEvent> {
+        Ok(AuditEvent {
+            id: row.id,
+            at: ts_from_millis(row.at)?,
+            request_id: row.request_id,
+            event: row.event,
+            actor: row.actor,
+            data: serde_json::from_str(&row.data).map_err(|e| corrupt("audit data", &e))?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub payload: String,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// Claimed jobs, oldest first.
+pub fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
+    let mut jobs = rows
+        .into_iter()
+        .map(|row| {
+            Ok(Job {
+                id: row.id,
+                effect: serde_json::from_str(&row.payload)
+                    .map_err(|e| corrupt("outbox payload", &e))?,
+                attempts: count(row.attempts),
+                created_at: row.created_at,
+            })
+        })
+        .collect::<StoreResult<Vec<Job>>>()?;
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
+}
+
+pub const DELIVERY_COLUMNS: &str = "id, kind, payload, state, attempts, last_error, \
+     next_attempt_at, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AttemptRow {
+    pub job_id: i64,
+    pub at: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A request's jobs with their latest attempts (`attempts` newest first).
+pub fn deliveries(rows: Vec<DeliveryRow>, attempts: Vec<AttemptRow>) -> StoreResult<Vec<Delivery>> {
+    let mut history: HashMap<i64, Vec<Attempt>> = HashMap::new();
+    for a in attempts {
+        let list = history.entry(a.job_id).or_default();
+        if list.len() < RECENT_ATTEMPTS {
+            list.push(Attempt {
+                at: ts_from_millis(a.at)?,
+                outcome: a.outcome,
+                error: a.error,
+            });
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let state = JobState::parse(&row.state)?;
+            let target = serde_json::from_str::<Effect>(&row.payload)
+                .ok()
+                .and_then(|e| e.target());
+            Ok(Delivery {
+                id: row.id,
+                kind: row.kind,
+                target,
+                state,
+                attempts: count(row.attempts),
+                last_error: row.last_error,
+                next_attempt_at: match state {
+                    JobState::Pending => Some(ts_from_millis(row.next_attempt_at)?),
+                    _ => None,
+                },
+                created_at: ts_from_millis(row.created_at)?,
+                updated_at: ts_from_millis(row.updated_at)?,
+                recent_attempts: history.remove(&row.id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow)]
+pub struct ActionRow {
+    pub name: String,
+    pub ok: bool,
+    pub summary: String,
+    pub attempts: i64,
+    pub at: i64,
+}
+
+impl TryFrom<ActionRow> for ActionResult {
+    type Error = StoreError;
+
+    fn try_from(row: ActionRow) -> StoreResult<ActionResult> {
+        Ok(ActionResult {
+            name: row.name,
+            ok: row.ok,
+            summary: row.summary,
+            attempts: count(row.attempts),
+            at: ts_from_millis(row.at)?,
+        })
+    }
+}
+
+pub fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// How a job's outcome is written: its new state, next attempt, error, whether it counts as
+/// an attempt, and the attempt's outcome word.
+pub struct Finish<'a> {
+    pub state: JobState,
+    pub next: Option<i64>,
+    pub error: Option<&'a str>,
+    pub counts: bool,
+    pub outcome: &'static str,
+}
+
+impl<'a> Finish<'a> {
+    pub fn of(result: &'a super::JobResult) -> Self {
+        use super::JobResult;
+        match result {
+            JobResult::Done => Finish {
+                state: JobState::Done,
+                next: None,
+                error: None,
+                counts: true,
+                outcome: "done",
+            },
+            JobResult::Retry { at, error, counts } => Finish {
+                state: JobState::Pending,
+                next: Some(*at),
+                error: Some(error.as_str()),
+                counts: *counts,
+                outcome: if *counts { "failed" } else { "rate_limited" },
+            },
+            JobResult::Dead { error } => Finish {
+                state: JobState::Dead,
+                next: None,
+                error: Some(error.as_str()),
+                counts: true,
+                outcome: "dead",
+            },
+        }
+    }
+}
