@@ -15,12 +15,21 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+/// How long the database gets to answer a readiness probe: load balancers probe with short
+/// timeouts of their own, and a hung database must read as not ready, not as no answer.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ready when the database answers.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.service.store().next_job_due().await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
+    let probe = tokio::time::timeout(READY_TIMEOUT, state.service.store().next_job_due()).await;
+    match probe {
+        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer in time");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
     }

@@ -12,6 +12,7 @@ mod expiry;
 mod helpers;
 mod policies;
 mod receiver;
+mod replicas;
 mod rules;
 mod slack_security;
 mod socket_mode;

@@ -1,10 +1,21 @@
-//! The SQLite store under concurrency: group commit batches writes, and one failing write fails
-//! alone.
+//! The store's promises, checked on every backend: one set of tests, run on a SQLite file and
+//! on a fresh PostgreSQL database each (see `store_tests!` at the bottom). Races included:
+//! concurrent creates, transitions carrying audit entries, votes and idempotent retries.
 
 use std::sync::Arc;
 
-use greenlight::domain::{NewRequest, Params, Request, RequestId};
-use greenlight::store::{self, CreateOutcome, Effect, NewAudit, Store};
+use greenlight::config::Workflow;
+use greenlight::domain::{
+    ApiKeyId, DecisionKind, NewRequest, Pace, Params, Request, RequestId, Status, SystemClock,
+    Verdict, Vote,
+};
+use greenlight::service::{CreateInput, Service, ServiceError, VoteResult};
+use greenlight::store::{
+    self, ApiKey, CreateOutcome, Effect, Idempotency, JobReport, JobResult, JobState, ListFilter,
+    NewAudit, Scope, Store,
+};
+
+use crate::helpers::{Backend, TestDb, init};
 
 fn request(i: usize) -> Request {
     Request::new(
@@ -33,13 +44,54 @@ fn audit(r: &Request) -> Vec<NewAudit> {
     }]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("store.db").display());
-    let store: Arc<dyn Store> = store::connect(&url).await.unwrap();
-    let now = jiff::Timestamp::now().as_millisecond();
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
 
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    init();
+    store::connect(&db.url).await.expect("store opens")
+}
+
+fn key(name: &str) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::generate(),
+        name: name.into(),
+        scopes: vec![Scope::Request, Scope::Read],
+        created_at: jiff::Timestamp::now(),
+        revoked_at: None,
+    }
+}
+
+fn service(store: Arc<dyn Store>) -> Service {
+    let workflow = Workflow::new("deploy".parse().unwrap(), "#deploy".parse().unwrap());
+    Service::new(
+        store,
+        Arc::new(SystemClock),
+        vec![workflow],
+        Arc::new(tokio::sync::Notify::new()),
+    )
+}
+
+fn input(title: &str, idempotency_key: Option<&str>) -> CreateInput {
+    CreateInput {
+        workflow: None,
+        title: title.into(),
+        details: None,
+        params: Params::new(),
+        requester: None,
+        callback_url: None,
+        expires_in: None,
+        channel: None,
+        idempotency_key: idempotency_key.map(str::to_owned),
+    }
+}
+
+/// Group commit (SQLite) and one-statement changes (PostgreSQL): 300 writes at once all land,
+/// and a failing one fails alone, leaking nothing.
+async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
     let first = request(0);
     store
         .create_request(&first, None, &audit(&first), &[], now)
@@ -74,11 +126,10 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
             .enumerate()
             .all(|(i, r)| i == 150 || matches!(r, Ok(CreateOutcome::Created)))
     );
-
-    // Everything that was acknowledged is there, with its audit entry and its outbox job, and
-    // nothing of the failed write leaked in.
-    let audit = store.list_audit(0, 1000).await.unwrap();
-    assert_eq!(audit.len(), 300);
+    // Everything acknowledged is there, with its audit entry and its outbox job, and nothing
+    // of the failed write leaked in.
+    let entries = store.list_audit(0, 1000).await.unwrap();
+    assert_eq!(entries.len(), 300);
     for (i, r) in requests.iter().enumerate() {
         let stored = store.get_request(&r.id).await.unwrap();
         assert_eq!(stored.is_some(), i != 150, "request {i}");
@@ -86,12 +137,24 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
             assert_eq!(store.deliveries(&r.id).await.unwrap().len(), 1);
         }
     }
+    assert_eq!(
+        store.deliveries(&first.id).await.unwrap().len(),
+        0,
+        "the failed duplicate queued nothing"
+    );
+}
 
-    // Compare-and-set under one batch: 20 concurrent transitions of one request, each with its
-    // audit entry and outbox job; one wins, and only the winner's entry and job are written.
-    let target = store.get_request(&requests[0].id).await.unwrap().unwrap();
+/// 20 concurrent transitions of one request, each with its audit entry and outbox job: one
+/// wins, and only the winner's entry and job are written.
+async fn racing_transitions_write_only_the_winner(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let target = request(1);
+    store
+        .create_request(&target, None, &audit(&target), &[], now)
+        .await
+        .unwrap();
     let audit_before = store.list_audit(0, 1000).await.unwrap().len();
-    let jobs_before = store.deliveries(&target.id).await.unwrap().len();
     let racers = (0..20).map(|i| {
         let store = store.clone();
         let mut r = target.clone();
@@ -99,7 +162,7 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
             let expected = r.version;
             r.cancel(&format!("racer-{i}"), None, jiff::Timestamp::now())
                 .unwrap();
-            let audit = [NewAudit {
+            let entries = [NewAudit {
                 request_id: Some(r.id.clone()),
                 event: "request.cancelled",
                 actor: format!("racer-{i}"),
@@ -109,7 +172,7 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
                 request_id: r.id.clone(),
             }];
             store
-                .save_transition(&r, expected, &audit, &effects, now)
+                .save_transition(&r, expected, &entries, &effects, now)
                 .await
                 .unwrap()
         }
@@ -120,13 +183,546 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone() {
         .filter(|w| *w)
         .count();
     assert_eq!(won, 1);
-    let audit = store.list_audit(0, 1000).await.unwrap();
-    assert_eq!(audit.len(), audit_before + 1, "only the winner is audited");
+    let entries = store.list_audit(0, 1000).await.unwrap();
+    assert_eq!(
+        entries.len(),
+        audit_before + 1,
+        "only the winner is audited"
+    );
     let stored = store.get_request(&target.id).await.unwrap().unwrap();
-    assert_eq!(audit.last().unwrap().actor, stored.decided_by.unwrap());
+    assert_eq!(stored.status, Status::Cancelled);
+    assert_eq!(entries.last().unwrap().actor, stored.decided_by.unwrap());
     assert_eq!(
         store.deliveries(&target.id).await.unwrap().len(),
-        jobs_before + 1,
+        1,
         "only the winner's job is queued"
     );
 }
+
+/// 20 people click at once through the service: exactly one decision, 19 told it is decided.
+async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
+    let store = open(&db).await;
+    let service = Arc::new(service(store.clone()));
+    let (created, _) = service
+        .create(input("Deploy", None), &key("ci"))
+        .await
+        .unwrap();
+    let votes = (0..20).map(|i| {
+        let service = service.clone();
+        let id = created.id.clone();
+        async move {
+            let vote = Vote {
+                by: format!("U0VOTER{i:02}"),
+                kind: DecisionKind::User,
+                verdict: if i % 2 == 0 {
+                    Verdict::Approve
+                } else {
+                    Verdict::Deny
+                },
+                reason: None,
+            };
+            service.vote(&id, vote).await
+        }
+    });
+    let results = futures::future::join_all(votes).await;
+    let decided = results
+        .iter()
+        .filter(|r| matches!(r, Ok(VoteResult::Decided(_))))
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(ServiceError::Rejected(_))))
+        .count();
+    assert_eq!((decided, refused), (1, 19), "{results:?}");
+    let stored = store.get_request(&created.id).await.unwrap().unwrap();
+    assert!(stored.status.is_final());
+    assert_eq!(stored.decisions.len(), 1);
+    let decisions: Vec<_> = store
+        .list_audit(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "request.approved" || e.event == "request.denied")
+        .collect();
+    assert_eq!(decisions.len(), 1, "one decision in the audit log");
+}
+
+/// A client retrying one create eight times at once gets one request; the same key with
+/// another body is refused.
+async fn idempotent_retries_under_concurrency_make_one_request(db: TestDb) {
+    let store = open(&db).await;
+    let service = Arc::new(service(store.clone()));
+    let caller = key("ci");
+    let tries = (0..8).map(|_| {
+        let service = service.clone();
+        let caller = caller.clone();
+        async move {
+            service
+                .create(input("Deploy api", Some("build-1234")), &caller)
+                .await
+        }
+    });
+    let results = futures::future::join_all(tries).await;
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|r| r.as_ref().expect("every try succeeds").0.id.to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one request for one key");
+    let new = results.iter().filter(|r| r.as_ref().unwrap().1).count();
+    assert_eq!(new, 1, "one try created it, the others found it");
+    let reused = service
+        .create(input("Something else", Some("build-1234")), &caller)
+        .await;
+    assert!(matches!(reused, Err(ServiceError::IdempotencyKeyReused)));
+    // Another caller's key of the same name is another request.
+    let other = service
+        .create(input("Deploy api", Some("build-1234")), &key("other"))
+        .await
+        .unwrap();
+    assert!(!ids.contains(&other.0.id.to_string()));
+    let all = store
+        .list_requests(&ListFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+}
+
+/// Jobs are claimed once, come back when a lease runs out, and record their attempts.
+async fn outbox_claims_leases_and_attempts(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let r = request(2);
+    let effects: Vec<Effect> = (0..10)
+        .map(|i| Effect::SlackEphemeral {
+            channel: "C0DEPLOY".into(),
+            user: format!("U{i}"),
+            text: "hi".into(),
+        })
+        .chain([Effect::SlackPost {
+            request_id: r.id.clone(),
+        }])
+        .collect();
+    store
+        .create_request(&r, None, &audit(&r), &effects, now)
+        .await
+        .unwrap();
+    // Two workers claiming at once never get the same job.
+    let (a, b) = tokio::join!(
+        store.claim_jobs("worker-a", now, 60_000, 6),
+        store.claim_jobs("worker-b", now, 60_000, 6)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 11);
+    let mut ids: Vec<i64> = a.iter().chain(&b).map(|j| j.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 11, "no job claimed twice");
+    assert!(
+        store
+            .claim_jobs("worker-c", now, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A lease that ran out (a dead worker) lets another worker take the job.
+    let later = now + 61_000;
+    let again = store
+        .claim_jobs("worker-c", later, 60_000, 20)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 11);
+    let post = again
+        .iter()
+        .find(|j| matches!(j.effect, Effect::SlackPost { .. }))
+        .unwrap();
+    let retry = JobReport::new(
+        JobResult::Retry {
+            at: later + 5_000,
+            error: "Slack answered 500".into(),
+            counts: true,
+        },
+        true,
+    );
+    store.finish_job(post.id, later, &retry).await.unwrap();
+    let shown = store.deliveries(&r.id).await.unwrap();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].state, JobState::Pending);
+    assert_eq!(shown[0].attempts, 1);
+    assert_eq!(shown[0].last_error.as_deref(), Some("Slack answered 500"));
+    assert_eq!(shown[0].recent_attempts[0].outcome, "failed");
+    // Not due before its retry time, due after.
+    assert!(
+        store
+            .claim_jobs("worker-c", later + 1_000, 60_000, 20)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.id != post.id)
+    );
+    let due = store.next_job_due().await.unwrap().unwrap();
+    assert!(due >= later, "{due} < {later}");
+    let done = store
+        .claim_jobs("worker-c", later + 5_000, 60_000, 20)
+        .await
+        .unwrap();
+    assert!(done.iter().any(|j| j.id == post.id));
+    store
+        .finish_job(
+            post.id,
+            later + 5_000,
+            &JobReport::new(JobResult::Done, true),
+        )
+        .await
+        .unwrap();
+    let shown = store.deliveries(&r.id).await.unwrap();
+    assert_eq!((shown[0].state, shown[0].attempts), (JobState::Done, 2));
+    // A clean stop frees the leases a worker holds.
+    store.release_leases("worker-c").await.unwrap();
+}
+
+/// Pending updates of one message collapse into one; a post and its update queue in order.
+async fn message_updates_collapse(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut r = request(3);
+    store
+        .create_request(&r, None, &audit(&r), &[], now)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let expected = r.version;
+        r.reminders = i + 1;
+        r.version += 1;
+        let update = [Effect::SlackUpdate {
+            request_id: r.id.clone(),
+        }];
+        assert!(
+            store
+                .save_transition(&r, expected, &[], &update, now)
+                .await
+                .unwrap()
+        );
+    }
+    let jobs = store.deliveries(&r.id).await.unwrap();
+    assert_eq!(jobs.len(), 1, "three updates, one waiting job");
+}
+
+async fn due_requests_are_found(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut due = request(4);
+    due.expires_at = Some(jiff::Timestamp::from_millisecond(now - 1_000).unwrap());
+    let mut later = request(5);
+    later.expires_at = Some(jiff::Timestamp::from_millisecond(now + 60_000).unwrap());
+    for r in [&due, &later] {
+        store
+            .create_request(r, None, &audit(r), &[], now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.due_requests(now, 10).await.unwrap(), [due.id.clone()]);
+}
+
+async fn the_first_secret_stored_wins(db: TestDb) {
+    let store = open(&db).await;
+    let tries = (0..10).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .meta_get_or_insert("secret", &format!("value-{i}"))
+                .await
+        }
+    });
+    let values: std::collections::HashSet<String> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(values.len(), 1, "{values:?}");
+}
+
+async fn api_keys_are_found_by_hash_and_revoked(db: TestDb) {
+    let store = open(&db).await;
+    let k = key("deployer");
+    store.insert_api_key(&k, "hash-1").await.unwrap();
+    let found = store.find_api_key("hash-1").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id.clone(), found.scopes.clone()),
+        (k.id.clone(), k.scopes)
+    );
+    assert!(store.find_api_key("hash-2").await.unwrap().is_none());
+    assert!(
+        store
+            .revoke_api_key(&k.id, jiff::Timestamp::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_api_key(&k.id, jiff::Timestamp::now())
+            .await
+            .unwrap()
+    );
+    let listed = store.list_api_keys().await.unwrap();
+    assert!(listed[0].revoked_at.is_some());
+}
+
+async fn lists_filter_and_page(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let mut r = request(10 + i);
+        if i % 2 == 1 {
+            r.cancel("ops", None, jiff::Timestamp::now()).unwrap();
+        }
+        store
+            .create_request(&r, None, &audit(&r), &[], now)
+            .await
+            .unwrap();
+        made.push(r);
+    }
+    let page = |status, before, limit| ListFilter {
+        status,
+        workflow: None,
+        before,
+        limit,
+    };
+    let first = store.list_requests(&page(None, None, 3)).await.unwrap();
+    assert_eq!(first.len(), 3);
+    assert!(first.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let rest = store
+        .list_requests(&page(None, Some(first[2].id.clone()), 3))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    let cancelled = store
+        .list_requests(&page(Some(Status::Cancelled), None, 10))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 2);
+    let entries = store.list_audit(0, 2).await.unwrap();
+    let next = store.list_audit(entries[1].id, 10).await.unwrap();
+    assert_eq!(entries.len() + next.len(), 5);
+    assert!(next.iter().all(|e| e.id > entries[1].id));
+}
+
+async fn slack_refs_and_action_results_are_kept(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let r = request(20);
+    let hook: greenlight::hooks::ActionHook =
+        toml::from_str("name = \"Deploy\"\nurl = \"https://ci.example.com/\"").unwrap();
+    let effects = [Effect::ActionHook {
+        request_id: r.id.clone(),
+        hook,
+    }];
+    store
+        .create_request(&r, None, &audit(&r), &effects, now)
+        .await
+        .unwrap();
+    store
+        .set_slack_message(&r.id, "C0DEPLOY", "1700000000.000100")
+        .await
+        .unwrap();
+    let stored = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(stored.slack.unwrap().ts, "1700000000.000100");
+    let job = store
+        .claim_jobs("w", now, 60_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut report = JobReport::new(JobResult::Done, true);
+    report.action = Some(greenlight::store::ActionResult {
+        name: "Deploy".into(),
+        ok: true,
+        summary: "HTTP 201".into(),
+        attempts: 1,
+        at: jiff::Timestamp::now(),
+    });
+    report.audit.push(NewAudit {
+        request_id: Some(r.id.clone()),
+        event: "action.succeeded",
+        actor: "greenlight".into(),
+        data: serde_json::json!({"name": "Deploy"}),
+    });
+    report.effects.push(Effect::SlackUpdate {
+        request_id: r.id.clone(),
+    });
+    store.finish_job(job.id, now, &report).await.unwrap();
+    let actions = store.action_results(&r.id).await.unwrap();
+    assert_eq!((actions.len(), actions[0].ok), (1, true));
+    assert_eq!(store.deliveries(&r.id).await.unwrap().len(), 2);
+    assert!(
+        store
+            .list_audit(0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.event == "action.succeeded")
+    );
+}
+
+/// Pacing, pauses and message leases: one writer per message, posts paced, pauses seen.
+async fn coordination_is_exclusive_and_paced(db: TestDb) {
+    let store = open(&db).await;
+    let shared = store.coordination();
+    let now = now_ms();
+    let id = RequestId::generate();
+    let tries = (0..10).map(|i| {
+        let shared = shared.clone();
+        let id = id.clone();
+        async move {
+            shared
+                .lease_message(&id, &format!("task-{i}"), now + 60_000, now)
+                .await
+                .unwrap()
+        }
+    });
+    let won = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|w| *w)
+        .count();
+    assert_eq!(won, 1, "one task holds a message at a time");
+    // A lease that ran out is taken over; a released one is free at once.
+    assert!(
+        shared
+            .lease_message(&id, "late", now + 120_000, now + 61_000)
+            .await
+            .unwrap()
+    );
+    shared.release_message(&id, "late").await.unwrap();
+    assert!(
+        shared
+            .lease_message(&id, "next", now + 60_000, now)
+            .await
+            .unwrap()
+    );
+
+    let pace = Pace {
+        per_second: 1.0,
+        burst: 2,
+    };
+    let mut results = Vec::new();
+    for _ in 0..4 {
+        results.push(shared.take_post_slot("C0DEPLOY", now, pace).await.unwrap());
+    }
+    assert_eq!(results[..2], [Ok(()), Ok(())]);
+    assert_eq!(results[2..], [Err(now + 1000), Err(now + 2000)]);
+    assert_eq!(
+        shared.take_post_slot("C0OTHER", now, pace).await.unwrap(),
+        Ok(()),
+        "each channel has its own pace"
+    );
+
+    shared.pause("chat.update", now + 5_000).await.unwrap();
+    assert_eq!(
+        shared.paused_until("chat.update", now).await.unwrap(),
+        Some(now + 5_000)
+    );
+    assert_eq!(
+        shared.paused_until("chat.postMessage", now).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        shared
+            .paused_until("chat.update", now + 6_000)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Notices to one person change no request and are still queued durably.
+async fn records_without_a_request(db: TestDb) {
+    let store = open(&db).await;
+    let notice = Effect::SlackEphemeral {
+        channel: "C0DEPLOY".into(),
+        user: "U0ALICE".into(),
+        text: "already approved".into(),
+    };
+    store.record(&[], &[notice], now_ms()).await.unwrap();
+    let jobs = store.claim_jobs("w", now_ms(), 60_000, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(matches!(jobs[0].effect, Effect::SlackEphemeral { .. }));
+}
+
+/// Idempotency records its key with the creating API key.
+async fn idempotency_is_per_api_key(db: TestDb) {
+    let store = open(&db).await;
+    let r = request(30);
+    let idem = Idempotency {
+        api_key: ApiKeyId::generate(),
+        key: "k".into(),
+        fingerprint: "f1".into(),
+    };
+    let now = now_ms();
+    assert!(matches!(
+        store
+            .create_request(&r, Some(&idem), &[], &[], now)
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    ));
+    let retry = request(31);
+    assert!(matches!(
+        store.create_request(&retry, Some(&idem), &[], &[], now).await.unwrap(),
+        CreateOutcome::Existing(found) if found.id == r.id
+    ));
+    let other_body = Idempotency {
+        fingerprint: "f2".into(),
+        ..idem.clone()
+    };
+    assert!(matches!(
+        store
+            .create_request(&request(32), Some(&other_body), &[], &[], now)
+            .await
+            .unwrap(),
+        CreateOutcome::KeyReused
+    ));
+}
+
+/// Each test, once per backend: `store::sqlite::<name>` and `store::postgres::<name>`.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(TestDb::of(Backend::Sqlite).await).await
+                }
+            )*
+            use super::{Backend, TestDb};
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(TestDb::of(Backend::Postgres).await).await
+                }
+            )*
+            use super::{Backend, TestDb};
+        }
+    };
+}
+
+store_tests!(
+    concurrent_writes_all_land_and_a_failing_one_fails_alone,
+    racing_transitions_write_only_the_winner,
+    twenty_concurrent_votes_make_one_decision,
+    idempotent_retries_under_concurrency_make_one_request,
+    outbox_claims_leases_and_attempts,
+    message_updates_collapse,
+    due_requests_are_found,
+    the_first_secret_stored_wins,
+    api_keys_are_found_by_hash_and_revoked,
+    lists_filter_and_page,
+    slack_refs_and_action_results_are_kept,
+    coordination_is_exclusive_and_paced,
+    records_without_a_request,
+    idempotency_is_per_api_key,
+);

@@ -30,7 +30,8 @@ impl PgCoordination {
 
     fn cached_pause(&self, method: &str, now: Millis) -> Option<Option<Millis>> {
         let cache = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
-        (now - cache.0 < PAUSES_FRESH_MS).then(|| cache.1.get(method).copied().filter(|u| *u > now))
+        (now.saturating_sub(cache.0) < PAUSES_FRESH_MS)
+            .then(|| cache.1.get(method).copied().filter(|u| *u > now))
     }
 }
 
