@@ -37,7 +37,7 @@ pub struct Cli {
 const SERVE_ENV: &str = "\
 Environment (the config file may set the same; the environment wins):
   GREENLIGHT_CONFIG        config file [default: ./greenlight.toml if present]
-  GREENLIGHT_DATABASE_URL  sqlite:PATH [default: sqlite:greenlight.db]
+  GREENLIGHT_DATABASE_URL  sqlite:PATH or postgres://USER@HOST:5432/DB [default: sqlite:greenlight.db]
   GREENLIGHT_LISTEN        address to bind [default: 127.0.0.1:8080]
   SLACK_BOT_TOKEN          bot token, xoxb-... (required)
   SLACK_SIGNING_SECRET     verifies Slack's HTTP requests (required unless SLACK_APP_TOKEN)
@@ -69,7 +69,7 @@ Environment:
 
 const DATABASE_ENV: &str = "\
 Environment:
-  GREENLIGHT_DATABASE_URL  sqlite:PATH [default: sqlite:greenlight.db]
+  GREENLIGHT_DATABASE_URL  sqlite:PATH or postgres://USER@HOST:5432/DB [default: sqlite:greenlight.db]
   GREENLIGHT_CONFIG        config file, for database_url [default: ./greenlight.toml if present]";
 
 const CLIENT_ENV: &str = "\
@@ -135,7 +135,26 @@ enum Command {
     /// Print the `whsec_...` secret that signs callbacks, for receivers to verify them.
     #[command(after_help = DATABASE_ENV)]
     WebhookSecret,
+    /// Copy every table of one database into another, empty one (SQLite to PostgreSQL when
+    /// you start running replicas); prints the row counts of both.
+    #[command(after_help = COPY_DB_AFTER)]
+    CopyDb {
+        /// The database to copy (sqlite:PATH or postgres://...); it is not changed.
+        #[arg(long)]
+        from: String,
+        /// An empty database to fill; refused if it holds any row.
+        #[arg(long)]
+        to: String,
+    },
 }
+
+const COPY_DB_AFTER: &str = "\
+Stop the server first (or copy from a backup): rows written during the copy are not copied.
+Both databases are migrated to the current schema; the target must be empty. The copy is one
+transaction in the target: it lands whole or not at all.
+
+Example:
+  greenlight copy-db --from sqlite:greenlight.db --to postgres://greenlight@db.internal:5432/greenlight";
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
@@ -258,7 +277,9 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
 /// The configuration and its database, for commands that work on the database directly.
 async fn open_store() -> Result<(Config, Arc<dyn store::Store>), ExitCode> {
     let config = Config::load().map_err(fail)?;
-    let store = store::connect(&config.database_url).await.map_err(fail)?;
+    let store = store::connect_with(&config.database_url, config.database.options())
+        .await
+        .map_err(fail)?;
     Ok((config, store))
 }
 
@@ -269,7 +290,10 @@ async fn run(command: Command) -> ExitCode {
         Command::Sandbox => crate::dev::sandbox(stop_on_signal()).await,
         Command::Migrate => {
             with_store(async |config, _| {
-                eprintln!("database {} is up to date", config.database_url);
+                eprintln!(
+                    "database {} is up to date",
+                    crate::store::copy::redact(&config.database_url)
+                );
                 ExitCode::SUCCESS
             })
             .await
@@ -279,6 +303,30 @@ async fn run(command: Command) -> ExitCode {
         Command::Ask(args) => ask(args).await,
         Command::Audit { after, limit } => audit(after, limit).await,
         Command::WebhookSecret => with_store(webhook_secret).await,
+        Command::CopyDb { from, to } => copy_db(&from, &to).await,
+    }
+}
+
+async fn copy_db(from: &str, to: &str) -> ExitCode {
+    use crate::store::copy::{copy_db, redact};
+    match copy_db(from, to).await {
+        Ok(copied) => {
+            println!("{:<16} {:>10} {:>10}", "table", "source", "target");
+            for c in &copied {
+                println!("{:<16} {:>10} {:>10}", c.table, c.source, c.target);
+            }
+            if copied.iter().all(|c| c.source == c.target) {
+                eprintln!(
+                    "copied {} to {}: every count matches",
+                    redact(from),
+                    redact(to)
+                );
+                ExitCode::SUCCESS
+            } else {
+                fail("the counts differ: the target does not hold the whole copy")
+            }
+        }
+        Err(e) => fail(e),
     }
 }
 

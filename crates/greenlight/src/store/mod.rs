@@ -2,6 +2,7 @@
 //! atomically with its audit entries and outbox jobs, and refuses a write whose request changed
 //! in between (compare-and-set on the request's version).
 
+pub mod copy;
 mod local;
 mod postgres;
 mod rows;

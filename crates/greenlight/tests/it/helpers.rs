@@ -253,11 +253,13 @@ pub async fn spawn_app_clocked(
 }
 
 impl TestApp {
-    pub async fn stop(mut self) {
+    /// Stops the server; the database stays until the returned directory is dropped.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         self.shutdown.cancel();
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
+        self._dir
     }
 
     /// Stops the server and starts a new one on the same database, sandbox and API key (a

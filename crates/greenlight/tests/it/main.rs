@@ -4,6 +4,7 @@ mod action_hooks;
 mod api;
 mod approval;
 mod cli;
+mod copy_db;
 mod crash;
 mod crash_outbox;
 mod delivery;

@@ -22,6 +22,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// Short leases, so that a dead replica's jobs are taken over within seconds; a small pool
 /// per replica, since tests run side by side on one server.
 fn config(extra: &str) -> String {
+    paced_config(1000.0, 1000, extra)
+}
+
+fn paced_config(posts_per_second: f64, burst: u32, extra: &str) -> String {
     format!(
         r##"
 shutdown_timeout = "5s"
@@ -36,8 +40,8 @@ backoff_base = "50ms"
 backoff_max = "500ms"
 timeout = "2s"
 lease = "4s"
-slack_posts_per_second = 1000
-slack_post_burst = 1000
+slack_posts_per_second = {posts_per_second}
+slack_post_burst = {burst}
 
 [[workflow]]
 name = "deploy"
@@ -430,6 +434,40 @@ impl Cluster {
             .ok()
             .map(|r| r.status().as_u16())
     }
+}
+
+/// Slack's pace is per app: three replicas posting to one channel share one bucket, so they
+/// post no faster than one would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_posting_pace() {
+    let cluster = Cluster::start(3, paced_config(4.0, 1, ""), &[]).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(
+            cluster
+                .create(n % 3, json!({"title": format!("Paced #{n}")}))
+                .await,
+        );
+    }
+    for id in &ids {
+        posted(&cluster.sandbox, id).await;
+    }
+    let mut at: Vec<u64> = cluster
+        .sandbox
+        .calls_to("chat.postMessage")
+        .iter()
+        .filter(|c| c.ok)
+        .map(|c| c.at_unix_ms)
+        .collect();
+    at.sort();
+    assert_eq!(at.len(), 12);
+    // 4 a second for the fleet: the 12th post comes about 2.75 s after the first. Three
+    // buckets of their own would have posted all 12 within about a second.
+    let spread = at[11] - at[0];
+    assert!(
+        spread >= 2_400,
+        "12 posts in {spread} ms: the replicas did not share the pace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
