@@ -538,7 +538,7 @@ retry_pause() {
   ((delay > 30)) && delay=30
   ((delay > left)) && delay=$left
   if [[ "$http_code" == 000 ]]; then
-    log "cannot reach $base_url ($(curl_error)) while $what; retrying in ${delay}s"
+    log "cannot reach $base_url while $what: $(curl_error); retrying in ${delay}s"
   else
     log "HTTP $http_code from $base_url while $what: $(error_text); retrying in ${delay}s"
   fi
