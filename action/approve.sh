@@ -65,7 +65,14 @@ annotate() {
   fi
 }
 
-log() { printf 'greenlight: %s\n' "$(escape_data "$*")"; }
+# A log line; line breaks in it (a title, a server message) are shown as \n, so that no part of
+# it can start a line of its own and be read as a workflow command.
+log() {
+  local s="$*" cr=$'\r' nl=$'\n'
+  s=${s//"$cr"/\\r}
+  s=${s//"$nl"/\\n}
+  printf 'greenlight: %s\n' "$s"
+}
 
 random_hex() {
   local hex
@@ -672,7 +679,8 @@ read_request
 if [[ "$http_code" == 200 ]]; then
   log "found $request_id again (same idempotency key): $status"
 else
-  log "created $request_id; waiting up to $timeout_text for a decision in Slack"
+  channel=$(jq -r '.channel // empty | tostring' "$tmp/body")
+  log "created $request_id${channel:+ in $channel}; waiting up to $timeout_text for a decision in Slack"
 fi
 
 # --- wait for the decision ---------------------------------------------------------------------
