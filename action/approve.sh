@@ -264,12 +264,12 @@ while IFS= read -r line || [[ -n "$line" ]]; do
 done <<<"$params_text"
 
 # Whether a param value goes out as a JSON number/boolean rather than a string: the rule of
-# `greenlight ask --param` (serde_json): true/false, or a number that prints back exactly as
-# written. Integers within 64 bits; decimals in shortest round-trip form ("1.5", "0.1", "2.0";
-# not "1.10", "1e3", "007", "+1").
+# `greenlight ask --param`: true/false, or a JSON number that serde_json prints back exactly as
+# written. Integers within 64 bits ("-5", "12345678901234567890"); other numbers in serde_json's
+# shortest round-trip form ("0.25", "2.0", "1e-7", "1e+16"); not "1.10", "007", "+1", "1e3".
 # shellcheck disable=SC2071 # string comparison of equal-length digit strings, on purpose
 is_json_scalar() {
-  local v=$1 digits int frac
+  local v=$1 digits
   case "$v" in
     true | false) return 0 ;;
   esac
@@ -286,27 +286,41 @@ is_json_scalar() {
     ((${#digits} == 20)) && [[ ! "$digits" > "18446744073709551615" ]] && return 0
     return 1
   fi
-  [[ "$v" =~ ^-?(0|[1-9][0-9]*)\.([0-9]+)$ ]] || return 1
-  int=${v%%.*}
-  frac=${v#*.}
-  if [[ "$frac" == "0" ]]; then
-    # serde_json writes a whole float as "N.0" below 1e16.
-    digits=${int#-}
-    ((${#digits} <= 16)) || return 1
-    [[ "$(shortest_double "$v")" == "$int" ]]
-    return
-  fi
-  [[ "$frac" != *0 ]] || return 1
-  [[ "$(shortest_double "$v")" == "$v" ]]
+  [[ "$v" =~ ^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$ ]] || return 1
+  [[ "$(serde_float_text "$v")" == "$v" ]]
 }
 
-# The shortest %g form that reads back as the same double (what serde_json's ryu prints for
-# plain decimals); awk's numbers are doubles.
-shortest_double() {
-  LC_ALL=C awk -v s="$1" 'BEGIN {
-    x = s + 0
-    for (p = 1; p <= 17; p++) { t = sprintf("%." p "g", x); if (t + 0 == x) { print t; exit } }
-    print sprintf("%.17g", x)
+# How serde_json writes the double nearest to $1: the shortest digits that read back as the same
+# double, as "0.25", "2.0", "1000000000000000.0", "0.00001", and past those ranges "1e-6",
+# "1.5e+300". awk's numbers are doubles; its "%.Ne" finds the digits.
+serde_float_text() {
+  LC_ALL=C awk -v text="$1" 'BEGIN {
+    sign = ""
+    if (substr(text, 1, 1) == "-") { sign = "-"; text = substr(text, 2) }
+    x = text + 0
+    if (x - x != 0) { print "inf"; exit }  # out of range: serde_json refuses it
+    if (x == 0) { print sign "0.0"; exit }
+    for (p = 0; p <= 16; p++) { t = sprintf("%." p "e", x); if (t + 0 == x) break }
+    if (t !~ /^[0-9]/) { print "inf"; exit }
+    split(t, parts, "e")
+    digits = parts[1]; sub(/\./, "", digits); sub(/0+$/, "", digits)
+    if (digits == "") digits = "0"
+    n = length(digits)
+    kk = parts[2] + 1          # where the decimal point goes in the digits
+    k = kk - n                 # the exponent of the last digit
+    if (k >= 0 && kk <= 16) {
+      out = digits; for (i = 0; i < k; i++) out = out "0"; out = out ".0"
+    } else if (kk > 0 && kk <= 16) {
+      out = substr(digits, 1, kk) "." substr(digits, kk + 1)
+    } else if (kk > -5 && kk <= 0) {
+      out = "0."; for (i = 0; i < -kk; i++) out = out "0"; out = out digits
+    } else {
+      e = kk - 1
+      out = substr(digits, 1, 1)
+      if (n > 1) out = out "." substr(digits, 2)
+      out = out "e" (e >= 0 ? "+" e : e)
+    }
+    print sign out
   }'
 }
 
