@@ -35,7 +35,7 @@ readonly MAX_WAIT=120 # the server's longest long-poll
 readonly POLL_WAIT_DEFAULT=50 # under the 60 s idle timeout of common proxies (nginx, ALB)
 
 tmp=""
-curl_pid=""
+child_pid=""
 sleep_pid=""
 request_id=""
 base_url=""
@@ -149,10 +149,20 @@ fail() {
   finish "$1" "" "" ""
 }
 
+# The running curl (or greenlight CLI) and sleep, if any; they may be gone already.
+# shellcheck disable=SC2317 # called from traps
+stop_children() {
+  local pid
+  for pid in "$child_pid" "$sleep_pid"; do
+    if [[ -n "$pid" ]]; then
+      kill "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
 # shellcheck disable=SC2317 # called from traps
 cleanup() {
-  [[ -n "$curl_pid" ]] && kill "$curl_pid" 2>/dev/null
-  [[ -n "$sleep_pid" ]] && kill "$sleep_pid" 2>/dev/null
+  stop_children
   [[ -n "$tmp" ]] && rm -rf "$tmp"
   return 0
 }
@@ -431,17 +441,20 @@ run_cli() {
   have jq && args+=(--json)
   log "asking $base_url with the greenlight CLI; waiting up to $timeout_text"
   GREENLIGHT_URL=$base_url GREENLIGHT_TOKEN=$token greenlight "${args[@]}" >"$tmp/cli.out" 2> >(tee "$tmp/cli.err" >&2) &
-  curl_pid=$!
-  wait "$curl_pid" || rc=$?
-  curl_pid=""
+  child_pid=$!
+  wait "$child_pid" || rc=$?
+  child_pid=""
   if [[ -n "$interrupted" ]]; then
     return 0
   fi
-  if ((rc == 2 || rc == 5)) || { ((rc != 0 && rc != 1 && rc != 3 && rc != 4)); }; then
-    out=$(tr '\n' ' ' <"$tmp/cli.err")
-    [[ -n "$out" ]] || out="greenlight ask exited with $rc"
-    if ((rc == 2)); then fail 2 "$out"; else fail 5 "$out"; fi
-  fi
+  case "$rc" in
+    0 | 1 | 3 | 4) ;;
+    *)
+      out=$(tr '\n' ' ' <"$tmp/cli.err")
+      [[ -n "$out" ]] || out="greenlight ask exited with $rc"
+      if ((rc == 2)); then fail 2 "$out"; else fail 5 "$out"; fi
+      ;;
+  esac
   if have jq; then
     request_id=$(jq -r '.id // empty' "$tmp/cli.out")
     status=$(jq -r '.status // empty' "$tmp/cli.out")
@@ -478,8 +491,8 @@ umask 077
 printf 'Authorization: Bearer %s\n' "$token" >"$tmp/auth"
 
 # request METHOD PATH MAX_SECONDS [BODY_FILE] [IDEMPOTENCY_KEY]: sets http_code (000 when curl
-# failed), curl_rc and the body in $tmp/body. curl runs in the background so that a signal
-# (a cancelled job) is handled at once, not after a long-poll.
+# failed), curl_rc and the body in $tmp/body. curl runs in the background (child_pid) so that a
+# signal (a cancelled job) is handled at once, not after a long-poll.
 request() {
   local method=$1 path=$2 max_time=$3 body_file=${4:-} key=${5:-}
   local args=(-sS -X "$method" -o "$tmp/body" -D "$tmp/headers" -w '%{http_code}'
@@ -495,9 +508,9 @@ request() {
   : >"$tmp/headers"
   curl_rc=0
   curl "${args[@]}" "$base_url$path" >"$tmp/code" 2>"$tmp/curl.err" &
-  curl_pid=$!
-  wait "$curl_pid" || curl_rc=$?
-  curl_pid=""
+  child_pid=$!
+  wait "$child_pid" || curl_rc=$?
+  child_pid=""
   http_code=$(cat "$tmp/code" 2>/dev/null || true)
   [[ "$http_code" =~ ^[0-9]{3}$ ]] || http_code=000
   if ((curl_rc != 0)); then
@@ -605,9 +618,8 @@ on_signal() {
   local code=$1 status="" approver="" reason=""
   interrupted=1
   trap - INT TERM
-  [[ -n "$curl_pid" ]] && kill "$curl_pid" 2>/dev/null
-  [[ -n "$sleep_pid" ]] && kill "$sleep_pid" 2>/dev/null
-  curl_pid=""
+  stop_children
+  child_pid=""
   sleep_pid=""
   if [[ "$client" == curl && -n "$request_id" ]]; then
     jq -n '{reason: "the CI job was cancelled"}' >"$tmp/cancel.json"

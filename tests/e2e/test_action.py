@@ -678,16 +678,24 @@ def test_a_rerun_of_the_step_finds_the_same_request(dev, step):
     assert rerun.request_id() != request_id
 
 
-def test_a_cancelled_job_cancels_the_request(dev, step):
+@pytest.mark.parametrize(
+    "sig, to_group, code",
+    [(signal.SIGTERM, False, 143), (signal.SIGTERM, True, 143), (signal.SIGINT, True, 130)],
+    ids=["SIGTERM-to-the-step", "SIGTERM-to-the-group", "SIGINT-to-the-group"],
+)
+def test_a_cancelled_job_cancels_the_request(dev, step, sig, to_group, code):
     run = step(inputs_for(dev, title="Deploy, then cancel the run"))
     request_id = run.request_id()
     message = message_for(dev.sandbox, request_id)
     time.sleep(0.3)  # well inside the long-poll
     start = time.monotonic()
-    run.popen.send_signal(signal.SIGTERM)  # to the step's shell alone, not its curl
+    if to_group:  # the step and its curl, as a terminal's Ctrl-C or a runner killing the tree
+        os.killpg(run.popen.pid, sig)
+    else:  # the step's shell alone: its curl goes on long-polling
+        run.popen.send_signal(sig)
     result = run.finish(timeout=10)
     assert time.monotonic() - start < 5, "the signal waited for the long-poll"
-    assert result.code == 143, result.log
+    assert result.code == code, result.log
     assert result.outputs["approval-status"] == "cancelled" and result.outputs["request-id"] == request_id
     request = stored(dev, request_id)
     assert (request["status"], request["reason"]) == ("cancelled", "the CI job was cancelled")
