@@ -15,6 +15,9 @@ pub enum FaultKind {
     RateLimit { retry_after_secs: u64 },
     /// Any HTTP status (e.g. 500, 503) with a small error body.
     Http { status: u16 },
+    /// The call takes effect (the message is posted), then the answer is lost: HTTP `status`
+    /// with an error body, as when a proxy fails after Slack did the work.
+    AnswerLost { status: u16 },
 }
 
 #[derive(Debug, Clone, Serialize)]

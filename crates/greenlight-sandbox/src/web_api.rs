@@ -135,6 +135,17 @@ async fn run(
             };
         }
         Some(FaultKind::Error { error }) => return Reply::error(error.as_str().into()),
+        Some(FaultKind::AnswerLost { status }) => {
+            if token_ok(shared, method, &token) {
+                let _ = dispatch(shared, method, args);
+            }
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return Reply {
+                status,
+                body: json!({"ok": false, "error": "fatal_error"}),
+                retry_after: None,
+            };
+        }
         None => {}
     }
     let token = match token {
@@ -154,6 +165,16 @@ async fn run(
         Ok(body) => Reply::ok(body),
         Err(e) => Reply::error(e),
     }
+}
+
+/// Whether `token` may call `method` (the checks of `run`, for a call whose answer is lost).
+fn token_ok(shared: &Shared, method: &str, token: &Result<Option<String>, SlackError>) -> bool {
+    let Ok(Some(token)) = token else {
+        return false;
+    };
+    let cfg = &shared.config;
+    let is_app_token = cfg.app_token.as_deref() == Some(token.as_str());
+    (*token == cfg.bot_token || is_app_token) && (method == "apps.connections.open") == is_app_token
 }
 
 fn dispatch(shared: &Shared, method: &str, args: &Args) -> Result<Value, SlackError> {

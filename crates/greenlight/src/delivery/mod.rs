@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::domain::{Clock, Millis, Pace, RequestId};
 use crate::hooks::ActionHook;
 use crate::outbound::{Outbound, OutgoingRequest};
-use crate::slack::{SlackApi, SlackCallError, render};
+use crate::slack::{SlackApi, SlackCallError, Tag, render};
 use crate::store::{
     ActionResult, Coordination, Effect, Job, JobReport, JobResult, JobState, NewAudit, Store,
     StoreError,
@@ -168,6 +168,19 @@ pub struct Worker {
     settings: Settings,
     /// This replica's name on the leases it takes.
     owner: String,
+    /// Channel ids of `#name` channels, learnt from posts (for looking in their history).
+    channel_ids: std::sync::Mutex<HashMap<String, String>>,
+    /// Whether the missing history scopes were reported already.
+    warned_no_history: std::sync::atomic::AtomicBool,
+}
+
+/// The metadata every approval message carries, so that it can be found again.
+fn post_tag(id: &RequestId) -> Tag {
+    Tag {
+        event_type: "greenlight_request",
+        key: "request_id",
+        value: id.to_string(),
+    }
 }
 
 impl Worker {
@@ -187,6 +200,8 @@ impl Worker {
             wake,
             settings,
             owner,
+            channel_ids: Default::default(),
+            warned_no_history: Default::default(),
         })
     }
 
@@ -443,7 +458,7 @@ impl Worker {
 
     async fn slack_call(&self, job: &Job, method: &'static str, now: Millis) -> Outcome {
         let res = match &job.effect {
-            Effect::SlackPost { request_id } => self.post(request_id, now).await,
+            Effect::SlackPost { request_id } => self.post(job, request_id, now).await,
             Effect::SlackUpdate { request_id } => self.update(request_id).await,
             Effect::SlackThreadReply { request_id, text } => {
                 self.thread_reply(request_id, text, now).await
@@ -534,11 +549,20 @@ impl Worker {
         }
     }
 
-    async fn post(&self, id: &RequestId, now: Millis) -> Result<Step, SlackCallError> {
+    async fn post(&self, job: &Job, id: &RequestId, now: Millis) -> Result<Step, SlackCallError> {
         let Some(request) = self.load(id).await? else {
             return Err(SlackCallError::Permanent(format!("request {id} not found")));
         };
         if request.slack.is_some() {
+            return Ok(Step::Sent);
+        }
+        let tag = post_tag(id);
+        // Claimed before: that worker may have posted and died before saving the ts.
+        if job.claims > 1
+            && let Some((channel, ts)) = self.earlier_copy(&request, &tag, job.created_at).await?
+        {
+            tracing::info!(request = %id, ts, "adopted the message an interrupted attempt posted");
+            self.save_message(id, &channel, &ts).await?;
             return Ok(Step::Sent);
         }
         if let Err(at) = self.take_token(request.channel.as_str(), now).await? {
@@ -550,17 +574,82 @@ impl Worker {
         let blocks = self.blocks(&request).await?;
         let (channel, ts) = self
             .slack
-            .post_message(
+            .post_tagged(
                 request.channel.as_str(),
                 render::fallback_text(&request),
                 blocks,
+                Some(&tag),
             )
             .await?;
-        self.store
-            .set_slack_message(id, &channel, &ts)
-            .await
-            .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+        if request.channel.as_str().starts_with('#')
+            && let Ok(mut ids) = self.channel_ids.lock()
+        {
+            ids.insert(request.channel.as_str().to_owned(), channel.clone());
+        }
+        self.save_message(id, &channel, &ts).await?;
         Ok(Step::Sent)
+    }
+
+    async fn save_message(
+        &self,
+        id: &RequestId,
+        channel: &str,
+        ts: &str,
+    ) -> Result<(), SlackCallError> {
+        self.store
+            .set_slack_message(id, channel, ts)
+            .await
+            .map_err(|e| SlackCallError::Transient(e.to_string()))
+    }
+
+    /// The message an earlier attempt posted for this request, found by its metadata in the
+    /// channel's recent history. Without the scopes for that (channels:history and
+    /// channels:read, or groups:* for private channels) it says so once and lets the post go
+    /// ahead, as before: maybe a second copy, never a lost message.
+    async fn earlier_copy(
+        &self,
+        request: &crate::domain::Request,
+        tag: &Tag,
+        since: Millis,
+    ) -> Result<Option<(String, String)>, SlackCallError> {
+        let target = request.channel.as_str();
+        let cached = self
+            .channel_ids
+            .lock()
+            .ok()
+            .and_then(|ids| ids.get(target).cloned());
+        let channel = match (target.starts_with('#'), cached) {
+            (false, _) => Some(target.to_owned()),
+            (true, Some(id)) => Some(id),
+            (true, None) => match self.slack.channel_id(target).await {
+                Ok(found) => found,
+                Err(SlackCallError::Permanent(e)) => return Ok(self.cannot_look(&e)),
+                Err(e) => return Err(e),
+            },
+        };
+        let Some(channel) = channel else {
+            return Ok(None);
+        };
+        // A minute of slack for clocks; the job was written before any attempt to post it.
+        let oldest = since / 1000 - 60;
+        match self.slack.find_tagged(&channel, tag, oldest).await {
+            Ok(found) => Ok(found.map(|ts| (channel, ts))),
+            Err(SlackCallError::Permanent(e)) => Ok(self.cannot_look(&e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cannot_look(&self, error: &str) -> Option<(String, String)> {
+        if !self
+            .warned_no_history
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                error,
+                "cannot look for a message an interrupted attempt may have posted (give the bot channels:history and channels:read, or groups:history and groups:read for private channels); posting again, which may show it twice"
+            );
+        }
+        None
     }
 
     /// The message for a request: its state, plus what its action hooks did.

@@ -75,6 +75,17 @@ fn first_line(s: &str) -> String {
         .collect()
 }
 
+/// Message metadata greenlight tags its own posts with, to find them again after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub event_type: &'static str,
+    pub key: &'static str,
+    pub value: String,
+}
+
+/// Pages of 200 a history or channel search reads at most.
+const MAX_PAGES: usize = 5;
+
 pub(crate) type Connector = SlackClientHyperConnector<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
 >;
@@ -112,10 +123,26 @@ impl SlackApi {
         text: String,
         blocks: Vec<SlackBlock>,
     ) -> Result<(String, String), SlackCallError> {
+        self.post_tagged(channel, text, blocks, None).await
+    }
+
+    /// Posts with message metadata (`metadata: {event_type, event_payload}`), which
+    /// `find_tagged` finds again in the channel's history.
+    pub async fn post_tagged(
+        &self,
+        channel: &str,
+        text: String,
+        blocks: Vec<SlackBlock>,
+        tag: Option<&Tag>,
+    ) -> Result<(String, String), SlackCallError> {
         let session = self.client.open_session(&self.token);
         let content = SlackMessageContent::new()
             .with_text(text)
-            .with_blocks(blocks);
+            .with_blocks(blocks)
+            .opt_metadata(tag.map(|t| {
+                SlackMessageMetadata::new(t.event_type.to_owned())
+                    .with_event_payload([(t.key.to_owned(), t.value.clone())].into_iter().collect())
+            }));
         let req = SlackApiChatPostMessageRequest::new(channel.to_owned().into(), content);
         let res = session.chat_post_message(&req).await.map_err(classify)?;
         Ok((res.channel.to_string(), res.ts.to_string()))
@@ -202,6 +229,86 @@ impl SlackApi {
             Err(SlackClientError::ApiError(e)) if e.code == "users_not_found" => Ok(None),
             Err(e) => Err(classify(e)),
         }
+    }
+
+    /// The id of a channel named `#name` (conversations.list needs channels:read, and
+    /// groups:read for private channels).
+    pub async fn channel_id(&self, name: &str) -> Result<Option<String>, SlackCallError> {
+        let name = name.trim_start_matches('#');
+        let session = self.client.open_session(&self.token);
+        let mut cursor = None;
+        for _ in 0..MAX_PAGES {
+            let req = SlackApiConversationsListRequest::new()
+                .with_limit(200)
+                .with_exclude_archived(true)
+                .with_types(vec![
+                    SlackConversationType::Public,
+                    SlackConversationType::Private,
+                ])
+                .opt_cursor(cursor);
+            let res = session.conversations_list(&req).await.map_err(classify)?;
+            if let Some(c) = res
+                .channels
+                .iter()
+                .find(|c| c.name.as_deref() == Some(name))
+            {
+                return Ok(Some(c.id.to_string()));
+            }
+            cursor = res
+                .response_metadata
+                .and_then(|m| m.next_cursor)
+                .filter(|c| !c.to_string().is_empty());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The ts of a message in `channel` (an id) posted since `oldest_secs` that carries `tag`
+    /// (conversations.history with include_all_metadata; needs channels:history, or
+    /// groups:history for private channels).
+    pub async fn find_tagged(
+        &self,
+        channel: &str,
+        tag: &Tag,
+        oldest_secs: i64,
+    ) -> Result<Option<String>, SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let mut cursor = None;
+        for _ in 0..MAX_PAGES {
+            let req = SlackApiConversationsHistoryRequest::new()
+                .with_channel(channel.to_owned().into())
+                .with_include_all_metadata(true)
+                .with_limit(200)
+                .with_oldest(format!("{}.000000", oldest_secs.max(0)).into())
+                .opt_cursor(cursor);
+            let res = session
+                .conversations_history(&req)
+                .await
+                .map_err(classify)?;
+            let found = res.messages.iter().find(|m| {
+                m.content.metadata.as_ref().is_some_and(|md| {
+                    md.event_type == tag.event_type
+                        && md
+                            .event_payload
+                            .as_ref()
+                            .and_then(|p| p.get(tag.key))
+                            .is_some_and(|v| *v == tag.value)
+                })
+            });
+            if let Some(m) = found {
+                return Ok(Some(m.origin.ts.to_string()));
+            }
+            cursor = res
+                .response_metadata
+                .and_then(|m| m.next_cursor)
+                .filter(|c| !c.to_string().is_empty());
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Checks the token; used by `/readyz` and at start-up.

@@ -7,4 +7,4 @@ pub mod render;
 pub mod signature;
 pub mod socket_mode;
 
-pub use client::{SlackApi, SlackCallError};
+pub use client::{SlackApi, SlackCallError, Tag};

@@ -83,6 +83,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("payload", Text),
             ("state", Text),
             ("attempts", Int),
+            ("claims", Int),
             ("next_attempt_at", Int),
             ("last_error", Text),
             ("created_at", Int),

@@ -287,6 +287,9 @@ pub struct Job {
     pub id: i64,
     pub effect: Effect,
     pub attempts: u32,
+    /// How many times it was claimed, this time included: more than once means an earlier
+    /// worker may have made the call before it died or failed.
+    pub claims: u32,
     pub created_at: Millis,
 }
 

@@ -157,6 +157,7 @@ pub struct JobRow {
     pub id: i64,
     pub payload: String,
     pub attempts: i64,
+    pub claims: i64,
     pub created_at: i64,
 }
 
@@ -170,6 +171,7 @@ pub fn jobs(rows: Vec<JobRow>) -> StoreResult<Vec<Job>> {
                 effect: serde_json::from_str(&row.payload)
                     .map_err(|e| corrupt("outbox payload", &e))?,
                 attempts: count(row.attempts),
+                claims: count(row.claims),
                 created_at: row.created_at,
             })
         })

@@ -352,3 +352,74 @@ async fn callback_urls_that_reach_private_addresses_are_refused_unless_allowed()
     assert_eq!(status, 201, "{body}");
     app.stop().await;
 }
+
+/// Slack took the post but its answer never arrived (a proxy's 502, a crash before the ts was
+/// saved): the retry finds the message by its metadata and adopts it instead of posting twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_answer_was_lost_is_adopted_not_posted_twice() {
+    let app = spawn_app_with(fast_retries).await;
+    app.sandbox.add_fault(
+        "chat.postMessage",
+        greenlight_sandbox::FaultKind::AnswerLost { status: 502 },
+        Some(1),
+    );
+    let created = app.create_ok("Deploy api v9").await;
+    let id = created["id"].as_str().unwrap();
+    wait_delivery(&app, id, "slack_post", |d| d[0]["state"] == "done").await;
+    let copies: Vec<_> = app
+        .sandbox
+        .messages(CHANNEL)
+        .into_iter()
+        .filter(|m| text_of(m).contains(id))
+        .collect();
+    assert_eq!(copies.len(), 1, "one message, not two");
+    let got = app.get(id).await;
+    assert_eq!(
+        got["slack"]["ts"],
+        copies[0].ts.as_str(),
+        "the first copy was adopted"
+    );
+    assert_eq!(
+        copies[0].metadata.as_ref().map(|m| m["event_type"].clone()),
+        Some(json!("greenlight_request"))
+    );
+    let looked = app.sandbox.calls_to("conversations.history");
+    assert!(
+        looked
+            .iter()
+            .any(|c| c.ok && c.args["include_all_metadata"] == "true"),
+        "{looked:?}"
+    );
+    // The message is the request's own: clicks on it decide it.
+    assert!(
+        app.click(&copies[0], "greenlight.approve", "U0ALICE")
+            .await
+            .acked()
+    );
+    app.decided_message(&copies[0]).await;
+}
+
+/// Without the history scope the lost answer's message cannot be found: the post goes ahead as
+/// before (a second copy, never no message), and the request points at the copy it knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_history_scope_a_lost_answer_falls_back_to_posting_again() {
+    let app = spawn_app_with(fast_retries).await;
+    app.sandbox
+        .fail_with("conversations.history", "missing_scope", None);
+    app.sandbox.add_fault(
+        "chat.postMessage",
+        greenlight_sandbox::FaultKind::AnswerLost { status: 502 },
+        Some(1),
+    );
+    let created = app.create_ok("Deploy api v10").await;
+    let id = created["id"].as_str().unwrap();
+    wait_delivery(&app, id, "slack_post", |d| d[0]["state"] == "done").await;
+    let copies: Vec<_> = app
+        .sandbox
+        .messages(CHANNEL)
+        .into_iter()
+        .filter(|m| text_of(m).contains(id))
+        .collect();
+    assert_eq!(copies.len(), 2);
+    assert_eq!(app.get(id).await["slack"]["ts"], copies[1].ts.as_str());
+}

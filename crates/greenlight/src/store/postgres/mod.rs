@@ -349,11 +349,11 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<Job>> {
         let found = sqlx::query_as(
-            "UPDATE outbox SET leased_until = $1, lease_owner = $4 WHERE id IN (\
+            "UPDATE outbox SET leased_until = $1, lease_owner = $4, claims = claims + 1 WHERE id IN (\
                 SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
                 AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id \
                 LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, payload, attempts, created_at",
+             RETURNING id, payload, attempts, claims, created_at",
         )
         .bind(now + lease_ms)
         .bind(now)

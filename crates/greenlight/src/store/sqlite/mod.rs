@@ -441,10 +441,10 @@ impl Store for SqliteStore {
             .writer
             .write(move |mut conn| async move {
                 let res = sqlx::query_as(
-                    "UPDATE outbox SET leased_until = $1 WHERE id IN (\
+                    "UPDATE outbox SET leased_until = $1, claims = claims + 1 WHERE id IN (\
                         SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
                         AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id LIMIT $3) \
-                     RETURNING id, payload, attempts, created_at",
+                     RETURNING id, payload, attempts, claims, created_at",
                 )
                 .bind(now + lease_ms)
                 .bind(now)
