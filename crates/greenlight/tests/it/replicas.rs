@@ -452,13 +452,20 @@ async fn three_replicas_share_one_posting_pace() {
     for id in &ids {
         posted(&cluster.sandbox, id).await;
     }
+    // The sandbox logs a call as it answers it, just after the message appears.
     let mut at: Vec<u64> = cluster
         .sandbox
-        .calls_to("chat.postMessage")
-        .iter()
-        .filter(|c| c.ok)
-        .map(|c| c.at_unix_ms)
-        .collect();
+        .wait_until(PATIENCE, |sb| {
+            let at: Vec<u64> = sb
+                .calls_to("chat.postMessage")
+                .iter()
+                .filter(|c| c.ok)
+                .map(|c| c.at_unix_ms)
+                .collect();
+            (at.len() >= 12).then_some(at)
+        })
+        .await
+        .expect("12 posts logged");
     at.sort();
     assert_eq!(at.len(), 12);
     // 4 a second for the fleet: the 12th post comes about 2.75 s after the first. Three
