@@ -174,6 +174,7 @@ impl Application {
         let scheduler =
             tokio::spawn(crate::scheduler::Scheduler::new(service.clone()).run(shutdown.clone()));
         let store = service.store().clone();
+        let chainer = tokio::spawn(crate::audit::keep_chaining(store.clone(), shutdown.clone()));
         let follower = {
             let (store, service, stop) = (store.clone(), service.clone(), shutdown.clone());
             let feed: store::DecisionFeed =
@@ -207,6 +208,7 @@ impl Application {
         let _ = worker.await;
         let _ = scheduler.await;
         let _ = follower.await;
+        let _ = chainer.await;
         store.close().await;
         served
     }

@@ -72,11 +72,6 @@ Environment:
   GREENLIGHT_DATABASE_URL  sqlite:PATH or postgres://USER@HOST:5432/DB [default: sqlite:greenlight.db]
   GREENLIGHT_CONFIG        config file, for database_url [default: ./greenlight.toml if present]";
 
-const CLIENT_ENV: &str = "\
-Environment:
-  GREENLIGHT_URL    the greenlight server [default: http://127.0.0.1:8080]
-  GREENLIGHT_TOKEN  an API key (greenlight keys create ...; `dev` prints one) (required)";
-
 const ASK_AFTER: &str = "\
 Exit codes (with --wait):
   0  approved
@@ -122,15 +117,15 @@ enum Command {
     /// Ask for approval; with --wait, block until decided and exit with the outcome.
     #[command(after_help = ASK_AFTER)]
     Ask(AskArgs),
-    /// Print the audit log as JSON lines.
-    #[command(after_help = CLIENT_ENV)]
-    Audit {
-        /// Only events after this audit id.
-        #[arg(long, default_value_t = 0)]
-        after: i64,
-        /// How many events to print (1-1000).
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+    /// Print the audit log as JSON lines (over the API), or check its hash chain or export it
+    /// for offline checks (on the database).
+    #[command(after_help = AUDIT_AFTER, args_conflicts_with_subcommands = true)]
+    Audit(AuditArgs),
+    /// Copy a SQLite database to PATH while the server runs (a consistent snapshot).
+    #[command(after_help = BACKUP_AFTER)]
+    Backup {
+        /// Where the copy goes (must not exist yet).
+        path: std::path::PathBuf,
     },
     /// Print the `whsec_...` secret that signs callbacks, for receivers to verify them.
     #[command(after_help = DATABASE_ENV)]
@@ -155,6 +150,49 @@ transaction in the target: it lands whole or not at all.
 
 Example:
   greenlight copy-db --from sqlite:greenlight.db --to postgres://greenlight@db.internal:5432/greenlight";
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(subcommand)]
+    command: Option<AuditCommand>,
+    /// Only events after this audit id.
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// How many events to print (1-1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the whole log: exit 0 when intact, 1 naming the first entry
+    /// that was edited, deleted, reordered or inserted.
+    Verify,
+    /// Write the chained log as JSON Lines with each entry's hash and previous hash, for a
+    /// third party to verify offline (the README has a verifier).
+    Export {
+        /// Only entries after this audit id (the `id` of the last line of an earlier export).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+}
+
+const AUDIT_AFTER: &str = "\
+`greenlight audit` lists events over the API (GREENLIGHT_URL, GREENLIGHT_TOKEN with the admin
+scope). `audit verify` and `audit export` read the database itself (GREENLIGHT_DATABASE_URL).
+
+Examples:
+  greenlight audit --after 120 --limit 50
+  greenlight audit verify
+  greenlight audit export > audit.jsonl";
+
+const BACKUP_AFTER: &str = "\
+SQLite only: the copy is taken with VACUUM INTO, a consistent snapshot even while the server
+writes. To restore, stop the server and put the copy in place of the database file (or point
+GREENLIGHT_DATABASE_URL at it). For PostgreSQL use pg_dump (see the README).
+
+Environment:
+  GREENLIGHT_DATABASE_URL  sqlite:PATH [default: sqlite:greenlight.db]";
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
@@ -289,7 +327,13 @@ async fn run(command: Command) -> ExitCode {
         Command::Dev => crate::dev::dev(stop_on_signal()).await,
         Command::Sandbox => crate::dev::sandbox(stop_on_signal()).await,
         Command::Migrate => {
-            with_store(async |config, _| {
+            with_store(async |config, store| {
+                // Entries written before the chain existed get their places now.
+                match crate::audit::chain_all(store).await {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("chained {n} audit entries"),
+                    Err(e) => return fail(e),
+                }
                 eprintln!(
                     "database {} is up to date",
                     crate::store::copy::redact(&config.database_url)
@@ -301,9 +345,83 @@ async fn run(command: Command) -> ExitCode {
         Command::Check { config } => check(config),
         Command::Keys(cmd) => with_store(async |_, store| keys(cmd, store).await).await,
         Command::Ask(args) => ask(args).await,
-        Command::Audit { after, limit } => audit(after, limit).await,
+        Command::Audit(AuditArgs {
+            command: None,
+            after,
+            limit,
+        }) => audit(after, limit).await,
+        Command::Audit(AuditArgs {
+            command: Some(AuditCommand::Verify),
+            ..
+        }) => with_store(async |_, store| audit_verify(store).await).await,
+        Command::Audit(AuditArgs {
+            command: Some(AuditCommand::Export { after }),
+            ..
+        }) => with_store(async |_, store| audit_export(store, after).await).await,
+        Command::Backup { path } => with_store(async |_, store| backup(store, &path).await).await,
         Command::WebhookSecret => with_store(webhook_secret).await,
         Command::CopyDb { from, to } => copy_db(&from, &to).await,
+    }
+}
+
+async fn audit_verify(store: &dyn store::Store) -> ExitCode {
+    let now = jiff::Timestamp::now().as_millisecond();
+    match crate::audit::verify(store, now).await {
+        Err(e) => fail(e),
+        Ok(Ok(intact)) => {
+            let head = intact
+                .head
+                .map(|(seq, hash)| format!("; head: position {seq}, hash {hash}"))
+                .unwrap_or_default();
+            println!("audit log intact: {} entries chained{head}", intact.entries);
+            if intact.pending > 0 {
+                println!(
+                    "{} entries from the last minute are not chained yet",
+                    intact.pending
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err((broken, intact))) => {
+            println!(
+                "audit log BROKEN: {broken} ({} entries before it are intact)",
+                intact.entries
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn audit_export(store: &dyn store::Store, after: i64) -> ExitCode {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let written = crate::audit::export(store, after, |entry| {
+        writeln!(out, "{}", crate::audit::export_line(entry))
+    })
+    .await;
+    let flushed = out.flush();
+    match (written, flushed) {
+        (Ok(Ok(n)), Ok(())) => {
+            eprintln!("exported {n} audit entries");
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) => fail(e),
+        (Ok(Err(e)), _) | (_, Err(e)) => fail(format!("cannot write the export: {e}")),
+    }
+}
+
+async fn backup(store: &dyn store::Store, path: &std::path::Path) -> ExitCode {
+    if path.exists() {
+        eprintln!("error: {} exists; backup writes a new file", path.display());
+        return ExitCode::from(exit::USAGE);
+    }
+    match store.backup(path).await {
+        Ok(()) => {
+            eprintln!("backed up to {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 

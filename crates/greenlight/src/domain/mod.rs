@@ -1,12 +1,14 @@
 //! The approval domain: requests, votes and the state machine that turns votes into exactly one
 //! decision. Nothing here does I/O or knows about HTTP, SQL or Slack.
 
+mod audit;
 mod clock;
 mod duration;
 mod ids;
 mod pacing;
 mod request;
 
+pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};
 pub use ids::{

@@ -112,6 +112,15 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("at", Int),
         ],
     ),
+    (
+        "audit_chain",
+        &[
+            ("seq", Int),
+            ("audit_id", Int),
+            ("prev_hash", Text),
+            ("hash", Text),
+        ],
+    ),
     ("meta", &[("key", Text), ("value", Text)]),
 ];
 
@@ -222,7 +231,7 @@ where
     let mut all = Vec::new();
     for (table, columns) in TABLES {
         let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-        let order = if columns[0].0 == "key" { "key" } else { "id" };
+        let order = columns[0].0;
         let sql = format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "));
         let found = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&mut *conn)

@@ -34,6 +34,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite:PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -225,6 +227,37 @@ pub struct AuditEvent {
     pub event: String,
     pub actor: String,
     pub data: serde_json::Value,
+    /// The entry's place in the hash chain, and the hashes (absent until chained, which the
+    /// server does within a second of the write).
+    pub seq: Option<i64>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+    /// `data` exactly as stored: what the hash covers.
+    #[serde(skip)]
+    pub data_json: String,
+}
+
+impl AuditEvent {
+    pub fn content(&self) -> crate::domain::AuditContent<'_> {
+        crate::domain::AuditContent {
+            id: self.id,
+            at_ms: self.at.as_millisecond(),
+            request_id: self.request_id.as_deref(),
+            event: &self.event,
+            actor: &self.actor,
+            data_json: &self.data_json,
+        }
+    }
+}
+
+/// One position of the audit chain, with the entry it names (`None`: that entry is gone).
+#[derive(Debug, Clone)]
+pub struct ChainLink {
+    pub seq: i64,
+    pub audit_id: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub entry: Option<AuditEvent>,
 }
 
 /// Who created a request, and what they called it, so that a retry finds the same request.
@@ -456,6 +489,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 
+    /// Adds up to `limit` entries not yet in the hash chain to its end, oldest first; returns
+    /// how many. With several replicas one of them chains at a time (the others get 0).
+    async fn chain_audit(&self, limit: u32) -> StoreResult<u32>;
+
+    /// Chain positions after `after_seq`, in order, with their entries.
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainLink>>;
+
+    /// Entries that are in no chain position, oldest first.
+    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
     /// Leases up to `limit` due jobs to `owner` for `lease_ms`; a crashed worker's lease runs
     /// out and another worker delivers the job again (at least once).
     async fn claim_jobs(
@@ -512,6 +555,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;
+
+    /// A consistent copy of the whole database at `path`, taken while writes go on.
+    async fn backup(&self, path: &std::path::Path) -> StoreResult<()>;
 }
 
 pub(crate) fn ts_from_millis(ms: Millis) -> StoreResult<Timestamp> {

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use super::{
-    ActionResult, ApiKey, Attempt, AuditEvent, Delivery, Effect, Job, JobState, Scope, StoreError,
-    StoreResult, ts_from_millis,
+    ActionResult, ApiKey, Attempt, AuditEvent, ChainLink, Delivery, Effect, Job, JobState, Scope,
+    StoreError, StoreResult, ts_from_millis,
 };
 use crate::domain::{Decision, IdError, Params, Request, SlackRef, Status};
 
@@ -127,6 +127,10 @@ pub fn scopes_text(key: &ApiKey) -> String {
     scopes.join(",")
 }
 
+/// Audit entries with their chain positions, if any.
+pub const AUDIT_SELECT: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
+     c.seq, c.prev_hash, c.hash FROM audit a LEFT JOIN audit_chain c ON c.audit_id = a.id";
+
 #[derive(sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
@@ -135,6 +139,9 @@ pub struct AuditRow {
     pub event: String,
     pub actor: String,
     pub data: String,
+    pub seq: Option<i64>,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
 }
 
 impl TryFrom<AuditRow> for AuditEvent {
@@ -148,9 +155,82 @@ impl TryFrom<AuditRow> for AuditEvent {
             event: row.event,
             actor: row.actor,
             data: serde_json::from_str(&row.data).map_err(|e| corrupt("audit data", &e))?,
+            seq: row.seq,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+            data_json: row.data,
         })
     }
 }
+
+/// Chain positions joined with their entries (`LEFT JOIN`: a deleted entry leaves nulls).
+pub const CHAIN_SELECT: &str = "SELECT c.seq, c.audit_id, c.prev_hash, c.hash, a.at, \
+     a.request_id, a.event, a.actor, a.data FROM audit_chain c LEFT JOIN audit a ON a.id = c.audit_id";
+
+#[derive(sqlx::FromRow)]
+pub struct ChainRow {
+    pub seq: i64,
+    pub audit_id: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub at: Option<i64>,
+    pub request_id: Option<String>,
+    pub event: Option<String>,
+    pub actor: Option<String>,
+    pub data: Option<String>,
+}
+
+impl TryFrom<ChainRow> for ChainLink {
+    type Error = StoreError;
+
+    fn try_from(row: ChainRow) -> StoreResult<ChainLink> {
+        let entry = match (row.at, row.event, row.actor, row.data) {
+            (Some(at), Some(event), Some(actor), Some(data)) => {
+                Some(AuditEvent::try_from(AuditRow {
+                    id: row.audit_id,
+                    at,
+                    request_id: row.request_id,
+                    event,
+                    actor,
+                    data,
+                    seq: Some(row.seq),
+                    prev_hash: Some(row.prev_hash.clone()),
+                    hash: Some(row.hash.clone()),
+                })?)
+            }
+            _ => None,
+        };
+        Ok(ChainLink {
+            seq: row.seq,
+            audit_id: row.audit_id,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+            entry,
+        })
+    }
+}
+
+/// The chain positions for `entries` (oldest first) after the chain's last position.
+pub fn link(
+    last: Option<(i64, String)>,
+    entries: &[AuditEvent],
+) -> Vec<(i64, i64, String, String)> {
+    let (mut seq, mut prev) = last.unwrap_or((0, crate::domain::GENESIS.to_owned()));
+    entries
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let hash = crate::domain::entry_hash(&e.content(), &prev);
+            (seq, e.id, std::mem::replace(&mut prev, hash.clone()), hash)
+        })
+        .collect()
+}
+
+/// Audit entries in no chain position after `low`, oldest first (the chainer's batch).
+pub const UNCHAINED_AFTER: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
+     CAST(NULL AS BIGINT) AS seq, CAST(NULL AS TEXT) AS prev_hash, CAST(NULL AS TEXT) AS hash \
+     FROM audit a WHERE a.id > $1 \
+     AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.audit_id = a.id) ORDER BY a.id LIMIT $2";
 
 #[derive(sqlx::FromRow)]
 pub struct JobRow {

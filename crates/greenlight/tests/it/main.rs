@@ -3,6 +3,7 @@
 mod action_hooks;
 mod api;
 mod approval;
+mod audit_chain;
 mod cli;
 mod copy_db;
 mod crash;

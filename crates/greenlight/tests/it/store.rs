@@ -686,6 +686,163 @@ async fn idempotency_is_per_api_key(db: TestDb) {
     ));
 }
 
+/// Runs SQL on the database behind the store's back, as someone with database access would.
+async fn tamper(db: &TestDb, sqlite: &str, postgres: &str) {
+    use sqlx::Connection;
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+async fn chained_log(db: &TestDb, n: usize) -> Arc<dyn Store> {
+    let store = open(db).await;
+    for i in 0..n {
+        let r = request(100 + i);
+        store
+            .create_request(&r, None, &audit(&r), &[], now_ms())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        greenlight::audit::chain_all(store.as_ref()).await.unwrap(),
+        n as u64
+    );
+    store
+}
+
+async fn verdict(
+    store: &dyn Store,
+) -> Result<greenlight::audit::Intact, greenlight::audit::Broken> {
+    greenlight::audit::verify(store, now_ms() + 120_000)
+        .await
+        .unwrap()
+        .map_err(|(broken, _)| broken)
+}
+
+const SQLITE_UNGUARDED: &str = "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; \
+     DROP TRIGGER audit_chain_no_delete;";
+const PG_UNGUARDED: &str =
+    "ALTER TABLE audit DISABLE TRIGGER USER; ALTER TABLE audit_chain DISABLE TRIGGER USER;";
+
+/// The chain proves the log: intact as written, and each kind of tampering named at the first
+/// entry it touched.
+async fn the_audit_chain_names_the_first_tampered_entry(db: TestDb) {
+    let store = chained_log(&db, 6).await;
+    let intact = verdict(store.as_ref()).await.unwrap();
+    assert_eq!(intact.entries, 6);
+    let listed = store.list_audit(0, 10).await.unwrap();
+    assert!(listed.iter().all(|e| e.hash.is_some() && e.seq.is_some()));
+    assert_eq!(
+        listed[1].prev_hash, listed[0].hash,
+        "each entry links to the one before"
+    );
+    assert_eq!(
+        listed[0].prev_hash.as_deref(),
+        Some(greenlight::domain::GENESIS)
+    );
+    // A second chainer pass finds nothing to do.
+    assert_eq!(store.chain_audit(100).await.unwrap(), 0);
+
+    // Edited.
+    let third = listed[2].id;
+    tamper(
+        &db,
+        &format!("{SQLITE_UNGUARDED} UPDATE audit SET actor = 'mallory' WHERE id = {third}"),
+        &format!("{PG_UNGUARDED} UPDATE audit SET actor = 'mallory' WHERE id = {third}"),
+    )
+    .await;
+    assert_eq!(
+        verdict(store.as_ref()).await,
+        Err(greenlight::audit::Broken::Edited { id: third, seq: 3 })
+    );
+}
+
+async fn a_deleted_or_reordered_audit_entry_is_found(db: TestDb) {
+    let store = chained_log(&db, 5).await;
+    let listed = store.list_audit(0, 10).await.unwrap();
+    let (second, fourth) = (listed[1].id, listed[3].id);
+    // Swapping two entries' places in the chain.
+    tamper(
+        &db,
+        &format!(
+            "{SQLITE_UNGUARDED} DROP TRIGGER audit_chain_no_update; \
+             UPDATE audit_chain SET audit_id = -1 WHERE audit_id = {second}; \
+             UPDATE audit_chain SET audit_id = {second} WHERE audit_id = {fourth}; \
+             UPDATE audit_chain SET audit_id = {fourth} WHERE audit_id = -1;"
+        ),
+        &format!(
+            "{PG_UNGUARDED} UPDATE audit_chain SET audit_id = -1 WHERE audit_id = {second}; \
+             UPDATE audit_chain SET audit_id = {second} WHERE audit_id = {fourth}; \
+             UPDATE audit_chain SET audit_id = {fourth} WHERE audit_id = -1;"
+        ),
+    )
+    .await;
+    assert_eq!(
+        verdict(store.as_ref()).await,
+        Err(greenlight::audit::Broken::Edited { id: fourth, seq: 2 }),
+        "the entry now at position 2 is not the one hashed there"
+    );
+    // Deleted outright.
+    let db2 = TestDb::of(if db.url.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    })
+    .await;
+    let store = chained_log(&db2, 5).await;
+    let listed = store.list_audit(0, 10).await.unwrap();
+    let third = listed[2].id;
+    tamper(
+        &db2,
+        &format!("{SQLITE_UNGUARDED} DELETE FROM audit WHERE id = {third}"),
+        &format!("{PG_UNGUARDED} DELETE FROM audit WHERE id = {third}"),
+    )
+    .await;
+    assert_eq!(
+        verdict(store.as_ref()).await,
+        Err(greenlight::audit::Broken::Deleted { id: third, seq: 3 })
+    );
+    // An entry and its place both removed leave a gap.
+    tamper(
+        &db2,
+        "DELETE FROM audit_chain WHERE seq = 3",
+        "DELETE FROM audit_chain WHERE seq = 3",
+    )
+    .await;
+    assert_eq!(
+        verdict(store.as_ref()).await,
+        Err(greenlight::audit::Broken::Gap { seq: 3 })
+    );
+}
+
+/// An entry written behind greenlight's back, long enough ago that a running server would
+/// have chained it, is reported as inserted; a fresh one is only pending.
+async fn an_inserted_audit_entry_is_found(db: TestDb) {
+    let store = chained_log(&db, 3).await;
+    let long_ago = now_ms() - 3_600_000;
+    let insert = format!(
+        "INSERT INTO audit (at, request_id, event, actor, data) VALUES ({long_ago}, NULL, 'request.approved', 'mallory', '{{}}')"
+    );
+    tamper(&db, &insert, &insert).await;
+    let found = greenlight::audit::verify(store.as_ref(), now_ms())
+        .await
+        .unwrap();
+    assert!(
+        matches!(found, Err((greenlight::audit::Broken::Inserted { .. }, _))),
+        "{found:?}"
+    );
+}
+
 /// Each test, once per backend: `store::sqlite::<name>` and `store::postgres::<name>`.
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -725,4 +882,7 @@ store_tests!(
     coordination_is_exclusive_and_paced,
     records_without_a_request,
     idempotency_is_per_api_key,
+    the_audit_chain_names_the_first_tampered_entry,
+    a_deleted_or_reordered_audit_entry_is_found,
+    an_inserted_audit_entry_is_found,
 );

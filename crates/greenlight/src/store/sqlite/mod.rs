@@ -303,6 +303,38 @@ async fn finish_in(
     Ok(())
 }
 
+/// Chains the next entries. One writer commits in id order, so nothing below the last chained
+/// id can still appear.
+async fn chain_in(conn: &mut SqliteConnection, limit: u32) -> StoreResult<u32> {
+    let last: Option<(i64, String, i64)> =
+        sqlx::query_as("SELECT seq, hash, audit_id FROM audit_chain ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let after = last.as_ref().map_or(0, |l| l.2);
+    let found: Vec<rows::AuditRow> = sqlx::query_as(rows::UNCHAINED_AFTER)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let entries = found
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let links = rows::link(last.map(|(seq, hash, _)| (seq, hash)), &entries);
+    let mut qb = Statements::new("INSERT INTO audit_chain (seq, audit_id, prev_hash, hash) ");
+    qb.push_values(&links, |mut row, (seq, id, prev, hash)| {
+        row.push_bind(*seq)
+            .push_bind(*id)
+            .push_bind(prev.clone())
+            .push_bind(hash.clone());
+    });
+    qb.build().execute(&mut *conn).await?;
+    Ok(u32::try_from(links.len()).unwrap_or(u32::MAX))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_request(
@@ -420,13 +452,46 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let found: Vec<rows::AuditRow> = sqlx::query_as(
-            "SELECT id, at, request_id, event, actor, data FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
+        let sql = format!(
+            "{} WHERE a.id > $1 ORDER BY a.id LIMIT $2",
+            rows::AUDIT_SELECT
+        );
+        let found: Vec<rows::AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        found.into_iter().map(AuditEvent::try_from).collect()
+    }
+
+    async fn chain_audit(&self, limit: u32) -> StoreResult<u32> {
+        self.writer
+            .write(move |mut conn| async move {
+                let res = chain_in(&mut conn, limit).await;
+                (conn, res)
+            })
+            .await
+    }
+
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainLink>> {
+        let sql = format!(
+            "{} WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
+            rows::CHAIN_SELECT
+        );
+        let found: Vec<rows::ChainRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        found.into_iter().map(ChainLink::try_from).collect()
+    }
+
+    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let found: Vec<rows::AuditRow> = sqlx::query_as(rows::UNCHAINED_AFTER)
+            .bind(0_i64)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
         found.into_iter().map(AuditEvent::try_from).collect()
     }
 
@@ -593,5 +658,17 @@ impl Store for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn backup(&self, path: &std::path::Path) -> StoreResult<()> {
+        // A reader's snapshot, written out whole: consistent, and the writer goes on meanwhile.
+        let target = path.to_str().ok_or_else(|| {
+            StoreError::Unavailable(format!("{} is not a UTF-8 path", path.display()))
+        })?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.reader)
+            .await?;
+        Ok(())
     }
 }
