@@ -18,7 +18,9 @@ use crate::domain::{
 };
 use crate::rules::{self, RuleInput};
 use crate::slack::{SlackApi, render};
-use crate::store::{ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Store, StoreError};
+use crate::store::{
+    ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Scope, Store, StoreError,
+};
 use crate::waiters::Waiters;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,10 @@ pub enum ServiceError {
     ChannelOverrideNotAllowed(String),
     #[error(transparent)]
     Lookup(#[from] LookupError),
+    #[error(
+        "request {0} was made with another API key: only that key (or an admin key) may cancel it"
+    )]
+    NotYourRequest(String),
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -82,6 +88,9 @@ pub struct CreateInput {
     pub expires_in: Option<DurationSpec>,
     /// Another channel than the workflow's, where the workflow allows it.
     pub channel: Option<ChannelRef>,
+    /// The caller's own JSON object, kept and handed back, never shown in Slack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
 }
@@ -180,6 +189,13 @@ impl Service {
         self.clock.now().as_millisecond()
     }
 
+    /// Now, to the millisecond: what the store keeps, so that a request read back is the one
+    /// that was answered.
+    fn now(&self) -> jiff::Timestamp {
+        let now = self.clock.now();
+        jiff::Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now)
+    }
+
     fn workflow(&self, name: Option<&WorkflowName>) -> ServiceResult<&Workflow> {
         match name {
             Some(name) => self
@@ -245,12 +261,7 @@ impl Service {
         let request = self.get(id).await?;
         let standing = self.standing(&request, vote).await?;
         let mut trial = request.clone();
-        trial.cast_as(
-            vote.clone(),
-            standing,
-            &self.policy(&request),
-            self.clock.now(),
-        )?;
+        trial.cast_as(vote.clone(), standing, &self.policy(&request), self.now())?;
         Ok(request)
     }
 
@@ -263,7 +274,7 @@ impl Service {
                 workflow.name.to_string(),
             ));
         }
-        let now = self.clock.now();
+        let now = self.now();
         let idempotency = input.idempotency_key.as_ref().map(|k| Idempotency {
             api_key: key.id.clone(),
             key: k.clone(),
@@ -300,6 +311,8 @@ impl Service {
             },
             now,
         );
+        request.metadata = input.metadata;
+        request.created_by = Some(key.id.clone());
         let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),
             event: Event::Created.as_str(),
@@ -434,7 +447,7 @@ impl Service {
             let mut request = current.clone();
             let expected = request.version;
             let policy = self.policy(&request);
-            let now = self.clock.now();
+            let now = self.now();
             let outcome = request.cast_as(vote.clone(), standing, &policy, now)?;
             let event = match outcome {
                 VoteOutcome::Decided(status) => Event::Decided(status),
@@ -475,16 +488,21 @@ impl Service {
         }
     }
 
+    /// Cancels a request for the API key that created it, or for an admin key.
     pub async fn cancel(
         &self,
         id: &RequestId,
-        by: &str,
+        key: &ApiKey,
         reason: Option<String>,
     ) -> ServiceResult<Request> {
+        let by = key.name.as_str();
         loop {
             let mut request = self.get(id).await?;
+            if request.created_by.as_ref() != Some(&key.id) && !key.allows(Scope::Admin) {
+                return Err(ServiceError::NotYourRequest(id.to_string()));
+            }
             let expected = request.version;
-            let now = self.clock.now();
+            let now = self.now();
             request.cancel(by, reason.clone(), now)?;
             let audit = [NewAudit {
                 request_id: Some(request.id.clone()),
@@ -524,7 +542,7 @@ impl Service {
         loop {
             let mut request = self.get(id).await?;
             let expected = request.version;
-            let now = self.clock.now();
+            let now = self.now();
             let workflow = self.workflow_of(&request);
             let on_expiry = workflow.map(|w| w.on_expiry).unwrap_or_default();
             let (event, audit_data) = match request.expire(on_expiry, now) {
@@ -593,7 +611,7 @@ impl Service {
                         workflow.map_or(&[][..], |w| w.approvers.as_slice()),
                         workflow.and_then(|w| w.escalate_to.as_ref()),
                         n,
-                        self.clock.now(),
+                        self.now(),
                     ),
                 });
                 return effects;
@@ -607,7 +625,7 @@ impl Service {
     /// the workflow's action hooks.
     fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
         let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
-        let body = crate::webhook::payload(event.as_str(), request, self.clock.now());
+        let body = crate::webhook::payload(event.as_str(), request, self.now());
         let webhook_id = crate::webhook::new_message_id();
         let callback = request.callback_url.iter().map(|u| (u, true));
         let configured = workflow

@@ -78,17 +78,50 @@ pub fn new_message_id() -> String {
 /// The body of a callback: `{"type", "timestamp", "data": <the request>}`, fixed when the event
 /// happens so that every retry sends the same bytes.
 pub fn payload(event: &str, request: &Request, at: jiff::Timestamp) -> String {
+    // Receivers (the workflow's webhooks as much as the caller's own) get the request without
+    // the credentials a callback URL may carry.
     serde_json::json!({
         "type": event,
         "timestamp": at,
-        "data": request,
+        "data": redacted(request),
     })
     .to_string()
+}
+
+/// A URL as others may see it: scheme, host, port and path; no user, password, query or
+/// fragment (where tokens live).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
+/// The request with its `callback_url` redacted.
+pub fn redacted(request: &Request) -> Request {
+    let mut shown = request.clone();
+    shown.callback_url = shown.callback_url.as_deref().map(redact_url);
+    shown
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callback_urls_show_no_credentials() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@ci.example.com:8443/hooks/done?token=abc#frag"),
+            "https://ci.example.com:8443/hooks/done"
+        );
+        assert_eq!(redact_url("not a url"), "(not a URL)");
+    }
 
     #[test]
     fn signs_like_the_spec_example() {

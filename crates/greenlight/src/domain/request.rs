@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ids::{ChannelRef, RequestId, WorkflowName};
+use super::ids::{ApiKeyId, ChannelRef, RequestId, WorkflowName};
 
 /// Free-form key/value parameters a machine attaches (version, amount, ...).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -136,6 +136,13 @@ pub struct Request {
     pub channel: ChannelRef,
     pub slack: Option<SlackRef>,
     pub callback_url: Option<String>,
+    /// The caller's own JSON object (an agent's run id, a pipeline's build), kept with the
+    /// request and handed back; never shown in Slack.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The API key that asked: only it (or an admin key) may cancel, and only it sees the
+    /// full `callback_url`.
+    #[serde(skip)]
+    pub created_by: Option<ApiKeyId>,
     /// Reminders posted so far, and when the next one is due (none when the workflow sends none).
     #[serde(skip)]
     pub reminders: u32,
@@ -256,6 +263,8 @@ impl Request {
             channel: new.channel,
             slack: None,
             callback_url: new.callback_url,
+            metadata: None,
+            created_by: None,
             reminders: 0,
             remind_at: new.remind_at,
             version: 0,

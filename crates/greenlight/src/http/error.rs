@@ -89,6 +89,9 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %e, "Slack lookup failed");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "slack_unavailable", msg)
             }
+            ServiceError::NotYourRequest(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_request_owner", msg)
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ const MAX_DETAILS: usize = 10_000;
 const MAX_PARAMS: usize = 50;
 const MAX_PARAMS_BYTES: usize = 16 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 255;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Longest single long-poll; clients loop for longer waits (the CLI does).
 pub const MAX_WAIT_SECS: u64 = 120;
 
@@ -36,6 +37,7 @@ pub struct CreateBody {
     expires_in: Option<DurationSpec>,
     idempotency_key: Option<String>,
     channel: Option<String>,
+    metadata: Option<serde_json::Value>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -107,7 +109,20 @@ fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, Ap
         .map(|c| c.parse())
         .transpose()
         .map_err(|e: crate::domain::IdError| invalid(e.to_string()))?;
+    let metadata = match body.metadata {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(m)) => {
+            if serde_json::to_vec(&m).map_or(0, |v| v.len()) > MAX_METADATA_BYTES {
+                return Err(invalid(format!(
+                    "metadata is larger than {MAX_METADATA_BYTES} bytes"
+                )));
+            }
+            Some(m)
+        }
+        Some(_) => return Err(invalid("metadata must be a JSON object")),
+    };
     Ok(CreateInput {
+        metadata,
         channel,
         workflow,
         title,
@@ -145,7 +160,30 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(request)).into_response())
+    Ok((status, Json(full_view(&state, &request, key).await?)).into_response())
+}
+
+/// A request as `key` may see it: the full `callback_url` only for the key that made it.
+fn shown(request: &crate::domain::Request, key: &crate::store::ApiKey) -> crate::domain::Request {
+    if request.created_by.as_ref() == Some(&key.id) {
+        request.clone()
+    } else {
+        crate::webhook::redacted(request)
+    }
+}
+
+/// The request with its deliveries and action results, as GET shows it.
+async fn full_view(
+    state: &AppState,
+    request: &crate::domain::Request,
+    key: &crate::store::ApiKey,
+) -> Result<serde_json::Value, ApiError> {
+    let delivery = state.service.store().deliveries(&request.id).await?;
+    let actions = state.service.store().action_results(&request.id).await?;
+    let mut body = serde_json::to_value(shown(request, key)).map_err(|e| ApiError::internal(&e))?;
+    body["delivery"] = serde_json::to_value(delivery).map_err(|e| ApiError::internal(&e))?;
+    body["actions"] = serde_json::to_value(actions).map_err(|e| ApiError::internal(&e))?;
+    Ok(body)
 }
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
@@ -170,7 +208,7 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
+    let key = caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let request = match q.wait.filter(|w| *w > 0) {
         Some(secs) => {
@@ -179,12 +217,7 @@ pub async fn get(
         }
         None => state.service.get(&id).await?,
     };
-    let delivery = state.service.store().deliveries(&id).await?;
-    let actions = state.service.store().action_results(&id).await?;
-    let mut body = serde_json::to_value(&request).map_err(|e| ApiError::internal(&e))?;
-    body["delivery"] = serde_json::to_value(delivery).map_err(|e| ApiError::internal(&e))?;
-    body["actions"] = serde_json::to_value(actions).map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(body).into_response())
+    Ok(Json(full_view(&state, &request, key).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,7 +234,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::Read)?;
+    let key = caller.require(Scope::Read)?;
     let status = q
         .status
         .as_deref()
@@ -243,6 +276,7 @@ pub async fn list(
     let next_cursor = (requests.len() == limit as usize)
         .then(|| requests.last().map(|r| r.id.to_string()))
         .flatten();
+    let requests: Vec<_> = requests.iter().map(|r| shown(r, key)).collect();
     Ok(Json(serde_json::json!({"requests": requests, "next_cursor": next_cursor})).into_response())
 }
 
@@ -267,8 +301,8 @@ pub async fn cancel(
             .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
     };
     let reason = non_empty("reason", body.reason, 1000)?;
-    let request = state.service.cancel(&id, &key.name, reason).await?;
-    Ok(Json(request).into_response())
+    let request = state.service.cancel(&id, key, reason).await?;
+    Ok(Json(shown(&request, key)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,5 +332,5 @@ pub async fn decide(
     let request = match state.service.vote(&id, vote).await? {
         VoteResult::Decided(r) | VoteResult::Counted(r) => r,
     };
-    Ok(Json(request).into_response())
+    Ok(Json(shown(&request, key)).into_response())
 }

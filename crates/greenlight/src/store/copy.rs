@@ -61,6 +61,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("reminders", Int),
             ("remind_at", Int),
             ("change_token", Text),
+            ("metadata", Text),
         ],
     ),
     (

@@ -16,7 +16,7 @@ pub const RECENT_ATTEMPTS: usize = 5;
 /// The columns of `RequestRow`, in order.
 pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
      decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
-     slack_ts, callback_url, version, reminders, remind_at";
+     slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata";
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -52,6 +52,8 @@ pub struct RequestRow {
     pub version: i64,
     pub reminders: i64,
     pub remind_at: Option<i64>,
+    pub api_key_id: Option<String>,
+    pub metadata: Option<String>,
 }
 
 impl TryFrom<RequestRow> for Request {
@@ -80,6 +82,14 @@ impl TryFrom<RequestRow> for Request {
                 _ => None,
             },
             callback_url: row.callback_url,
+            metadata: row
+                .metadata
+                .map(|m| serde_json::from_str(&m).map_err(|e| corrupt("metadata", &e)))
+                .transpose()?,
+            created_by: row
+                .api_key_id
+                .map(|k| k.parse().map_err(|e: IdError| corrupt("api key id", &e)))
+                .transpose()?,
             reminders: count(row.reminders),
             remind_at: opt_ts(row.remind_at)?,
             version: row.version,

@@ -115,6 +115,7 @@ async fn migrate_chains_a_log_written_before_the_chain_existed() {
             callback_url: None,
             expires_in: None,
             channel: None,
+            metadata: None,
             idempotency_key: None,
         };
         service.create(input, &key).await.unwrap();

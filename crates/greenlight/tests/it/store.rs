@@ -83,6 +83,7 @@ fn input(title: &str, idempotency_key: Option<&str>) -> CreateInput {
         callback_url: None,
         expires_in: None,
         channel: None,
+        metadata: None,
         idempotency_key: idempotency_key.map(str::to_owned),
     }
 }

@@ -170,7 +170,7 @@ impl Store for PostgresStore {
             "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
              status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
              callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-             reminders, remind_at) ",
+             reminders, remind_at, metadata) ",
         );
         qb.push_values([r], |mut row, r| {
             row.push_bind(r.id.to_string())
@@ -188,12 +188,22 @@ impl Store for PostgresStore {
                 .push_bind(r.expires_at.map(millis))
                 .push_bind(r.channel.to_string())
                 .push_bind(r.callback_url.clone())
-                .push_bind(idempotency.map(|i| i.api_key.to_string()))
+                .push_bind(
+                    r.created_by
+                        .as_ref()
+                        .or(idempotency.map(|i| &i.api_key))
+                        .map(|k| k.to_string()),
+                )
                 .push_bind(idempotency.map(|i| i.key.clone()))
                 .push_bind(idempotency.map(|i| i.fingerprint.clone()))
                 .push_bind(r.version)
                 .push_bind(i64::from(r.reminders))
-                .push_bind(r.remind_at.map(millis));
+                .push_bind(r.remind_at.map(millis))
+                .push_bind(
+                    r.metadata
+                        .as_ref()
+                        .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+                );
         });
         // A repeated idempotency key conflicts; nothing is written and the earlier request is
         // looked up below (also when the two creates raced on different replicas).

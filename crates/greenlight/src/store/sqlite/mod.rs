@@ -174,7 +174,7 @@ async fn create_in(
         "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
          decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
          callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-         reminders, remind_at) ",
+         reminders, remind_at, metadata) ",
     );
     qb.push_values([r], |mut row, r| {
         row.push_bind(r.id.to_string())
@@ -192,12 +192,22 @@ async fn create_in(
             .push_bind(r.expires_at.map(millis))
             .push_bind(r.channel.to_string())
             .push_bind(r.callback_url.clone())
-            .push_bind(idempotency.map(|i| i.api_key.to_string()))
+            .push_bind(
+                r.created_by
+                    .as_ref()
+                    .or(idempotency.map(|i| &i.api_key))
+                    .map(|k| k.to_string()),
+            )
             .push_bind(idempotency.map(|i| i.key.clone()))
             .push_bind(idempotency.map(|i| i.fingerprint.clone()))
             .push_bind(r.version)
             .push_bind(i64::from(r.reminders))
-            .push_bind(r.remind_at.map(millis));
+            .push_bind(r.remind_at.map(millis))
+            .push_bind(
+                r.metadata
+                    .as_ref()
+                    .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+            );
     });
     push_audit_and_effects(&mut qb, now, audit, effects, &no_guard)?;
     qb.build().execute(&mut *conn).await?;
