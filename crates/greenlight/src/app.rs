@@ -1,7 +1,6 @@
 //! Wiring: store, service, Slack client, delivery worker and HTTP server, run side by side and
 //! stopped together by one cancellation token.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -66,6 +65,7 @@ pub struct Application {
     app_token: Option<String>,
     socket_connections: u32,
     shutdown_timeout: Duration,
+    serve_limits: http::serve::ServeLimits,
 }
 
 /// A name for this process on the leases it takes: unique per start, readable in the database.
@@ -98,6 +98,10 @@ impl Application {
                 wake.clone(),
             )
             .with_allow_private_targets(config.delivery.allow_private_targets)
+            .with_limits(
+                config.limits.requests_per_minute_per_key,
+                config.limits.max_waiters,
+            )
             .with_slack(slack.clone()),
         );
         let secret = crate::delivery::webhook_secret(config, store.as_ref()).await?;
@@ -120,6 +124,7 @@ impl Application {
                 service,
                 signing_secret: config.slack.signing_secret.clone(),
                 metrics: metrics_handle(),
+                request_timeout: config.limits.request_timeout.as_duration(),
             },
             worker,
             slack,
@@ -130,6 +135,10 @@ impl Application {
                 .map(|t| t.expose().to_owned()),
             socket_connections: config.slack.socket_connections,
             shutdown_timeout: config.shutdown_timeout.as_duration(),
+            serve_limits: http::serve::ServeLimits {
+                max_connections: config.limits.max_connections as usize,
+                header_timeout: config.limits.header_timeout.as_duration(),
+            },
         })
     }
 
@@ -189,16 +198,12 @@ impl Application {
             });
         }
         let app = http::router(self.state);
-        let stop = shutdown.clone();
-        let serve = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .into_future();
+        let serve = http::serve::serve(self.listener, app, self.serve_limits, shutdown.clone());
         let timeout = self.shutdown_timeout;
-        let served = tokio::select! {
-            served = serve => served.map_err(AppError::Serve),
+        tokio::select! {
+            _ = serve => {}
             _ = async { shutdown.cancelled().await; tokio::time::sleep(timeout).await } => {
                 tracing::warn!("requests still in flight after shutdown_timeout; closing them");
-                Ok(())
             }
         };
         shutdown.cancel();
@@ -210,6 +215,6 @@ impl Application {
         let _ = follower.await;
         let _ = chainer.await;
         store.close().await;
-        served
+        Ok(())
     }
 }

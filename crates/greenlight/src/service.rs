@@ -45,6 +45,15 @@ pub enum ServiceError {
         "request {0} was made with another API key: only that key (or an admin key) may cancel it"
     )]
     NotYourRequest(String),
+    #[error(
+        "this API key made more than {per_minute} requests a minute; try again in {retry_after_secs} s"
+    )]
+    RateLimited {
+        per_minute: u32,
+        retry_after_secs: u64,
+    },
+    #[error("{0} long-polls are waiting already; try again in a moment")]
+    TooManyWaiters(usize),
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -107,6 +116,34 @@ pub struct Service {
     directory: Option<Directory>,
     /// Cancelled when the server stops: long-polls answer at once with what they have.
     stopping: tokio_util::sync::CancellationToken,
+    limits: Limits,
+}
+
+/// Per-key pace of creates, and the long-polls allowed at once.
+struct Limits {
+    per_minute: u32,
+    buckets:
+        std::sync::Mutex<std::collections::HashMap<crate::domain::ApiKeyId, crate::domain::Bucket>>,
+    waiters: Arc<tokio::sync::Semaphore>,
+    max_waiters: usize,
+}
+
+impl Limits {
+    fn new(per_minute: u32, max_waiters: usize) -> Self {
+        Self {
+            per_minute,
+            buckets: Default::default(),
+            waiters: Arc::new(tokio::sync::Semaphore::new(max_waiters)),
+            max_waiters,
+        }
+    }
+
+    fn pace(&self) -> crate::domain::Pace {
+        crate::domain::Pace {
+            per_second: f64::from(self.per_minute) / 60.0,
+            burst: self.per_minute,
+        }
+    }
 }
 
 /// How often a long-poll looks at its request even without a wake-up: wake-ups from other
@@ -137,6 +174,41 @@ impl Service {
             slack: None,
             directory: None,
             stopping: Default::default(),
+            limits: Limits::new(600, 1000),
+        }
+    }
+
+    /// Creates per API key per minute, and long-polls at once (`[limits]`).
+    pub fn with_limits(mut self, per_minute: u32, max_waiters: u32) -> Self {
+        self.limits = Limits::new(per_minute.max(1), max_waiters.max(1) as usize);
+        self
+    }
+
+    /// Takes one create from the key's allowance, or says how long until there is one.
+    fn take_create(&self, key: &ApiKey) -> ServiceResult<()> {
+        let pace = self.limits.pace();
+        let now = self.now_ms();
+        let mut buckets = self
+            .limits
+            .buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let bucket = buckets
+            .entry(key.id.clone())
+            .or_insert_with(|| crate::domain::Bucket::full(pace, now));
+        // The waiting slot a refused call would get is not kept: it did not wait.
+        let next_slot = bucket.next_slot;
+        match bucket.take(now, pace) {
+            Ok(()) => Ok(()),
+            Err(at) => {
+                bucket.next_slot = next_slot;
+                metrics::counter!("greenlight_rate_limited_total").increment(1);
+                let wait_ms = (at - now).max(1);
+                Err(ServiceError::RateLimited {
+                    per_minute: self.limits.per_minute,
+                    retry_after_secs: u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1),
+                })
+            }
         }
     }
 
@@ -268,6 +340,7 @@ impl Service {
     /// Creates a request (or finds the one an earlier try with the same idempotency key made).
     /// Returns the request and whether it is new.
     pub async fn create(&self, input: CreateInput, key: &ApiKey) -> ServiceResult<(Request, bool)> {
+        self.take_create(key)?;
         let workflow = self.workflow(input.workflow.as_ref())?;
         if input.channel.is_some() && !workflow.allow_channel_override {
             return Err(ServiceError::ChannelOverrideNotAllowed(
@@ -417,6 +490,15 @@ impl Service {
 
     /// Returns the request once it is no longer pending, or as it is when `wait` runs out.
     pub async fn wait(&self, id: &RequestId, wait: Duration) -> ServiceResult<Request> {
+        let _place = self
+            .limits
+            .waiters
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                metrics::counter!("greenlight_waiters_refused_total").increment(1);
+                ServiceError::TooManyWaiters(self.limits.max_waiters)
+            })?;
         let deadline = tokio::time::Instant::now() + wait;
         let notify = self.waiters.watch(id);
         loop {

@@ -57,6 +57,38 @@ pub struct Config {
     pub source: Option<PathBuf>,
     pub delivery: DeliveryConfig,
     pub alerts: AlertsConfig,
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: what no caller may exceed, so that nobody can flood, starve or stall the
+/// server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Creates per API key per minute (on each replica), in bursts of up to that many; over it
+    /// the answer is 429 `rate_limited` with `Retry-After`.
+    pub requests_per_minute_per_key: u32,
+    /// Open HTTP connections at once; more wait in the kernel's queue.
+    pub max_connections: u32,
+    /// Long-polls waiting at once; more are answered 429 `too_many_waiters`.
+    pub max_waiters: u32,
+    /// A connection must send its request headers within this long, or it is closed.
+    pub header_timeout: DurationSpec,
+    /// Longest time to answer a request other than a long-poll.
+    pub request_timeout: DurationSpec,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
+        Self {
+            requests_per_minute_per_key: 600,
+            max_connections: 1024,
+            max_waiters: 1000,
+            header_timeout: d("10s"),
+            request_timeout: d("30s"),
+        }
+    }
 }
 
 /// `[delivery]`: how the outbox retries, paces Slack and calls out.
@@ -76,6 +108,11 @@ pub struct DeliveryConfig {
     pub backoff_max: DurationSpec,
     /// Time limit of one callback or action hook call.
     pub timeout: DurationSpec,
+    /// Requester-given callbacks in flight at once: their own share of the worker, apart from
+    /// Slack's and the operators' hooks, so a slow callback URL cannot hold up Slack.
+    pub callback_concurrency: u32,
+    /// Callbacks in flight at once to any one host.
+    pub callback_host_concurrency: u32,
     /// How long a claimed delivery is one worker's alone; a worker that dies loses its jobs
     /// to the others after this long.
     pub lease: DurationSpec,
@@ -95,6 +132,8 @@ impl Default for DeliveryConfig {
             backoff_base: d("500ms"),
             backoff_max: d("5m"),
             timeout: d("10s"),
+            callback_concurrency: 16,
+            callback_host_concurrency: 4,
             lease: d("60s"),
             slack_posts_per_second: 1.0,
             slack_post_burst: 5,
@@ -313,6 +352,8 @@ struct FileConfig {
     delivery: DeliveryConfig,
     #[serde(default)]
     alerts: AlertsConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
     #[serde(default, rename = "workflow")]
     workflows: Vec<Workflow>,
 }
@@ -429,6 +470,13 @@ fn delivery_problems(d: &DeliveryConfig) -> Vec<(&'static str, String)> {
         out.push((
             "slack_posts_per_second",
             "[delivery] slack_posts_per_second must be above 0".to_owned(),
+        ));
+    }
+    if d.callback_concurrency == 0 || d.callback_host_concurrency == 0 {
+        out.push((
+            "callback_concurrency",
+            "[delivery] callback_concurrency and callback_host_concurrency must be at least 1"
+                .to_owned(),
         ));
     }
     if d.lease <= d.timeout {
@@ -589,6 +637,22 @@ impl Config {
         for (key, message) in delivery_problems(&delivery) {
             check.push(Origin::File(&delivery_keys, key), message);
         }
+        let limits_keys = problems::key_offsets(root.and_then(|r| r.get_ref().get("limits")));
+        for (key, value) in [
+            (
+                "requests_per_minute_per_key",
+                file.limits.requests_per_minute_per_key,
+            ),
+            ("max_connections", file.limits.max_connections),
+            ("max_waiters", file.limits.max_waiters),
+        ] {
+            if value == 0 {
+                check.push(
+                    Origin::File(&limits_keys, key),
+                    format!("[limits] {key} must be at least 1"),
+                );
+            }
+        }
 
         let mut seen = HashSet::new();
         for (i, w) in file.workflows.iter().enumerate() {
@@ -656,6 +720,7 @@ impl Config {
             source: path,
             delivery,
             alerts: file.alerts,
+            limits: file.limits,
         })
     }
 

@@ -17,12 +17,13 @@ use crate::hooks::ActionHook;
 use crate::outbound::{Outbound, OutgoingRequest};
 use crate::slack::{SlackApi, SlackCallError, Tag, render};
 use crate::store::{
-    ActionResult, Coordination, Effect, Job, JobReport, JobResult, JobState, NewAudit, Store,
+    ActionResult, Coordination, Effect, Job, JobReport, JobResult, JobState, Lane, NewAudit, Store,
     StoreError,
 };
 use crate::webhook::{self, WebhookSecret};
 
-const MAX_IN_FLIGHT: usize = 64;
+const SLACK_IN_FLIGHT: usize = 48;
+const HOOKS_IN_FLIGHT: usize = 16;
 /// While a message is not posted yet (or another task is updating it), an update for it
 /// waits this long between looks.
 const WAIT_FOR_POST_MS: Millis = 250;
@@ -36,6 +37,9 @@ pub struct Settings {
     pub max_age_ms: Millis,
     /// How long a claimed job (and a message being posted or updated) is a worker's alone.
     pub lease_ms: Millis,
+    /// Requester callbacks in flight at once, in all and to one host.
+    pub callback_concurrency: usize,
+    pub callback_host_concurrency: usize,
     pub backoff_base_ms: Millis,
     pub backoff_max_ms: Millis,
     pub posts_per_second: f64,
@@ -54,6 +58,8 @@ impl Settings {
             max_attempts: d.max_attempts,
             max_age_ms: d.max_age.as_millis(),
             lease_ms: d.lease.as_millis(),
+            callback_concurrency: d.callback_concurrency as usize,
+            callback_host_concurrency: d.callback_host_concurrency as usize,
             backoff_base_ms: d.backoff_base.as_millis(),
             backoff_max_ms: d.backoff_max.as_millis(),
             posts_per_second: d.slack_posts_per_second,
@@ -172,6 +178,26 @@ pub struct Worker {
     channel_ids: std::sync::Mutex<HashMap<String, String>>,
     /// Whether the missing history scopes were reported already.
     warned_no_history: std::sync::atomic::AtomicBool,
+    /// Requester callbacks in flight per host.
+    callback_hosts: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// A place among a host's callbacks in flight, given back when dropped.
+struct HostSlot<'a> {
+    hosts: &'a std::sync::Mutex<HashMap<String, usize>>,
+    host: String,
+}
+
+impl Drop for HostSlot<'_> {
+    fn drop(&mut self) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = hosts.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                hosts.remove(&self.host);
+            }
+        }
+    }
 }
 
 /// The metadata every approval message carries, so that it can be found again.
@@ -202,11 +228,22 @@ impl Worker {
             owner,
             channel_ids: Default::default(),
             warned_no_history: Default::default(),
+            callback_hosts: Default::default(),
         })
     }
 
     fn now(&self) -> Millis {
         self.clock.now().as_millisecond()
+    }
+
+    /// Deliveries in flight at once per lane: Slack's calls and the operators' hooks apart from
+    /// the requesters' callbacks, which get `[delivery] callback_concurrency`.
+    fn lane_size(&self, lane: Lane) -> usize {
+        match lane {
+            Lane::Slack => SLACK_IN_FLIGHT,
+            Lane::Hooks => HOOKS_IN_FLIGHT,
+            Lane::Callbacks => self.settings.callback_concurrency,
+        }
     }
 
     /// Delivers until `shutdown`; then lets the deliveries in flight finish for up to `grace`
@@ -217,30 +254,37 @@ impl Worker {
             Ok(n) => tracing::info!(jobs = n, "resuming deliveries interrupted by a crash"),
             Err(e) => tracing::error!(error = %e, "cannot release stale outbox leases"),
         }
-        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let lanes: Vec<(Lane, Arc<Semaphore>)> = Lane::ALL
+            .iter()
+            .map(|lane| (*lane, Arc::new(Semaphore::new(self.lane_size(*lane)))))
+            .collect();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             while tasks.try_join_next().is_some() {}
-            let free = slots.available_permits();
-            let jobs = if free == 0 {
-                Vec::new()
-            } else {
-                let limit = u32::try_from(free).unwrap_or(1);
-                match self
-                    .store
-                    .claim_jobs(&self.owner, self.now(), self.settings.lease_ms, limit)
-                    .await
-                {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot claim outbox jobs");
-                        Vec::new()
-                    }
+            let free: Vec<(Lane, u32)> = lanes
+                .iter()
+                .map(|(lane, slots)| (*lane, u32::try_from(slots.available_permits()).unwrap_or(0)))
+                .collect();
+            let jobs = match self
+                .store
+                .claim_jobs(&self.owner, &free, self.now(), self.settings.lease_ms)
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim outbox jobs");
+                    Vec::new()
                 }
             };
             if !jobs.is_empty() {
                 for job in jobs {
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                    let lane = job.effect.lane();
+                    let slots = lanes
+                        .iter()
+                        .find(|(l, _)| *l == lane)
+                        .map(|(_, s)| s.clone())
+                        .unwrap_or_else(|| lanes[0].1.clone());
+                    let Ok(permit) = slots.acquire_owned().await else {
                         return;
                     };
                     let me = self.clone();
@@ -741,6 +785,22 @@ impl Worker {
             .map_err(|e| SlackCallError::Transient(e.to_string()))
     }
 
+    fn host_slot(&self, host: &str) -> Option<HostSlot<'_>> {
+        let mut hosts = self
+            .callback_hosts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = hosts.entry(host.to_owned()).or_default();
+        if *n >= self.settings.callback_host_concurrency {
+            return None;
+        }
+        *n += 1;
+        Some(HostSlot {
+            hosts: &self.callback_hosts,
+            host: host.to_owned(),
+        })
+    }
+
     /// A signed callback. The body and `webhook-id` were fixed with the event; the timestamp
     /// and signature are the attempt's own.
     async fn webhook(&self, job: &Job) -> Outcome {
@@ -757,6 +817,22 @@ impl Worker {
         let now = self.now();
         let Ok(parsed) = reqwest::Url::parse(url) else {
             return Outcome::dead("the URL does not parse");
+        };
+        // A requester's slow host holds only a few of the callback lane's places.
+        let _slot = match (*guarded, parsed.host_str()) {
+            (true, Some(host)) => match self.host_slot(host) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Outcome::wait(
+                        now + WAIT_FOR_POST_MS,
+                        format!(
+                            "{} callbacks to {host} in flight",
+                            self.settings.callback_host_concurrency
+                        ),
+                    );
+                }
+            },
+            _ => None,
         };
         let timestamp = self.clock.now().as_second();
         let signature = self

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429s).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,7 +25,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -47,7 +55,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -91,6 +105,14 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::NotYourRequest(_) => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_request_owner", msg)
+            }
+            ServiceError::RateLimited {
+                retry_after_secs, ..
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
+                .with_retry_after(retry_after_secs),
+            ServiceError::TooManyWaiters(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_waiters", msg)
+                    .with_retry_after(1)
             }
         }
     }

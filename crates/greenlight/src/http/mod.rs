@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 mod ops;
 mod requests;
+pub mod serve;
 mod slack;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub signing_secret: Option<Secret>,
     pub metrics: PrometheusHandle,
+    /// Longest answer to anything but a long-poll (`[limits] request_timeout`).
+    pub request_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(TraceLayer::new_for_http())
@@ -65,6 +69,42 @@ async fn method_not_allowed() -> Response {
         "this route does not take that method",
     )
     .into_response()
+}
+
+/// How long past its `wait` a long-poll may take (reading and answering around the wait).
+const LONG_POLL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Bounds every request, reading its body included: `request_timeout`, or for a long-poll
+/// (`?wait=N`) the wait it asked for plus a margin. A slow-loris body or a stuck handler gets
+/// a 503 instead of holding its connection.
+async fn time_limit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limit = long_poll_wait(req.uri())
+        .map(|w| std::time::Duration::from_secs(w.min(MAX_WAIT_SECS)) + LONG_POLL_MARGIN)
+        .unwrap_or(state.request_timeout);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("greenlight_http_timeouts_total").increment(1);
+            error::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request took longer than {limit:?}"),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The `wait` of a `GET` long-poll, if the query has one.
+fn long_poll_wait(uri: &axum::http::Uri) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("wait="))
+        .and_then(|w| w.parse().ok())
 }
 
 /// Counts and times requests by route pattern (not raw path, which would explode the labels).

@@ -81,6 +81,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("id", Int),
             ("request_id", Text),
             ("kind", Text),
+            ("lane", Text),
             ("payload", Text),
             ("state", Text),
             ("attempts", Int),

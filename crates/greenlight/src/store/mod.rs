@@ -119,6 +119,30 @@ pub trait Coordination: Send + Sync {
 /// so every waiter should look again).
 pub type DecisionFeed = Arc<dyn Fn(Option<RequestId>) + Send + Sync>;
 
+/// Deliveries are claimed and run per lane, each with its own concurrency, so that one kind
+/// of slow receiver (a requester's callback URL that never answers) cannot hold up another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Slack Web API calls.
+    Slack,
+    /// The operators' own: workflow webhooks and action hooks.
+    Hooks,
+    /// Callbacks to URLs requesters gave.
+    Callbacks,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 3] = [Lane::Slack, Lane::Hooks, Lane::Callbacks];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Slack => "slack",
+            Lane::Hooks => "hooks",
+            Lane::Callbacks => "callbacks",
+        }
+    }
+}
+
 /// A side effect to deliver after the change that caused it has been committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -162,6 +186,15 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Which share of the worker delivers it (see `Lane`).
+    pub fn lane(&self) -> Lane {
+        match self {
+            Effect::Webhook { guarded: true, .. } => Lane::Callbacks,
+            Effect::Webhook { .. } | Effect::ActionHook { .. } => Lane::Hooks,
+            _ => Lane::Slack,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Effect::SlackPost { .. } => "slack_post",
@@ -499,14 +532,15 @@ pub trait Store: Send + Sync + 'static {
     /// Entries that are in no chain position, oldest first.
     async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 
-    /// Leases up to `limit` due jobs to `owner` for `lease_ms`; a crashed worker's lease runs
-    /// out and another worker delivers the job again (at least once).
+    /// Leases due jobs to `owner` for `lease_ms`, up to each lane's limit, in one go; a
+    /// crashed worker's lease runs out and another worker delivers the job again (at least
+    /// once).
     async fn claim_jobs(
         &self,
         owner: &str,
+        lanes: &[(Lane, u32)],
         now: Millis,
         lease_ms: Millis,
-        limit: u32,
     ) -> StoreResult<Vec<Job>>;
 
     /// Called when a worker starts. SQLite (one server per file) frees every lease, since any

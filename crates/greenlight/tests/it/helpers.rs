@@ -190,6 +190,7 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
         source: None,
         delivery: Default::default(),
         alerts: Default::default(),
+        limits: Default::default(),
     }
 }
 

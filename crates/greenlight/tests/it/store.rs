@@ -44,6 +44,11 @@ fn audit(r: &Request) -> Vec<NewAudit> {
     }]
 }
 
+/// Every lane, `n` jobs each.
+fn lanes(n: u32) -> [(greenlight::store::Lane, u32); 3] {
+    greenlight::store::Lane::ALL.map(|lane| (lane, n))
+}
+
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -311,9 +316,10 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
         .await
         .unwrap();
     // Two workers claiming at once never get the same job.
+    let six = lanes(6);
     let (a, b) = tokio::join!(
-        store.claim_jobs("worker-a", now, 60_000, 6),
-        store.claim_jobs("worker-b", now, 60_000, 6)
+        store.claim_jobs("worker-a", &six, now, 60_000),
+        store.claim_jobs("worker-b", &six, now, 60_000)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 11);
@@ -323,7 +329,7 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
     assert_eq!(ids.len(), 11, "no job claimed twice");
     assert!(
         store
-            .claim_jobs("worker-c", now, 60_000, 10)
+            .claim_jobs("worker-c", &lanes(10), now, 60_000)
             .await
             .unwrap()
             .is_empty()
@@ -331,7 +337,7 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
     // A lease that ran out (a dead worker) lets another worker take the job.
     let later = now + 61_000;
     let again = store
-        .claim_jobs("worker-c", later, 60_000, 20)
+        .claim_jobs("worker-c", &lanes(20), later, 60_000)
         .await
         .unwrap();
     assert_eq!(again.len(), 11);
@@ -357,7 +363,7 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
     // Not due before its retry time, due after.
     assert!(
         store
-            .claim_jobs("worker-c", later + 1_000, 60_000, 20)
+            .claim_jobs("worker-c", &lanes(20), later + 1_000, 60_000)
             .await
             .unwrap()
             .iter()
@@ -366,7 +372,7 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
     let due = store.next_job_due().await.unwrap().unwrap();
     assert!(due >= later, "{due} < {later}");
     let done = store
-        .claim_jobs("worker-c", later + 5_000, 60_000, 20)
+        .claim_jobs("worker-c", &lanes(20), later + 5_000, 60_000)
         .await
         .unwrap();
     assert!(done.iter().any(|j| j.id == post.id));
@@ -532,7 +538,7 @@ async fn slack_refs_and_action_results_are_kept(db: TestDb) {
     let stored = store.get_request(&r.id).await.unwrap().unwrap();
     assert_eq!(stored.slack.unwrap().ts, "1700000000.000100");
     let job = store
-        .claim_jobs("w", now, 60_000, 10)
+        .claim_jobs("w", &lanes(10), now, 60_000)
         .await
         .unwrap()
         .remove(0);
@@ -647,7 +653,10 @@ async fn records_without_a_request(db: TestDb) {
         text: "already approved".into(),
     };
     store.record(&[], &[notice], now_ms()).await.unwrap();
-    let jobs = store.claim_jobs("w", now_ms(), 60_000, 10).await.unwrap();
+    let jobs = store
+        .claim_jobs("w", &lanes(10), now_ms(), 60_000)
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 1);
     assert!(matches!(jobs[0].effect, Effect::SlackEphemeral { .. }));
 }

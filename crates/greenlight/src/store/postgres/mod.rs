@@ -116,7 +116,7 @@ fn push_audit_and_effects(
         qb.push(") AS v(at, request_id, event, actor, data, ord) ORDER BY v.ord)");
     }
     if !effects.is_empty() {
-        qb.push(", job_rows AS (INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) SELECT v.request_id, v.kind, v.payload, ")
+        qb.push(", job_rows AS (INSERT INTO outbox (request_id, kind, lane, payload, next_attempt_at, created_at, updated_at) SELECT v.request_id, v.kind, v.lane, v.payload, ")
             .push_bind(now)
             .push(", ")
             .push_bind(now)
@@ -134,6 +134,8 @@ fn push_audit_and_effects(
                 .push(", ")
                 .push_bind(effect.kind())
                 .push(", ")
+                .push_bind(effect.lane().as_str())
+                .push(", ")
                 .push_bind(to_json(effect)?)
                 .push(", ")
                 .push_bind(i as i64)
@@ -142,7 +144,7 @@ fn push_audit_and_effects(
         // Updates render the latest state when delivered, so one waiting update per message
         // is enough: later changes collapse into it.
         qb.push(
-            ") AS v(request_id, kind, payload, ord) WHERE v.kind <> 'slack_update' OR NOT EXISTS \
+            ") AS v(request_id, kind, lane, payload, ord) WHERE v.kind <> 'slack_update' OR NOT EXISTS \
              (SELECT 1 FROM outbox o WHERE o.kind = 'slack_update' AND o.state = 'pending' \
              AND o.request_id = v.request_id AND (o.leased_until IS NULL OR o.leased_until < ",
         )
@@ -426,23 +428,45 @@ impl Store for PostgresStore {
     async fn claim_jobs(
         &self,
         owner: &str,
+        lanes: &[(Lane, u32)],
         now: Millis,
         lease_ms: Millis,
-        limit: u32,
     ) -> StoreResult<Vec<Job>> {
-        let found = sqlx::query_as(
-            "UPDATE outbox SET leased_until = $1, lease_owner = $4, claims = claims + 1 WHERE id IN (\
-                SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
-                AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id \
-                LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, payload, attempts, claims, created_at",
-        )
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await?;
+        let lanes: Vec<(Lane, u32)> = lanes.iter().copied().filter(|(_, n)| *n > 0).collect();
+        if lanes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One CTE per lane: each takes its own share, skipping rows other replicas hold.
+        let mut qb = Statement::new("WITH ");
+        for (i, (lane, limit)) in lanes.iter().enumerate() {
+            if i > 0 {
+                qb.push(", ");
+            }
+            qb.push(format!(
+                "lane{i} AS (SELECT id FROM outbox WHERE state = 'pending' AND lane = "
+            ))
+            .push_bind(lane.as_str())
+            .push(" AND next_attempt_at <= ")
+            .push_bind(now)
+            .push(" AND (leased_until IS NULL OR leased_until < ")
+            .push_bind(now)
+            .push(") ORDER BY next_attempt_at, id LIMIT ")
+            .push_bind(i64::from(*limit))
+            .push(" FOR UPDATE SKIP LOCKED)");
+        }
+        qb.push(" UPDATE outbox SET leased_until = ")
+            .push_bind(now + lease_ms)
+            .push(", lease_owner = ")
+            .push_bind(owner.to_owned())
+            .push(", claims = claims + 1 WHERE id IN (");
+        for i in 0..lanes.len() {
+            if i > 0 {
+                qb.push(" UNION ALL ");
+            }
+            qb.push(format!("SELECT id FROM lane{i}"));
+        }
+        qb.push(") RETURNING id, payload, attempts, claims, created_at");
+        let found = qb.build_query_as().fetch_all(&self.pool).await?;
         rows::jobs(found)
     }
 

@@ -101,11 +101,13 @@ fn push_audit_and_effects(
     for effect in effects {
         let request_id = effect.request_id().map(|id| id.to_string());
         qb.push(
-            "; INSERT INTO outbox (request_id, kind, payload, next_attempt_at, created_at, updated_at) SELECT ",
+            "; INSERT INTO outbox (request_id, kind, lane, payload, next_attempt_at, created_at, updated_at) SELECT ",
         )
         .push_bind(request_id.clone())
         .push(", ")
         .push_bind(effect.kind())
+        .push(", ")
+        .push_bind(effect.lane().as_str())
         .push(", ")
         .push_bind(to_json(effect)?)
         .push(", ")
@@ -508,25 +510,42 @@ impl Store for SqliteStore {
     async fn claim_jobs(
         &self,
         _owner: &str,
+        lanes: &[(Lane, u32)],
         now: Millis,
         lease_ms: Millis,
-        limit: u32,
     ) -> StoreResult<Vec<Job>> {
+        let lanes: Vec<(Lane, u32)> = lanes.iter().copied().filter(|(_, n)| *n > 0).collect();
+        if lanes.is_empty() {
+            return Ok(Vec::new());
+        }
         let found = self
             .writer
             .write(move |mut conn| async move {
-                let res = sqlx::query_as(
-                    "UPDATE outbox SET leased_until = $1, claims = claims + 1 WHERE id IN (\
-                        SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2 \
-                        AND (leased_until IS NULL OR leased_until < $2) ORDER BY next_attempt_at, id LIMIT $3) \
-                     RETURNING id, payload, attempts, claims, created_at",
-                )
-                .bind(now + lease_ms)
-                .bind(now)
-                .bind(i64::from(limit))
-                .fetch_all(&mut conn)
-                .await
-                .map_err(StoreError::from);
+                let mut qb = Statements::new("UPDATE outbox SET leased_until = ");
+                qb.push_bind(now + lease_ms)
+                    .push(", claims = claims + 1 WHERE id IN (");
+                for (i, (lane, limit)) in lanes.iter().enumerate() {
+                    if i > 0 {
+                        qb.push(" UNION ALL ");
+                    }
+                    qb.push(
+                        "SELECT id FROM (SELECT id FROM outbox WHERE state = 'pending' AND lane = ",
+                    )
+                    .push_bind(lane.as_str())
+                    .push(" AND next_attempt_at <= ")
+                    .push_bind(now)
+                    .push(" AND (leased_until IS NULL OR leased_until < ")
+                    .push_bind(now)
+                    .push(") ORDER BY next_attempt_at, id LIMIT ")
+                    .push_bind(i64::from(*limit))
+                    .push(")");
+                }
+                qb.push(") RETURNING id, payload, attempts, claims, created_at");
+                let res = qb
+                    .build_query_as()
+                    .fetch_all(&mut conn)
+                    .await
+                    .map_err(StoreError::from);
                 (conn, res)
             })
             .await?;
