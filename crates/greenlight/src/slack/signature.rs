@@ -63,7 +63,12 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now_unix - ts).abs() > MAX_AGE_SECS {
+    // The header is unauthenticated: an extreme value must not overflow the subtraction.
+    let fresh = now_unix
+        .checked_sub(ts)
+        .and_then(i64::checked_abs)
+        .is_some_and(|age| age <= MAX_AGE_SECS);
+    if !fresh {
         return Err(SignatureError::Stale);
     }
     let given = signature
@@ -136,6 +141,38 @@ mod tests {
         assert_eq!(
             v(Some(TS), Some("v0="), BODY, now),
             Err(SignatureError::Mismatch)
+        );
+    }
+
+    /// `now - ts` overflows i64 for these; the check must refuse them, not wrap or panic.
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let now = 1_531_420_618;
+        for ts in [
+            "-9223372035058666394",
+            &i64::MIN.to_string(),
+            &i64::MAX.to_string(),
+            &(i64::MIN + 1).to_string(),
+        ] {
+            let sig = sign(SECRET, ts, BODY);
+            // 1_800_000_000 is late 2026, when the first value overflows `now - ts`.
+            for now in [now, 1_800_000_000, 0, -1] {
+                assert_eq!(
+                    verify(SECRET, Some(ts), Some(&sig), BODY, now),
+                    Err(SignatureError::Stale),
+                    "ts {ts}, now {now}"
+                );
+            }
+        }
+        assert_eq!(
+            verify(
+                SECRET,
+                Some("9223372036854775808"),
+                Some(EXPECTED),
+                BODY,
+                now
+            ),
+            Err(SignatureError::BadTimestamp)
         );
     }
 }

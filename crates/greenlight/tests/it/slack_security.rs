@@ -159,3 +159,28 @@ fn the_sandbox_and_the_product_sign_alike_and_match_slacks_vector() {
         expected
     );
 }
+
+/// `now - ts` overflows for these timestamps: the answer is a plain 401, not a panic in the
+/// handler (a dropped connection) and not an accepted request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_that_overflow_the_window_check_are_refused_cleanly() {
+    let app = spawn_app().await;
+    let id = app.create_ok("Deploy").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msg = app.posted(&id).await;
+    let body = block_actions("U0ALICE", &msg.ts, "greenlight.approve", &id);
+    let audit_before = app.audit().await.len();
+    for ts in [-9_223_372_035_058_666_394, i64::MIN, i64::MAX, i64::MIN + 1] {
+        let (status, text) = app
+            .slack_post(&body, FORM, &app.signed_headers(&body, ts))
+            .await;
+        assert_eq!(status, 401, "{ts}: {text}");
+        let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], "stale_request", "{ts}");
+    }
+    assert_eq!(app.get(&id).await["status"], "pending");
+    assert_eq!(app.audit().await.len(), audit_before);
+    app.stop().await;
+}
