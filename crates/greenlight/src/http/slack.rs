@@ -64,6 +64,11 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
                     InteractionError::Malformed(_) => {
                         ApiError::bad_request("invalid_payload", e.to_string())
                     }
+                    InteractionError::Identity(id) => {
+                        metrics::counter!("greenlight_slack_rejected_total", "reason" => id.code())
+                            .increment(1);
+                        ApiError::bad_request(id.code(), e.to_string())
+                    }
                     InteractionError::Service(e) => e.into(),
                 })?;
             metrics::counter!("greenlight_interactions_total", "outcome" => handled.outcome())

@@ -8,6 +8,8 @@ use serde::Deserialize;
 pub struct Interaction {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Null on org-wide installs, where `user.team_id` names the workspace.
+    pub team: Option<Team>,
     pub user: Option<User>,
     pub channel: Option<Channel>,
     pub container: Option<Container>,
@@ -58,6 +60,12 @@ pub struct User {
     pub id: String,
     pub username: Option<String>,
     pub name: Option<String>,
+    pub team_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Team {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +93,53 @@ pub struct Action {
     pub block_id: Option<String>,
 }
 
+/// Why an interaction does not say who acted. A signed payload from Slack always does; one
+/// that does not is refused before it can count as a vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the payload has no well-formed user.id (U or W, then capital letters and digits)")]
+    User,
+    #[error("the payload has no well-formed team id (T, then capital letters and digits)")]
+    Team,
+}
+
+impl IdentityError {
+    /// A stable code for the error body and the logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            IdentityError::User => "invalid_user_id",
+            IdentityError::Team => "invalid_team_id",
+        }
+    }
+}
+
+fn is_team_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    (2..=32).contains(&b.len())
+        && b[0] == b'T'
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 impl Interaction {
+    /// Who acted: the user id and the workspace, both well-formed Slack ids.
+    pub fn identity(&self) -> Result<(&str, &str), IdentityError> {
+        let user = self
+            .user
+            .as_ref()
+            .filter(|u| crate::domain::SlackUserId::looks_like(&u.id))
+            .ok_or(IdentityError::User)?;
+        let team = self
+            .team
+            .as_ref()
+            .map(|t| t.id.as_str())
+            .or(user.team_id.as_deref())
+            .filter(|t| is_team_id(t))
+            .ok_or(IdentityError::Team)?;
+        Ok((&user.id, team))
+    }
+
     /// The channel the interaction happened in.
     pub fn channel_id(&self) -> Option<&str> {
         self.container
@@ -176,6 +230,72 @@ mod tests {
         assert_eq!(i.kind, "block_actions");
         assert_eq!(i.channel_id(), Some("C1"));
         assert_eq!(i.actions[0].value.as_deref(), Some("req_1"));
+    }
+
+    fn interaction(v: serde_json::Value) -> Interaction {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_actor_must_be_a_well_formed_user_of_a_well_formed_team() {
+        let ok = interaction(serde_json::json!({
+            "type": "block_actions", "team": {"id": "T0SANDBOX"}, "user": {"id": "U0ALICE"}
+        }));
+        assert_eq!(ok.identity(), Ok(("U0ALICE", "T0SANDBOX")));
+        // Org-wide installs: no team object, the workspace is on the user; Grid users are W...
+        let org = interaction(serde_json::json!({
+            "type": "block_actions", "team": null, "user": {"id": "W012A3CDE", "team_id": "T0001"}
+        }));
+        assert_eq!(org.identity(), Ok(("W012A3CDE", "T0001")));
+        for (user, team, err) in [
+            (
+                serde_json::json!({"id": ""}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "U"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "u0alice"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "U0 ALICE"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "B0BOT"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE"}),
+                serde_json::json!({"id": ""}),
+                IdentityError::Team,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE"}),
+                serde_json::json!({"id": "E0ORG"}),
+                IdentityError::Team,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE"}),
+                serde_json::Value::Null,
+                IdentityError::Team,
+            ),
+        ] {
+            let i = interaction(
+                serde_json::json!({"type": "block_actions", "team": team, "user": user}),
+            );
+            assert_eq!(i.identity(), Err(err), "{i:?}");
+        }
+        let no_user = interaction(serde_json::json!({"type": "block_actions"}));
+        assert_eq!(no_user.identity(), Err(IdentityError::User));
     }
 
     #[test]

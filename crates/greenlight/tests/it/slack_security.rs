@@ -65,18 +65,22 @@ async fn forged_replayed_and_garbled_requests_are_refused_and_change_nothing() {
     assert_eq!(app.slack_post(&tampered, FORM, &headers).await.0, 401);
 
     // Signed but malformed: 400.
-    for garbage in [
-        "payload=%7Bnot-json",
-        "nopayload=1",
-        "payload=%7B%7D",
-        "payload=%7B%22type%22%3A%22block_actions%22%7D",
+    for (garbage, code) in [
+        ("payload=%7Bnot-json", "invalid_payload"),
+        ("nopayload=1", "invalid_payload"),
+        ("payload=%7B%7D", "invalid_payload"),
+        // Who clicked is checked first.
+        (
+            "payload=%7B%22type%22%3A%22block_actions%22%7D",
+            "invalid_user_id",
+        ),
     ] {
         let (status, text) = app
             .slack_post(garbage, FORM, &app.signed_headers(garbage, now))
             .await;
         assert_eq!(status, 400, "{garbage}: {text}");
         let err: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(err["error"]["code"], "invalid_payload");
+        assert_eq!(err["error"]["code"], code, "{garbage}");
     }
 
     let got = app.get(&id).await;
@@ -182,5 +186,93 @@ async fn timestamps_that_overflow_the_window_check_are_refused_cleanly() {
     }
     assert_eq!(app.get(&id).await["status"], "pending");
     assert_eq!(app.audit().await.len(), audit_before);
+    app.stop().await;
+}
+
+/// `block_actions` with its JSON changed by `edit` (a user or team Slack would never send).
+fn edited_click(body: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(body).unwrap();
+    let mut payload: serde_json::Value = serde_json::from_str(&form[0].1).unwrap();
+    edit(&mut payload);
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// A signed click must say who clicked: an empty or malformed user id is not a voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_without_a_well_formed_user_or_team_is_refused_and_counts_for_nothing() {
+    let app = spawn_app().await;
+    let id = app.create_ok("Deploy").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msg = app.posted(&id).await;
+    let click = block_actions("U0ALICE", &msg.ts, "greenlight.approve", &id);
+    let audit_before = app.audit().await.len();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "empty user id",
+            edited_click(&click, |p| p["user"]["id"] = json!("")),
+            "invalid_user_id",
+        ),
+        (
+            "no user",
+            edited_click(&click, |p| {
+                p.as_object_mut().unwrap().remove("user");
+            }),
+            "invalid_user_id",
+        ),
+        (
+            "lower-case user id",
+            edited_click(&click, |p| p["user"]["id"] = json!("u0alice")),
+            "invalid_user_id",
+        ),
+        (
+            "user id with a space",
+            edited_click(&click, |p| p["user"]["id"] = json!("U0ALICE ")),
+            "invalid_user_id",
+        ),
+        (
+            "a bot id",
+            edited_click(&click, |p| p["user"]["id"] = json!("B0BOT")),
+            "invalid_user_id",
+        ),
+        (
+            "empty team id",
+            edited_click(&click, |p| {
+                p["team"]["id"] = json!("");
+                p["user"]["team_id"] = json!("");
+            }),
+            "invalid_team_id",
+        ),
+        (
+            "no team anywhere",
+            edited_click(&click, |p| {
+                p["team"] = serde_json::Value::Null;
+                p["user"].as_object_mut().unwrap().remove("team_id");
+            }),
+            "invalid_team_id",
+        ),
+    ];
+    for (what, body, code) in &cases {
+        let (status, text) = app
+            .slack_post(body, FORM, &app.signed_headers(body, now_unix()))
+            .await;
+        assert_eq!(status, 400, "{what}: {text}");
+        let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], *code, "{what}");
+    }
+    let got = app.get(&id).await;
+    assert_eq!(got["status"], "pending");
+    assert!(got["decisions"].as_array().unwrap().is_empty(), "{got}");
+    assert_eq!(app.audit().await.len(), audit_before);
+    assert!(app.sandbox.ephemerals(CHANNEL, "").is_empty());
+
+    // An org-wide install sends no team object but names the workspace on the user.
+    let org = edited_click(&click, |p| p["team"] = serde_json::Value::Null);
+    let (status, text) = app
+        .slack_post(&org, FORM, &app.signed_headers(&org, now_unix()))
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(app.get(&id).await["status"], "approved");
     app.stop().await;
 }
