@@ -276,3 +276,68 @@ async fn a_click_without_a_well_formed_user_or_team_is_refused_and_counts_for_no
     assert_eq!(app.get(&id).await["status"], "approved");
     app.stop().await;
 }
+
+/// The same signed request sent again inside the 5-minute window is answered 200 and does
+/// nothing: no second note to the user, no second Slack call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_is_acked_and_does_nothing() {
+    let app = spawn_app().await;
+    let now = now_unix();
+
+    // A click on a button greenlight does not know: the first one earns a note.
+    let body = block_actions(
+        "U0ERIN",
+        "1700000000.000100",
+        "greenlight.approve",
+        "req_01JD3K6Z7Q8R9S0T1V2W3X4Y5Z",
+    );
+    let headers = app.signed_headers(&body, now);
+    assert_eq!(app.slack_post(&body, FORM, &headers).await.0, 200);
+    app.sandbox
+        .wait_until(WAIT, |sb| {
+            sb.ephemerals(CHANNEL, "U0ERIN").into_iter().next()
+        })
+        .await
+        .expect("the first click gets a note");
+    let (status, text) = app.slack_post(&body, FORM, &headers).await;
+    assert_eq!(status, 200, "{text}");
+
+    // A real vote, then its replay: the replay is not told "already approved".
+    let id = app.create_ok("Deploy").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let msg = app.posted(&id).await;
+    let vote = block_actions("U0ALICE", &msg.ts, "greenlight.approve", &id);
+    let headers = app.signed_headers(&vote, now);
+    assert_eq!(app.slack_post(&vote, FORM, &headers).await.0, 200);
+    app.decided_message(&msg).await;
+    let audit = app.audit().await.len();
+    for _ in 0..3 {
+        assert_eq!(app.slack_post(&vote, FORM, &headers).await.0, 200);
+    }
+
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.sandbox.ephemerals(CHANNEL, "U0ERIN").len(), 1);
+    assert!(app.sandbox.ephemerals(CHANNEL, "U0ALICE").is_empty());
+    assert_eq!(app.sandbox.calls_to("chat.postEphemeral").len(), 1);
+    assert_eq!(app.sandbox.calls_to("chat.update").len(), 1);
+    assert_eq!(app.audit().await.len(), audit);
+    let got = app.get(&id).await;
+    assert_eq!(got["decisions"].as_array().unwrap().len(), 1, "{got}");
+
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("greenlight_slack_replays_total"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
