@@ -15,4 +15,5 @@ mod receiver;
 mod rules;
 mod slack_security;
 mod socket_mode;
+mod spoofing;
 mod store;
