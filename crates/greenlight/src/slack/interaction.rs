@@ -322,4 +322,161 @@ mod tests {
             Err(PayloadError::BadJson(_))
         ));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// Arbitrary JSON trees, with the keys a payload has among random ones.
+        fn json() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("type".to_owned()),
+                Just("user".to_owned()),
+                Just("id".to_owned()),
+                Just("team".to_owned()),
+                Just("actions".to_owned()),
+                Just("container".to_owned()),
+                Just("view".to_owned()),
+                Just("challenge".to_owned()),
+                ".{0,8}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                prop_oneof![
+                    Just("block_actions".to_owned()),
+                    Just("view_submission".to_owned()),
+                    Just("url_verification".to_owned()),
+                    Just("greenlight.approve".to_owned()),
+                    Just("U0ALICE".to_owned()),
+                    ".{0,12}",
+                ]
+                .prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, move |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(key.clone(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn valid() -> Value {
+            serde_json::json!({
+                "type": "block_actions", "team": {"id": "T0SANDBOX", "domain": "x"},
+                "user": {"id": "U0ALICE", "username": "alice", "team_id": "T0SANDBOX"},
+                "container": {"type": "message", "message_ts": "1.2", "channel_id": "C1", "is_ephemeral": false},
+                "channel": {"id": "C1", "name": "deploys"}, "trigger_id": "t",
+                "response_url": "https://hooks.slack.com/x",
+                "message": {"ts": "1.2", "text": "x"},
+                "actions": [{"action_id": "greenlight.approve", "block_id": "b", "value": "req_1"}],
+                "view": {"id": "V1", "callback_id": "c", "private_metadata": "m",
+                         "state": {"values": {"b": {"a": {"type": "plain_text_input", "value": "why"}}}}},
+                "state": {"values": {}}
+            })
+        }
+
+        /// Every path to a value in `v`, as keys and indexes.
+        fn paths(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(at.clone());
+            match v {
+                Value::Object(o) => o.iter().for_each(|(k, c)| {
+                    let mut p = at.clone();
+                    p.push(k.clone());
+                    paths(c, p, out)
+                }),
+                Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| {
+                    let mut p = at.clone();
+                    p.push(i.to_string());
+                    paths(c, p, out)
+                }),
+                _ => {}
+            }
+        }
+
+        fn at_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+            path.iter().try_fold(v, |v, k| match v {
+                Value::Object(o) => o.get_mut(k),
+                Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                _ => None,
+            })
+        }
+
+        fn form(payload: &str) -> Vec<u8> {
+            serde_urlencoded::to_string([("payload", payload)])
+                .unwrap()
+                .into_bytes()
+        }
+
+        /// Decoding, then reading everything the handler reads, must not panic.
+        fn exercise(content_type: Option<&str>, body: &[u8]) -> Result<(), PayloadError> {
+            if let Inbound::Interaction(i) = decode(content_type, body)? {
+                let _ = i.identity();
+                let _ = i.channel_id();
+                if let Some(v) = &i.view {
+                    let _ = v.text("b", "a");
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_body_decodes_or_gives_a_typed_error(
+                body in proptest::collection::vec(any::<u8>(), 0..300),
+                text in ".{0,200}",
+                ct in proptest::option::of(prop_oneof![
+                    Just("application/x-www-form-urlencoded".to_owned()),
+                    Just("application/json".to_owned()),
+                    ".{0,30}",
+                ]),
+            ) {
+                let _ = exercise(ct.as_deref(), &body);
+                let _ = exercise(ct.as_deref(), text.as_bytes());
+                let _ = exercise(ct.as_deref(), &form(&text));
+            }
+
+            #[test]
+            fn any_json_payload_decodes_or_gives_a_typed_error(v in json()) {
+                let text = v.to_string();
+                let _ = exercise(Some("application/x-www-form-urlencoded"), &form(&text));
+                let _ = exercise(Some("application/json"), text.as_bytes());
+            }
+
+            /// A real click with one part replaced or removed: still no panic, and the parts
+            /// greenlight does not read never make it fail.
+            #[test]
+            fn a_mutated_click_decodes_or_gives_a_typed_error(
+                pick in any::<proptest::sample::Index>(),
+                replacement in proptest::option::of(json()),
+            ) {
+                let mut v = valid();
+                let mut all = Vec::new();
+                paths(&v, Vec::new(), &mut all);
+                let path = pick.get(&all[1..]).clone();
+                match &replacement {
+                    Some(r) => *at_mut(&mut v, &path).unwrap() = r.clone(),
+                    None => {
+                        let (last, parent) = path.split_last().unwrap();
+                        match at_mut(&mut v, parent).unwrap() {
+                            Value::Object(o) => { o.remove(last); }
+                            Value::Array(a) => { a.remove(last.parse::<usize>().unwrap()); }
+                            _ => unreachable!(),
+                        }
+                    }
+                }
+                let res = exercise(None, &form(&v.to_string()));
+                let unread = ["domain", "username", "name", "message", "state", "text", "is_ephemeral", "type"];
+                if replacement.is_none() && path.len() > 1 && unread.contains(&path.last().unwrap().as_str()) && path[0] != "view" {
+                    prop_assert!(res.is_ok(), "removing {:?} broke the click: {:?}", path, res);
+                }
+            }
+        }
+    }
 }

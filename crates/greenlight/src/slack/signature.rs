@@ -190,4 +190,81 @@ mod tests {
             Err(SignatureError::BadTimestamp)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Timestamp headers: numbers near now, extreme numbers, and anything at all.
+        fn timestamp() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (-400i64..400).prop_map(|d| (1_800_000_000 + d).to_string()),
+                any::<i64>().prop_map(|t| t.to_string()),
+                "[ +-]?[0-9]{0,25}[ ]?",
+                ".{0,30}",
+            ]
+        }
+
+        /// Signature headers: well-formed hex of any MAC, near misses, and anything at all.
+        fn signature() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 32)
+                    .prop_map(|mac| format!("v0={}", hex::encode(mac))),
+                "v[0-9]=[0-9a-fA-F]{0,70}",
+                ".{0,80}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever the headers and body, `verify` answers without panicking, and accepts
+            /// only what the secret signed within the window.
+            #[test]
+            fn never_panics_and_accepts_only_the_signed(
+                secret in proptest::collection::vec(any::<u8>(), 0..40),
+                ts in proptest::option::of(timestamp()),
+                sig in proptest::option::of(signature()),
+                body in proptest::collection::vec(any::<u8>(), 0..200),
+                now in prop_oneof![Just(1_800_000_000i64), any::<i64>()],
+            ) {
+                let res = verify(&secret, ts.as_deref(), sig.as_deref(), &body, now);
+                if let Ok(signed) = res {
+                    let ts = ts.unwrap();
+                    let expected = sign(&secret, &ts, &body);
+                    prop_assert!(sig.unwrap().eq_ignore_ascii_case(&expected));
+                    prop_assert!(now.checked_sub(signed.timestamp).is_some_and(|a| a.abs() <= MAX_AGE_SECS));
+                }
+            }
+
+            /// What `sign` produces verifies inside the window, and not once a byte changes.
+            #[test]
+            fn a_signed_body_verifies_and_a_changed_one_does_not(
+                secret in proptest::collection::vec(any::<u8>(), 0..40),
+                body in proptest::collection::vec(any::<u8>(), 0..200),
+                ts in -1_000_000_000_000i64..1_000_000_000_000,
+                age in -MAX_AGE_SECS..=MAX_AGE_SECS,
+                flip in any::<proptest::sample::Index>(),
+            ) {
+                let ts_text = ts.to_string();
+                let sig = sign(&secret, &ts_text, &body);
+                let signed = verify(&secret, Some(&ts_text), Some(&sig), &body, ts + age);
+                prop_assert_eq!(signed.map(|s| s.timestamp), Ok(ts));
+                if !body.is_empty() {
+                    let mut changed = body.clone();
+                    let i = flip.index(changed.len());
+                    changed[i] ^= 1;
+                    prop_assert_eq!(
+                        verify(&secret, Some(&ts_text), Some(&sig), &changed, ts + age),
+                        Err(SignatureError::Mismatch)
+                    );
+                }
+                let other_secret = [secret.as_slice(), b"x"].concat();
+                prop_assert_eq!(
+                    verify(&other_secret, Some(&ts_text), Some(&sig), &body, ts + age),
+                    Err(SignatureError::Mismatch)
+                );
+            }
+        }
+    }
 }
