@@ -11,6 +11,7 @@ mod deny_reason;
 mod expiry;
 mod helpers;
 mod policies;
+mod properties;
 mod receiver;
 mod rules;
 mod slack_security;
