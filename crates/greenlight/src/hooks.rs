@@ -4,8 +4,13 @@
 //! the API hold the template and never a secret taken from the environment.
 //!
 //! `{{id}}`, `{{title}}`, `{{params.NAME}}`, ... come from the request and are escaped for where
-//! they land (percent-encoded in the URL, JSON-escaped in the body). `${VAR}` comes from the
-//! operator's environment and is inserted as written. The two are expanded in one pass, so a
+//! they land (percent-encoded in the URL, JSON-escaped in the body). In the URL every character
+//! but letters, digits and `-._~` is encoded (`/`, `\`, `?`, `#` and `%` included), so a value
+//! stays inside its path segment; a value that would make the segment `.` or `..` fails the hook
+//! instead, because URL parsing (and the server after it) would resolve the dots, encoded or not,
+//! and move the call, with the operator's credentials, to another path on the host.
+//!
+//! `${VAR}` comes from the operator's environment and is inserted as written. The two are expanded in one pass, so a
 //! requester who puts `${JENKINS_TOKEN}` in a param gets that text back, not the token.
 
 use std::collections::BTreeMap;
@@ -132,6 +137,8 @@ pub enum RenderError {
     MissingParam(String),
     #[error("environment variable {0} is not set")]
     MissingEnv(String),
+    #[error("{{{{{0}}}}} would make a `.` or `..` segment of the URL path")]
+    DotSegment(String),
     #[error("{0}")]
     Template(String),
 }
@@ -189,6 +196,58 @@ fn render_one(
         }
     }
     Ok(out)
+}
+
+/// Renders the URL template, then refuses it if a request field made a path segment `.` or `..`
+/// (field values are percent-encoded, so the segments are the template's own).
+fn render_url(
+    template: &str,
+    field: Fields<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(template.len());
+    let mut filled: Vec<(std::ops::Range<usize>, &str)> = Vec::new();
+    for piece in parse(template).map_err(RenderError::Template)? {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Field(f) => {
+                let start = out.len();
+                out.push_str(&escape(&field(f)?, Escape::Url));
+                filled.push((start..out.len(), f));
+            }
+            Piece::Env(name) => {
+                out.push_str(&env(name).ok_or_else(|| RenderError::MissingEnv(name.to_owned()))?)
+            }
+        }
+    }
+    let after_scheme = out.find("://").map_or(0, |i| i + 3);
+    let path_start = out[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(out.len(), |i| after_scheme + i);
+    let path_end = out[path_start..]
+        .find(['?', '#'])
+        .map_or(out.len(), |i| path_start + i);
+    let mut at = path_start;
+    for segment in out[path_start..path_end].split('/') {
+        let range = at..at + segment.len();
+        at = range.end + 1;
+        if !is_dot_segment(segment) {
+            continue;
+        }
+        if let Some((_, f)) = filled
+            .iter()
+            .find(|(r, _)| r.start < range.end && range.start < r.end)
+        {
+            return Err(RenderError::DotSegment((*f).to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// `.` or `..`, spelled with `%2e` or not: what URL parsing resolves (WHATWG URL, path state).
+fn is_dot_segment(segment: &str) -> bool {
+    let s = segment.to_ascii_lowercase().replace("%2e", ".");
+    s == "." || s == ".."
 }
 
 /// A hook filled in for one request: ready to send, and full of secrets. Lives only in memory
@@ -320,7 +379,7 @@ impl ActionHook {
     ) -> Result<Rendered, RenderError> {
         let method = reqwest::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| RenderError::Template(format!("bad method {:?}", self.method)))?;
-        let url_text = render_one(&self.url, Escape::Url, field, env)?;
+        let url_text = render_url(&self.url, field, env)?;
         // The parse error would quote the URL, secrets and all.
         let url = reqwest::Url::parse(&url_text)
             .map_err(|_| RenderError::Template("url is not a valid URL once filled in".into()))?;
@@ -454,6 +513,83 @@ mod tests {
         let mut method = hook("https://ci.example.com/", None);
         method.method = "FETCH".into();
         assert!(method.problems(&env)[0].1.contains("method"));
+    }
+
+    fn request_with(name: &str, value: &str) -> Request {
+        let mut r = request();
+        r.params.insert(name.into(), value.into());
+        r
+    }
+
+    /// A param of `..` must not climb out of `/job/` to another path of the trusted host.
+    #[test]
+    fn a_dot_segment_param_cannot_move_the_hook_to_another_path() {
+        let h = hook("https://ci.example.com/job/{{params.name}}/build", None);
+        assert!(h.problems(&env).is_empty());
+        for dots in [".", "..", "%2e%2e", ".%2E"] {
+            match h.render(&request_with("name", dots), &env) {
+                Err(RenderError::DotSegment(f)) if dots.len() <= 2 => {
+                    assert_eq!(f, "params.name")
+                }
+                Err(e) => panic!("{dots:?}: {e}"),
+                Ok(r) => {
+                    // Encoded percent signs keep the dots literal text inside the segment.
+                    assert!(dots.contains('%'), "{dots:?} rendered {}", r.url);
+                    assert_eq!(r.url.path_segments().unwrap().count(), 3, "{}", r.url);
+                    assert!(r.url.path().starts_with("/job/"), "{}", r.url);
+                }
+            }
+        }
+        // Two fields that together make `..`, and a field next to template dots.
+        let h = hook(
+            "https://ci.example.com/job/{{params.a}}{{params.b}}/build",
+            None,
+        );
+        let mut r = request_with("a", ".");
+        r.params.insert("b".into(), ".".into());
+        assert!(matches!(
+            h.render(&r, &env),
+            Err(RenderError::DotSegment(_))
+        ));
+        let h = hook("https://ci.example.com/job/%2e{{params.a}}/build", None);
+        assert!(matches!(
+            h.render(&request_with("a", "."), &env),
+            Err(RenderError::DotSegment(_))
+        ));
+        // Dots in the query are just text.
+        let h = hook(
+            "https://ci.example.com/job/x/build?name={{params.name}}",
+            None,
+        );
+        let r = h.render(&request_with("name", ".."), &env).unwrap();
+        assert_eq!(r.url.as_str(), "https://ci.example.com/job/x/build?name=..");
+    }
+
+    /// Whatever the value, it stays inside its segment: the path keeps its shape.
+    #[test]
+    fn a_path_param_is_encoded_to_stay_in_its_segment() {
+        let h = hook("https://ci.example.com/job/{{params.name}}/build", None);
+        for (value, segment) in [
+            ("../admin", "..%2Fadmin"),
+            ("a/../../b", "a%2F..%2F..%2Fb"),
+            (".\\..", ".%5C.."),
+            ("..\\", "..%5C"),
+            ("x?y=1#z", "x%3Fy%3D1%23z"),
+            ("%2e%2e", "%252e%252e"),
+            ("100%", "100%25"),
+            ("...", "..."),
+            ("a b", "a%20b"),
+        ] {
+            let r = h.render(&request_with("name", value), &env).unwrap();
+            assert_eq!(
+                r.url.as_str(),
+                format!("https://ci.example.com/job/{segment}/build"),
+                "{value:?}"
+            );
+            assert!(r.url.path().starts_with("/job/"));
+            assert_eq!(r.url.query(), None);
+            assert_eq!(r.url.fragment(), None);
+        }
     }
 
     #[test]

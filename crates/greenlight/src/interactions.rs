@@ -3,7 +3,7 @@
 
 use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
 use crate::service::{Service, ServiceError, VoteResult};
-use crate::slack::interaction::Interaction;
+use crate::slack::interaction::{IdentityError, Interaction};
 use crate::slack::render::{
     self, APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION, REASON_BLOCK,
 };
@@ -47,10 +47,14 @@ pub enum InteractionError {
     #[error("the payload is missing {0}")]
     Malformed(&'static str),
     #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
     Service(#[from] ServiceError),
 }
 
 pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
+    // Before anything else: a click without a real user must not count as a vote.
+    i.identity()?;
     match i.kind.as_str() {
         "block_actions" => click(service, i).await,
         "view_submission" => submission(service, i).await,
@@ -67,11 +71,7 @@ async fn click(service: &Service, i: &Interaction) -> Result<Handled, Interactio
         DENY_ACTION => Verdict::Deny,
         _ => return Ok(Handled::Ignored),
     };
-    let user = i
-        .user
-        .as_ref()
-        .map(|u| u.id.as_str())
-        .ok_or(InteractionError::Malformed("user"))?;
+    let (user, _team) = i.identity()?;
     let channel = i
         .channel_id()
         .ok_or(InteractionError::Malformed("channel"))?;
@@ -150,11 +150,7 @@ async fn submission(service: &Service, i: &Interaction) -> Result<Handled, Inter
     if view.callback_id.as_deref() != Some(DENY_REASON_CALLBACK) {
         return Ok(Handled::Ignored);
     }
-    let user = i
-        .user
-        .as_ref()
-        .map(|u| u.id.as_str())
-        .ok_or(InteractionError::Malformed("user"))?;
+    let (user, _team) = i.identity()?;
     let id = view
         .private_metadata
         .as_deref()

@@ -8,6 +8,8 @@ use serde::Deserialize;
 pub struct Interaction {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Null on org-wide installs, where `user.team_id` names the workspace.
+    pub team: Option<Team>,
     pub user: Option<User>,
     pub channel: Option<Channel>,
     pub container: Option<Container>,
@@ -58,6 +60,12 @@ pub struct User {
     pub id: String,
     pub username: Option<String>,
     pub name: Option<String>,
+    pub team_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Team {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,7 +93,53 @@ pub struct Action {
     pub block_id: Option<String>,
 }
 
+/// Why an interaction does not say who acted. A signed payload from Slack always does; one
+/// that does not is refused before it can count as a vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the payload has no well-formed user.id (U or W, then capital letters and digits)")]
+    User,
+    #[error("the payload has no well-formed team id (T, then capital letters and digits)")]
+    Team,
+}
+
+impl IdentityError {
+    /// A stable code for the error body and the logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            IdentityError::User => "invalid_user_id",
+            IdentityError::Team => "invalid_team_id",
+        }
+    }
+}
+
+fn is_team_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    (2..=32).contains(&b.len())
+        && b[0] == b'T'
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 impl Interaction {
+    /// Who acted: the user id and the workspace, both well-formed Slack ids.
+    pub fn identity(&self) -> Result<(&str, &str), IdentityError> {
+        let user = self
+            .user
+            .as_ref()
+            .filter(|u| crate::domain::SlackUserId::looks_like(&u.id))
+            .ok_or(IdentityError::User)?;
+        let team = self
+            .team
+            .as_ref()
+            .map(|t| t.id.as_str())
+            .or(user.team_id.as_deref())
+            .filter(|t| is_team_id(t))
+            .ok_or(IdentityError::Team)?;
+        Ok((&user.id, team))
+    }
+
     /// The channel the interaction happened in.
     pub fn channel_id(&self) -> Option<&str> {
         self.container
@@ -178,6 +232,72 @@ mod tests {
         assert_eq!(i.actions[0].value.as_deref(), Some("req_1"));
     }
 
+    fn interaction(v: serde_json::Value) -> Interaction {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_actor_must_be_a_well_formed_user_of_a_well_formed_team() {
+        let ok = interaction(serde_json::json!({
+            "type": "block_actions", "team": {"id": "T0SANDBOX"}, "user": {"id": "U0ALICE"}
+        }));
+        assert_eq!(ok.identity(), Ok(("U0ALICE", "T0SANDBOX")));
+        // Org-wide installs: no team object, the workspace is on the user; Grid users are W...
+        let org = interaction(serde_json::json!({
+            "type": "block_actions", "team": null, "user": {"id": "W012A3CDE", "team_id": "T0001"}
+        }));
+        assert_eq!(org.identity(), Ok(("W012A3CDE", "T0001")));
+        for (user, team, err) in [
+            (
+                serde_json::json!({"id": ""}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "U"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "u0alice"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "U0 ALICE"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "B0BOT"}),
+                serde_json::json!({"id": "T1"}),
+                IdentityError::User,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE"}),
+                serde_json::json!({"id": ""}),
+                IdentityError::Team,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE"}),
+                serde_json::json!({"id": "E0ORG"}),
+                IdentityError::Team,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE"}),
+                serde_json::Value::Null,
+                IdentityError::Team,
+            ),
+        ] {
+            let i = interaction(
+                serde_json::json!({"type": "block_actions", "team": team, "user": user}),
+            );
+            assert_eq!(i.identity(), Err(err), "{i:?}");
+        }
+        let no_user = interaction(serde_json::json!({"type": "block_actions"}));
+        assert_eq!(no_user.identity(), Err(IdentityError::User));
+    }
+
     #[test]
     fn url_verification_and_garbage() {
         let body = br#"{"token":"t","challenge":"abc","type":"url_verification"}"#;
@@ -201,5 +321,162 @@ mod tests {
             decode(Some("application/json"), b"{"),
             Err(PayloadError::BadJson(_))
         ));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        /// Arbitrary JSON trees, with the keys a payload has among random ones.
+        fn json() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("type".to_owned()),
+                Just("user".to_owned()),
+                Just("id".to_owned()),
+                Just("team".to_owned()),
+                Just("actions".to_owned()),
+                Just("container".to_owned()),
+                Just("view".to_owned()),
+                Just("challenge".to_owned()),
+                ".{0,8}",
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                prop_oneof![
+                    Just("block_actions".to_owned()),
+                    Just("view_submission".to_owned()),
+                    Just("url_verification".to_owned()),
+                    Just("greenlight.approve".to_owned()),
+                    Just("U0ALICE".to_owned()),
+                    ".{0,12}",
+                ]
+                .prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, move |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(key.clone(), inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn valid() -> Value {
+            serde_json::json!({
+                "type": "block_actions", "team": {"id": "T0SANDBOX", "domain": "x"},
+                "user": {"id": "U0ALICE", "username": "alice", "team_id": "T0SANDBOX"},
+                "container": {"type": "message", "message_ts": "1.2", "channel_id": "C1", "is_ephemeral": false},
+                "channel": {"id": "C1", "name": "deploys"}, "trigger_id": "t",
+                "response_url": "https://hooks.slack.com/x",
+                "message": {"ts": "1.2", "text": "x"},
+                "actions": [{"action_id": "greenlight.approve", "block_id": "b", "value": "req_1"}],
+                "view": {"id": "V1", "callback_id": "c", "private_metadata": "m",
+                         "state": {"values": {"b": {"a": {"type": "plain_text_input", "value": "why"}}}}},
+                "state": {"values": {}}
+            })
+        }
+
+        /// Every path to a value in `v`, as keys and indexes.
+        fn paths(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(at.clone());
+            match v {
+                Value::Object(o) => o.iter().for_each(|(k, c)| {
+                    let mut p = at.clone();
+                    p.push(k.clone());
+                    paths(c, p, out)
+                }),
+                Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| {
+                    let mut p = at.clone();
+                    p.push(i.to_string());
+                    paths(c, p, out)
+                }),
+                _ => {}
+            }
+        }
+
+        fn at_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+            path.iter().try_fold(v, |v, k| match v {
+                Value::Object(o) => o.get_mut(k),
+                Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                _ => None,
+            })
+        }
+
+        fn form(payload: &str) -> Vec<u8> {
+            serde_urlencoded::to_string([("payload", payload)])
+                .unwrap()
+                .into_bytes()
+        }
+
+        /// Decoding, then reading everything the handler reads, must not panic.
+        fn exercise(content_type: Option<&str>, body: &[u8]) -> Result<(), PayloadError> {
+            if let Inbound::Interaction(i) = decode(content_type, body)? {
+                let _ = i.identity();
+                let _ = i.channel_id();
+                if let Some(v) = &i.view {
+                    let _ = v.text("b", "a");
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_body_decodes_or_gives_a_typed_error(
+                body in proptest::collection::vec(any::<u8>(), 0..300),
+                text in ".{0,200}",
+                ct in proptest::option::of(prop_oneof![
+                    Just("application/x-www-form-urlencoded".to_owned()),
+                    Just("application/json".to_owned()),
+                    ".{0,30}",
+                ]),
+            ) {
+                let _ = exercise(ct.as_deref(), &body);
+                let _ = exercise(ct.as_deref(), text.as_bytes());
+                let _ = exercise(ct.as_deref(), &form(&text));
+            }
+
+            #[test]
+            fn any_json_payload_decodes_or_gives_a_typed_error(v in json()) {
+                let text = v.to_string();
+                let _ = exercise(Some("application/x-www-form-urlencoded"), &form(&text));
+                let _ = exercise(Some("application/json"), text.as_bytes());
+            }
+
+            /// A real click with one part replaced or removed: still no panic, and the parts
+            /// greenlight does not read never make it fail.
+            #[test]
+            fn a_mutated_click_decodes_or_gives_a_typed_error(
+                pick in any::<proptest::sample::Index>(),
+                replacement in proptest::option::of(json()),
+            ) {
+                let mut v = valid();
+                let mut all = Vec::new();
+                paths(&v, Vec::new(), &mut all);
+                let path = pick.get(&all[1..]).clone();
+                match &replacement {
+                    Some(r) => *at_mut(&mut v, &path).unwrap() = r.clone(),
+                    None => {
+                        let (last, parent) = path.split_last().unwrap();
+                        match at_mut(&mut v, parent).unwrap() {
+                            Value::Object(o) => { o.remove(last); }
+                            Value::Array(a) => { a.remove(last.parse::<usize>().unwrap()); }
+                            _ => unreachable!(),
+                        }
+                    }
+                }
+                let res = exercise(None, &form(&v.to_string()));
+                let unread = ["domain", "username", "name", "message", "state", "text", "is_ephemeral", "type"];
+                if replacement.is_none() && path.len() > 1 && unread.contains(&path.last().unwrap().as_str()) && path[0] != "view" {
+                    prop_assert!(res.is_ok(), "removing {:?} broke the click: {:?}", path, res);
+                }
+            }
+        }
     }
 }

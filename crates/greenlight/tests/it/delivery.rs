@@ -423,3 +423,46 @@ async fn without_the_history_scope_a_lost_answer_falls_back_to_posting_again() {
     assert_eq!(copies.len(), 2);
     assert_eq!(app.get(id).await["slack"]["ts"], copies[1].ts.as_str());
 }
+
+/// What a black-box probe found accepted: the host's own interface addresses (here on a
+/// documentation range), documentation ranges, discard, IPv4-translated and local NAT64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_urls_to_this_host_and_to_special_purpose_ranges_are_refused() {
+    let app = spawn_app().await;
+    // This host first: before the guard knew them, these were the ones that got through, and
+    // a test run then only ever reaches this machine.
+    let mut urls: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .map(|i| match i.ip() {
+            std::net::IpAddr::V4(ip) => format!("http://{ip}:9/hook"),
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:9/hook"),
+        })
+        .collect();
+    urls.extend(
+        [
+            "http://192.0.2.1/",
+            "http://198.51.100.7/",
+            "http://203.0.113.9/",
+            "http://[2001:db8::1]/",
+            "http://[3fff::1]/",
+            "http://[100::1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[64:ff9b::c000:201]/",
+            "http://[2002:c000:201::1]/",
+            "http://[5f00::1]/",
+            "http://192.88.99.1/",
+        ]
+        .map(String::from),
+    );
+    for url in &urls {
+        let (status, body) = app.create(json!({"title": "x", "callback_url": url})).await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "callback_url_not_allowed", "{url}");
+    }
+    let (_, list) = app.call(Method::GET, "/v1/requests", None).await;
+    assert_eq!(list["requests"].as_array().unwrap().len(), 0);
+    app.stop().await;
+}

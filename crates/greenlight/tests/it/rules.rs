@@ -250,3 +250,29 @@ fn serve_refuses_a_config_that_check_rejects() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown name `user`"), "{err}");
 }
+
+/// Params are numbers as people mean them: a rule can add and multiply, and 120 and 120.5
+/// both count as small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_does_arithmetic_on_whole_and_fractional_amounts() {
+    let app = spawn_app_with(with_rules(&[(
+        "small-with-fee",
+        "params.amount + 1 > 100 && params.amount * 2 < 1000 && params.amount * 1.1 < 550.5",
+        Verdict::Approve,
+    )]))
+    .await;
+    for (amount, status) in [
+        (json!(120), "approved"),
+        (json!(120.5), "approved"),
+        (json!(99), "pending"),
+        (json!(-5), "pending"),
+        (json!(900), "pending"),
+    ] {
+        let (code, req) = app
+            .create(json!({"title": "Pay", "params": {"amount": amount}}))
+            .await;
+        assert_eq!(code, 201, "{req}");
+        assert_eq!(req["status"], status, "amount {amount}: {req}");
+    }
+    app.stop().await;
+}
