@@ -719,9 +719,9 @@ struct CpuMark {
 
 impl CpuMark {
     fn now(gl: &Instance) -> Self {
-        let name = match &gl.location {
-            Location::Postgres(db) => db.name.as_str(),
-            Location::Sqlite(_) => "\u{0}none",
+        let pg = match &gl.location {
+            Location::Postgres(db) => procs::postgres_cpu(&db.name),
+            Location::Sqlite(_) => (Duration::ZERO, Duration::ZERO),
         };
         CpuMark {
             at: Instant::now(),
@@ -730,7 +730,7 @@ impl CpuMark {
                 .iter()
                 .map(|s| s.cpu().unwrap_or_default())
                 .collect(),
-            pg: procs::postgres_cpu(name),
+            pg,
             bench: procs::own_cpu().unwrap_or_default(),
         }
     }
@@ -1567,4 +1567,46 @@ fn pg_rows(s: &Sizes, runs: &[PgRun], skipped: bool) -> Vec<Row> {
         });
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn skipped_postgres_rows_still_stand_in_the_table_and_only_two_replicas_have_targets() {
+        let sizes = Options::parse_from(["greenlight-bench", "--skip-postgres"]).sizes();
+        let rows = pg_rows(&sizes, &[], true);
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        for n in [1, 2] {
+            for what in [
+                "decisions_closed",
+                "ack_closed",
+                "ack_open_1000",
+                "creates",
+                "durable_clicks",
+                "durable_creates",
+            ] {
+                assert!(ids.contains(&format!("pg{n}_{what}").as_str()), "{ids:?}");
+            }
+        }
+        assert!(
+            rows.iter()
+                .all(|r| r.greenlight.values.is_none() && r.met.is_none())
+        );
+        let targets: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|r| r.target != "-" && r.target != "equal")
+            .map(|r| (r.id.as_str(), r.target.as_str()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("pg2_decisions_closed", ">= 5,000/s"),
+                ("pg2_ack_open_1000", "p99 < 50 ms")
+            ]
+        );
+    }
 }
