@@ -1,14 +1,16 @@
-//! Direct looks into greenlight's SQLite file: what is durably there (the durability checks)
-//! and the bulk seeding of a large database. The bench does not link the product: it reads the
-//! file the way an operator would, so a claim cannot be checked by the code that makes it.
+//! Direct looks into greenlight's database, SQLite file or PostgreSQL: what is durably there
+//! (the durability checks), the fresh PostgreSQL databases of the replica runs, and the bulk
+//! seeding of a large SQLite database. The bench does not link the product: it reads the
+//! database the way an operator would, so a claim cannot be checked by the code that makes it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{Executor, Row};
+use sqlx::{Connection, Executor, Row};
 
 use crate::{Error, Result};
 
@@ -19,7 +21,122 @@ const ROWS_PER_TRANSACTION: usize = 100_000;
 /// One seeded request in this many is still pending; the rest are decided.
 const PENDING_ONE_IN: usize = 20;
 
-pub async fn open(path: &Path) -> Result<SqlitePool> {
+/// Where a greenlight instance keeps its data: a SQLite file (one process) or a PostgreSQL
+/// database (any number of replicas).
+#[derive(Debug, Clone)]
+pub enum Location {
+    Sqlite(PathBuf),
+    Postgres(PgDatabase),
+}
+
+impl Location {
+    /// The URL greenlight is given (`GREENLIGHT_DATABASE_URL`).
+    pub fn url(&self) -> String {
+        match self {
+            Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Location::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    /// What it is, for progress lines and notes.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(db) => format!("PostgreSQL database {}", db.name),
+        }
+    }
+}
+
+/// A PostgreSQL database the bench made for one instance, on the server of `admin`.
+#[derive(Debug, Clone)]
+pub struct PgDatabase {
+    pub admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates a fresh, empty database `greenlight_bench_<ulid>` next to the admin URL's.
+    pub async fn create(admin: &str) -> Result<Self> {
+        let name = format!(
+            "greenlight_bench_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let url = database_url(admin, &name)?;
+        let mut conn = admin_connection(admin).await?;
+        // The name is made here of [a-z0-9_]; identifiers cannot be bound.
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .await?;
+        conn.close().await?;
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            url,
+        })
+    }
+
+    /// Drops it, whoever is still connected (a SIGKILLed replica's backend may linger).
+    pub async fn drop_database(&self) -> Result<()> {
+        let mut conn = admin_connection(&self.admin).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .await?;
+        conn.close().await?;
+        Ok(())
+    }
+}
+
+async fn admin_connection(admin: &str) -> Result<PgConnection> {
+    PgConnection::connect(admin).await.map_err(|e| {
+        Error::msg(format!(
+            "cannot connect to PostgreSQL at {admin}: {e} (pass --postgres-url, or --skip-postgres)"
+        ))
+    })
+}
+
+/// A PostgreSQL URL without its password, for notes and messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or(user);
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// The admin URL with its database name replaced by `name` (query string kept).
+fn database_url(admin: &str, name: &str) -> Result<String> {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin, None),
+    };
+    let rest = base
+        .strip_prefix("postgres://")
+        .or_else(|| base.strip_prefix("postgresql://"))
+        .ok_or_else(|| {
+            Error::msg(format!(
+                "--postgres-url must start with postgres://: {admin}"
+            ))
+        })?;
+    let scheme = &base[..base.len() - rest.len()];
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let mut url = format!("{scheme}{authority}/{name}");
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    Ok(url)
+}
+
+async fn open_sqlite(path: &Path) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display()))?
         .busy_timeout(Duration::from_secs(30));
     Ok(SqlitePoolOptions::new()
@@ -28,43 +145,105 @@ pub async fn open(path: &Path) -> Result<SqlitePool> {
         .await?)
 }
 
-pub async fn count(pool: &SqlitePool, sql: &'static str) -> Result<i64> {
-    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
+/// A connection to an instance's database, the way an operator would look into it.
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
 }
 
-pub async fn decided(pool: &SqlitePool) -> Result<i64> {
-    count(
-        pool,
-        "SELECT count(*) FROM requests WHERE status <> 'pending'",
-    )
-    .await
-}
-
-pub async fn with_status(pool: &SqlitePool, status: &str) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM requests WHERE status = $1")
-            .bind(status)
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
-/// Outbox jobs not yet delivered (posts and updates still to send).
-pub async fn outbox_waiting(pool: &SqlitePool) -> Result<i64> {
-    count(pool, "SELECT count(*) FROM outbox WHERE state = 'pending'").await
-}
-
-/// Waits until the delivery worker has sent everything; false when `timeout` ran out first.
-pub async fn wait_outbox_drained(pool: &SqlitePool, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if outbox_waiting(pool).await? == 0 {
-            return Ok(true);
+impl Db {
+    pub async fn open(location: &Location) -> Result<Self> {
+        match location {
+            Location::Sqlite(path) => Ok(Db::Sqlite(open_sqlite(path).await?)),
+            Location::Postgres(db) => Ok(Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&db.url)
+                    .await?,
+            )),
         }
-        if Instant::now() > deadline {
-            return Ok(false);
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    /// `count(*)`-like query with at most one text parameter; both dialects take `$1`.
+    async fn count(&self, sql: &'static str, bind: Option<&str>) -> Result<i64> {
+        Ok(match self {
+            Db::Sqlite(pool) => {
+                let q = sqlx::query_scalar(sql);
+                match bind {
+                    Some(b) => q.bind(b),
+                    None => q,
+                }
+                .fetch_one(pool)
+                .await?
+            }
+            Db::Postgres(pool) => {
+                let q = sqlx::query_scalar(sql);
+                match bind {
+                    Some(b) => q.bind(b),
+                    None => q,
+                }
+                .fetch_one(pool)
+                .await?
+            }
+        })
+    }
+
+    pub async fn decided(&self) -> Result<i64> {
+        self.count(
+            "SELECT count(*) FROM requests WHERE status <> 'pending'",
+            None,
+        )
+        .await
+    }
+
+    pub async fn with_status(&self, status: &str) -> Result<i64> {
+        self.count(
+            "SELECT count(*) FROM requests WHERE status = $1",
+            Some(status),
+        )
+        .await
+    }
+
+    /// Outbox jobs not yet delivered (posts and updates still to send).
+    pub async fn outbox_waiting(&self) -> Result<i64> {
+        self.count("SELECT count(*) FROM outbox WHERE state = 'pending'", None)
+            .await
+    }
+
+    /// Waits until the delivery workers have sent everything; false when `timeout` ran out
+    /// first.
+    pub async fn wait_outbox_drained(&self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.outbox_waiting().await? == 0 {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every pending request whose message is posted, oldest first.
+    pub async fn posted(&self) -> Result<Vec<Posted>> {
+        const SQL: &str = "SELECT id, slack_channel, slack_ts FROM requests \
+             WHERE slack_ts IS NOT NULL AND status = 'pending' ORDER BY id";
+        let rows: Vec<(String, String, String)> = match self {
+            Db::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+            Db::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(id, channel, ts)| Posted { id, channel, ts })
+            .collect())
     }
 }
 
@@ -74,25 +253,6 @@ pub struct Posted {
     pub id: String,
     pub channel: String,
     pub ts: String,
-}
-
-/// Every pending request whose message is posted, oldest first.
-pub async fn posted(pool: &SqlitePool) -> Result<Vec<Posted>> {
-    let rows = sqlx::query(
-        "SELECT id, slack_channel, slack_ts FROM requests \
-         WHERE slack_ts IS NOT NULL AND status = 'pending' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Posted {
-                id: r.try_get("id")?,
-                channel: r.try_get("slack_channel")?,
-                ts: r.try_get("slack_ts")?,
-            })
-        })
-        .collect()
 }
 
 /// How the big database was made.
@@ -116,7 +276,7 @@ pub async fn seed(
     n: usize,
 ) -> Result<Seeded> {
     let started = Instant::now();
-    let pool = open(path).await?;
+    let pool = open_sqlite(path).await?;
     let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('requests')")
         .fetch_all(&pool)
         .await?
@@ -205,4 +365,38 @@ pub async fn seed(
         took: started.elapsed(),
         file_bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_database_sits_beside_the_admin_one() {
+        assert_eq!(
+            database_url(
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "greenlight_bench_x"
+            )
+            .unwrap(),
+            "postgres://postgres@127.0.0.1:5432/greenlight_bench_x"
+        );
+        assert_eq!(
+            database_url("postgresql://u:p@db:5432?sslmode=disable", "b").unwrap(),
+            "postgresql://u:p@db:5432/b?sslmode=disable"
+        );
+        assert!(database_url("sqlite:x.db", "b").is_err());
+    }
+
+    #[test]
+    fn passwords_stay_out_of_the_notes() {
+        assert_eq!(
+            redact("postgres://u:secret@db:5432/postgres"),
+            "postgres://u@db:5432/postgres"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+    }
 }

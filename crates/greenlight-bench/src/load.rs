@@ -54,21 +54,28 @@ pub fn unix_now() -> i64 {
 }
 
 /// What one load run sends: a click or an API call, built fresh for request number `i`.
+/// Request `i` goes to `urls[i % urls.len()]`: the load spread round robin over the
+/// replicas, as a load balancer would.
 #[derive(Clone)]
 pub enum Job {
-    /// Signed clicks on `targets[i]` (each target once) POSTed to `url`.
+    /// Signed clicks on `targets[i]` (each target once) POSTed to one of `urls`.
     Clicks {
-        url: String,
+        urls: Arc<Vec<String>>,
         secret: String,
         user: String,
         targets: Arc<Vec<Target>>,
     },
-    /// `POST url` with the JSON body `make(i)` and a bearer key.
+    /// `POST` to one of `urls` with the JSON body `make(i)` and a bearer key.
     Create {
-        url: String,
+        urls: Arc<Vec<String>>,
         key: String,
         make: Arc<dyn Fn(usize) -> Value + Send + Sync>,
     },
+}
+
+/// Round robin by request index.
+fn pick(urls: &[String], i: usize) -> &str {
+    &urls[i % urls.len().max(1)]
 }
 
 impl Job {
@@ -83,14 +90,14 @@ impl Job {
     fn request(&self, http: &reqwest::Client, i: usize) -> reqwest::RequestBuilder {
         match self {
             Job::Clicks {
-                url,
+                urls,
                 secret,
                 user,
                 targets,
             } => {
                 let body = click_body(&targets[i], user);
                 let ts = unix_now();
-                http.post(url)
+                http.post(pick(urls, i))
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("x-slack-request-timestamp", ts.to_string())
                     .header(
@@ -99,7 +106,9 @@ impl Job {
                     )
                     .body(body)
             }
-            Job::Create { url, key, make } => http.post(url).bearer_auth(key).json(&make(i)),
+            Job::Create { urls, key, make } => {
+                http.post(pick(urls, i)).bearer_auth(key).json(&make(i))
+            }
         }
     }
 }
@@ -308,6 +317,17 @@ mod tests {
         assert_eq!(l.percentile_ms(99.9), Some(999.0));
         assert_eq!(l.percentile_ms(100.0), Some(1000.0));
         assert_eq!(Latencies::default().percentile_ms(50.0), None);
+    }
+
+    #[test]
+    fn requests_take_the_replicas_in_turn() {
+        let urls: Vec<String> = ["http://a", "http://b"].map(String::from).to_vec();
+        let picked: Vec<&str> = (0..5).map(|i| pick(&urls, i)).collect();
+        assert_eq!(
+            picked,
+            ["http://a", "http://b", "http://a", "http://b", "http://a"]
+        );
+        assert_eq!(pick(&urls[..1], 7), "http://a");
     }
 
     #[test]

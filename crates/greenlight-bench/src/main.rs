@@ -61,6 +61,16 @@ pub struct Options {
     /// Skip the large-database rows (memory and start-up with a million requests).
     #[arg(long)]
     pub skip_million: bool,
+    /// Skip the PostgreSQL rows (greenlight as replicas on one PostgreSQL database).
+    #[arg(long)]
+    pub skip_postgres: bool,
+    /// PostgreSQL admin URL: the bench creates a fresh database per instance on this server
+    /// (`greenlight_bench_<ulid>`) and drops it at the end unless --keep.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub postgres_url: String,
+    /// Replica counts of the PostgreSQL runs, comma-separated; the load is spread over them.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub replicas: Vec<usize>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -68,7 +78,8 @@ pub struct Options {
     /// you want measured: fsync on tmpfs is free.
     #[arg(long, default_value = "target/bench")]
     pub work_dir: PathBuf,
-    /// Keep the run's directory (databases, logs) instead of deleting it.
+    /// Keep the run's directory (databases, logs) and its PostgreSQL databases instead of
+    /// deleting them.
     #[arg(long)]
     pub keep: bool,
     /// Closed-loop connections [default: 32; quick: 8].
@@ -136,6 +147,10 @@ pub struct Sizes {
     pub create_duration: Duration,
     pub million: usize,
     pub peer_messages: usize,
+    /// Replica counts of the PostgreSQL runs.
+    pub replicas: Vec<usize>,
+    /// The PostgreSQL runs' open-loop click rate: the highest of `rates`.
+    pub pg_rate: f64,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -145,6 +160,13 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::O
 impl Options {
     pub fn sizes(&self) -> Sizes {
         let q = self.quick;
+        let rates = self.rates.clone().unwrap_or_else(|| {
+            if q {
+                vec![50.0, 100.0]
+            } else {
+                vec![500.0, 1000.0]
+            }
+        });
         let secs = |v: Option<f64>, full: f64, quick: f64| {
             Duration::from_secs_f64(v.unwrap_or(if q { quick } else { full }).max(0.001))
         };
@@ -152,13 +174,8 @@ impl Options {
             connections: self.connections.unwrap_or(if q { 8 } else { 32 }).max(1),
             duration: secs(self.duration, 10.0, 1.0),
             click_pool: self.click_pool.unwrap_or(if q { 300 } else { 50_000 }),
-            rates: self.rates.clone().unwrap_or_else(|| {
-                if q {
-                    vec![50.0, 100.0]
-                } else {
-                    vec![500.0, 1000.0]
-                }
-            }),
+            pg_rate: rates.iter().copied().fold(0.0, f64::max).max(1.0),
+            rates,
             open_duration: secs(self.open_duration, 10.0, 1.0),
             slack_latency: Duration::from_millis(self.slack_latency_ms),
             slow_rate: self.slow_rate.unwrap_or(if q { 20.0 } else { 200.0 }),
@@ -171,6 +188,7 @@ impl Options {
                 .peer_messages
                 .unwrap_or(if q { 200 } else { 5_000 })
                 .max(1),
+            replicas: self.replicas.iter().map(|n| (*n).max(1)).collect(),
         }
     }
 }

@@ -25,7 +25,8 @@ pub fn free_addr() -> Result<SocketAddr> {
 pub struct GreenlightEnv {
     pub bin: PathBuf,
     pub config: PathBuf,
-    pub db_path: PathBuf,
+    /// `GREENLIGHT_DATABASE_URL`: `sqlite:PATH` or `postgres://...`.
+    pub db_url: String,
     pub api_url: String,
     pub bot_token: String,
     pub signing_secret: String,
@@ -33,10 +34,6 @@ pub struct GreenlightEnv {
 }
 
 impl GreenlightEnv {
-    pub fn db_url(&self) -> String {
-        format!("sqlite:{}", self.db_path.display())
-    }
-
     fn command(&self, listen: SocketAddr) -> Result<Command> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -44,7 +41,7 @@ impl GreenlightEnv {
             .open(&self.log)?;
         let mut cmd = Command::new(&self.bin);
         cmd.env("GREENLIGHT_CONFIG", &self.config)
-            .env("GREENLIGHT_DATABASE_URL", self.db_url())
+            .env("GREENLIGHT_DATABASE_URL", &self.db_url)
             .env("GREENLIGHT_LISTEN", listen.to_string())
             .env("SLACK_BOT_TOKEN", &self.bot_token)
             .env("SLACK_SIGNING_SECRET", &self.signing_secret)
@@ -86,6 +83,7 @@ impl GreenlightEnv {
     /// `greenlight serve`, waited for until `/readyz` answers 200.
     pub async fn serve(&self) -> Result<Server> {
         let addr = free_addr()?;
+        let log_start = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let started = Instant::now();
         let child = self
             .command(addr)?
@@ -98,6 +96,7 @@ impl GreenlightEnv {
             addr,
             startup: Duration::ZERO,
             log: self.log.clone(),
+            log_start,
         };
         server.startup = wait_ready(
             &mut server.child,
@@ -117,11 +116,20 @@ pub struct Server {
     /// Spawn to first successful readiness answer.
     pub startup: Duration,
     log: PathBuf,
+    /// Where this process's part of the log begins (one-shot commands may have written before).
+    log_start: u64,
 }
 
 impl Server {
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What this process has written to its log so far.
+    pub fn log_text(&self) -> String {
+        let bytes = std::fs::read(&self.log).unwrap_or_default();
+        let from = (self.log_start as usize).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -131,6 +139,11 @@ impl Server {
     /// Resident memory now (`VmRSS`), in bytes.
     pub fn rss(&self) -> Option<u64> {
         self.pid().and_then(|pid| proc_status(pid, "VmRSS"))
+    }
+
+    /// CPU time the process has used so far (user + system).
+    pub fn cpu(&self) -> Option<Duration> {
+        self.pid().and_then(cpu_time)
     }
 
     /// Peak resident memory so far (`VmHWM`), in bytes.
@@ -205,6 +218,49 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// User + system CPU time of a process so far, from /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the name.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux the bench runs on (no libc call without unsafe code).
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by the processes named `postgres` on this machine: those serving
+/// `database` (backends show it in their title), and all the others (the WAL writer, the
+/// checkpointer, autovacuum, backends of other databases). A backend that exited is no longer
+/// counted, so sample around one run, while the pools stay connected.
+pub fn postgres_cpu(database: &str) -> (Duration, Duration) {
+    let (mut ours, mut others) = (Duration::ZERO, Duration::ZERO);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (ours, others);
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        if !std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "postgres")
+        {
+            continue;
+        }
+        let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cpu = cpu_time(pid).unwrap_or_default();
+        if String::from_utf8_lossy(&title).contains(database) {
+            ours += cpu;
+        } else {
+            others += cpu;
+        }
+    }
+    (ours, others)
+}
+
+/// CPU time of this process (the load generator and the sandbox).
+pub fn own_cpu() -> Option<Duration> {
+    cpu_time(std::process::id())
+}
+
 /// A `kB` field of /proc/PID/status, in bytes.
 fn proc_status(pid: u32, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -270,5 +326,6 @@ pub async fn start_peer(
         addr,
         startup: started.elapsed(),
         log: log.to_owned(),
+        log_start: 0,
     })
 }

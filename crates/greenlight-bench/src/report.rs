@@ -34,7 +34,7 @@ impl Cell {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    pub id: &'static str,
+    pub id: String,
     pub measurement: String,
     pub greenlight: Cell,
     pub peer: Cell,

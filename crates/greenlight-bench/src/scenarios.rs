@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use greenlight_sandbox::{Sandbox, SandboxConfig, SandboxEvent, SandboxHandle};
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::db;
+use crate::db::{self, Db, Location, PgDatabase};
 use crate::load::{self, Job, Latencies, RunResult, Target};
 use crate::procs::{self, GreenlightEnv, Server};
 use crate::report::{self, Cell, Report, Row, mb, ms, rate, thousands};
@@ -26,6 +25,9 @@ const CLICKER: &str = "U0ALICE";
 /// The peer's messages live in their own channel, apart from greenlight's.
 const PEER_CHANNEL: &str = "C0OPS";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest pre-creation of a PostgreSQL click pool: creates there run at a few hundred a
+/// second on a busy 2-core machine, and the closed loop stops early when its pool runs out.
+const PG_POOL_BUDGET: Duration = Duration::from_secs(60);
 /// How long to wait for the last chat.update of the click-to-update run.
 const UPDATE_WAIT: Duration = Duration::from_secs(15);
 
@@ -49,62 +51,140 @@ struct Ctx<'a> {
     secret: String,
     dir: PathBuf,
     notes: Vec<String>,
+    /// PostgreSQL databases made and not dropped yet (a failed run keeps them and says so).
+    pg_live: &'a Mutex<Vec<String>>,
 }
 
-/// A greenlight server with its key and a connection to its database file.
+impl Ctx<'_> {
+    /// A fresh PostgreSQL database for one instance.
+    async fn pg_database(&self) -> Result<Location> {
+        let db = PgDatabase::create(&self.opts.postgres_url).await?;
+        lock(self.pg_live).push(db.name.clone());
+        Ok(Location::Postgres(db))
+    }
+
+    /// Done with an instance's database: drops a PostgreSQL one unless --keep.
+    async fn release(&mut self, location: &Location) -> Result<()> {
+        if let Location::Postgres(db) = location {
+            if self.opts.keep {
+                self.notes.push(format!(
+                    "kept PostgreSQL database {} ({})",
+                    db.name,
+                    db::redact(&db.url)
+                ));
+            } else {
+                db.drop_database().await?;
+            }
+            lock(self.pg_live).retain(|n| *n != db.name);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A greenlight instance: one server on a SQLite file, or replicas on one PostgreSQL
+/// database; its key, and a connection to its database.
 struct Instance {
     env: GreenlightEnv,
-    server: Server,
+    location: Location,
+    servers: Vec<Server>,
     key: String,
-    pool: SqlitePool,
+    db: Db,
 }
 
 impl Instance {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.base())
+    /// `path` on every replica, in order: the load generator takes them in turn.
+    fn urls(&self, path: &str) -> Arc<Vec<String>> {
+        Arc::new(
+            self.servers
+                .iter()
+                .map(|s| format!("{}{path}", s.base()))
+                .collect(),
+        )
     }
 
+    /// Creates spread over the replicas.
     fn creates(&self, make: impl Fn(usize) -> Value + Send + Sync + 'static) -> Job {
         Job::Create {
-            url: self.url("/v1/requests"),
+            urls: self.urls("/v1/requests"),
             key: self.key.clone(),
             make: Arc::new(make),
         }
     }
 
-    /// SIGKILL, then a fresh connection to what is on disk.
-    async fn kill_and_reopen(&mut self) -> Result<SqlitePool> {
-        self.server.kill9().await?;
-        self.pool.close().await;
-        db::open(&self.env.db_path).await
+    /// SIGKILL to every replica, then a fresh connection to what is stored.
+    async fn kill_and_reopen(&mut self) -> Result<Db> {
+        for server in &mut self.servers {
+            server.kill9().await?;
+        }
+        self.db.close().await;
+        Db::open(&self.location).await
+    }
+
+    /// Warnings and errors in the replicas' logs (they run with RUST_LOG=warn), for the notes.
+    fn log_note(&self, who: &str) -> Option<String> {
+        let mut lines = Vec::new();
+        for server in &self.servers {
+            let text = server.log_text();
+            lines.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        let first = lines.first()?;
+        let first: String = first.chars().take(400).collect();
+        Some(format!(
+            "{who}: {} warning/error lines in the server logs; the first: `{first}`",
+            thousands(lines.len() as u64)
+        ))
     }
 }
 
-async fn instance(ctx: &Ctx<'_>, name: &str, config: &str) -> Result<Instance> {
+/// Writes the config, migrates, makes an admin key and starts `replicas` servers on
+/// `location` (a SQLite file takes one).
+async fn instance(
+    ctx: &Ctx<'_>,
+    name: &str,
+    config: &str,
+    location: Location,
+    replicas: usize,
+) -> Result<Instance> {
     let dir = ctx.dir.join(name);
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("greenlight.toml");
     std::fs::write(&config_path, config)?;
-    let env = greenlight_env(ctx, &dir, config_path);
+    let env = greenlight_env(ctx, &dir, config_path, location.url());
     env.run(&["migrate"]).await?;
     let key = env
         .run(&["keys", "create", "--name", "bench", "--scopes", "admin"])
         .await?;
-    let server = env.serve().await?;
-    let pool = db::open(&env.db_path).await?;
+    let mut servers = Vec::new();
+    for i in 0..replicas.max(1) {
+        let mut replica = env.clone();
+        if replicas > 1 {
+            replica.log = dir.join(format!("greenlight-{}.log", i + 1));
+        }
+        servers.push(replica.serve().await?);
+    }
+    let db = Db::open(&location).await?;
     Ok(Instance {
         env,
-        server,
+        location,
+        servers,
         key,
-        pool,
+        db,
     })
 }
 
-fn greenlight_env(ctx: &Ctx<'_>, dir: &Path, config: PathBuf) -> GreenlightEnv {
+fn greenlight_env(ctx: &Ctx<'_>, dir: &Path, config: PathBuf, db_url: String) -> GreenlightEnv {
     GreenlightEnv {
         bin: ctx.opts.greenlight_bin.clone(),
         config,
-        db_path: dir.join("greenlight.db"),
+        db_url,
         api_url: ctx.sandbox.api_url(),
         bot_token: ctx.sandbox.config().bot_token.clone(),
         signing_secret: ctx.secret.clone(),
@@ -112,10 +192,10 @@ fn greenlight_env(ctx: &Ctx<'_>, dir: &Path, config: PathBuf) -> GreenlightEnv {
     }
 }
 
-/// Signed clicks on a target list, POSTed to `url`.
-fn click_job(url: String, secret: String) -> impl Fn(Vec<Target>) -> Job {
+/// Signed clicks on a target list, POSTed to `urls` in turn.
+fn click_job(urls: Arc<Vec<String>>, secret: String) -> impl Fn(Vec<Target>) -> Job {
     move |targets| Job::Clicks {
-        url: url.clone(),
+        urls: urls.clone(),
         secret: secret.clone(),
         user: CLICKER.to_owned(),
         targets: Arc::new(targets),
@@ -124,9 +204,9 @@ fn click_job(url: String, secret: String) -> impl Fn(Vec<Target>) -> Job {
 
 /// Brings a system to rest before the next run: greenlight's outbox delivered (when `outbox`
 /// is given) and Slack quiet.
-async fn settle(ctx: &mut Ctx<'_>, outbox: Option<&SqlitePool>) -> Result<()> {
-    if let Some(pool) = outbox
-        && !db::wait_outbox_drained(pool, DRAIN_TIMEOUT).await?
+async fn settle(ctx: &mut Ctx<'_>, outbox: Option<&Db>) -> Result<()> {
+    if let Some(db) = outbox
+        && !db.wait_outbox_drained(DRAIN_TIMEOUT).await?
     {
         ctx.notes.push(format!(
             "greenlight's outbox was not empty after {DRAIN_TIMEOUT:?}; the next run overlapped it"
@@ -218,6 +298,39 @@ impl Phases {
     }
 }
 
+/// The closed click loop on `targets` (the caller lets the system come to rest afterwards).
+async fn closed_clicks(
+    ctx: &Ctx<'_>,
+    who: &str,
+    targets: Vec<Target>,
+    job: &impl Fn(Vec<Target>) -> Job,
+) -> Result<RunResult> {
+    let s = ctx.sizes.clone();
+    step(format!(
+        "{who}: closed loop, {} connections, up to {} or {} clicks",
+        s.connections,
+        secs(s.duration),
+        targets.len()
+    ));
+    load::closed_loop(job(targets), s.connections, s.duration, None, false).await
+}
+
+/// An open click loop at `rate` on `targets`; the system comes to rest afterwards.
+async fn open_clicks(
+    ctx: &mut Ctx<'_>,
+    who: &str,
+    rate: f64,
+    targets: Vec<Target>,
+    job: &impl Fn(Vec<Target>) -> Job,
+    outbox: Option<&Db>,
+) -> Result<RunResult> {
+    let d = ctx.sizes.open_duration;
+    step(format!("{who}: open loop, {rate}/s for {}", secs(d)));
+    let run = load::open_loop(job(targets), rate, d, None).await?;
+    settle(ctx, outbox).await?;
+    Ok(run)
+}
+
 /// Runs the four click runs; `job` builds the click job for a target list; between runs the
 /// system comes to rest (`outbox`: greenlight's database, to wait for its deliveries).
 async fn click_runs(
@@ -225,29 +338,14 @@ async fn click_runs(
     who: &str,
     phases: Phases,
     job: impl Fn(Vec<Target>) -> Job,
-    outbox: Option<&SqlitePool>,
+    outbox: Option<&Db>,
 ) -> Result<ClickRuns> {
     let s = ctx.sizes.clone();
-    step(format!(
-        "{who}: closed loop, {} connections, up to {} or {} clicks",
-        s.connections,
-        secs(s.duration),
-        phases.closed.len()
-    ));
-    let closed =
-        load::closed_loop(job(phases.closed), s.connections, s.duration, None, false).await?;
+    let closed = closed_clicks(ctx, who, phases.closed, &job).await?;
     settle(ctx, outbox).await?;
     let mut open = Vec::new();
     for (r, targets) in s.rates.iter().zip(phases.open) {
-        step(format!(
-            "{who}: open loop, {r}/s for {}",
-            secs(s.open_duration)
-        ));
-        open.push((
-            *r,
-            load::open_loop(job(targets), *r, s.open_duration, None).await?,
-        ));
-        settle(ctx, outbox).await?;
+        open.push((*r, open_clicks(ctx, who, *r, targets, &job, outbox).await?));
     }
     step(format!(
         "{who}: click to message updated, {}/s for {}",
@@ -336,62 +434,97 @@ struct GreenlightClicks {
     decided: i64,
 }
 
-async fn greenlight_clicks(ctx: &mut Ctx<'_>) -> Result<GreenlightClicks> {
-    step("greenlight: starting (clicks)");
-    let mut gl = instance(ctx, "clicks", &format!("{DELIVERY}{DEPLOY}")).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = gl.server.rss();
-    let total = ctx.sizes.click_pool + Phases::after_closed(&ctx.sizes);
+/// Pre-creates up to `total` pending requests over the API (spread over the replicas), for at
+/// most `budget` (then fewer: the closed loop stops early when its pool runs out), waits until
+/// every one is posted to Slack, and returns them as click targets, oldest first.
+async fn click_pool(
+    ctx: &mut Ctx<'_>,
+    who: &str,
+    gl: &Instance,
+    total: usize,
+    budget: Duration,
+) -> Result<Vec<Target>> {
     step(format!(
-        "greenlight: pre-creating {} requests over the API",
-        thousands(total as u64)
+        "{who}: pre-creating {} requests over the API (for at most {})",
+        thousands(total as u64),
+        secs(budget)
     ));
     let pre = load::closed_loop(
         gl.creates(|i| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i}})),
         ctx.sizes.connections,
-        Duration::from_secs(3600),
+        budget,
         Some(total),
         false,
     )
     .await?;
-    if pre.ok(201) != total {
+    let created = pre.ok(201);
+    if pre.failed(201) > 0 || created == 0 {
         return Err(Error::msg(format!(
-            "pre-creating requests: {} of {total} answered 201; see {}",
-            pre.ok(201),
-            gl.env.log.display()
+            "pre-creating requests: {created} of {} answered 201; see the logs in {}",
+            pre.samples.len(),
+            gl.env.log.parent().unwrap_or(&ctx.dir).display()
         )));
     }
-    step("greenlight: waiting until every request is posted to Slack");
+    step(format!(
+        "{who}: waiting until every request is posted to Slack"
+    ));
     let posting = Instant::now();
-    settle(ctx, Some(&gl.pool)).await?;
+    settle(ctx, Some(&gl.db)).await?;
     ctx.notes.push(format!(
-        "greenlight: pre-created {} requests at {} over {} connections, then waited {:.1} s for all of them to be posted",
-        thousands(total as u64),
+        "{who}: pre-created {}{} requests at {} over {} connections, then waited {:.1} s for all of them to be posted",
+        thousands(created as u64),
+        if created < total {
+            format!(" of {} (the {} budget ran out)", thousands(total as u64), secs(budget))
+        } else {
+            String::new()
+        },
         rate(pre.throughput(201)),
         ctx.sizes.connections,
         posting.elapsed().as_secs_f64()
     ));
-    let posted = db::posted(&gl.pool).await?;
-    if posted.len() < total {
+    let posted = gl.db.posted().await?;
+    if posted.len() < created {
         return Err(Error::msg(format!(
-            "only {} of {total} requests were posted",
+            "only {} of {created} requests were posted",
             posted.len()
         )));
     }
-    let supply = posted.into_iter().map(|p| Target {
-        channel: p.channel,
-        ts: p.ts,
-        action_id: GREENLIGHT_APPROVE.to_owned(),
-        value: p.id,
-    });
-    let phases = Phases::cut(&ctx.sizes, ctx.sizes.click_pool, supply);
-    let job = click_job(gl.url("/slack/interactions"), ctx.secret.clone());
-    let runs = click_runs(ctx, "greenlight", phases, job, Some(&gl.pool)).await?;
-    let peak_rss = gl.server.peak_rss();
+    Ok(posted
+        .into_iter()
+        .map(|p| Target {
+            channel: p.channel,
+            ts: p.ts,
+            action_id: GREENLIGHT_APPROVE.to_owned(),
+            value: p.id,
+        })
+        .collect())
+}
+
+async fn greenlight_clicks(ctx: &mut Ctx<'_>) -> Result<GreenlightClicks> {
+    step("greenlight: starting (clicks)");
+    let location = Location::Sqlite(ctx.dir.join("clicks/greenlight.db"));
+    let mut gl = instance(ctx, "clicks", &format!("{DELIVERY}{DEPLOY}"), location, 1).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = gl.servers[0].rss();
+    let total = ctx.sizes.click_pool + Phases::after_closed(&ctx.sizes);
+    let supply = click_pool(ctx, "greenlight", &gl, total, Duration::from_secs(3600)).await?;
+    if supply.len() < total {
+        return Err(Error::msg(format!(
+            "{} of {total} requests were pre-created",
+            supply.len()
+        )));
+    }
+    let phases = Phases::cut(&ctx.sizes, ctx.sizes.click_pool, supply.into_iter());
+    let job = click_job(gl.urls("/slack/interactions"), ctx.secret.clone());
+    let runs = click_runs(ctx, "greenlight", phases, job, Some(&gl.db)).await?;
+    let peak_rss = gl.servers[0].peak_rss();
     step("greenlight: SIGKILL, then counting decided requests in the database");
-    let pool = gl.kill_and_reopen().await?;
-    let decided = db::decided(&pool).await?;
-    pool.close().await;
+    let db = gl.kill_and_reopen().await?;
+    let decided = db.decided().await?;
+    db.close().await;
+    if let Some(note) = gl.log_note("greenlight (clicks)") {
+        ctx.notes.push(note);
+    }
     Ok(GreenlightClicks {
         idle_rss,
         peak_rss,
@@ -455,7 +588,10 @@ async fn peer_clicks(ctx: &mut Ctx<'_>, peer: &Server) -> Result<PeerResults> {
     let closed = count_for(20_000.0, ctx.sizes.duration).max(1);
     let phases = Phases::cut(&ctx.sizes, closed, messages.iter().cloned().cycle());
     let idle_rss = peer.rss();
-    let job = click_job(format!("{}/slack/events", peer.base()), ctx.secret.clone());
+    let job = click_job(
+        Arc::new(vec![format!("{}/slack/events", peer.base())]),
+        ctx.secret.clone(),
+    );
     let runs = click_runs(ctx, "peer", phases, job, None).await?;
     quiet(&ctx.sandbox).await;
     Ok(PeerResults {
@@ -473,13 +609,34 @@ struct Creates {
     approved_in_db: i64,
 }
 
+/// The plain create run: a closed loop of `POST /v1/requests` spread over the replicas, then
+/// the outbox drained (every request posted).
+async fn plain_creates(ctx: &mut Ctx<'_>, who: &str, gl: &Instance) -> Result<RunResult> {
+    let (c, d) = (ctx.sizes.connections, ctx.sizes.create_duration);
+    step(format!(
+        "{who}: creates, closed loop, {c} connections for {}",
+        secs(d)
+    ));
+    let plain = load::closed_loop(
+        gl.creates(|i| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i}})),
+        c,
+        d,
+        None,
+        false,
+    )
+    .await?;
+    settle(ctx, Some(&gl.db)).await?;
+    Ok(plain)
+}
+
 async fn greenlight_creates(ctx: &mut Ctx<'_>) -> Result<Creates> {
     let dir = ctx.dir.join("creates");
     std::fs::create_dir_all(&dir)?;
     let with_rule = format!("{DELIVERY}{DEPLOY}{PAYMENTS}");
     let probe = dir.join("rules.toml");
     std::fs::write(&probe, &with_rule)?;
-    let check = greenlight_env(ctx, &dir, probe.clone())
+    let location = Location::Sqlite(dir.join("greenlight.db"));
+    let check = greenlight_env(ctx, &dir, probe.clone(), location.url())
         .run(&["check", "--config", &probe.display().to_string()])
         .await;
     let (config, rules) = match check {
@@ -494,21 +651,9 @@ async fn greenlight_creates(ctx: &mut Ctx<'_>) -> Result<Creates> {
         }
     };
     step("greenlight: starting (creates)");
-    let mut gl = instance(ctx, "creates", &config).await?;
+    let mut gl = instance(ctx, "creates", &config, location, 1).await?;
     let (c, d) = (ctx.sizes.connections, ctx.sizes.create_duration);
-    step(format!(
-        "greenlight: creates, closed loop, {c} connections for {}",
-        secs(d)
-    ));
-    let plain = load::closed_loop(
-        gl.creates(|i| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i}})),
-        c,
-        d,
-        None,
-        false,
-    )
-    .await?;
-    settle(ctx, Some(&gl.pool)).await?;
+    let plain = plain_creates(ctx, "greenlight", &gl).await?;
     let rule = match rules {
         Ok(()) => {
             step(format!(
@@ -539,15 +684,240 @@ async fn greenlight_creates(ctx: &mut Ctx<'_>) -> Result<Creates> {
         Err(why) => Err(why),
     };
     step("greenlight: SIGKILL, then counting requests in the database");
-    let pool = gl.kill_and_reopen().await?;
-    let pending_in_db = db::with_status(&pool, "pending").await?;
-    let approved_in_db = db::with_status(&pool, "approved").await?;
-    pool.close().await;
+    let db = gl.kill_and_reopen().await?;
+    let pending_in_db = db.with_status("pending").await?;
+    let approved_in_db = db.with_status("approved").await?;
+    db.close().await;
+    if let Some(note) = gl.log_note("greenlight (creates)") {
+        ctx.notes.push(note);
+    }
     Ok(Creates {
         plain,
         rule,
         pending_in_db,
         approved_in_db,
+    })
+}
+
+/// Where the CPU went during one run: each replica, PostgreSQL (the backends serving the
+/// instance's database, and all its other processes), and this process (load generator and
+/// sandbox). Read from /proc before and after.
+struct CpuSplit {
+    wall: Duration,
+    replicas: Vec<Duration>,
+    pg_ours: Duration,
+    pg_others: Duration,
+    bench: Duration,
+}
+
+struct CpuMark {
+    at: Instant,
+    replicas: Vec<Duration>,
+    pg: (Duration, Duration),
+    bench: Duration,
+}
+
+impl CpuMark {
+    fn now(gl: &Instance) -> Self {
+        let pg = match &gl.location {
+            Location::Postgres(db) => procs::postgres_cpu(&db.name),
+            Location::Sqlite(_) => (Duration::ZERO, Duration::ZERO),
+        };
+        CpuMark {
+            at: Instant::now(),
+            replicas: gl
+                .servers
+                .iter()
+                .map(|s| s.cpu().unwrap_or_default())
+                .collect(),
+            pg,
+            bench: procs::own_cpu().unwrap_or_default(),
+        }
+    }
+
+    fn until(&self, later: &CpuMark) -> CpuSplit {
+        CpuSplit {
+            wall: later.at.duration_since(self.at),
+            replicas: later
+                .replicas
+                .iter()
+                .zip(&self.replicas)
+                .map(|(b, a)| b.saturating_sub(*a))
+                .collect(),
+            pg_ours: later.pg.0.saturating_sub(self.pg.0),
+            pg_others: later.pg.1.saturating_sub(self.pg.1),
+            bench: later.bench.saturating_sub(self.bench),
+        }
+    }
+}
+
+impl CpuSplit {
+    fn cores(&self, d: Duration) -> f64 {
+        d.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "wall_s": self.wall.as_secs_f64(),
+            "greenlight_cores": self.replicas.iter().map(|d| self.cores(*d)).collect::<Vec<_>>(),
+            "postgres_backends_cores": self.cores(self.pg_ours),
+            "postgres_other_cores": self.cores(self.pg_others),
+            "bench_cores": self.cores(self.bench),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let each: Vec<String> = self
+            .replicas
+            .iter()
+            .map(|d| format!("{:.2}", self.cores(*d)))
+            .collect();
+        format!(
+            "greenlight {:.2} cores ({}), PostgreSQL backends of its database {:.2}, other PostgreSQL processes {:.2}, \
+             the bench (load generator and sandbox) {:.2}, over {:.1} s",
+            self.cores(self.replicas.iter().sum()),
+            each.join(" + "),
+            self.cores(self.pg_ours),
+            self.cores(self.pg_others),
+            self.cores(self.bench),
+            self.wall.as_secs_f64()
+        )
+    }
+}
+
+/// The runs of greenlight as `replicas` replicas on one PostgreSQL database.
+struct PgRun {
+    replicas: usize,
+    closed: RunResult,
+    /// CPU over the closed loop (its outbox drain not included).
+    closed_cpu: CpuSplit,
+    open: RunResult,
+    decided: i64,
+    creates: RunResult,
+    pending_in_db: i64,
+}
+
+impl PgRun {
+    fn acks(&self) -> usize {
+        self.closed.ok(200) + self.open.ok(200)
+    }
+
+    /// Clicks that got no answer within the request timeout: the server may have committed
+    /// them or not, so the decided rows may exceed the acks by up to this many.
+    fn clicks_unanswered(&self) -> usize {
+        self.closed.ok(0) + self.open.ok(0)
+    }
+}
+
+/// "stored = answered", plus the share of unanswered requests that were stored anyway; met
+/// when every answered request is stored and nothing beyond the unanswered ones.
+fn durable_cell(stored: i64, answered: usize, unanswered: usize) -> (Cell, bool) {
+    let extra = stored - answered as i64;
+    let mut text = format!(
+        "{} = {}",
+        thousands(stored.max(0) as u64),
+        thousands(answered as u64)
+    );
+    if unanswered > 0 {
+        text = format!(
+            "{} = {} + {} of the {} that timed out unanswered",
+            thousands(stored.max(0) as u64),
+            thousands(answered as u64),
+            extra,
+            thousands(unanswered as u64)
+        );
+    }
+    let met = extra >= 0 && extra <= unanswered as i64;
+    (
+        Cell::new(
+            text,
+            json!({"in_db": stored, "answered": answered, "unanswered": unanswered}),
+        ),
+        met,
+    )
+}
+
+/// Runs `f` on a fresh PostgreSQL database; drops it afterwards unless --keep (a failure keeps
+/// it, and the error names it).
+async fn on_fresh_postgres<T>(
+    ctx: &mut Ctx<'_>,
+    f: impl AsyncFnOnce(&mut Ctx<'_>, Location) -> Result<T>,
+) -> Result<T> {
+    let location = ctx.pg_database().await?;
+    let out = f(ctx, location.clone()).await?;
+    ctx.release(&location).await?;
+    Ok(out)
+}
+
+async fn postgres_runs(ctx: &mut Ctx<'_>, replicas: usize) -> Result<PgRun> {
+    let who = format!(
+        "greenlight (PostgreSQL, {replicas} replica{})",
+        if replicas == 1 { "" } else { "s" }
+    );
+    let name = format!("pg{replicas}");
+    let config = format!("{DELIVERY}{DEPLOY}");
+    let rate = ctx.sizes.pg_rate;
+    let (closed, closed_cpu, open, decided) = on_fresh_postgres(ctx, async |ctx, location| {
+        step(format!(
+            "{who}: starting (clicks) on {}",
+            location.describe()
+        ));
+        let mut gl = instance(ctx, &format!("{name}-clicks"), &config, location, replicas).await?;
+        let sizes = ctx.sizes.clone();
+        let total = sizes.click_pool + count_for(rate, sizes.open_duration);
+        let mut supply = click_pool(ctx, &who, &gl, total, PG_POOL_BUDGET).await?;
+        // The open loop's schedule comes first; the closed loop takes what is left.
+        let open_count = count_for(rate, sizes.open_duration);
+        let open_targets = supply.split_off(supply.len().saturating_sub(open_count));
+        let job = click_job(gl.urls("/slack/interactions"), ctx.secret.clone());
+        let before = CpuMark::now(&gl);
+        let closed = closed_clicks(ctx, &who, supply, &job).await?;
+        let closed_cpu = before.until(&CpuMark::now(&gl));
+        settle(ctx, Some(&gl.db)).await?;
+        let open = open_clicks(ctx, &who, rate, open_targets, &job, Some(&gl.db)).await?;
+        step(format!(
+            "{who}: SIGKILL to every replica, then counting decided requests in PostgreSQL"
+        ));
+        let db = gl.kill_and_reopen().await?;
+        let decided = db.decided().await?;
+        db.close().await;
+        if let Some(note) = gl.log_note(&format!("{who} (clicks)")) {
+            ctx.notes.push(note);
+        }
+        Ok((closed, closed_cpu, open, decided))
+    })
+    .await?;
+    ctx.notes.push(format!(
+        "{who}, CPU over the closed click loop: {}",
+        closed_cpu.describe()
+    ));
+    let (creates, pending_in_db) = on_fresh_postgres(ctx, async |ctx, location| {
+        step(format!(
+            "{who}: starting (creates) on {}",
+            location.describe()
+        ));
+        let mut gl = instance(ctx, &format!("{name}-creates"), &config, location, replicas).await?;
+        let creates = plain_creates(ctx, &who, &gl).await?;
+        step(format!(
+            "{who}: SIGKILL to every replica, then counting requests in PostgreSQL"
+        ));
+        let db = gl.kill_and_reopen().await?;
+        let pending = db.with_status("pending").await?;
+        db.close().await;
+        if let Some(note) = gl.log_note(&format!("{who} (creates)")) {
+            ctx.notes.push(note);
+        }
+        Ok((creates, pending))
+    })
+    .await?;
+    Ok(PgRun {
+        replicas,
+        closed,
+        closed_cpu,
+        open,
+        decided,
+        creates,
+        pending_in_db,
     })
 }
 
@@ -561,7 +931,9 @@ struct Million {
 async fn greenlight_million(ctx: &mut Ctx<'_>) -> Result<Million> {
     let n = ctx.sizes.million.max(2);
     step("greenlight: starting (large database); two template requests, one decided by a click");
-    let mut gl = instance(ctx, "million", &format!("{DELIVERY}{DEPLOY}")).await?;
+    let path = ctx.dir.join("million/greenlight.db");
+    let location = Location::Sqlite(path.clone());
+    let mut gl = instance(ctx, "million", &format!("{DELIVERY}{DEPLOY}"), location, 1).await?;
     let make = |i: usize| json!({"workflow": "deploy", "title": format!("Deploy build {i}"), "params": {"build": i, "service": "api"}});
     let created =
         load::closed_loop(gl.creates(make), 1, Duration::from_secs(60), Some(2), true).await?;
@@ -582,13 +954,15 @@ async fn greenlight_million(ctx: &mut Ctx<'_>) -> Result<Million> {
             }
         }
     }
-    settle(ctx, Some(&gl.pool)).await?;
-    let decided = db::posted(&gl.pool)
+    settle(ctx, Some(&gl.db)).await?;
+    let decided = gl
+        .db
+        .posted()
         .await?
         .into_iter()
         .find(|p| ids.get(1) == Some(&p.id))
         .ok_or_else(|| Error::msg("the template request was not posted"))?;
-    let click = click_job(gl.url("/slack/interactions"), ctx.secret.clone())(vec![Target {
+    let click = click_job(gl.urls("/slack/interactions"), ctx.secret.clone())(vec![Target {
         channel: decided.channel,
         ts: decided.ts,
         action_id: GREENLIGHT_APPROVE.to_owned(),
@@ -598,15 +972,15 @@ async fn greenlight_million(ctx: &mut Ctx<'_>) -> Result<Million> {
     if clicked.ok(200) != 1 {
         return Err(Error::msg("the template click was not acked"));
     }
-    settle(ctx, Some(&gl.pool)).await?;
-    gl.server.terminate().await?;
-    gl.pool.close().await;
+    settle(ctx, Some(&gl.db)).await?;
+    gl.servers[0].terminate().await?;
+    gl.db.close().await;
     step(format!(
         "seeding {} requests into {}",
         thousands(n as u64 - 2),
-        gl.env.db_path.display()
+        path.display()
     ));
-    let seeded = db::seed(&gl.env.db_path, &ids[0], &decided.id, n - 2).await?;
+    let seeded = db::seed(&path, &ids[0], &decided.id, n - 2).await?;
     step("greenlight: starting on the large database");
     let server = gl.env.serve().await?;
     let startup = server.startup;
@@ -674,7 +1048,8 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let work = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&opts.work_dir)?;
-    match run_in(opts, sizes, work.path()).await {
+    let pg_live = Mutex::new(Vec::new());
+    match run_in(opts, sizes, work.path(), &pg_live).await {
         Ok(report) => {
             if opts.keep {
                 eprintln!("kept {}", work.keep().display());
@@ -682,15 +1057,32 @@ pub async fn run(opts: &Options) -> Result<Report> {
             Ok(report)
         }
         // The logs and databases are what explain a failure: keep them.
-        Err(e) => Err(Error::msg(format!(
-            "{e}
-(the run's logs and databases are kept in {})",
-            work.keep().display()
-        ))),
+        Err(e) => {
+            let live = lock(&pg_live);
+            let pg = if live.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; PostgreSQL databases kept on {}: {}",
+                    db::redact(&opts.postgres_url),
+                    live.join(", ")
+                )
+            };
+            Err(Error::msg(format!(
+                "{e}
+(the run's logs and databases are kept in {}{pg})",
+                work.keep().display()
+            )))
+        }
     }
 }
 
-async fn run_in(opts: &Options, sizes: Sizes, work: &Path) -> Result<Report> {
+async fn run_in(
+    opts: &Options,
+    sizes: Sizes,
+    work: &Path,
+    pg_live: &Mutex<Vec<String>>,
+) -> Result<Report> {
     let secret = format!("bench-{}", ulid::Ulid::new());
     let mut sandbox_config = SandboxConfig::for_tests().with_signing_secret(&secret);
     sandbox_config.interactivity_url = "http://127.0.0.1:9/unused".to_owned();
@@ -702,6 +1094,7 @@ async fn run_in(opts: &Options, sizes: Sizes, work: &Path) -> Result<Report> {
         secret,
         dir: work.to_owned(),
         notes: Vec::new(),
+        pg_live,
     };
     let started = jiff::Timestamp::now();
 
@@ -728,6 +1121,18 @@ async fn run_in(opts: &Options, sizes: Sizes, work: &Path) -> Result<Report> {
     };
     drop(peer);
     let creates = greenlight_creates(&mut ctx).await?;
+    let mut pg = Vec::new();
+    if !opts.skip_postgres {
+        for n in sizes.replicas.clone() {
+            pg.push(postgres_runs(&mut ctx, n).await?);
+        }
+        ctx.notes.push(format!(
+            "rows not marked PostgreSQL are greenlight on SQLite (one process); the PostgreSQL rows run \
+             greenlight as replicas on one PostgreSQL database ({}), each click and create sent to the next \
+             replica in turn, with a fresh database for the click runs and another for the create run",
+            db::redact(&opts.postgres_url)
+        ));
+    }
     let million = if opts.skip_million {
         None
     } else {
@@ -752,6 +1157,7 @@ async fn run_in(opts: &Options, sizes: Sizes, work: &Path) -> Result<Report> {
         million.as_ref(),
         opts.skip_peer,
     );
+    let rows = [rows, pg_rows(&sizes, &pg, opts.skip_postgres)].concat();
     let report = Report {
         date: started.to_string(),
         machine: report::machine(work),
@@ -781,7 +1187,7 @@ fn rows(
     let peer_rate = peer.map(|p| p.runs.closed.throughput(200));
     let ratio = peer_rate.filter(|r| *r > 0.0).map(|r| gl_rate / r);
     rows.push(Row {
-        id: "decisions_closed",
+        id: "decisions_closed".into(),
         measurement: format!(
             "Durable decisions (signed clicks on distinct pending requests), closed loop, {} connections, up to {}",
             s.connections,
@@ -807,7 +1213,7 @@ fn rows(
         met: Some(gl_rate >= 10_000.0 && ratio.is_none_or(|x| x >= 20.0)),
     });
     rows.push(Row {
-        id: "ack_closed",
+        id: "ack_closed".into(),
         measurement: "Ack latency in that closed loop, p50 / p99 / p99.9".to_owned(),
         greenlight: report::latency_cell(&gl.runs.closed, 200),
         peer: peer_cell(&|p| report::latency_cell(&p.runs.closed, 200)),
@@ -818,7 +1224,7 @@ fn rows(
         let p99 = run.latencies().percentile_ms(99.0);
         let at_1000 = (*r - 1000.0).abs() < f64::EPSILON;
         rows.push(Row {
-            id: if i == 0 { "ack_open_1" } else { "ack_open_2" },
+            id: if i == 0 { "ack_open_1" } else { "ack_open_2" }.into(),
             measurement: format!(
                 "Ack latency, open loop {}/s for {}, from the scheduled send time, p50 / p99 / p99.9",
                 thousands(*r as u64),
@@ -832,7 +1238,7 @@ fn rows(
     }
     let slow_p99 = gl.runs.slow.latencies().percentile_ms(99.0);
     rows.push(Row {
-        id: "ack_slow_slack",
+        id: "ack_slow_slack".into(),
         measurement: format!(
             "Ack latency while every Slack API call takes {}, open loop {}/s for {}, p50 / p99 / p99.9",
             ms(Some(s.slack_latency.as_secs_f64() * 1000.0)),
@@ -864,7 +1270,7 @@ fn rows(
         .ok()
         .map(|(run, approved)| *approved as f64 / run.elapsed.as_secs_f64().max(1e-9));
     rows.push(Row {
-        id: "create_rule",
+        id: "create_rule".into(),
         measurement: format!(
             "Creates auto-approved by a CEL rule (POST /v1/requests, durable), closed loop, {} connections, {}",
             s.connections,
@@ -877,7 +1283,7 @@ fn rows(
     });
     let plain = &creates.plain;
     rows.push(Row {
-        id: "create_plain",
+        id: "create_plain".into(),
         measurement: format!(
             "Creates, pending and posted to Slack, closed loop, {} connections, {}",
             s.connections,
@@ -911,7 +1317,7 @@ fn rows(
         )
     };
     rows.push(Row {
-        id: "click_to_update",
+        id: "click_to_update".into(),
         measurement: format!(
             "Click sent -> chat.update applied by Slack, {}/s for {}, p50 / p99",
             s.update_rate,
@@ -934,7 +1340,7 @@ fn rows(
         None => Cell::na("not measured"),
     };
     rows.push(Row {
-        id: "rss_idle",
+        id: "rss_idle".into(),
         measurement: "Resident memory (VmRSS) idle, 1 s after start".to_owned(),
         greenlight: rss_cell(gl.idle_rss),
         peer: peer_cell(&|p| rss_cell(p.idle_rss)),
@@ -942,7 +1348,7 @@ fn rows(
         met: gl.idle_rss.map(|b| b < 30_000_000),
     });
     rows.push(Row {
-        id: "rss_peak",
+        id: "rss_peak".into(),
         measurement: "Peak resident memory (VmHWM) over the click runs".to_owned(),
         greenlight: rss_cell(gl.peak_rss),
         peer: peer_cell(&|p| rss_cell(p.peak_rss)),
@@ -952,7 +1358,7 @@ fn rows(
     match million {
         Some(m) => {
             rows.push(Row {
-                id: "rss_million",
+                id: "rss_million".into(),
                 measurement: format!(
                     "Resident memory with {} stored requests, after start and 1,000 reads",
                     thousands(m.seeded.rows as u64)
@@ -971,7 +1377,7 @@ fn rows(
                 met: m.rss_after_reads.map(|b| b < 100_000_000),
             });
             rows.push(Row {
-                id: "startup_million",
+                id: "startup_million".into(),
                 measurement: format!(
                     "Start-up with {} stored requests (spawn -> /readyz 200)",
                     thousands(m.seeded.rows as u64)
@@ -994,7 +1400,7 @@ fn rows(
                 ("startup_million", "Start-up with a million stored requests"),
             ] {
                 rows.push(Row {
-                    id,
+                    id: id.into(),
                     measurement: what.to_owned(),
                     greenlight: Cell::na("--skip-million"),
                     peer: Cell::na("stores nothing"),
@@ -1006,7 +1412,7 @@ fn rows(
     }
     let acks = gl.runs.acks();
     rows.push(Row {
-        id: "durable_clicks",
+        id: "durable_clicks".into(),
         measurement:
             "Decided requests in the database after SIGKILL = clicks acked 200 (all click runs)"
                 .to_owned(),
@@ -1025,7 +1431,7 @@ fn rows(
     let approved_answers = creates.rule.as_ref().map_or(0, |(_, a)| *a);
     let created = creates.plain.ok(201);
     rows.push(Row {
-        id: "durable_creates",
+        id: "durable_creates".into(),
         measurement: "Pending / approved requests in the database after SIGKILL = creates answered 201 / approved".to_owned(),
         greenlight: Cell::new(
             format!(
@@ -1043,4 +1449,198 @@ fn rows(
         met: Some(creates.pending_in_db == created as i64 && creates.approved_in_db == approved_answers as i64),
     });
     rows
+}
+
+/// The PostgreSQL rows, per replica count: decisions, ack latency (closed loop and open loop),
+/// creates, and the two durability counts. The targets are the issue's, for two replicas.
+fn pg_rows(s: &Sizes, runs: &[PgRun], skipped: bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let peer = || Cell::na("one process, no database");
+    for &n in &s.replicas {
+        let label = format!(
+            "PostgreSQL, {n} replica{}",
+            if n == 1 {
+                ""
+            } else {
+                "s, load spread over them"
+            }
+        );
+        let two = n == 2;
+        let measured = runs.iter().find(|r| r.replicas == n);
+        let cell = |f: &dyn Fn(&PgRun) -> Cell| {
+            measured.map_or_else(
+                || {
+                    Cell::na(if skipped {
+                        "--skip-postgres"
+                    } else {
+                        "not run"
+                    })
+                },
+                f,
+            )
+        };
+        let decisions = measured.map(|r| r.closed.throughput(200));
+        rows.push(Row {
+            id: format!("pg{n}_decisions_closed"),
+            measurement: format!(
+                "{label}: durable decisions (signed clicks on distinct pending requests), closed loop, {} connections, up to {}",
+                s.connections,
+                secs(s.duration)
+            ),
+            greenlight: cell(&|r| {
+                let per_s = r.closed.throughput(200);
+                let ran = r.closed.elapsed;
+                let text = if ran + Duration::from_millis(500) < s.duration {
+                    format!(
+                        "{} (its pool of {} ran out after {:.1} s)",
+                        rate(per_s),
+                        thousands(r.closed.samples.len() as u64),
+                        ran.as_secs_f64()
+                    )
+                } else {
+                    rate(per_s)
+                };
+                Cell::new(
+                    text,
+                    json!({"per_s": per_s, "acks": r.closed.ok(200), "failed": r.closed.failed(200),
+                           "elapsed_s": r.closed.elapsed.as_secs_f64(), "cpu": r.closed_cpu.json()}),
+                )
+            }),
+            peer: peer(),
+            target: if two { ">= 5,000/s".to_owned() } else { "-".to_owned() },
+            met: if two { decisions.map(|d| d >= 5_000.0) } else { None },
+        });
+        rows.push(Row {
+            id: format!("pg{n}_ack_closed"),
+            measurement: format!("{label}: ack latency in that closed loop, p50 / p99 / p99.9"),
+            greenlight: cell(&|r| report::latency_cell(&r.closed, 200)),
+            peer: peer(),
+            target: "-".to_owned(),
+            met: None,
+        });
+        let at_1000 = (s.pg_rate - 1000.0).abs() < f64::EPSILON;
+        rows.push(Row {
+            id: format!("pg{n}_ack_open_1000"),
+            measurement: format!(
+                "{label}: ack latency, open loop {}/s for {}, from the scheduled send time, p50 / p99 / p99.9",
+                thousands(s.pg_rate as u64),
+                secs(s.open_duration)
+            ),
+            greenlight: cell(&|r| report::latency_cell(&r.open, 200)),
+            peer: peer(),
+            target: if two && at_1000 {
+                "p99 < 50 ms".to_owned()
+            } else {
+                "-".to_owned()
+            },
+            met: (two && at_1000)
+                .then(|| {
+                    measured.map(|r| {
+                        r.open.latencies().percentile_ms(99.0).is_some_and(|v| v < 50.0)
+                            && r.open.failed(200) == 0
+                    })
+                })
+                .flatten(),
+        });
+        rows.push(Row {
+            id: format!("pg{n}_creates"),
+            measurement: format!(
+                "{label}: creates, pending and posted to Slack, closed loop, {} connections, {}",
+                s.connections,
+                secs(s.create_duration)
+            ),
+            greenlight: cell(&|r| {
+                let c = &r.creates;
+                Cell::new(
+                    rate(c.throughput(201)),
+                    json!({"per_s": c.throughput(201), "created": c.ok(201), "failed": c.failed(201),
+                           "p50_ms": c.latencies().percentile_ms(50.0), "p99_ms": c.latencies().percentile_ms(99.0)}),
+                )
+            }),
+            peer: Cell::na("no API"),
+            target: "-".to_owned(),
+            met: None,
+        });
+        rows.push(Row {
+            id: format!("pg{n}_durable_clicks"),
+            measurement: format!(
+                "{label}: decided requests in PostgreSQL after SIGKILL to every replica = clicks acked 200"
+            ),
+            greenlight: cell(&|r| durable_cell(r.decided, r.acks(), r.clicks_unanswered()).0),
+            peer: Cell::na("keeps no state"),
+            target: "equal".to_owned(),
+            met: measured.map(|r| durable_cell(r.decided, r.acks(), r.clicks_unanswered()).1),
+        });
+        rows.push(Row {
+            id: format!("pg{n}_durable_creates"),
+            measurement: format!(
+                "{label}: pending requests in PostgreSQL after SIGKILL to every replica = creates answered 201"
+            ),
+            greenlight: cell(&|r| {
+                durable_cell(r.pending_in_db, r.creates.ok(201), r.creates.ok(0)).0
+            }),
+            peer: Cell::na("no API"),
+            target: "equal".to_owned(),
+            met: measured
+                .map(|r| durable_cell(r.pending_in_db, r.creates.ok(201), r.creates.ok(0)).1),
+        });
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_timed_out_request_may_be_stored_but_an_answered_one_must_be() {
+        assert_eq!(durable_cell(10, 10, 0).0.text, "10 = 10");
+        assert!(durable_cell(10, 10, 0).1);
+        assert!(!durable_cell(9, 10, 0).1, "an acked decision was lost");
+        assert!(!durable_cell(11, 10, 0).1, "a row nobody asked for");
+        let (cell, met) = durable_cell(1_012, 1_000, 30);
+        assert_eq!(
+            cell.text,
+            "1,012 = 1,000 + 12 of the 30 that timed out unanswered"
+        );
+        assert!(met);
+        assert!(!durable_cell(1_031, 1_000, 30).1);
+    }
+
+    #[test]
+    fn skipped_postgres_rows_still_stand_in_the_table_and_only_two_replicas_have_targets() {
+        let sizes = Options::parse_from(["greenlight-bench", "--skip-postgres"]).sizes();
+        let rows = pg_rows(&sizes, &[], true);
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        for n in [1, 2] {
+            for what in [
+                "decisions_closed",
+                "ack_closed",
+                "ack_open_1000",
+                "creates",
+                "durable_clicks",
+                "durable_creates",
+            ] {
+                assert!(ids.contains(&format!("pg{n}_{what}").as_str()), "{ids:?}");
+            }
+        }
+        assert!(
+            rows.iter()
+                .all(|r| r.greenlight.values.is_none() && r.met.is_none())
+        );
+        let targets: Vec<(&str, &str)> = rows
+            .iter()
+            .filter(|r| r.target != "-" && r.target != "equal")
+            .map(|r| (r.id.as_str(), r.target.as_str()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("pg2_decisions_closed", ">= 5,000/s"),
+                ("pg2_ack_open_1000", "p99 < 50 ms")
+            ]
+        );
+    }
 }

@@ -1,6 +1,8 @@
-//! The harness in `--quick` mode against the debug greenlight binary and the seed Flask bot:
-//! every row must come back with figures, so the benchmark cannot rot unnoticed. It checks
-//! that the figures exist, never what they are (tiny runs on a shared machine are noise).
+//! The harness in `--quick` mode against the debug greenlight binary, the seed Flask bot and
+//! PostgreSQL (one and two replicas): every row must come back with figures, so the benchmark
+//! cannot rot unnoticed. It checks that the figures exist, never what they are (tiny runs on a
+//! shared machine are noise). PostgreSQL is the bench's default admin URL
+//! (`postgres://postgres@127.0.0.1:5432/postgres`) or `GREENLIGHT_BENCH_POSTGRES_URL`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +27,27 @@ const GREENLIGHT_ONLY: &[&str] = &[
     "startup_million",
     "durable_clicks",
     "durable_creates",
+    "pg1_decisions_closed",
+    "pg1_ack_closed",
+    "pg1_ack_open_1000",
+    "pg1_creates",
+    "pg1_durable_clicks",
+    "pg1_durable_creates",
+    "pg2_decisions_closed",
+    "pg2_ack_closed",
+    "pg2_ack_open_1000",
+    "pg2_creates",
+    "pg2_durable_clicks",
+    "pg2_durable_creates",
+];
+/// Facts, not figures: every 200 ack is a decided row after SIGKILL, every 201 a stored row.
+const DURABLE: &[&str] = &[
+    "durable_clicks",
+    "durable_creates",
+    "pg1_durable_clicks",
+    "pg1_durable_creates",
+    "pg2_durable_clicks",
+    "pg2_durable_creates",
 ];
 
 fn repo_root() -> PathBuf {
@@ -38,7 +61,7 @@ fn python() -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs target/debug/greenlight and a Python with Flask (the .venv); scripts/test runs it after creating the venv"]
+#[ignore = "needs target/debug/greenlight, a Python with Flask (the .venv) and PostgreSQL; scripts/test runs it after creating the venv"]
 fn a_quick_run_fills_every_row_for_both_systems() {
     let root = repo_root();
     // scripts/test says where it built the binary; otherwise the workspace's default target.
@@ -64,7 +87,11 @@ fn a_quick_run_fills_every_row_for_both_systems() {
 
     let work = tempfile::tempdir().expect("temp dir");
     let json = work.path().join("bench.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_greenlight-bench"))
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_greenlight-bench"));
+    if let Some(url) = std::env::var_os("GREENLIGHT_BENCH_POSTGRES_URL") {
+        bench.arg("--postgres-url").arg(url);
+    }
+    let out = bench
         .current_dir(&root)
         .arg("--quick")
         .arg("--greenlight-bin")
@@ -114,9 +141,8 @@ fn a_quick_run_fills_every_row_for_both_systems() {
             "no figure in {line}"
         );
     }
-    // Durability is a fact, not a figure: every 200 ack is a decided row after SIGKILL.
-    for id in ["durable_clicks", "durable_creates"] {
-        let row = rows.iter().find(|r| r["id"] == id).unwrap();
+    for id in DURABLE {
+        let row = rows.iter().find(|r| r["id"] == *id).unwrap();
         assert_eq!(row["met"], true, "{row}");
     }
 }
