@@ -21,11 +21,17 @@ pub struct PgCoordination {
 }
 
 impl PgCoordination {
+    /// `pool` should not wait for the disk (`synchronous_commit = off`): nothing here is worth
+    /// an fsync, and lock holders must not wait for one.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             pauses: Mutex::new((Millis::MIN, HashMap::new())),
         }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     fn cached_pause(&self, method: &str, now: Millis) -> Option<Option<Millis>> {
@@ -44,6 +50,8 @@ impl Coordination for PgCoordination {
         pace: Pace,
     ) -> StoreResult<Result<(), Millis>> {
         let full = Bucket::full(pace, now);
+        // On the pool that does not wait for the disk, the row is locked only for the round
+        // trips of this transaction, never through an fsync.
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO slack_pacing (channel, tokens, at, next_slot) VALUES ($1, $2, $3, $4) \

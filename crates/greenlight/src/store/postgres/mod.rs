@@ -36,7 +36,12 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 pub struct PostgresStore {
     pool: PgPool,
     coordination: Arc<PgCoordination>,
+    /// Decisions to announce to other replicas, sent after their commit (see `announce`).
+    decided: tokio::sync::mpsc::Sender<RequestId>,
 }
+
+/// Decided requests announced per NOTIFY (its payload holds at most 8000 bytes).
+const NOTIFY_BATCH: usize = 200;
 
 type Statement = QueryBuilder<Postgres>;
 
@@ -47,10 +52,16 @@ impl PostgresStore {
             .application_name("greenlight")
             .options([("statement_timeout", timeout_ms.as_str())]);
         let started = tokio::time::Instant::now();
-        let pool = loop {
-            let attempt = PgPoolOptions::new()
-                .max_connections(options.max_connections.max(2))
+        // A dead connection shows as an error on use (and the pool replaces it), so no ping
+        // before every statement: that would be a round trip per statement.
+        let pool_options = |n: u32| {
+            PgPoolOptions::new()
+                .max_connections(n)
                 .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false)
+        };
+        let pool = loop {
+            let attempt = pool_options(options.max_connections.max(2))
                 .connect_with(connect.clone())
                 .await;
             match attempt {
@@ -64,15 +75,46 @@ impl PostgresStore {
         };
         // Several replicas may start at once: the migrator takes an advisory lock.
         MIGRATOR.run(&pool).await?;
+        // What replicas tell each other (leases, pacing, pauses, wake-ups) need not wait for
+        // the disk: after a crash of the database it is worthless anyway, and it must never
+        // queue behind the durable writes.
+        let light = pool_options(4)
+            .connect_with(connect.options([("synchronous_commit", "off")]))
+            .await?;
+        let (decided, announcements) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(announce(light.clone(), announcements));
         Ok(Self {
-            coordination: Arc::new(PgCoordination::new(pool.clone())),
+            coordination: Arc::new(PgCoordination::new(light)),
             pool,
+            decided,
         })
     }
 
     /// The pool, for tools that work on the whole database (copy-db, tests).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// Sends the decisions of this replica to the others, many to a NOTIFY, on the connection
+/// pool that does not wait for the disk.
+async fn announce(pool: PgPool, mut decided: tokio::sync::mpsc::Receiver<RequestId>) {
+    let mut batch: Vec<RequestId> = Vec::with_capacity(NOTIFY_BATCH);
+    while decided.recv_many(&mut batch, NOTIFY_BATCH).await > 0 {
+        let payload = batch
+            .iter()
+            .map(RequestId::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        batch.clear();
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(DECIDED_CHANNEL)
+            .bind(&payload)
+            .execute(&pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot tell other replicas about decisions; their long-polls look again within 5 s");
+        }
     }
 }
 
@@ -298,13 +340,15 @@ impl Store for PostgresStore {
             .push(" RETURNING id)");
         push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
         qb.push(" SELECT count(*) FROM src");
-        if r.status.is_final() {
-            // Delivered at commit to every replica's listener, which wakes its long-polls.
-            qb.push(", LATERAL (SELECT pg_notify(")
-                .push_bind(DECIDED_CHANNEL)
-                .push(", src.id)) AS notified");
+        let saved = count_of(&mut qb, &self.pool).await? == 1;
+        if saved && r.status.is_final() {
+            // Told to other replicas after the commit, not in it: a NOTIFY in the deciding
+            // transaction would hold PostgreSQL's one notification lock through its fsync and
+            // so commit every decision one at a time. A notice lost here only delays a
+            // long-poll on another replica until its next look (every 5 s).
+            let _ = self.decided.try_send(r.id.clone());
         }
-        Ok(count_of(&mut qb, &self.pool).await? == 1)
+        Ok(saved)
     }
 
     async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()> {
@@ -319,11 +363,16 @@ impl Store for PostgresStore {
 
     async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "UPDATE requests SET timer_lease_until = $2 WHERE id IN (\
-                SELECT id FROM requests WHERE status = 'pending' \
-                AND (expires_at <= $1 OR remind_at <= $1) \
-                AND (timer_lease_until IS NULL OR timer_lease_until < $1) \
-                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+            // Each half reads its own partial index (expiry, reminders), so a tick costs what
+            // is due, not every pending request.
+            "WITH expiring AS (SELECT id FROM requests WHERE status = 'pending' \
+                 AND expires_at <= $1 AND (timer_lease_until IS NULL OR timer_lease_until < $1) \
+                 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED), \
+             reminding AS (SELECT id FROM requests WHERE status = 'pending' \
+                 AND remind_at <= $1 AND (timer_lease_until IS NULL OR timer_lease_until < $1) \
+                 ORDER BY remind_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE requests SET timer_lease_until = $2 \
+             WHERE id IN (SELECT id FROM expiring UNION SELECT id FROM reminding) \
              RETURNING id",
         )
         .bind(now)
@@ -635,6 +684,7 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.coordination.close().await;
     }
 
     fn coordination(&self) -> Arc<dyn Coordination> {
@@ -669,10 +719,14 @@ impl Store for PostgresStore {
                     n = listener.try_recv() => n,
                 };
                 match next {
-                    Ok(Some(n)) => match n.payload().parse() {
-                        Ok(id) => feed(Some(id)),
-                        Err(_) => tracing::warn!(payload = n.payload(), "odd decision notice"),
-                    },
+                    Ok(Some(n)) => {
+                        for id in n.payload().split(',') {
+                            match id.parse() {
+                                Ok(id) => feed(Some(id)),
+                                Err(_) => tracing::warn!(payload = id, "odd decision notice"),
+                            }
+                        }
+                    }
                     // The connection was lost; the next call reconnects and listens again.
                     Ok(None) => {
                         tracing::warn!("lost the decision listener's connection; reconnecting");
