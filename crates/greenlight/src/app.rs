@@ -14,8 +14,8 @@ use crate::config::{Config, ConfigError};
 use crate::delivery::Worker;
 use crate::domain::Clock;
 use crate::http::{self, AppState};
-use crate::interactions;
 use crate::service::Service;
+use crate::service::interactions;
 use crate::slack::SlackApi;
 use crate::slack::socket_mode::{Handler, SocketMode};
 use crate::store::{self, StoreError};
@@ -180,10 +180,14 @@ impl Application {
         // Deliveries get most of the time; the rest is for sockets and the database.
         let grace = self.shutdown_timeout.mul_f64(0.8);
         let worker = tokio::spawn(self.worker.clone().run(shutdown.clone(), grace));
-        let scheduler =
-            tokio::spawn(crate::scheduler::Scheduler::new(service.clone()).run(shutdown.clone()));
+        let scheduler = tokio::spawn(
+            crate::service::scheduler::Scheduler::new(service.clone()).run(shutdown.clone()),
+        );
         let store = service.store().clone();
-        let chainer = tokio::spawn(crate::audit::keep_chaining(store.clone(), shutdown.clone()));
+        let chainer = tokio::spawn(crate::service::audit::keep_chaining(
+            store.clone(),
+            shutdown.clone(),
+        ));
         let follower = {
             let (store, service, stop) = (store.clone(), service.clone(), shutdown.clone());
             let feed: store::DecisionFeed =

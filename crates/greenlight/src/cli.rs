@@ -329,7 +329,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Migrate => {
             with_store(async |config, store| {
                 // Entries written before the chain existed get their places now.
-                match crate::audit::chain_all(store).await {
+                match crate::service::audit::chain_all(store).await {
                     Ok(0) => {}
                     Ok(n) => eprintln!("chained {n} audit entries"),
                     Err(e) => return fail(e),
@@ -366,7 +366,7 @@ async fn run(command: Command) -> ExitCode {
 
 async fn audit_verify(store: &dyn store::Store) -> ExitCode {
     let now = jiff::Timestamp::now().as_millisecond();
-    match crate::audit::verify(store, now).await {
+    match crate::service::audit::verify(store, now).await {
         Err(e) => fail(e),
         Ok(Ok(intact)) => {
             let head = intact
@@ -396,8 +396,8 @@ async fn audit_export(store: &dyn store::Store, after: i64) -> ExitCode {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let written = crate::audit::export(store, after, |entry| {
-        writeln!(out, "{}", crate::audit::export_line(entry))
+    let written = crate::service::audit::export(store, after, |entry| {
+        writeln!(out, "{}", crate::service::audit::export_line(entry))
     })
     .await;
     let flushed = out.flush();

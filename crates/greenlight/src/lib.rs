@@ -3,24 +3,15 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dev;
-pub mod directory;
 pub mod domain;
-pub mod hooks;
 pub mod http;
-pub mod interactions;
-pub mod outbound;
-pub mod rules;
-pub mod scheduler;
 pub mod service;
 pub mod slack;
 pub mod store;
-pub mod waiters;
-pub mod webhook;
 
 /// rustls needs a process-wide crypto provider; greenlight uses ring everywhere.
 pub fn install_crypto_provider() {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::delivery::hooks::ActionHook;
 use crate::domain::{Approver, ChannelRef, DurationSpec, OnExpiry, Policy, Verdict, WorkflowName};
-use crate::hooks::ActionHook;
-use crate::rules::Rule;
+use crate::service::rules::Rule;
 
 mod problems;
 
@@ -627,11 +627,11 @@ impl Config {
             None => Origin::File(&delivery_keys, "webhook_secret"),
         };
         if let Some(s) = &delivery.webhook_secret
-            && crate::webhook::WebhookSecret::parse(s.expose()).is_err()
+            && crate::delivery::webhook::WebhookSecret::parse(s.expose()).is_err()
         {
             check.push(
                 secret_origin,
-                format!("webhook secret: {}", crate::webhook::BadSecret),
+                format!("webhook secret: {}", crate::delivery::webhook::BadSecret),
             );
         }
         for (key, message) in delivery_problems(&delivery) {

@@ -147,12 +147,14 @@ pub async fn create(
         && !state.service.allow_private_targets()
     {
         let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
-        crate::outbound::check_url(&parsed).await.map_err(|e| {
-            ApiError::bad_request(
-                "callback_url_not_allowed",
-                format!("callback_url is not allowed: {e}"),
-            )
-        })?;
+        crate::delivery::outbound::check_url(&parsed)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "callback_url_not_allowed",
+                    format!("callback_url is not allowed: {e}"),
+                )
+            })?;
     }
     let (request, created) = state.service.create(input, key).await?;
     let status = if created {
@@ -168,7 +170,7 @@ fn shown(request: &crate::domain::Request, key: &crate::store::ApiKey) -> crate:
     if request.created_by.as_ref() == Some(&key.id) {
         request.clone()
     } else {
-        crate::webhook::redacted(request)
+        crate::delivery::webhook::redacted(request)
     }
 }
 

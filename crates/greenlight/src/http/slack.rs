@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::interactions::{self, InteractionError};
+use crate::service::interactions::{self, InteractionError};
 use crate::slack::interaction::{Inbound, decode};
 use crate::slack::signature::{self, Signed};
 

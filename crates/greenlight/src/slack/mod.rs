@@ -2,6 +2,7 @@
 //! API client. The domain never sees a Slack type.
 
 mod client;
+pub mod directory;
 pub mod interaction;
 pub mod render;
 pub mod signature;

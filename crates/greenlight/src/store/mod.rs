@@ -175,7 +175,7 @@ pub enum Effect {
     /// secret from the environment is ever written down.
     ActionHook {
         request_id: RequestId,
-        hook: crate::hooks::ActionHook,
+        hook: crate::delivery::hooks::ActionHook,
     },
     /// A note to the operators' channel about a delivery that failed for good.
     SlackAlert {

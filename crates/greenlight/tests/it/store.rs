@@ -521,7 +521,7 @@ async fn slack_refs_and_action_results_are_kept(db: TestDb) {
     let store = open(&db).await;
     let now = now_ms();
     let r = request(20);
-    let hook: greenlight::hooks::ActionHook =
+    let hook: greenlight::delivery::hooks::ActionHook =
         toml::from_str("name = \"Deploy\"\nurl = \"https://ci.example.com/\"").unwrap();
     let effects = [Effect::ActionHook {
         request_id: r.id.clone(),
@@ -724,7 +724,9 @@ async fn chained_log(db: &TestDb, n: usize) -> Arc<dyn Store> {
             .unwrap();
     }
     assert_eq!(
-        greenlight::audit::chain_all(store.as_ref()).await.unwrap(),
+        greenlight::service::audit::chain_all(store.as_ref())
+            .await
+            .unwrap(),
         n as u64
     );
     store
@@ -732,8 +734,8 @@ async fn chained_log(db: &TestDb, n: usize) -> Arc<dyn Store> {
 
 async fn verdict(
     store: &dyn Store,
-) -> Result<greenlight::audit::Intact, greenlight::audit::Broken> {
-    greenlight::audit::verify(store, now_ms() + 120_000)
+) -> Result<greenlight::service::audit::Intact, greenlight::service::audit::Broken> {
+    greenlight::service::audit::verify(store, now_ms() + 120_000)
         .await
         .unwrap()
         .map_err(|(broken, _)| broken)
@@ -773,7 +775,7 @@ async fn the_audit_chain_names_the_first_tampered_entry(db: TestDb) {
     .await;
     assert_eq!(
         verdict(store.as_ref()).await,
-        Err(greenlight::audit::Broken::Edited { id: third, seq: 3 })
+        Err(greenlight::service::audit::Broken::Edited { id: third, seq: 3 })
     );
 }
 
@@ -799,7 +801,7 @@ async fn a_deleted_or_reordered_audit_entry_is_found(db: TestDb) {
     .await;
     assert_eq!(
         verdict(store.as_ref()).await,
-        Err(greenlight::audit::Broken::Edited { id: fourth, seq: 2 }),
+        Err(greenlight::service::audit::Broken::Edited { id: fourth, seq: 2 }),
         "the entry now at position 2 is not the one hashed there"
     );
     // Deleted outright.
@@ -820,7 +822,7 @@ async fn a_deleted_or_reordered_audit_entry_is_found(db: TestDb) {
     .await;
     assert_eq!(
         verdict(store.as_ref()).await,
-        Err(greenlight::audit::Broken::Deleted { id: third, seq: 3 })
+        Err(greenlight::service::audit::Broken::Deleted { id: third, seq: 3 })
     );
     // An entry and its place both removed leave a gap.
     tamper(
@@ -831,7 +833,7 @@ async fn a_deleted_or_reordered_audit_entry_is_found(db: TestDb) {
     .await;
     assert_eq!(
         verdict(store.as_ref()).await,
-        Err(greenlight::audit::Broken::Gap { seq: 3 })
+        Err(greenlight::service::audit::Broken::Gap { seq: 3 })
     );
 }
 
@@ -844,11 +846,14 @@ async fn an_inserted_audit_entry_is_found(db: TestDb) {
         "INSERT INTO audit (at, request_id, event, actor, data) VALUES ({long_ago}, NULL, 'request.approved', 'mallory', '{{}}')"
     );
     tamper(&db, &insert, &insert).await;
-    let found = greenlight::audit::verify(store.as_ref(), now_ms())
+    let found = greenlight::service::audit::verify(store.as_ref(), now_ms())
         .await
         .unwrap();
     assert!(
-        matches!(found, Err((greenlight::audit::Broken::Inserted { .. }, _))),
+        matches!(
+            found,
+            Err((greenlight::service::audit::Broken::Inserted { .. }, _))
+        ),
         "{found:?}"
     );
 }

@@ -3,6 +3,12 @@
 //! conflicting concurrent write makes the loser reload and decide again, so a request is
 //! decided exactly once whatever the number of clicks.
 
+pub mod audit;
+pub mod interactions;
+pub mod rules;
+pub mod scheduler;
+pub mod waiters;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,18 +16,18 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::config::Workflow;
-use crate::directory::{self, Directory, LookupError};
 use crate::domain::{
     Approver, ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Params, Policy, Request,
     RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
     WorkflowName,
 };
-use crate::rules::{self, RuleInput};
+use crate::service::waiters::Waiters;
+use crate::slack::directory::{self, Directory, LookupError};
 use crate::slack::{SlackApi, render};
 use crate::store::{
     ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Scope, Store, StoreError,
 };
-use crate::waiters::Waiters;
+use rules::RuleInput;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -707,8 +713,8 @@ impl Service {
     /// the workflow's action hooks.
     fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
         let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
-        let body = crate::webhook::payload(event.as_str(), request, self.now());
-        let webhook_id = crate::webhook::new_message_id();
+        let body = crate::delivery::webhook::payload(event.as_str(), request, self.now());
+        let webhook_id = crate::delivery::webhook::new_message_id();
         let callback = request.callback_url.iter().map(|u| (u, true));
         let configured = workflow
             .into_iter()
