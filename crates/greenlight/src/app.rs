@@ -66,6 +66,7 @@ pub struct Application {
     socket_connections: u32,
     shutdown_timeout: Duration,
     serve_limits: http::serve::ServeLimits,
+    permissions: crate::mcp::PermissionSettings,
 }
 
 /// A name for this process on the leases it takes: unique per start, readable in the database.
@@ -125,6 +126,15 @@ impl Application {
                 signing_secret: config.slack.signing_secret.clone(),
                 metrics: metrics_handle(),
                 request_timeout: config.limits.request_timeout.as_duration(),
+                mcp_timeout: config.mcp.permission_timeout.as_duration() + Duration::from_secs(60),
+            },
+            permissions: crate::mcp::PermissionSettings {
+                workflow: config
+                    .mcp
+                    .permission_workflow
+                    .as_ref()
+                    .map(|w| w.to_string()),
+                timeout: config.mcp.permission_timeout.as_duration(),
             },
             worker,
             slack,
@@ -201,7 +211,8 @@ impl Application {
                 service.stop_waiting();
             });
         }
-        let app = http::router(self.state);
+        let mcp = crate::mcp::mcp_service(service.clone(), self.permissions, shutdown.clone());
+        let app = http::router(self.state, mcp);
         let serve = http::serve::serve(self.listener, app, self.serve_limits, shutdown.clone());
         let timeout = self.shutdown_timeout;
         tokio::select! {

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod dev;
 pub mod domain;
 pub mod http;
+pub mod mcp;
 pub mod service;
 pub mod slack;
 pub mod store;

@@ -58,6 +58,26 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub alerts: AlertsConfig,
     pub limits: LimitsConfig,
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: what AI agents get over MCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// The workflow `permission_prompt` asks in (default: the default workflow).
+    pub permission_workflow: Option<WorkflowName>,
+    /// How long `permission_prompt` waits for a person before it answers deny.
+    pub permission_timeout: DurationSpec,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            permission_workflow: None,
+            permission_timeout: "10m".parse().unwrap_or_else(|_| unreachable!()),
+        }
+    }
 }
 
 /// `[limits]`: what no caller may exceed, so that nobody can flood, starve or stall the
@@ -354,6 +374,8 @@ struct FileConfig {
     alerts: AlertsConfig,
     #[serde(default)]
     limits: LimitsConfig,
+    #[serde(default)]
+    mcp: McpConfig,
     #[serde(default, rename = "workflow")]
     workflows: Vec<Workflow>,
 }
@@ -698,6 +720,18 @@ impl Config {
                 }
             }
         }
+        if let Some(name) = &file.mcp.permission_workflow
+            && !file.workflows.iter().any(|w| &w.name == name)
+        {
+            let mcp_keys = problems::key_offsets(root.and_then(|r| r.get_ref().get("mcp")));
+            check.push(
+                Origin::File(&mcp_keys, "permission_workflow"),
+                format!(
+                    "[mcp] permission_workflow {:?} is not a configured workflow",
+                    name.as_str()
+                ),
+            );
+        }
         let mut workflows = file.workflows;
         for w in &mut workflows {
             w.rules = compile_rules(w.name.as_str(), &w.rule_specs, &mut check);
@@ -721,6 +755,7 @@ impl Config {
             delivery,
             alerts: file.alerts,
             limits: file.limits,
+            mcp: file.mcp,
         })
     }
 

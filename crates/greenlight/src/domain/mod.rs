@@ -17,7 +17,7 @@ pub use ids::{
 pub use pacing::{Bucket, Pace};
 pub use request::{
     Decision, DecisionKind, NewRequest, OnExpiry, Params, Policy, Request, SlackRef, Standing,
-    Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
+    Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,
 };
 
 /// Unix time in milliseconds; the one time type the domain stores.

@@ -104,6 +104,10 @@ impl DecisionKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub by: String,
+    /// The person's Slack handle when the vote came from a click ("alice"), for messages
+    /// that name them without a lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub kind: DecisionKind,
     pub verdict: Verdict,
     pub reason: Option<String>,
@@ -139,6 +143,9 @@ pub struct Request {
     /// The caller's own JSON object (an agent's run id, a pipeline's build), kept with the
     /// request and handed back; never shown in Slack.
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The agent's tool call this request asks about, if it is one (MCP's permission prompt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<ToolCall>,
     /// The API key that asked: only it (or an admin key) may cancel, and only it sees the
     /// full `callback_url`.
     #[serde(skip)]
@@ -151,6 +158,13 @@ pub struct Request {
     /// Bumped on every state change; stores use it for compare-and-set.
     #[serde(skip)]
     pub version: i64,
+}
+
+/// A tool an AI agent wants to run, and with what input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub name: String,
+    pub input: serde_json::Value,
 }
 
 /// What a machine asked for, already validated and resolved against its workflow.
@@ -171,6 +185,8 @@ pub struct NewRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Vote {
     pub by: String,
+    /// The voter's handle, when known (a Slack click carries it).
+    pub name: Option<String>,
     pub kind: DecisionKind,
     pub verdict: Verdict,
     pub reason: Option<String>,
@@ -264,6 +280,7 @@ impl Request {
             slack: None,
             callback_url: new.callback_url,
             metadata: None,
+            tool_call: None,
             created_by: None,
             reminders: 0,
             remind_at: new.remind_at,
@@ -332,6 +349,7 @@ impl Request {
         let reason = vote.reason.clone();
         self.decisions.push(Decision {
             by: vote.by,
+            name: vote.name,
             kind: vote.kind,
             verdict,
             reason: vote.reason,
@@ -369,6 +387,7 @@ impl Request {
         self.ensure_pending()?;
         self.decisions.push(Decision {
             by: rule.to_owned(),
+            name: None,
             kind: DecisionKind::Policy,
             verdict,
             reason: Some(summary.clone()),
@@ -404,6 +423,7 @@ impl Request {
             Some(verdict) => {
                 self.decisions.push(Decision {
                     by: TIMEOUT_ACTOR.to_owned(),
+                    name: None,
                     kind: DecisionKind::Timeout,
                     verdict,
                     reason: None,
@@ -506,6 +526,7 @@ mod tests {
     fn vote(by: &str, verdict: Verdict) -> Vote {
         Vote {
             by: by.into(),
+            name: None,
             kind: DecisionKind::User,
             verdict,
             reason: None,

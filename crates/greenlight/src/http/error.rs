@@ -65,6 +65,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::service::intake::Invalid> for ApiError {
+    fn from(e: crate::service::intake::Invalid) -> Self {
+        ApiError::bad_request(e.code, e.message)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::internal(&e)
@@ -74,46 +80,32 @@ impl From<StoreError> for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         let msg = e.to_string();
-        match e {
-            ServiceError::Store(e) => e.into(),
-            ServiceError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
-            ServiceError::UnknownWorkflow(_) => ApiError::bad_request("unknown_workflow", msg),
-            ServiceError::WorkflowRequired(_) => ApiError::bad_request("workflow_required", msg),
-            ServiceError::IdempotencyKeyReused => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                msg,
-            ),
-            ServiceError::Rejected(VoteRejected::NotPending { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "not_pending", msg)
-            }
-            ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => {
-                ApiError::new(StatusCode::CONFLICT, "already_voted", msg)
-            }
-            ServiceError::Rejected(VoteRejected::NotAnApprover { .. }) => {
-                ApiError::new(StatusCode::FORBIDDEN, "not_an_approver", msg)
-            }
-            ServiceError::Rejected(VoteRejected::SelfApproval) => {
-                ApiError::new(StatusCode::FORBIDDEN, "self_approval", msg)
-            }
-            ServiceError::ChannelOverrideNotAllowed(_) => {
-                ApiError::bad_request("channel_override_not_allowed", msg)
-            }
+        let code = e.code();
+        let status = match &e {
+            ServiceError::Store(_) => return ApiError::internal(&e),
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::Rejected(VoteRejected::NotPending { .. })
+            | ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => StatusCode::CONFLICT,
+            ServiceError::Rejected(_) | ServiceError::NotYourRequest(_) => StatusCode::FORBIDDEN,
             ServiceError::Lookup(e) => {
                 tracing::warn!(error = %e, "Slack lookup failed");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "slack_unavailable", msg)
+                StatusCode::SERVICE_UNAVAILABLE
             }
-            ServiceError::NotYourRequest(_) => {
-                ApiError::new(StatusCode::FORBIDDEN, "not_request_owner", msg)
+            ServiceError::RateLimited { .. } | ServiceError::TooManyWaiters(_) => {
+                StatusCode::TOO_MANY_REQUESTS
             }
+            ServiceError::UnknownWorkflow(_)
+            | ServiceError::WorkflowRequired(_)
+            | ServiceError::ChannelOverrideNotAllowed(_) => StatusCode::BAD_REQUEST,
+        };
+        let error = ApiError::new(status, code, msg);
+        match e {
             ServiceError::RateLimited {
                 retry_after_secs, ..
-            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
-                .with_retry_after(retry_after_secs),
-            ServiceError::TooManyWaiters(_) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_waiters", msg)
-                    .with_retry_after(1)
-            }
+            } => error.with_retry_after(retry_after_secs),
+            ServiceError::TooManyWaiters(_) => error.with_retry_after(1),
+            _ => error,
         }
     }
 }

@@ -30,9 +30,21 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Longest answer to anything but a long-poll (`[limits] request_timeout`).
     pub request_timeout: std::time::Duration,
+    /// Longest MCP call: a permission prompt waits up to `[mcp] permission_timeout`.
+    pub mcp_timeout: std::time::Duration,
 }
 
-pub fn router(state: AppState) -> Router {
+/// Every route, in one place. `mcp` is the MCP endpoint's service (streamable HTTP), mounted
+/// at `/mcp` behind the same API keys as everything else.
+pub fn router<M>(state: AppState, mcp: M) -> Router
+where
+    M: tower::Service<Request, Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    M::Response: IntoResponse + 'static,
+    M::Future: Send + 'static,
+{
+    let mcp = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), mcp_auth));
     Router::new()
         .route("/v1/requests", post(requests::create).get(requests::list))
         .route("/v1/requests/{id}", get(requests::get))
@@ -44,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(mcp)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
@@ -71,6 +84,24 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
+/// Refuses an MCP call without a valid API key (401, before any MCP message is read) and
+/// hands the key to the tools through the request's extensions.
+async fn mcp_auth(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = req.into_parts();
+    match auth::Caller::from_request_parts(&mut parts, &state).await {
+        Ok(auth::Caller(key)) => {
+            parts.extensions.insert(key);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// How long past its `wait` a long-poll may take (reading and answering around the wait).
 const LONG_POLL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -82,9 +113,13 @@ async fn time_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let limit = long_poll_wait(req.uri())
-        .map(|w| std::time::Duration::from_secs(w.min(MAX_WAIT_SECS)) + LONG_POLL_MARGIN)
-        .unwrap_or(state.request_timeout);
+    let limit = if req.uri().path() == "/mcp" {
+        state.mcp_timeout
+    } else {
+        long_poll_wait(req.uri())
+            .map(|w| std::time::Duration::from_secs(w.min(MAX_WAIT_SECS)) + LONG_POLL_MARGIN)
+            .unwrap_or(state.request_timeout)
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {

@@ -12,83 +12,23 @@ use serde::Deserialize;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::domain::{DecisionKind, DurationSpec, Params, RequestId, Status, Verdict, Vote};
+use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote};
+use crate::service::intake::CreateBody;
 use crate::service::{CreateInput, VoteResult};
 use crate::store::{ListFilter, Scope};
 
-const MAX_TITLE: usize = 200;
-const MAX_DETAILS: usize = 10_000;
-const MAX_PARAMS: usize = 50;
-const MAX_PARAMS_BYTES: usize = 16 * 1024;
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Longest single long-poll; clients loop for longer waits (the CLI does).
 pub const MAX_WAIT_SECS: u64 = 120;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    workflow: Option<String>,
-    title: Option<String>,
-    details: Option<String>,
-    params: Option<Params>,
-    requester: Option<String>,
-    callback_url: Option<String>,
-    expires_in: Option<DurationSpec>,
-    idempotency_key: Option<String>,
-    channel: Option<String>,
-    metadata: Option<serde_json::Value>,
-}
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message)
 }
 
 fn non_empty(field: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
-    match value {
-        None => Ok(None),
-        Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) if v.chars().count() > max => {
-            Err(invalid(format!("{field} is longer than {max} characters")))
-        }
-        Some(v) => Ok(Some(v)),
-    }
+    crate::service::intake::non_empty(field, value, max).map_err(ApiError::from)
 }
 
 fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, ApiError> {
-    let workflow =
-        body.workflow
-            .map(|w| w.parse())
-            .transpose()
-            .map_err(|e: crate::domain::IdError| {
-                ApiError::bad_request("unknown_workflow", e.to_string())
-            })?;
-    let title =
-        non_empty("title", body.title, MAX_TITLE)?.ok_or_else(|| invalid("title is required"))?;
-    let details = non_empty("details", body.details, MAX_DETAILS)?;
-    let requester = non_empty("requester", body.requester, 200)?;
-    let params = body.params.unwrap_or_default();
-    if params.len() > MAX_PARAMS {
-        return Err(invalid(format!("params has more than {MAX_PARAMS} keys")));
-    }
-    if serde_json::to_vec(&params).map_or(0, |v| v.len()) > MAX_PARAMS_BYTES {
-        return Err(invalid(format!(
-            "params is larger than {MAX_PARAMS_BYTES} bytes"
-        )));
-    }
-    if let Some(k) = params.keys().find(|k| k.is_empty() || k.len() > 100) {
-        return Err(invalid(format!(
-            "param name {k:?} must be 1-100 characters"
-        )));
-    }
-    let callback_url = non_empty("callback_url", body.callback_url, 2000)?;
-    if let Some(url) = &callback_url {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| invalid(format!("callback_url is not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid("callback_url must be http or https"));
-        }
-    }
     let header_key = match headers.get("idempotency-key") {
         Some(v) => Some(
             v.to_str()
@@ -97,42 +37,7 @@ fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, Ap
         ),
         None => None,
     };
-    let idempotency_key = match (header_key, body.idempotency_key) {
-        (Some(h), Some(b)) if h != b => {
-            return Err(invalid(
-                "Idempotency-Key header and idempotency_key field disagree",
-            ));
-        }
-        (h, b) => non_empty("idempotency key", h.or(b), MAX_IDEMPOTENCY_KEY)?,
-    };
-    let channel = non_empty("channel", body.channel, 100)?
-        .map(|c| c.parse())
-        .transpose()
-        .map_err(|e: crate::domain::IdError| invalid(e.to_string()))?;
-    let metadata = match body.metadata {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Object(m)) => {
-            if serde_json::to_vec(&m).map_or(0, |v| v.len()) > MAX_METADATA_BYTES {
-                return Err(invalid(format!(
-                    "metadata is larger than {MAX_METADATA_BYTES} bytes"
-                )));
-            }
-            Some(m)
-        }
-        Some(_) => return Err(invalid("metadata must be a JSON object")),
-    };
-    Ok(CreateInput {
-        metadata,
-        channel,
-        workflow,
-        title,
-        details,
-        params,
-        requester,
-        callback_url,
-        expires_in: body.expires_in,
-        idempotency_key,
-    })
+    Ok(body.into_input(header_key)?)
 }
 
 pub async fn create(
@@ -165,14 +70,7 @@ pub async fn create(
     Ok((status, Json(full_view(&state, &request, key).await?)).into_response())
 }
 
-/// A request as `key` may see it: the full `callback_url` only for the key that made it.
-fn shown(request: &crate::domain::Request, key: &crate::store::ApiKey) -> crate::domain::Request {
-    if request.created_by.as_ref() == Some(&key.id) {
-        request.clone()
-    } else {
-        crate::delivery::webhook::redacted(request)
-    }
-}
+use crate::service::visible_to as shown;
 
 /// The request with its deliveries and action results, as GET shows it.
 async fn full_view(
@@ -327,6 +225,7 @@ pub async fn decide(
     let reason = non_empty("reason", body.reason, 1000)?;
     let vote = Vote {
         by: key.name.clone(),
+        name: None,
         kind: DecisionKind::Machine,
         verdict,
         reason,

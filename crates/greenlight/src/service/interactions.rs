@@ -52,6 +52,15 @@ pub enum InteractionError {
     Service(#[from] ServiceError),
 }
 
+/// The clicker's Slack handle, as the payload gives it.
+fn handle_of(i: &Interaction) -> Option<String> {
+    let user = i.user.as_ref()?;
+    user.username
+        .clone()
+        .or_else(|| user.name.clone())
+        .filter(|n| !n.is_empty() && n.len() <= 80)
+}
+
 pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
     // Before anything else: a click without a real user must not count as a vote.
     i.identity()?;
@@ -85,6 +94,7 @@ async fn click(service: &Service, i: &Interaction) -> Result<Handled, Interactio
     };
     let vote = Vote {
         by: user.to_owned(),
+        name: handle_of(i),
         kind: DecisionKind::User,
         verdict,
         reason: None,
@@ -166,6 +176,7 @@ async fn submission(service: &Service, i: &Interaction) -> Result<Handled, Inter
     let reason: String = reason.chars().take(1000).collect();
     let vote = Vote {
         by: user.to_owned(),
+        name: handle_of(i),
         kind: DecisionKind::User,
         verdict: Verdict::Deny,
         reason: Some(reason),

@@ -4,6 +4,7 @@
 //! decided exactly once whatever the number of clicks.
 
 pub mod audit;
+pub mod intake;
 pub mod interactions;
 pub mod rules;
 pub mod scheduler;
@@ -62,6 +63,37 @@ pub enum ServiceError {
     TooManyWaiters(usize),
 }
 
+impl ServiceError {
+    /// The stable, machine-readable code every adapter shows (HTTP, MCP).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Store(_) => "internal",
+            ServiceError::NotFound(_) => "not_found",
+            ServiceError::UnknownWorkflow(_) => "unknown_workflow",
+            ServiceError::WorkflowRequired(_) => "workflow_required",
+            ServiceError::IdempotencyKeyReused => "idempotency_key_reused",
+            ServiceError::Rejected(VoteRejected::NotPending { .. }) => "not_pending",
+            ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => "already_voted",
+            ServiceError::Rejected(VoteRejected::NotAnApprover { .. }) => "not_an_approver",
+            ServiceError::Rejected(VoteRejected::SelfApproval) => "self_approval",
+            ServiceError::ChannelOverrideNotAllowed(_) => "channel_override_not_allowed",
+            ServiceError::Lookup(_) => "slack_unavailable",
+            ServiceError::NotYourRequest(_) => "not_request_owner",
+            ServiceError::RateLimited { .. } => "rate_limited",
+            ServiceError::TooManyWaiters(_) => "too_many_waiters",
+        }
+    }
+}
+
+/// A request as `key` may see it: the full `callback_url` only for the key that made it.
+pub fn visible_to(request: &Request, key: &ApiKey) -> Request {
+    if request.created_by.as_ref() == Some(&key.id) {
+        request.clone()
+    } else {
+        crate::delivery::webhook::redacted(request)
+    }
+}
+
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
 /// A change to a request: its audit event name and what it sets off.
@@ -92,7 +124,7 @@ impl Event {
 }
 
 /// A validated request to create an approval.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CreateInput {
     pub workflow: Option<WorkflowName>,
     pub title: String,
@@ -106,6 +138,9 @@ pub struct CreateInput {
     /// The caller's own JSON object, kept and handed back, never shown in Slack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The agent tool call the request asks about (MCP's permission prompt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<crate::domain::ToolCall>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
 }
@@ -391,6 +426,7 @@ impl Service {
             now,
         );
         request.metadata = input.metadata;
+        request.tool_call = input.tool_call;
         request.created_by = Some(key.id.clone());
         let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),

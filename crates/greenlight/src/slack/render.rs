@@ -119,6 +119,51 @@ pub fn escape(text: &str) -> String {
     escape_within(text, usize::MAX)
 }
 
+/// Most characters of a tool's input shown in its code block (a section holds 3000).
+const MAX_CODE: usize = 2800;
+
+/// Text as a code block: shown exactly as typed, but for the entities Slack needs and a
+/// triple backtick broken so that it cannot end the block early. Cut at `max` characters;
+/// the second value says whether it was.
+pub fn code_block(text: &str, max: usize) -> (String, bool) {
+    let cleaned = clean(text);
+    let cut = cleaned.chars().count() > max;
+    let shown: String = cleaned.chars().take(max).collect();
+    let shown = shown
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace("```", "`\u{200B}``");
+    (
+        format!("```\n{shown}{}\n```", if cut { "\n…" } else { "" }),
+        cut,
+    )
+}
+
+/// What an agent asks to run: the tool's name and its input as a code block (cut to fit
+/// Slack; the API keeps it whole).
+fn tool_call_blocks(call: &crate::domain::ToolCall) -> Vec<SlackBlock> {
+    let input = serde_json::to_string_pretty(&call.input).unwrap_or_default();
+    let (code, cut) = code_block(&input, MAX_CODE);
+    let mut blocks: Vec<SlackBlock> = vec![
+        SlackSectionBlock::new()
+            .with_text(md(format!("*Tool* {}", escape_within(&call.name, 200))))
+            .into(),
+        SlackSectionBlock::new().with_text(md(code)).into(),
+    ];
+    if cut {
+        blocks.push(
+            SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+                SlackBlockMarkDownText::new(
+                    "The input is longer than Slack shows; the API has all of it.".into(),
+                ),
+            )])
+            .into(),
+        );
+    }
+    blocks
+}
+
 /// `escape`, cut to at most `max` characters (marking the cut) without splitting an escape.
 pub fn escape_within(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len() + 8);
@@ -351,6 +396,9 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
                 .with_text(md(escape_within(details, 3000)))
                 .into(),
         );
+    }
+    if let Some(call) = &r.tool_call {
+        blocks.extend(tool_call_blocks(call));
     }
     if !r.params.is_empty() {
         let mut fields: Vec<SlackBlockText> = r
@@ -663,6 +711,7 @@ mod tests {
         r.cast(
             Vote {
                 by: "U0BOB".into(),
+                name: None,
                 kind: DecisionKind::User,
                 verdict: Verdict::Deny,
                 reason: Some("not <now>".into()),

@@ -62,6 +62,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("remind_at", Int),
             ("change_token", Text),
             ("metadata", Text),
+            ("tool_call", Text),
         ],
     ),
     (

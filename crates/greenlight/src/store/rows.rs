@@ -16,7 +16,7 @@ pub const RECENT_ATTEMPTS: usize = 5;
 /// The columns of `RequestRow`, in order.
 pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
      decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
-     slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata";
+     slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata, tool_call";
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -54,6 +54,7 @@ pub struct RequestRow {
     pub remind_at: Option<i64>,
     pub api_key_id: Option<String>,
     pub metadata: Option<String>,
+    pub tool_call: Option<String>,
 }
 
 impl TryFrom<RequestRow> for Request {
@@ -85,6 +86,10 @@ impl TryFrom<RequestRow> for Request {
             metadata: row
                 .metadata
                 .map(|m| serde_json::from_str(&m).map_err(|e| corrupt("metadata", &e)))
+                .transpose()?,
+            tool_call: row
+                .tool_call
+                .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("tool call", &e)))
                 .transpose()?,
             created_by: row
                 .api_key_id

@@ -107,16 +107,8 @@ async fn migrate_chains_a_log_written_before_the_chain_existed() {
     };
     for n in 0..3 {
         let input = greenlight::service::CreateInput {
-            workflow: None,
             title: format!("Old #{n}"),
-            details: None,
-            params: Default::default(),
-            requester: None,
-            callback_url: None,
-            expires_in: None,
-            channel: None,
-            metadata: None,
-            idempotency_key: None,
+            ..Default::default()
         };
         service.create(input, &key).await.unwrap();
     }

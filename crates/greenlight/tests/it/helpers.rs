@@ -191,6 +191,7 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
         delivery: Default::default(),
         alerts: Default::default(),
         limits: Default::default(),
+        mcp: Default::default(),
     }
 }
 

@@ -80,16 +80,9 @@ fn service(store: Arc<dyn Store>) -> Service {
 
 fn input(title: &str, idempotency_key: Option<&str>) -> CreateInput {
     CreateInput {
-        workflow: None,
         title: title.into(),
-        details: None,
-        params: Params::new(),
-        requester: None,
-        callback_url: None,
-        expires_in: None,
-        channel: None,
-        metadata: None,
         idempotency_key: idempotency_key.map(str::to_owned),
+        ..Default::default()
     }
 }
 
@@ -219,6 +212,7 @@ async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
         async move {
             let vote = Vote {
                 by: format!("U0VOTER{i:02}"),
+                name: None,
                 kind: DecisionKind::User,
                 verdict: if i % 2 == 0 {
                     Verdict::Approve

@@ -176,7 +176,7 @@ async fn create_in(
         "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
          decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
          callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-         reminders, remind_at, metadata) ",
+         reminders, remind_at, metadata, tool_call) ",
     );
     qb.push_values([r], |mut row, r| {
         row.push_bind(r.id.to_string())
@@ -209,6 +209,11 @@ async fn create_in(
                 r.metadata
                     .as_ref()
                     .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+            )
+            .push_bind(
+                r.tool_call
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).unwrap_or_default()),
             );
     });
     push_audit_and_effects(&mut qb, now, audit, effects, &no_guard)?;

@@ -1,0 +1,179 @@
+//! What a caller asks for, checked once at the edge, whichever way it came in (the HTTP API,
+//! MCP): lengths, counts and shapes, so that nothing invalid reaches the use cases.
+
+use serde::{Deserialize, Serialize};
+
+use super::CreateInput;
+use crate::domain::{DurationSpec, IdError, Params, ToolCall};
+
+pub const MAX_TITLE: usize = 200;
+pub const MAX_DETAILS: usize = 10_000;
+pub const MAX_PARAMS: usize = 50;
+pub const MAX_PARAMS_BYTES: usize = 16 * 1024;
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub const MAX_TOOL_INPUT_BYTES: usize = 64 * 1024;
+
+/// A refused input: a stable code and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid {
+        code: "invalid_request",
+        message: message.into(),
+    }
+}
+
+/// `value` trimmed to absent when blank, refused when longer than `max` characters.
+pub fn non_empty(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, Invalid> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) if v.chars().count() > max => {
+            Err(invalid(format!("{field} is longer than {max} characters")))
+        }
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+/// The metadata object a caller keeps with its request (at most 16 KB).
+pub fn metadata(
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, Invalid> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(m)) => {
+            if serde_json::to_vec(&m).map_or(0, |v| v.len()) > MAX_METADATA_BYTES {
+                return Err(invalid(format!(
+                    "metadata is larger than {MAX_METADATA_BYTES} bytes"
+                )));
+            }
+            Ok(Some(m))
+        }
+        Some(_) => Err(invalid("metadata must be a JSON object")),
+    }
+}
+
+/// The body of a create, as the API documents it.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Params>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<DurationSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// An agent's tool call the request asks about: shown in Slack as a code block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<ToolCall>,
+}
+
+/// A tool call as a person will read it: a name of 1-200 characters, an input of at most
+/// 64 KB (Slack shows its start; the API keeps it whole).
+fn tool_call(call: Option<ToolCall>) -> Result<Option<ToolCall>, Invalid> {
+    let Some(call) = call else {
+        return Ok(None);
+    };
+    let name = call.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(invalid("tool_call.name must be 1-200 characters"));
+    }
+    if serde_json::to_vec(&call.input).map_or(0, |v| v.len()) > MAX_TOOL_INPUT_BYTES {
+        return Err(invalid(format!(
+            "tool_call.input is larger than {MAX_TOOL_INPUT_BYTES} bytes"
+        )));
+    }
+    Ok(Some(ToolCall {
+        name: name.to_owned(),
+        input: call.input,
+    }))
+}
+
+impl CreateBody {
+    /// Checks the body; `header_key` is an `Idempotency-Key` given beside it.
+    pub fn into_input(self, header_key: Option<String>) -> Result<CreateInput, Invalid> {
+        let workflow = self
+            .workflow
+            .map(|w| w.parse())
+            .transpose()
+            .map_err(|e: IdError| Invalid {
+                code: "unknown_workflow",
+                message: e.to_string(),
+            })?;
+        let title = non_empty("title", self.title, MAX_TITLE)?
+            .ok_or_else(|| invalid("title is required"))?;
+        let details = non_empty("details", self.details, MAX_DETAILS)?;
+        let requester = non_empty("requester", self.requester, 200)?;
+        let params = self.params.unwrap_or_default();
+        if params.len() > MAX_PARAMS {
+            return Err(invalid(format!("params has more than {MAX_PARAMS} keys")));
+        }
+        if serde_json::to_vec(&params).map_or(0, |v| v.len()) > MAX_PARAMS_BYTES {
+            return Err(invalid(format!(
+                "params is larger than {MAX_PARAMS_BYTES} bytes"
+            )));
+        }
+        if let Some(k) = params.keys().find(|k| k.is_empty() || k.len() > 100) {
+            return Err(invalid(format!(
+                "param name {k:?} must be 1-100 characters"
+            )));
+        }
+        let callback_url = non_empty("callback_url", self.callback_url, 2000)?;
+        if let Some(url) = &callback_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| invalid(format!("callback_url is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid("callback_url must be http or https"));
+            }
+        }
+        let idempotency_key = match (header_key, self.idempotency_key) {
+            (Some(h), Some(b)) if h != b => {
+                return Err(invalid(
+                    "Idempotency-Key header and idempotency_key field disagree",
+                ));
+            }
+            (h, b) => non_empty("idempotency key", h.or(b), MAX_IDEMPOTENCY_KEY)?,
+        };
+        let channel = non_empty("channel", self.channel, 100)?
+            .map(|c| c.parse())
+            .transpose()
+            .map_err(|e: IdError| invalid(e.to_string()))?;
+        Ok(CreateInput {
+            metadata: metadata(self.metadata)?,
+            channel,
+            workflow,
+            title,
+            details,
+            params,
+            requester,
+            callback_url,
+            expires_in: self.expires_in,
+            idempotency_key,
+            tool_call: tool_call(self.tool_call)?,
+        })
+    }
+}
