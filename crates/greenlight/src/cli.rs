@@ -130,6 +130,17 @@ enum Command {
     /// Print the `whsec_...` secret that signs callbacks, for receivers to verify them.
     #[command(after_help = DATABASE_ENV)]
     WebhookSecret,
+    /// An MCP server over stdio for AI agents (Claude Code, ...), a client of the greenlight
+    /// server at GREENLIGHT_URL: run it next to the agent.
+    #[command(after_help = MCP_AFTER)]
+    Mcp {
+        /// The workflow permission_prompt asks in [default: the server's default workflow].
+        #[arg(long, env = "GREENLIGHT_MCP_PERMISSION_WORKFLOW")]
+        permission_workflow: Option<String>,
+        /// How long permission_prompt waits for a person before it answers deny.
+        #[arg(long, default_value = "10m", env = "GREENLIGHT_MCP_PERMISSION_TIMEOUT")]
+        permission_timeout: DurationSpec,
+    },
     /// Copy every table of one database into another, empty one (SQLite to PostgreSQL when
     /// you start running replicas); prints the row counts of both.
     #[command(after_help = COPY_DB_AFTER)]
@@ -142,6 +153,19 @@ enum Command {
         to: String,
     },
 }
+
+const MCP_AFTER: &str = "\
+Speaks MCP on stdin/stdout (logs go to stderr). Tools: request_approval, get_approval,
+cancel_approval, list_pending_approvals, permission_prompt.
+
+Environment:
+  GREENLIGHT_URL    the greenlight server [default: http://127.0.0.1:8080]
+  GREENLIGHT_TOKEN  an API key with the request and read scopes (required)
+
+Example (Claude Code):
+  claude mcp add greenlight --env GREENLIGHT_URL=https://greenlight.example.com \\
+    --env GREENLIGHT_TOKEN=gl_... -- greenlight mcp
+  claude -p --permission-prompt-tool mcp__greenlight__permission_prompt \"...\"";
 
 const COPY_DB_AFTER: &str = "\
 Stop the server first (or copy from a backup): rows written during the copy are not copied.
@@ -295,8 +319,9 @@ pub fn main() -> ExitCode {
 
 fn init_tracing(server: bool) {
     let default = if server { "info" } else { "warn" };
+    // rmcp logs every MCP call at info; its warnings are what an operator needs.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},rmcp=warn")));
     // Colour only for a person at a terminal: a file or a pipe gets plain text.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
@@ -361,6 +386,10 @@ async fn run(command: Command) -> ExitCode {
         Command::Backup { path } => with_store(async |_, store| backup(store, &path).await).await,
         Command::WebhookSecret => with_store(webhook_secret).await,
         Command::CopyDb { from, to } => copy_db(&from, &to).await,
+        Command::Mcp {
+            permission_workflow,
+            permission_timeout,
+        } => mcp_stdio(permission_workflow, permission_timeout).await,
     }
 }
 
@@ -422,6 +451,40 @@ async fn backup(store: &dyn store::Store, path: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// `greenlight mcp`: the tools over stdio, calling the server's API.
+async fn mcp_stdio(workflow: Option<String>, timeout: DurationSpec) -> ExitCode {
+    use rmcp::ServiceExt;
+    let base = std::env::var("GREENLIGHT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let Some(token) = std::env::var("GREENLIGHT_TOKEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        eprintln!(
+            "error: GREENLIGHT_TOKEN is not set (create one with `greenlight keys create --scopes request,read`)"
+        );
+        return ExitCode::from(exit::USAGE);
+    };
+    let settings = crate::mcp::PermissionSettings {
+        workflow,
+        timeout: timeout.as_duration(),
+    };
+    let backend = match crate::mcp::OverApi::new(&base, &token, settings) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot build the HTTP client: {e}")),
+    };
+    let server = crate::mcp::GreenlightMcp::new(std::sync::Arc::new(backend));
+    match server.serve(rmcp::transport::stdio()).await {
+        Ok(running) => match running.waiting().await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("the MCP session failed: {e}")),
+        },
+        Err(e) => fail(format!("cannot start the MCP session: {e}")),
     }
 }
 

@@ -51,6 +51,15 @@ impl Backends for InServer {
     fn permissions(&self) -> PermissionSettings {
         self.permissions.clone()
     }
+
+    /// Over stateless HTTP there is no handshake to read a name from: the API key's name says
+    /// who is asking.
+    fn agent_name(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        ctx.extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<ApiKey>())
+            .map(|key| key.name.clone())
+    }
 }
 
 /// The MCP endpoint as a service to mount in the HTTP router (which authenticates first).

@@ -75,6 +75,8 @@ pub struct PermissionSettings {
 pub trait Backends: Send + Sync + 'static {
     fn for_call(&self, ctx: &RequestContext<RoleServer>) -> ToolResult<Box<dyn Approvals>>;
     fn permissions(&self) -> PermissionSettings;
+    /// Who is asking, for "requested by" when the call does not say.
+    fn agent_name(&self, ctx: &RequestContext<RoleServer>) -> Option<String>;
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -173,8 +175,8 @@ fn failed(f: &ToolFailure) -> CallToolResult {
     CallToolResult::structured_error(json!({"error": {"code": f.code, "message": f.message}}))
 }
 
-/// The agent's name, from the client's MCP handshake, for "requested by".
-fn agent_name(ctx: &RequestContext<RoleServer>) -> Option<String> {
+/// The agent's name, from the client's MCP handshake (over stdio, where there is one).
+pub fn client_name(ctx: &RequestContext<RoleServer>) -> Option<String> {
     ctx.peer
         .peer_info()
         .map(|info| info.client_info.name.clone())
@@ -250,7 +252,7 @@ impl GreenlightMcp {
             title: Some(args.title),
             details: args.details,
             params: args.params.map(|p| p.into_iter().collect()),
-            requester: args.requester.or_else(|| agent_name(&ctx)),
+            requester: args.requester.or_else(|| self.backends.agent_name(&ctx)),
             expires_in,
             idempotency_key: args.idempotency_key,
             metadata: args.metadata.map(Value::Object),
@@ -342,19 +344,20 @@ impl GreenlightMcp {
         if let Some(id) = &args.tool_use_id {
             metadata.insert("tool_use_id".into(), Value::String(id.clone()));
         }
+        let agent = self.backends.agent_name(&ctx);
         let body = CreateBody {
             workflow: settings.workflow.clone(),
             title: Some(
                 format!(
                     "Allow {} to run {}",
-                    agent_name(&ctx).as_deref().unwrap_or("an agent"),
+                    agent.as_deref().unwrap_or("an agent"),
                     args.tool_name
                 )
                 .chars()
                 .take(200)
                 .collect(),
             ),
-            requester: agent_name(&ctx),
+            requester: agent,
             expires_in: DurationSpec::from_secs(timeout.as_secs().max(1)).ok(),
             // A retried prompt for the same tool use finds the same request.
             idempotency_key: args

@@ -75,6 +75,10 @@ impl Backends for OverApi {
     fn permissions(&self) -> PermissionSettings {
         self.permissions.clone()
     }
+
+    fn agent_name(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        super::client_name(ctx)
+    }
 }
 
 #[async_trait]
