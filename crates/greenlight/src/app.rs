@@ -103,6 +103,14 @@ impl Application {
                 config.limits.requests_per_minute_per_key,
                 config.limits.max_waiters,
             )
+            .with_alerts(
+                config.alert_rules.clone(),
+                config
+                    .alerts
+                    .channel
+                    .as_ref()
+                    .map(|c| c.as_str().to_owned()),
+            )
             .with_slack(slack.clone()),
         );
         let secret = crate::delivery::webhook_secret(config, store.as_ref()).await?;
@@ -198,6 +206,10 @@ impl Application {
             store.clone(),
             shutdown.clone(),
         ));
+        let alerts = tokio::spawn(crate::service::alerts::keep_checking(
+            service.clone(),
+            shutdown.clone(),
+        ));
         let follower = {
             let (store, service, stop) = (store.clone(), service.clone(), shutdown.clone());
             let feed: store::DecisionFeed =
@@ -229,6 +241,7 @@ impl Application {
         let _ = scheduler.await;
         let _ = follower.await;
         let _ = chainer.await;
+        let _ = alerts.await;
         store.close().await;
         Ok(())
     }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::delivery::hooks::ActionHook;
-use crate::domain::{Approver, ChannelRef, DurationSpec, OnExpiry, Policy, Verdict, WorkflowName};
+use crate::domain::{
+    Approver, ChannelRef, DurationSpec, Notify, OnExpiry, Policy, Verdict, WorkflowName,
+};
 use crate::service::rules::Rule;
 
 mod problems;
@@ -59,6 +61,114 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub limits: LimitsConfig,
     pub mcp: McpConfig,
+    /// Where people reach the API (`public_url`, `GREENLIGHT_PUBLIC_URL`): digests link each
+    /// request to `{public_url}/v1/requests/{id}`.
+    pub public_url: Option<String>,
+    /// The `[[alert]]` tables: anomalies announced in `[alerts] channel`.
+    pub alert_rules: Vec<Alert>,
+}
+
+/// What an `[[alert]]` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Requests one rule decided (`rule`).
+    AutoDecisions,
+    /// Requests of a workflow that were denied, by anyone (`workflow`).
+    Denials,
+    /// Requests of a workflow created (`workflow`), in all or per requester.
+    Requests,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::AutoDecisions => "auto_decisions",
+            AlertKind::Denials => "denials",
+            AlertKind::Requests => "requests",
+        }
+    }
+}
+
+/// One `[[alert]]`: fires when more than `above` happened `within` the window, then stays
+/// quiet for a window from when it fired.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    pub name: String,
+    pub kind: AlertKind,
+    pub above: u32,
+    pub within: DurationSpec,
+    pub rule: Option<String>,
+    pub workflow: Option<WorkflowName>,
+    /// `kind = "requests"`: count each requester apart (one requester flooding).
+    #[serde(default)]
+    pub per_requester: bool,
+}
+
+impl Alert {
+    /// What is wrong with it, each with its key, given the workflows it may name.
+    fn problems(&self, workflows: &[Workflow]) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name = &self.name;
+        if name.trim().is_empty() {
+            out.push(("name", "an [[alert]] has an empty name".to_owned()));
+        }
+        let kind = self.kind.as_str();
+        match (self.kind, &self.rule, &self.workflow) {
+            (AlertKind::AutoDecisions, None, _) => out.push((
+                "kind",
+                format!("alert {name:?}: kind = \"auto_decisions\" needs rule = \"...\" (the rule whose decisions it counts)"),
+            )),
+            (AlertKind::AutoDecisions, Some(rule), _) => {
+                if !workflows.iter().any(|w| w.rule_specs.iter().any(|r| &r.name == rule)) {
+                    out.push((
+                        "rule",
+                        format!("alert {name:?}: no workflow has a rule {rule:?}"),
+                    ));
+                }
+            }
+            (AlertKind::Denials | AlertKind::Requests, _, None) => out.push((
+                "kind",
+                format!("alert {name:?}: kind = \"{kind}\" needs workflow = \"...\""),
+            )),
+            (AlertKind::Denials | AlertKind::Requests, _, Some(w)) => {
+                if !workflows.iter().any(|x| &x.name == w) {
+                    out.push((
+                        "workflow",
+                        format!("alert {name:?}: workflow {:?} is not configured", w.as_str()),
+                    ));
+                }
+            }
+        }
+        if self.kind != AlertKind::AutoDecisions && self.rule.is_some() {
+            out.push((
+                "rule",
+                format!("alert {name:?}: rule applies to kind = \"auto_decisions\" only"),
+            ));
+        }
+        if self.kind == AlertKind::AutoDecisions && self.workflow.is_some() {
+            out.push((
+                "workflow",
+                format!(
+                    "alert {name:?}: kind = \"auto_decisions\" counts by rule; leave out workflow"
+                ),
+            ));
+        }
+        if self.per_requester && self.kind != AlertKind::Requests {
+            out.push((
+                "per_requester",
+                format!("alert {name:?}: per_requester applies to kind = \"requests\" only"),
+            ));
+        }
+        if self.within.as_millis() < 10_000 {
+            out.push((
+                "within",
+                format!("alert {name:?}: within must be at least 10s"),
+            ));
+        }
+        out
+    }
 }
 
 /// `[mcp]`: what AI agents get over MCP.
@@ -257,10 +367,24 @@ pub struct Workflow {
     pub on_approve: Vec<ActionHook>,
     #[serde(default)]
     pub on_deny: Vec<ActionHook>,
+    /// How Slack hears of this workflow's auto-decisions; a rule's own `notify` wins.
+    #[serde(default)]
+    pub notify: Notify,
+    /// How long one digest message stands for (`notify = "digest"`).
+    #[serde(default = "default_digest_interval")]
+    pub digest_interval: DurationSpec,
 }
 
 fn one() -> u32 {
     1
+}
+
+pub const DEFAULT_DIGEST_INTERVAL: &str = "5m";
+
+fn default_digest_interval() -> DurationSpec {
+    DEFAULT_DIGEST_INTERVAL
+        .parse()
+        .unwrap_or_else(|_| unreachable!())
 }
 
 /// A `[[workflow.rule]]` as written; `Workflow::rules` holds it compiled.
@@ -271,6 +395,8 @@ pub struct RuleSpec {
     /// CEL over `params`, `requester`, `workflow`, `title` and `now`.
     pub when: toml::Spanned<String>,
     pub decision: Verdict,
+    /// How Slack hears of this rule's decisions (default: the workflow's `notify`).
+    pub notify: Option<Notify>,
 }
 
 impl Workflow {
@@ -294,7 +420,18 @@ impl Workflow {
             webhooks: Vec::new(),
             on_approve: Vec::new(),
             on_deny: Vec::new(),
+            notify: Notify::default(),
+            digest_interval: default_digest_interval(),
         }
+    }
+
+    /// How Slack hears of a decision by the rule `rule`.
+    pub fn notify_for(&self, rule: &str) -> Notify {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.notify)
+            .unwrap_or(self.notify)
     }
 
     pub fn policy(&self) -> Policy {
@@ -337,6 +474,13 @@ impl Workflow {
                 ),
             ));
         }
+        let interval = self.digest_interval.as_millis();
+        if !(10_000..=86_400_000).contains(&interval) {
+            out.push((
+                "digest_interval",
+                format!("workflow {name:?}: digest_interval must be between 10s and 24h"),
+            ));
+        }
         if self.escalate_to.is_some() && self.remind_after.is_none() {
             out.push((
                 "escalate_to",
@@ -376,8 +520,11 @@ struct FileConfig {
     limits: LimitsConfig,
     #[serde(default)]
     mcp: McpConfig,
+    public_url: Option<String>,
     #[serde(default, rename = "workflow")]
     workflows: Vec<Workflow>,
+    #[serde(default, rename = "alert")]
+    alert_rules: Vec<Alert>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -732,9 +879,66 @@ impl Config {
                 ),
             );
         }
+        let (public_url, origin) = setting(
+            &env,
+            "GREENLIGHT_PUBLIC_URL",
+            file.public_url,
+            &top,
+            "public_url",
+        );
+        if let Some(url) = &public_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                check.push(
+                    origin,
+                    format!("public_url {url:?} is not an http(s) URL (e.g. https://greenlight.example.com)"),
+                );
+            }
+        }
+        let mut alert_names = HashSet::new();
+        for (i, alert) in file.alert_rules.iter().enumerate() {
+            let keys = problems::key_offsets(problems::element(root, "alert", i));
+            if !alert.name.trim().is_empty() && !alert_names.insert(alert.name.as_str()) {
+                check.push(
+                    Origin::File(&keys, "name"),
+                    format!("alert {:?} is defined twice", alert.name),
+                );
+            }
+            for (key, message) in alert.problems(&file.workflows) {
+                check.push(Origin::File(&keys, key), message);
+            }
+        }
+        if !file.alert_rules.is_empty() && file.alerts.channel.is_none() {
+            let keys = problems::key_offsets(problems::element(root, "alert", 0));
+            check.push(
+                Origin::File(&keys, "name"),
+                "[[alert]] needs somewhere to post: set [alerts] channel = \"#ops\"".to_owned(),
+            );
+        }
         let mut workflows = file.workflows;
         for w in &mut workflows {
             w.rules = compile_rules(w.name.as_str(), &w.rule_specs, &mut check);
+        }
+        let names: HashSet<String> = workflows.iter().map(|w| w.name.to_string()).collect();
+        for (i, w) in workflows.iter().enumerate() {
+            let item = problems::element(root, "workflow", i);
+            for (j, rule) in w.rules.iter().enumerate() {
+                for unknown in rule
+                    .history_workflows
+                    .iter()
+                    .filter(|n| !names.contains(*n))
+                {
+                    let rule_keys = problems::key_offsets(problems::element(item, "rule", j));
+                    check.push(
+                        Origin::File(&rule_keys, "when"),
+                        format!(
+                            "workflow {:?}, rule {:?}: no workflow {unknown:?} to look back at (history functions name a configured workflow)",
+                            w.name.as_str(),
+                            rule.name
+                        ),
+                    );
+                }
+            }
         }
         if !check.problems.is_empty() {
             problems::sort(&mut check.problems);
@@ -756,6 +960,8 @@ impl Config {
             alerts: file.alerts,
             limits: file.limits,
             mcp: file.mcp,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            alert_rules: file.alert_rules,
         })
     }
 
@@ -872,7 +1078,7 @@ fn compile_rules(workflow: &str, specs: &[RuleSpec], check: &mut Checker<'_>) ->
     let mut compiled = Vec::new();
     for spec in specs {
         match Rule::compile(&spec.name, spec.when.get_ref(), spec.decision) {
-            Ok(rule) => compiled.push(rule),
+            Ok(rule) => compiled.push(rule.with_notify(spec.notify)),
             Err(found) => {
                 let start = check
                     .source
@@ -968,6 +1174,110 @@ mod tests {
             err.contains("defined twice") && err.contains("HOST:PORT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn notify_digests_and_alerts_load_and_are_checked() {
+        let c = load(
+            r##"
+public_url = "https://greenlight.example.com/"
+[alerts]
+channel = "#ops"
+
+[[workflow]]
+name = "payments"
+channel = "#payments"
+notify = "digest"
+digest_interval = "10m"
+
+[[workflow.rule]]
+name = "small"
+when = "params.amount < 500"
+decision = "approve"
+
+[[workflow.rule]]
+name = "tiny"
+when = "params.amount < 5"
+decision = "approve"
+notify = "silent"
+
+[[alert]]
+name = "runaway"
+kind = "auto_decisions"
+rule = "small"
+above = 1000
+within = "10m"
+
+[[alert]]
+name = "one-bot"
+kind = "requests"
+workflow = "payments"
+per_requester = true
+above = 100
+within = "1m"
+"##,
+            &[],
+        )
+        .unwrap();
+        let w = c.workflow("payments").unwrap();
+        assert_eq!(w.digest_interval.as_millis(), 600_000);
+        assert_eq!(w.notify_for("small"), Notify::Digest);
+        assert_eq!(w.notify_for("tiny"), Notify::Silent);
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://greenlight.example.com")
+        );
+        assert_eq!(c.alert_rules.len(), 2);
+        assert_eq!(c.alert_rules[1].kind, AlertKind::Requests);
+        let d = load("[[workflow]]\nname = \"d\"\nchannel = \"#d\"\n", &[]).unwrap();
+        assert_eq!(d.workflows[0].notify, Notify::Message);
+        assert_eq!(d.workflows[0].digest_interval.as_millis(), 300_000);
+
+        let err = load(
+            r##"
+public_url = "ftp://x"
+[[workflow]]
+name = "payments"
+channel = "#payments"
+notify = "loud"
+digest_interval = "1s"
+
+[[workflow.rule]]
+name = "promoted"
+when = "approved_in('stagin', 'version', params.version)"
+decision = "approve"
+
+[[alert]]
+name = "a"
+kind = "auto_decisions"
+above = 1
+within = "1m"
+
+[[alert]]
+name = "a"
+kind = "denials"
+workflow = "nope"
+per_requester = true
+above = 1
+within = "1s"
+"##,
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "public_url \"ftp://x\" is not an http(s) URL",
+            "unknown variant `loud`",
+            "no workflow \"stagin\" to look back at",
+            "needs rule = ",
+            "alert \"a\" is defined twice",
+            "workflow \"nope\" is not configured",
+            "per_requester applies to kind = \"requests\" only",
+            "within must be at least 10s",
+            "[[alert]] needs somewhere to post",
+        ] {
+            assert!(err.contains(want), "{want}:\n{err}");
+        }
     }
 
     #[test]
@@ -1155,8 +1465,9 @@ expires_in = "soon"
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(c.workflow_problem().is_none());
         let deploy = c.workflow("deploy").unwrap();
-        assert_eq!(deploy.rules.len(), 1);
+        assert_eq!(deploy.rules.len(), 2);
         assert_eq!(deploy.on_approve.len(), 1);
+        assert_eq!(c.alert_rules.len(), 2);
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::delivery::outbound::{Outbound, OutgoingRequest};
 use crate::domain::{Clock, Millis, Pace, RequestId};
 use crate::slack::{SlackApi, SlackCallError, Tag, render};
 use crate::store::{
-    ActionResult, Coordination, Effect, Job, JobReport, JobResult, JobState, Lane, NewAudit, Store,
-    StoreError,
+    ActionResult, Coordination, DigestWindow, Effect, Job, JobReport, JobResult, JobState, Lane,
+    NewAudit, Store, StoreError,
 };
 use webhook::WebhookSecret;
 
@@ -41,6 +41,8 @@ pub struct Settings {
     pub max_age_ms: Millis,
     /// How long a claimed job (and a message being posted or updated) is a worker's alone.
     pub lease_ms: Millis,
+    /// Where people reach the API (`public_url`), for links from digests to requests.
+    pub public_url: Option<String>,
     /// Requester callbacks in flight at once, in all and to one host.
     pub callback_concurrency: usize,
     pub callback_host_concurrency: usize,
@@ -62,6 +64,7 @@ impl Settings {
             max_attempts: d.max_attempts,
             max_age_ms: d.max_age.as_millis(),
             lease_ms: d.lease.as_millis(),
+            public_url: config.public_url.clone(),
             callback_concurrency: d.callback_concurrency as usize,
             callback_host_concurrency: d.callback_host_concurrency as usize,
             backoff_base_ms: d.backoff_base.as_millis(),
@@ -439,7 +442,7 @@ impl Worker {
 
     fn method(effect: &Effect) -> &'static str {
         match effect {
-            Effect::SlackUpdate { .. } => "chat.update",
+            Effect::SlackUpdate { .. } | Effect::SlackDigest { .. } => "chat.update",
             Effect::SlackEphemeral { .. } => "chat.postEphemeral",
             _ => "chat.postMessage",
         }
@@ -471,18 +474,19 @@ impl Worker {
         }
         let message = match &job.effect {
             Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
-                Some(request_id)
+                Some(request_id.to_string())
             }
+            Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
             _ => None,
         };
         // One task at a time posts or updates a message, across replicas: so an older
         // rendering can never land after a newer one.
         let lease_owner = format!("{}:{}", self.owner, job.id);
-        if let Some(request_id) = message {
+        if let Some(message) = &message {
             let until = now + self.settings.lease_ms;
             match self
                 .shared
-                .lease_message(request_id, &lease_owner, until, now)
+                .lease_message(message, &lease_owner, until, now)
                 .await
             {
                 Ok(true) => {}
@@ -496,10 +500,10 @@ impl Worker {
             }
         }
         let outcome = self.slack_call(job, method, now).await;
-        if let Some(request_id) = message
-            && let Err(e) = self.shared.release_message(request_id, &lease_owner).await
+        if let Some(message) = &message
+            && let Err(e) = self.shared.release_message(message, &lease_owner).await
         {
-            tracing::warn!(error = %e, request = %request_id, "cannot release a message lease; it will run out");
+            tracing::warn!(error = %e, message, "cannot release a message lease; it will run out");
         }
         outcome
     }
@@ -532,6 +536,7 @@ impl Worker {
                     .await
                     .map(|_| Step::Sent),
             },
+            Effect::SlackDigest { key, channel } => self.digest(job, key, channel, now).await,
             Effect::Webhook { .. } | Effect::ActionHook { .. } => {
                 return Outcome::dead("not a Slack job");
             }
@@ -607,7 +612,9 @@ impl Worker {
         let tag = post_tag(id);
         // Claimed before: that worker may have posted and died before saving the ts.
         if job.claims > 1
-            && let Some((channel, ts)) = self.earlier_copy(&request, &tag, job.created_at).await?
+            && let Some((channel, ts)) = self
+                .earlier_copy(request.channel.as_str(), &tag, job.created_at)
+                .await?
         {
             tracing::info!(request = %id, ts, "adopted the message an interrupted attempt posted");
             self.save_message(id, &channel, &ts).await?;
@@ -638,6 +645,84 @@ impl Worker {
         Ok(Step::Sent)
     }
 
+    /// Posts the digest `key`, or updates it in place, rendered from its requests now. Like a
+    /// request's message, an interrupted post is found again by its metadata.
+    async fn digest(
+        &self,
+        job: &Job,
+        key: &str,
+        target: &str,
+        now: Millis,
+    ) -> Result<Step, SlackCallError> {
+        let transient = |e: StoreError| SlackCallError::Transient(e.to_string());
+        let Some(window) = DigestWindow::parse(key) else {
+            return Err(SlackCallError::Permanent(format!(
+                "{key:?} is not a digest key"
+            )));
+        };
+        let summary = self.store.digest_summary(key).await.map_err(transient)?;
+        let (text, blocks) = render::digest(&window, &summary, self.settings.public_url.as_deref());
+        let posted = self.store.digest_message(key).await.map_err(transient)?;
+        match posted {
+            Some(at) => {
+                self.slack
+                    .update_message(&at.channel, &at.ts, text, blocks)
+                    .await?;
+            }
+            None => {
+                let tag = Tag {
+                    event_type: "greenlight_digest",
+                    key: "digest_key",
+                    value: key.to_owned(),
+                };
+                let earlier = if job.claims > 1 {
+                    self.earlier_copy(target, &tag, job.created_at).await?
+                } else {
+                    None
+                };
+                if let Some((channel, ts)) = earlier {
+                    tracing::info!(
+                        digest = key,
+                        ts,
+                        "adopted the digest an interrupted attempt posted"
+                    );
+                    self.store
+                        .set_digest_message(&window, &channel, &ts)
+                        .await
+                        .map_err(transient)?;
+                    self.slack
+                        .update_message(&channel, &ts, text, blocks)
+                        .await?;
+                } else {
+                    if let Err(at) = self.take_token(target, now).await? {
+                        return Ok(Step::Wait(
+                            at,
+                            "paced: one message a second per channel".into(),
+                        ));
+                    }
+                    let (channel, ts) = self
+                        .slack
+                        .post_tagged(target, text, blocks, Some(&tag))
+                        .await?;
+                    self.store
+                        .set_digest_message(&window, &channel, &ts)
+                        .await
+                        .map_err(transient)?;
+                }
+            }
+        }
+        // A decision that committed while this rendering was under way may have collapsed
+        // into this job: render again rather than leave the message behind.
+        let after = self.store.digest_summary(key).await.map_err(transient)?;
+        if after.total != summary.total {
+            return Ok(Step::Wait(
+                self.now() + crate::store::DIGEST_UPDATE_DELAY_MS,
+                "more auto-decisions arrived while the digest was sent".into(),
+            ));
+        }
+        Ok(Step::Sent)
+    }
+
     async fn save_message(
         &self,
         id: &RequestId,
@@ -656,11 +741,10 @@ impl Worker {
     /// ahead, as before: maybe a second copy, never a lost message.
     async fn earlier_copy(
         &self,
-        request: &crate::domain::Request,
+        target: &str,
         tag: &Tag,
         since: Millis,
     ) -> Result<Option<(String, String)>, SlackCallError> {
-        let target = request.channel.as_str();
         let cached = self
             .channel_ids
             .lock()

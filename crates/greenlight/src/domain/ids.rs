@@ -11,7 +11,7 @@ pub struct IdError {
     expected: &'static str,
 }
 
-fn id_error(kind: &'static str, value: &str, expected: &'static str) -> IdError {
+pub(super) fn id_error(kind: &'static str, value: &str, expected: &'static str) -> IdError {
     let mut value = value.to_owned();
     value.truncate(80);
     IdError {
@@ -57,6 +57,16 @@ string_id!(
 impl RequestId {
     pub fn generate() -> Self {
         Self(format!("req_{}", ulid::Ulid::new()))
+    }
+
+    /// A new id whose time part is `ms` (the service's clock), so that ids sort by creation
+    /// time as that clock saw it, and history windows can be read by id.
+    pub fn generate_at(ms: i64) -> Self {
+        let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+        Self(format!(
+            "req_{}",
+            ulid::Ulid::from_parts(ms, rand::random::<u128>())
+        ))
     }
 }
 

@@ -7,6 +7,7 @@ mod duration;
 mod ids;
 mod pacing;
 mod request;
+mod signal;
 
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
@@ -16,9 +17,10 @@ pub use ids::{
 };
 pub use pacing::{Bucket, Pace};
 pub use request::{
-    Decision, DecisionKind, NewRequest, OnExpiry, Params, Policy, Request, SlackRef, Standing,
-    Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,
+    Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Policy, Request, SlackRef,
+    Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,
 };
+pub use signal::{Signal, SignalName};
 
 /// Unix time in milliseconds; the one time type the domain stores.
 pub type Millis = i64;

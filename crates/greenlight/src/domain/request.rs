@@ -150,6 +150,9 @@ pub struct Request {
     /// full `callback_url`.
     #[serde(skip)]
     pub created_by: Option<ApiKeyId>,
+    /// The digest message that tells of this auto-decision, instead of a message of its own.
+    #[serde(skip)]
+    pub digest_key: Option<String>,
     /// Reminders posted so far, and when the next one is due (none when the workflow sends none).
     #[serde(skip)]
     pub reminders: u32,
@@ -234,6 +237,29 @@ pub enum OnExpiry {
     Deny,
 }
 
+/// How Slack hears of an auto-decision (a rule's, or its workflow's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Notify {
+    /// A message of its own, as for a request people decide.
+    #[default]
+    Message,
+    /// A line in the channel's digest: one message per `digest_interval`, updated in place.
+    Digest,
+    /// No Slack message; still audited, in the API and in callbacks.
+    Silent,
+}
+
+impl Notify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notify::Message => "message",
+            Notify::Digest => "digest",
+            Notify::Silent => "silent",
+        }
+    }
+}
+
 /// Who is named as the decider when the clock decides.
 pub const TIMEOUT_ACTOR: &str = "timeout";
 
@@ -282,6 +308,7 @@ impl Request {
             metadata: None,
             tool_call: None,
             created_by: None,
+            digest_key: None,
             reminders: 0,
             remind_at: new.remind_at,
             version: 0,

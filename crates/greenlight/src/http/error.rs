@@ -83,7 +83,7 @@ impl From<ServiceError> for ApiError {
         let code = e.code();
         let status = match &e {
             ServiceError::Store(_) => return ApiError::internal(&e),
-            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::NotFound(_) | ServiceError::NoSuchSignal(_) => StatusCode::NOT_FOUND,
             ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::Rejected(VoteRejected::NotPending { .. })
             | ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => StatusCode::CONFLICT,

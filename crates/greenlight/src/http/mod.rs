@@ -5,6 +5,7 @@ pub mod error;
 mod ops;
 mod requests;
 pub mod serve;
+mod signals;
 mod slack;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ where
         .route("/v1/requests/{id}", get(requests::get))
         .route("/v1/requests/{id}/cancel", post(requests::cancel))
         .route("/v1/requests/{id}/decisions", post(requests::decide))
+        .route("/v1/signals", post(signals::set).get(signals::list))
+        .route("/v1/signals/{*name}", get(signals::get))
         .route("/v1/audit", get(ops::audit))
         .route("/slack/interactions", post(slack::receive))
         .route("/slack/events", post(slack::receive))

@@ -3,30 +3,32 @@
 //! conflicting concurrent write makes the loser reload and decide again, so a request is
 //! decided exactly once whatever the number of clicks.
 
+pub mod alerts;
 pub mod audit;
 pub mod intake;
 pub mod interactions;
 pub mod rules;
 pub mod scheduler;
+pub mod signals;
 pub mod waiters;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::sync::Notify as Wake;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Approver, ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Params, Policy, Request,
-    RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
+    Approver, ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Notify, Params, Policy,
+    Request, RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
     WorkflowName,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::directory::{self, Directory, LookupError};
 use crate::slack::{SlackApi, render};
 use crate::store::{
-    ApiKey, CreateOutcome, Effect, Idempotency, NewAudit, Scope, Store, StoreError,
+    ApiKey, CreateOutcome, DigestWindow, Effect, Idempotency, NewAudit, Scope, Store, StoreError,
 };
 use rules::RuleInput;
 
@@ -36,6 +38,8 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("no request {0}")]
     NotFound(String),
+    #[error("no signal {0}: it was never set")]
+    NoSuchSignal(String),
     #[error("unknown workflow {0:?}")]
     UnknownWorkflow(String),
     #[error("several workflows are configured ({0}): say which one with \"workflow\"")]
@@ -68,7 +72,7 @@ impl ServiceError {
     pub fn code(&self) -> &'static str {
         match self {
             ServiceError::Store(_) => "internal",
-            ServiceError::NotFound(_) => "not_found",
+            ServiceError::NotFound(_) | ServiceError::NoSuchSignal(_) => "not_found",
             ServiceError::UnknownWorkflow(_) => "unknown_workflow",
             ServiceError::WorkflowRequired(_) => "workflow_required",
             ServiceError::IdempotencyKeyReused => "idempotency_key_reused",
@@ -150,7 +154,7 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     workflows: Vec<Workflow>,
     waiters: Waiters,
-    outbox: Arc<Notify>,
+    outbox: Arc<Wake>,
     allow_private_targets: bool,
     /// Slack, for what cannot wait for the outbox (opening a modal) and for lookups.
     slack: Option<SlackApi>,
@@ -158,6 +162,9 @@ pub struct Service {
     /// Cancelled when the server stops: long-polls answer at once with what they have.
     stopping: tokio_util::sync::CancellationToken,
     limits: Limits,
+    /// `[[alert]]`, and `[alerts] channel` where they are posted.
+    alert_rules: Vec<crate::config::Alert>,
+    alerts_channel: Option<String>,
 }
 
 /// Per-key pace of creates, and the long-polls allowed at once.
@@ -203,7 +210,7 @@ impl Service {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         workflows: Vec<Workflow>,
-        outbox: Arc<Notify>,
+        outbox: Arc<Wake>,
     ) -> Self {
         Self {
             store,
@@ -216,7 +223,20 @@ impl Service {
             directory: None,
             stopping: Default::default(),
             limits: Limits::new(600, 1000),
+            alert_rules: Vec::new(),
+            alerts_channel: None,
         }
+    }
+
+    /// The anomaly alerts to check, and the channel they fire into.
+    pub fn with_alerts(
+        mut self,
+        alerts: Vec<crate::config::Alert>,
+        channel: Option<String>,
+    ) -> Self {
+        self.alert_rules = alerts;
+        self.alerts_channel = channel;
+        self
     }
 
     /// Creates per API key per minute, and long-polls at once (`[limits]`).
@@ -400,18 +420,17 @@ impl Service {
         };
         let expires_at = input.expires_in.or(workflow.expires_in).and_then(after);
         let remind_at = workflow.remind_after.and_then(after);
-        let evaluation = rules::evaluate(
-            &workflow.rules,
-            &RuleInput {
-                params: &input.params,
-                requester: input.requester.as_deref(),
-                workflow: workflow.name.as_str(),
-                title: &input.title,
+        let evaluation = self
+            .evaluate_rules(
+                workflow,
+                &input.params,
+                input.requester.as_deref(),
+                &input.title,
                 now,
-            },
-        );
+            )
+            .await?;
         let mut request = Request::new(
-            RequestId::generate(),
+            RequestId::generate_at(now.as_millisecond()),
             NewRequest {
                 workflow: workflow.name.clone(),
                 title: input.title,
@@ -448,7 +467,9 @@ impl Service {
             });
         }
         let mut decided = None;
+        let mut notify = Notify::Message;
         if let Some(m) = &evaluation.decision {
+            notify = workflow.notify_for(&m.rule);
             let status = request.decide_by_rule(&m.rule, m.verdict, m.summary.clone(), now)?;
             audit.push(NewAudit {
                 request_id: Some(request.id.clone()),
@@ -459,11 +480,27 @@ impl Service {
                     "kind": DecisionKind::Policy,
                     "verdict": m.verdict,
                     "reason": m.summary,
+                    "notify": notify,
                 }),
             });
             decided = Some(status);
         }
         let mut effects = self.effects_for(&request, Event::Created);
+        if notify != Notify::Message {
+            effects.retain(|e| !matches!(e, Effect::SlackPost { .. }));
+        }
+        if notify == Notify::Digest {
+            let window = DigestWindow::at(
+                request.channel.as_str(),
+                now.as_millisecond(),
+                workflow.digest_interval.as_millis(),
+            );
+            effects.push(Effect::SlackDigest {
+                key: window.key.clone(),
+                channel: window.channel,
+            });
+            request.digest_key = Some(window.key);
+        }
         if let Some(status) = decided {
             // Callbacks and hooks hear of the decision too; the post already shows it.
             effects.extend(
@@ -521,6 +558,97 @@ impl Service {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Runs the workflow's rules over what a create asks, with the live signals (when a rule
+    /// reads them) and the history the rules ask about, in as many passes as that takes.
+    async fn evaluate_rules(
+        &self,
+        workflow: &Workflow,
+        params: &Params,
+        requester: Option<&str>,
+        title: &str,
+        now: jiff::Timestamp,
+    ) -> ServiceResult<rules::Evaluation> {
+        if workflow.rules.is_empty() {
+            return Ok(rules::Evaluation::default());
+        }
+        let signals: Vec<crate::domain::Signal> = if workflow.rules.iter().any(|r| r.reads_signals)
+        {
+            let mut all = self.store.signals().await?;
+            all.retain(|s| s.is_live(now));
+            all
+        } else {
+            Vec::new()
+        };
+        let mut history = rules::History::default();
+        let mut pass = 0;
+        loop {
+            pass += 1;
+            let mut evaluation = rules::evaluate(
+                &workflow.rules,
+                &RuleInput {
+                    params,
+                    requester,
+                    workflow: workflow.name.as_str(),
+                    title,
+                    now,
+                    signals: &signals,
+                    history: &history,
+                },
+            );
+            if evaluation.wanted.is_empty() {
+                return Ok(evaluation);
+            }
+            if pass >= rules::MAX_HISTORY_PASSES {
+                evaluation.failures.push(rules::RuleFailure {
+                    rule: "(history)".into(),
+                    error: format!(
+                        "the rules asked history {} rounds of questions without deciding; counted as no match",
+                        rules::MAX_HISTORY_PASSES
+                    ),
+                });
+                evaluation.wanted.clear();
+                return Ok(evaluation);
+            }
+            for call in std::mem::take(&mut evaluation.wanted) {
+                let answer = self.ask_history(&call, now).await?;
+                history.insert(call, answer);
+            }
+        }
+    }
+
+    /// One history question of a rule, answered by the store.
+    async fn ask_history(
+        &self,
+        call: &rules::HistoryCall,
+        now: jiff::Timestamp,
+    ) -> ServiceResult<rules::HistoryAnswer> {
+        use rules::{HistoryAnswer, HistoryCall};
+        let now = now.as_millisecond();
+        Ok(match call {
+            HistoryCall::ApprovedIn {
+                workflow,
+                param,
+                value,
+            } => HistoryAnswer::Bool(self.store.approved_with(workflow, param, value).await?),
+            HistoryCall::CountRequests {
+                workflow,
+                within_ms,
+            } => HistoryAnswer::Count(
+                self.store
+                    .count_created(workflow, now.saturating_sub(*within_ms))
+                    .await?,
+            ),
+            HistoryCall::CountDenials {
+                workflow,
+                within_ms,
+            } => HistoryAnswer::Count(
+                self.store
+                    .count_denied(workflow, now.saturating_sub(*within_ms))
+                    .await?,
+            ),
+        })
     }
 
     pub async fn get(&self, id: &RequestId) -> ServiceResult<Request> {

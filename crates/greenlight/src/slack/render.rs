@@ -495,6 +495,112 @@ pub fn notice(text: &str) -> Vec<SlackBlock> {
     ]
 }
 
+/// A digest: the auto-decisions of one channel and window in one message, updated in place
+/// while the window is open. Each recent request links to its API resource when `public_url`
+/// is set. Returns the notification text and the blocks.
+pub fn digest(
+    window: &crate::store::DigestWindow,
+    summary: &crate::store::DigestSummary,
+    public_url: Option<&str>,
+) -> (String, Vec<SlackBlock>) {
+    let count = |status: &str| -> i64 {
+        summary
+            .by_rule
+            .iter()
+            .filter(|(_, s, _)| s == status)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let (approved, denied) = (count("approved"), count("denied"));
+    let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    let (start, end) = (at(window.start), at(window.end));
+    let clock = |ts: Timestamp| {
+        format!(
+            "<!date^{}^{{time}}|{}>",
+            ts.as_second(),
+            ts.strftime("%H:%M UTC")
+        )
+    };
+    let s = if summary.total == 1 { "" } else { "s" };
+    let text = format!(
+        "{} auto-decision{s} ({approved} approved, {denied} denied) from {} to {}",
+        summary.total,
+        start.strftime("%H:%M"),
+        end.strftime("%H:%M UTC")
+    );
+    let mut head = format!(
+        ":robot_face: *{} auto-decision{s}* from {} to {}: {approved} approved, {denied} denied",
+        summary.total,
+        clock(start),
+        clock(end)
+    );
+    let rules: Vec<String> = summary
+        .by_rule
+        .iter()
+        .take(MAX_FIELDS)
+        .map(|(rule, status, n)| {
+            let rule = if rule.is_empty() { "?" } else { rule.as_str() };
+            format!("• rule *{}* {status} {n}", escape_within(rule, 80))
+        })
+        .collect();
+    if !rules.is_empty() {
+        head.push('\n');
+        head.push_str(&rules.join("\n"));
+    }
+    let mut blocks: Vec<SlackBlock> = vec![SlackSectionBlock::new().with_text(md(head)).into()];
+    let whom: Vec<String> = summary
+        .by_requester
+        .iter()
+        .map(|(requester, n)| {
+            let name = requester
+                .as_deref()
+                .map_or_else(|| "no requester".to_owned(), |r| who(&truncate(r, 80)));
+            format!("{name} ({n})")
+        })
+        .collect();
+    if !whom.is_empty() {
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(md(format!("*For:* {}", whom.join(", "))))
+                .into(),
+        );
+    }
+    let base = public_url.map(|u| u.trim_end_matches('/'));
+    let recent: Vec<String> = summary
+        .recent
+        .iter()
+        .map(|e| {
+            let title = escape_within(&e.title, 120);
+            let mark = match e.status.as_str() {
+                "approved" => ":white_check_mark:",
+                "denied" => ":no_entry:",
+                _ => ":grey_question:",
+            };
+            match base {
+                Some(base) => format!("{mark} <{base}/v1/requests/{}|{title}>", e.id),
+                None => format!("{mark} {title} (`{}`)", e.id),
+            }
+        })
+        .collect();
+    if !recent.is_empty() {
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(md(format!("*Latest:*\n{}", recent.join("\n"))))
+                .into(),
+        );
+    }
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(format!(
+                "Updated in place until {}. Every request is in the API: `GET /v1/requests/{{id}}`, `greenlight audit`.",
+                clock(end)
+            )),
+        )])
+        .into(),
+    );
+    (text, blocks)
+}
+
 /// How many hook results a message shows (the newest).
 const MAX_ACTION_RESULTS: usize = 5;
 

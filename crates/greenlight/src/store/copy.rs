@@ -63,6 +63,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("change_token", Text),
             ("metadata", Text),
             ("tool_call", Text),
+            ("digest_key", Text),
         ],
     ),
     (
@@ -83,6 +84,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("request_id", Text),
             ("kind", Text),
             ("lane", Text),
+            ("collapse_key", Text),
             ("payload", Text),
             ("state", Text),
             ("attempts", Int),
@@ -113,6 +115,28 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("summary", Text),
             ("attempts", Int),
             ("at", Int),
+        ],
+    ),
+    (
+        "signals",
+        &[
+            ("name", Text),
+            ("value", Text),
+            ("since", Int),
+            ("updated_at", Int),
+            ("set_by", Text),
+            ("expires_at", Int),
+        ],
+    ),
+    (
+        "digests",
+        &[
+            ("key", Text),
+            ("channel", Text),
+            ("window_start", Int),
+            ("window_end", Int),
+            ("slack_channel", Text),
+            ("slack_ts", Text),
         ],
     ),
     (

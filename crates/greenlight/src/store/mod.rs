@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{ApiKeyId, Millis, Pace, Request, RequestId, Status, WorkflowName};
+use crate::domain::{
+    ApiKeyId, Millis, Pace, Request, RequestId, Signal, SignalName, Status, WorkflowName,
+};
 
 pub use local::LocalCoordination;
 pub use postgres::PostgresStore;
@@ -101,18 +103,84 @@ pub trait Coordination: Send + Sync {
 
     async fn paused_until(&self, method: &str, now: Millis) -> StoreResult<Option<Millis>>;
 
-    /// Makes `owner` the only one posting or updating the request's message until `until`;
+    /// Makes `owner` the only one posting or updating the message `message` (a request's id, or
+    /// a digest's key) until `until`;
     /// false when someone else holds it. So one message is never updated by two workers at
     /// once, and an older rendering never lands after a newer one.
     async fn lease_message(
         &self,
-        request: &RequestId,
+        message: &str,
         owner: &str,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool>;
 
-    async fn release_message(&self, request: &RequestId, owner: &str) -> StoreResult<()>;
+    async fn release_message(&self, message: &str, owner: &str) -> StoreResult<()>;
+}
+
+/// A digest: one message per channel and window standing for the auto-decisions in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestWindow {
+    pub key: String,
+    pub channel: String,
+    pub start: Millis,
+    pub end: Millis,
+}
+
+impl DigestWindow {
+    /// The window of `interval_ms` that `now` falls in, for `channel`: windows are aligned to
+    /// the interval, so every replica puts an auto-decision in the same one.
+    pub fn at(channel: &str, now: Millis, interval_ms: Millis) -> Self {
+        let interval = interval_ms.max(1);
+        let start = now - now.rem_euclid(interval);
+        Self {
+            key: format!("{channel}@{start}+{interval}"),
+            channel: channel.to_owned(),
+            start,
+            end: start + interval,
+        }
+    }
+
+    /// The window a key names (`channel@start+interval`).
+    pub fn parse(key: &str) -> Option<Self> {
+        let (channel, when) = key.rsplit_once('@')?;
+        let (start, interval) = when.split_once('+')?;
+        let (start, interval): (Millis, Millis) = (start.parse().ok()?, interval.parse().ok()?);
+        Some(Self {
+            key: key.to_owned(),
+            channel: channel.to_owned(),
+            start,
+            end: start + interval.max(1),
+        })
+    }
+}
+
+/// Where a posted message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackMessageRef {
+    pub channel: String,
+    pub ts: String,
+}
+
+/// A digest's content: how many auto-decisions, by rule and outcome, for whom, the latest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DigestSummary {
+    pub total: i64,
+    /// (rule, status, count), most first.
+    pub by_rule: Vec<(String, String, i64)>,
+    /// (requester, count), most first, at most a few.
+    pub by_requester: Vec<(Option<String>, i64)>,
+    /// The latest few: (id, title, status, rule, requester).
+    pub recent: Vec<DigestEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DigestEntry {
+    pub id: String,
+    pub title: String,
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub requester: Option<String>,
 }
 
 /// Called with a request another process decided (`None`: some notices may have been missed,
@@ -183,7 +251,14 @@ pub enum Effect {
         text: String,
         request_id: Option<RequestId>,
     },
+    /// Post or update the digest message `key` (many auto-decisions in one message),
+    /// rendered from its requests at delivery time.
+    SlackDigest { key: String, channel: String },
 }
+
+/// How long a digest's pending update waits before it is sent, so that a burst of
+/// auto-decisions becomes one update (Slack allows about one a second per message).
+pub const DIGEST_UPDATE_DELAY_MS: Millis = 2_000;
 
 impl Effect {
     /// Which share of the worker delivers it (see `Lane`).
@@ -192,6 +267,24 @@ impl Effect {
             Effect::Webhook { guarded: true, .. } => Lane::Callbacks,
             Effect::Webhook { .. } | Effect::ActionHook { .. } => Lane::Hooks,
             _ => Lane::Slack,
+        }
+    }
+
+    /// Jobs with the same key collapse: while one waits, a new one is not queued, since the
+    /// waiting one renders the latest state when it is delivered.
+    pub fn collapse_key(&self) -> Option<String> {
+        match self {
+            Effect::SlackUpdate { request_id } => Some(format!("update:{request_id}")),
+            Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
+            _ => None,
+        }
+    }
+
+    /// How long after the change the job is first tried.
+    pub fn delay_ms(&self) -> Millis {
+        match self {
+            Effect::SlackDigest { .. } => DIGEST_UPDATE_DELAY_MS,
+            _ => 0,
         }
     }
 
@@ -204,6 +297,7 @@ impl Effect {
             Effect::Webhook { .. } => "webhook",
             Effect::ActionHook { .. } => "action_hook",
             Effect::SlackAlert { .. } => "slack_alert",
+            Effect::SlackDigest { .. } => "slack_digest",
         }
     }
 
@@ -224,7 +318,9 @@ impl Effect {
                 Some(format!("{event} to {whose} {host}"))
             }
             Effect::ActionHook { hook, .. } => Some(format!("{} ({})", hook.name, hook.method)),
-            Effect::SlackAlert { channel, .. } => Some(channel.clone()),
+            Effect::SlackAlert { channel, .. } | Effect::SlackDigest { channel, .. } => {
+                Some(channel.clone())
+            }
             _ => None,
         }
     }
@@ -239,7 +335,7 @@ impl Effect {
                 Some(request_id)
             }
             Effect::SlackAlert { request_id, .. } => request_id.as_ref(),
-            Effect::SlackEphemeral { .. } => None,
+            Effect::SlackEphemeral { .. } | Effect::SlackDigest { .. } => None,
         }
     }
 }
@@ -444,17 +540,26 @@ pub enum Scope {
     Request,
     Read,
     Decide,
+    /// Report signals (`POST /v1/signals`).
+    Signal,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Request, Scope::Read, Scope::Decide, Scope::Admin];
+    pub const ALL: [Scope; 5] = [
+        Scope::Request,
+        Scope::Read,
+        Scope::Decide,
+        Scope::Signal,
+        Scope::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Request => "request",
             Scope::Read => "read",
             Scope::Decide => "decide",
+            Scope::Signal => "signal",
             Scope::Admin => "admin",
         }
     }
@@ -589,6 +694,72 @@ pub trait Store: Send + Sync + 'static {
 
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;
+
+    /// The signal's current state, if it was ever set.
+    async fn signal(&self, name: &SignalName) -> StoreResult<Option<Signal>>;
+
+    /// Every signal, by name.
+    async fn signals(&self) -> StoreResult<Vec<Signal>>;
+
+    /// Writes `signal` if the stored one was last set at `expected` (`None`: there is none),
+    /// with its audit entries; false, writing nothing, when someone set it in between.
+    async fn put_signal(
+        &self,
+        signal: &Signal,
+        expected: Option<Millis>,
+        audit: &[NewAudit],
+        now: Millis,
+    ) -> StoreResult<bool>;
+
+    /// Whether a request of `workflow` whose `params[param]` is the JSON value `value` was
+    /// approved.
+    async fn approved_with(
+        &self,
+        workflow: &str,
+        param: &str,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool>;
+
+    /// Requests of `workflow` created since `since`.
+    async fn count_created(&self, workflow: &str, since: Millis) -> StoreResult<i64>;
+
+    /// The same, per requester (those without one counted under `None`).
+    async fn count_created_by_requester(
+        &self,
+        workflow: &str,
+        since: Millis,
+    ) -> StoreResult<Vec<(Option<String>, i64)>>;
+
+    /// Requests of `workflow` denied since `since`.
+    async fn count_denied(&self, workflow: &str, since: Millis) -> StoreResult<i64>;
+
+    /// Requests the rule `rule` decided since `since`.
+    async fn count_decided_by(&self, rule: &str, since: Millis) -> StoreResult<i64>;
+
+    /// What the digest `key` stands for, from its requests.
+    async fn digest_summary(&self, key: &str) -> StoreResult<DigestSummary>;
+
+    /// Where the digest's message is, once posted.
+    async fn digest_message(&self, key: &str) -> StoreResult<Option<SlackMessageRef>>;
+
+    async fn set_digest_message(
+        &self,
+        digest: &DigestWindow,
+        channel: &str,
+        ts: &str,
+    ) -> StoreResult<()>;
+
+    /// Marks the alert `key` fired at `now`, with its audit entries and effects, if it has not
+    /// fired since `now - window_ms`; false, writing nothing, when it has (or another replica
+    /// just did).
+    async fn claim_alert(
+        &self,
+        key: &str,
+        now: Millis,
+        window_ms: Millis,
+        audit: &[NewAudit],
+        effects: &[Effect],
+    ) -> StoreResult<bool>;
 
     /// A consistent copy of the whole database at `path`, taken while writes go on.
     async fn backup(&self, path: &std::path::Path) -> StoreResult<()>;

@@ -16,7 +16,8 @@ pub const RECENT_ATTEMPTS: usize = 5;
 /// The columns of `RequestRow`, in order.
 pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
      decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
-     slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata, tool_call";
+     slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata, tool_call, \
+     digest_key";
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -55,6 +56,7 @@ pub struct RequestRow {
     pub api_key_id: Option<String>,
     pub metadata: Option<String>,
     pub tool_call: Option<String>,
+    pub digest_key: Option<String>,
 }
 
 impl TryFrom<RequestRow> for Request {
@@ -91,6 +93,7 @@ impl TryFrom<RequestRow> for Request {
                 .tool_call
                 .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("tool call", &e)))
                 .transpose()?,
+            digest_key: row.digest_key,
             created_by: row
                 .api_key_id
                 .map(|k| k.parse().map_err(|e: IdError| corrupt("api key id", &e)))
@@ -402,3 +405,61 @@ impl<'a> Finish<'a> {
         }
     }
 }
+
+pub const SIGNAL_COLUMNS: &str = "name, value, since, updated_at, set_by, expires_at";
+
+#[derive(sqlx::FromRow)]
+pub struct SignalRow {
+    pub name: String,
+    pub value: String,
+    pub since: i64,
+    pub updated_at: i64,
+    pub set_by: String,
+    pub expires_at: Option<i64>,
+}
+
+impl TryFrom<SignalRow> for crate::domain::Signal {
+    type Error = StoreError;
+
+    fn try_from(row: SignalRow) -> StoreResult<crate::domain::Signal> {
+        Ok(crate::domain::Signal {
+            name: row
+                .name
+                .parse()
+                .map_err(|e: IdError| corrupt("signal name", &e))?,
+            value: serde_json::from_str(&row.value).map_err(|e| corrupt("signal value", &e))?,
+            since: ts_from_millis(row.since)?,
+            updated_at: ts_from_millis(row.updated_at)?,
+            set_by: row.set_by,
+            expires_at: opt_ts(row.expires_at)?,
+        })
+    }
+}
+
+/// The lowest request id created at `ms` or later: ids are `req_` + a ULID, whose first ten
+/// characters are the time, so a range of ids is a range of creation times.
+pub fn first_id_at(ms: i64) -> String {
+    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+    let ulid = ulid::Ulid::from_parts(ms, 0);
+    format!("req_{ulid}")
+}
+
+/// The SQL (in both backends) of history for rules and alerts. Creation time is read from the
+/// id (its ULID time is the service's clock), so the `(workflow, id)` index serves it.
+pub const COUNT_CREATED: &str = "SELECT count(*) FROM requests WHERE workflow = $1 AND id >= $2";
+pub const COUNT_CREATED_BY_REQUESTER: &str = "SELECT requester, count(*) FROM requests \
+     WHERE workflow = $1 AND id >= $2 GROUP BY requester";
+pub const COUNT_DENIED: &str = "SELECT count(*) FROM requests WHERE workflow = $1 \
+     AND status <> 'pending' AND decided_at >= $2 AND status = 'denied'";
+pub const COUNT_DECIDED_BY: &str = "SELECT count(*) FROM requests WHERE decided_by = $1 \
+     AND status <> 'pending' AND decided_at >= $2";
+pub const DIGEST_MESSAGE: &str =
+    "SELECT slack_channel, slack_ts FROM digests WHERE key = $1 AND slack_ts IS NOT NULL";
+
+/// The SQL (in both backends) of a digest's summary.
+pub const DIGEST_BY_RULE: &str = "SELECT COALESCE(decided_by, ''), status, count(*) FROM requests \
+     WHERE digest_key = $1 GROUP BY decided_by, status ORDER BY count(*) DESC";
+pub const DIGEST_BY_REQUESTER: &str = "SELECT requester, count(*) FROM requests \
+     WHERE digest_key = $1 GROUP BY requester ORDER BY count(*) DESC LIMIT 5";
+pub const DIGEST_RECENT: &str = "SELECT id, title, status, decided_by, requester FROM requests \
+     WHERE digest_key = $1 ORDER BY id DESC LIMIT 5";

@@ -192,6 +192,8 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
         alerts: Default::default(),
         limits: Default::default(),
         mcp: Default::default(),
+        public_url: None,
+        alert_rules: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ mod deny_reason;
 mod expiry;
 mod helpers;
 mod limits;
+mod m2m;
 mod mcp;
 mod ownership;
 mod policies;

@@ -35,6 +35,20 @@ fn request(i: usize) -> Request {
     )
 }
 
+fn new_request(i: usize) -> NewRequest {
+    NewRequest {
+        workflow: "deploy".parse().unwrap(),
+        title: format!("Deploy #{i}"),
+        details: None,
+        params: Params::new(),
+        requester: None,
+        channel: "#deploy".parse().unwrap(),
+        expires_at: None,
+        callback_url: None,
+        remind_at: None,
+    }
+}
+
 fn audit(r: &Request) -> Vec<NewAudit> {
     vec![NewAudit {
         request_id: Some(r.id.clone()),
@@ -578,7 +592,7 @@ async fn coordination_is_exclusive_and_paced(db: TestDb) {
         let id = id.clone();
         async move {
             shared
-                .lease_message(&id, &format!("task-{i}"), now + 60_000, now)
+                .lease_message(id.as_str(), &format!("task-{i}"), now + 60_000, now)
                 .await
                 .unwrap()
         }
@@ -592,14 +606,14 @@ async fn coordination_is_exclusive_and_paced(db: TestDb) {
     // A lease that ran out is taken over; a released one is free at once.
     assert!(
         shared
-            .lease_message(&id, "late", now + 120_000, now + 61_000)
+            .lease_message(id.as_str(), "late", now + 120_000, now + 61_000)
             .await
             .unwrap()
     );
-    shared.release_message(&id, "late").await.unwrap();
+    shared.release_message(id.as_str(), "late").await.unwrap();
     assert!(
         shared
-            .lease_message(&id, "next", now + 60_000, now)
+            .lease_message(id.as_str(), "next", now + 60_000, now)
             .await
             .unwrap()
     );
@@ -852,6 +866,290 @@ async fn an_inserted_audit_entry_is_found(db: TestDb) {
     );
 }
 
+/// Signals: the compare-and-set on `updated_at` lets one of two racing writers win, and a
+/// change carries its audit entry.
+async fn signals_are_set_by_compare_and_set(db: TestDb) {
+    use greenlight::domain::{Signal, SignalName};
+    let store = open(&db).await;
+    let name: SignalName = "staging/api".parse().unwrap();
+    assert_eq!(store.signal(&name).await.unwrap(), None);
+    let t = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap();
+    let now = now_ms();
+    let (first, _) = Signal::set(
+        None,
+        name.clone(),
+        serde_json::json!("green"),
+        Some(60_000),
+        "ci",
+        t(now),
+    );
+    let changed = [NewAudit {
+        request_id: None,
+        event: "signal.changed",
+        actor: "ci".into(),
+        data: serde_json::json!({"name": "staging/api"}),
+    }];
+    assert!(store.put_signal(&first, None, &changed, now).await.unwrap());
+    assert!(
+        !store.put_signal(&first, None, &[], now).await.unwrap(),
+        "a second insert of a new signal loses"
+    );
+    let (red, _) = Signal::set(
+        Some(&first),
+        name.clone(),
+        serde_json::json!("red"),
+        None,
+        "ops",
+        t(now + 5),
+    );
+    let (blue, _) = Signal::set(
+        Some(&first),
+        name.clone(),
+        serde_json::json!("blue"),
+        None,
+        "ops",
+        t(now + 6),
+    );
+    assert!(
+        store
+            .put_signal(&red, Some(now), &changed, now + 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_signal(&blue, Some(now), &changed, now + 6)
+            .await
+            .unwrap(),
+        "set on a stale read: refused"
+    );
+    let stored = store.signal(&name).await.unwrap().unwrap();
+    assert_eq!(stored, red);
+    assert_eq!(store.signals().await.unwrap(), vec![red]);
+    let audit = store.list_audit(0, 100).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.event == "signal.changed").count(),
+        2,
+        "the refused write wrote no audit"
+    );
+}
+
+/// History for rules and alerts: approvals by a param's value, counts over a window.
+async fn history_is_counted(db: TestDb) {
+    let store = open(&db).await;
+    let now = jiff::Timestamp::now();
+    let ms = now.as_millisecond();
+    let mut made = Vec::new();
+    for (i, (version, verdict)) in [
+        ("1.4.2", Some(Verdict::Approve)),
+        ("1.5.0", Some(Verdict::Deny)),
+        ("2", None),
+        ("7", Some(Verdict::Approve)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = Request::new(
+            RequestId::generate_at(ms - 1000 + i as i64),
+            NewRequest {
+                params: serde_json::json!({"version": version, "n": i})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+                requester: Some(if i % 2 == 0 { "U0FRANK" } else { "bot" }.into()),
+                ..new_request(i)
+            },
+            now,
+        );
+        if let Some(v) = verdict {
+            r.decide_by_rule("auto", v, "because".into(), now).unwrap();
+        }
+        store
+            .create_request(&r, None, &audit(&r), &[], ms)
+            .await
+            .unwrap();
+        made.push(r);
+    }
+    let v = |x: serde_json::Value| x;
+    assert!(
+        store
+            .approved_with("deploy", "version", &v("1.4.2".into()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .approved_with("deploy", "version", &v("1.5.0".into()))
+            .await
+            .unwrap(),
+        "denied"
+    );
+    assert!(
+        !store
+            .approved_with("deploy", "version", &v("2".into()))
+            .await
+            .unwrap(),
+        "pending"
+    );
+    assert!(
+        !store
+            .approved_with("staging", "version", &v("1.4.2".into()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .approved_with("deploy", "n", &serde_json::json!(3))
+            .await
+            .unwrap(),
+        "numbers"
+    );
+    assert!(
+        store
+            .approved_with("deploy", "n", &serde_json::json!(3.0))
+            .await
+            .unwrap(),
+        "3 is 3.0"
+    );
+    assert!(
+        !store
+            .approved_with("deploy", "version", &serde_json::json!(7))
+            .await
+            .unwrap(),
+        "\"7\" is not 7"
+    );
+    assert!(
+        !store
+            .approved_with("deploy", "we\"ird", &v("x".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.count_created("deploy", ms - 5000).await.unwrap(), 4);
+    assert_eq!(
+        store.count_created("deploy", ms - 998).await.unwrap(),
+        2,
+        "by creation time"
+    );
+    assert_eq!(store.count_created("other", ms - 5000).await.unwrap(), 0);
+    let mut by = store
+        .count_created_by_requester("deploy", ms - 5000)
+        .await
+        .unwrap();
+    by.sort();
+    assert_eq!(by, [(Some("U0FRANK".into()), 2), (Some("bot".into()), 2)]);
+    assert_eq!(store.count_denied("deploy", ms - 5000).await.unwrap(), 1);
+    assert_eq!(store.count_denied("deploy", ms + 1).await.unwrap(), 0);
+    assert_eq!(store.count_decided_by("auto", ms - 5000).await.unwrap(), 3);
+}
+
+/// A digest: its summary from the requests that name it, its message once posted.
+async fn digests_sum_up_their_requests(db: TestDb) {
+    use greenlight::store::DigestWindow;
+    let store = open(&db).await;
+    let now = jiff::Timestamp::now();
+    let window = DigestWindow::at("#deploy", now.as_millisecond(), 300_000);
+    assert_eq!(DigestWindow::parse(&window.key), Some(window.clone()));
+    for i in 0..7 {
+        let mut r = request(i);
+        r.requester = Some(if i < 5 { "U0FRANK" } else { "bot" }.into());
+        let verdict = if i == 6 {
+            Verdict::Deny
+        } else {
+            Verdict::Approve
+        };
+        r.decide_by_rule(
+            if i == 6 { "no" } else { "small" },
+            verdict,
+            "x".into(),
+            now,
+        )
+        .unwrap();
+        r.digest_key = Some(window.key.clone());
+        let effect = [Effect::SlackDigest {
+            key: window.key.clone(),
+            channel: window.channel.clone(),
+        }];
+        store
+            .create_request(&r, None, &audit(&r), &effect, now.as_millisecond())
+            .await
+            .unwrap();
+    }
+    let summary = store.digest_summary(&window.key).await.unwrap();
+    assert_eq!(summary.total, 7);
+    assert_eq!(
+        summary.by_rule,
+        [
+            ("small".into(), "approved".into(), 6),
+            ("no".into(), "denied".into(), 1)
+        ]
+    );
+    assert_eq!(summary.by_requester[0], (Some("U0FRANK".into()), 5));
+    assert_eq!(summary.recent.len(), 5);
+    assert_eq!(summary.recent[0].title, "Deploy #6", "newest first");
+    assert_eq!(store.digest_message(&window.key).await.unwrap(), None);
+    store
+        .set_digest_message(&window, "C0DEPLOY", "1.000")
+        .await
+        .unwrap();
+    let at = store.digest_message(&window.key).await.unwrap().unwrap();
+    assert_eq!((at.channel.as_str(), at.ts.as_str()), ("C0DEPLOY", "1.000"));
+    let jobs = store
+        .claim_jobs("worker", &lanes(100), now.as_millisecond() + 10_000, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.iter()
+            .filter(|j| j.effect.kind() == "slack_digest")
+            .count(),
+        1,
+        "seven auto-decisions, one waiting digest update"
+    );
+}
+
+/// An alert fires once per window, with its audit and effect, across racing checkers.
+async fn alerts_fire_once_per_window(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let fired = || NewAudit {
+        request_id: None,
+        event: "alert.fired",
+        actor: "greenlight".into(),
+        data: serde_json::json!({}),
+    };
+    let tries = (0..8).map(|_| {
+        let store = store.clone();
+        let audit = [fired()];
+        async move {
+            store
+                .claim_alert("flood", now, 60_000, &audit, &[])
+                .await
+                .unwrap()
+        }
+    });
+    let won = futures::future::join_all(tries).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    assert!(
+        !store
+            .claim_alert("flood", now + 59_000, 60_000, &[fired()], &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_alert("other", now + 59_000, 60_000, &[fired()], &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_alert("flood", now + 60_000, 60_000, &[fired()], &[])
+            .await
+            .unwrap()
+    );
+    let audit = store.list_audit(0, 100).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.event == "alert.fired").count(), 3);
+}
+
 /// Each test, once per backend: `store::sqlite::<name>` and `store::postgres::<name>`.
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -894,4 +1192,8 @@ store_tests!(
     the_audit_chain_names_the_first_tampered_entry,
     a_deleted_or_reordered_audit_entry_is_found,
     an_inserted_audit_entry_is_found,
+    signals_are_set_by_compare_and_set,
+    history_is_counted,
+    digests_sum_up_their_requests,
+    alerts_fire_once_per_window,
 );

@@ -158,9 +158,7 @@ fn push_audit_and_effects(
         qb.push(") AS v(at, request_id, event, actor, data, ord) ORDER BY v.ord)");
     }
     if !effects.is_empty() {
-        qb.push(", job_rows AS (INSERT INTO outbox (request_id, kind, lane, payload, next_attempt_at, created_at, updated_at) SELECT v.request_id, v.kind, v.lane, v.payload, ")
-            .push_bind(now)
-            .push(", ")
+        qb.push(", job_rows AS (INSERT INTO outbox (request_id, kind, lane, collapse_key, payload, next_attempt_at, created_at, updated_at) SELECT v.request_id, v.kind, v.lane, v.collapse_key, v.payload, v.due, ")
             .push_bind(now)
             .push(", ")
             .push_bind(now)
@@ -178,17 +176,21 @@ fn push_audit_and_effects(
                 .push(", ")
                 .push_bind(effect.lane().as_str())
                 .push(", ")
+                .push_bind(effect.collapse_key())
+                .push(", ")
                 .push_bind(to_json(effect)?)
+                .push(", ")
+                .push_bind(now + effect.delay_ms())
                 .push(", ")
                 .push_bind(i as i64)
                 .push(")");
         }
-        // Updates render the latest state when delivered, so one waiting update per message
-        // is enough: later changes collapse into it.
+        // A waiting job renders the latest state when delivered: later changes with its
+        // collapse key collapse into it.
         qb.push(
-            ") AS v(request_id, kind, lane, payload, ord) WHERE v.kind <> 'slack_update' OR NOT EXISTS \
-             (SELECT 1 FROM outbox o WHERE o.kind = 'slack_update' AND o.state = 'pending' \
-             AND o.request_id = v.request_id AND (o.leased_until IS NULL OR o.leased_until < ",
+            ") AS v(request_id, kind, lane, collapse_key, payload, due, ord) WHERE v.collapse_key IS NULL \
+             OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.collapse_key = v.collapse_key \
+             AND o.state = 'pending' AND (o.leased_until IS NULL OR o.leased_until < ",
         )
         .push_bind(now)
         .push(")) ORDER BY v.ord)");
@@ -214,7 +216,7 @@ impl Store for PostgresStore {
             "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
              status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
              callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-             reminders, remind_at, metadata, tool_call) ",
+             reminders, remind_at, metadata, tool_call, digest_key) ",
         );
         qb.push_values([r], |mut row, r| {
             row.push_bind(r.id.to_string())
@@ -252,7 +254,8 @@ impl Store for PostgresStore {
                     r.tool_call
                         .as_ref()
                         .map(|t| serde_json::to_string(t).unwrap_or_default()),
-                );
+                )
+                .push_bind(r.digest_key.clone());
         });
         // A repeated idempotency key conflicts; nothing is written and the earlier request is
         // looked up below (also when the two creates raced on different replicas).
@@ -755,4 +758,204 @@ impl Store for PostgresStore {
             "greenlight backup copies SQLite databases; back up PostgreSQL with pg_dump (see the README)",
         ))
     }
+
+    async fn signal(&self, name: &SignalName) -> StoreResult<Option<Signal>> {
+        let sql = format!(
+            "SELECT {} FROM signals WHERE name = $1",
+            rows::SIGNAL_COLUMNS
+        );
+        let row: Option<rows::SignalRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Signal::try_from).transpose()
+    }
+
+    async fn signals(&self) -> StoreResult<Vec<Signal>> {
+        let sql = format!("SELECT {} FROM signals ORDER BY name", rows::SIGNAL_COLUMNS);
+        let found: Vec<rows::SignalRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        found.into_iter().map(Signal::try_from).collect()
+    }
+
+    async fn count_created(&self, workflow: &str, since: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(rows::COUNT_CREATED)
+            .bind(workflow)
+            .bind(rows::first_id_at(since))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn count_created_by_requester(
+        &self,
+        workflow: &str,
+        since: Millis,
+    ) -> StoreResult<Vec<(Option<String>, i64)>> {
+        Ok(sqlx::query_as(rows::COUNT_CREATED_BY_REQUESTER)
+            .bind(workflow)
+            .bind(rows::first_id_at(since))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn count_denied(&self, workflow: &str, since: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(rows::COUNT_DENIED)
+            .bind(workflow)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn count_decided_by(&self, rule: &str, since: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(rows::COUNT_DECIDED_BY)
+            .bind(rule)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn digest_summary(&self, key: &str) -> StoreResult<DigestSummary> {
+        let by_rule: Vec<(String, String, i64)> = sqlx::query_as(rows::DIGEST_BY_RULE)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        let by_requester: Vec<(Option<String>, i64)> = sqlx::query_as(rows::DIGEST_BY_REQUESTER)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        let recent: Vec<DigestEntry> = sqlx::query_as(rows::DIGEST_RECENT)
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(DigestSummary {
+            total: by_rule.iter().map(|(_, _, n)| n).sum(),
+            by_rule,
+            by_requester,
+            recent,
+        })
+    }
+
+    async fn digest_message(&self, key: &str) -> StoreResult<Option<SlackMessageRef>> {
+        let row: Option<(String, String)> = sqlx::query_as(rows::DIGEST_MESSAGE)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(channel, ts)| SlackMessageRef { channel, ts }))
+    }
+
+    async fn put_signal(
+        &self,
+        signal: &Signal,
+        expected: Option<Millis>,
+        audit: &[NewAudit],
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let written = put_signal_in(&mut *tx, signal, expected).await?;
+        if written && !audit.is_empty() {
+            let mut qb = Statement::new("WITH src AS (SELECT 1 AS one)");
+            push_audit_and_effects(&mut qb, "src", now, audit, &[])?;
+            qb.push(" SELECT count(*) FROM src");
+            qb.build_query_scalar::<i64>().fetch_one(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn approved_with(
+        &self,
+        workflow: &str,
+        param: &str,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE workflow = $1 AND status = 'approved' \
+             AND (params::jsonb -> $2) = $3::jsonb)",
+        )
+        .bind(workflow)
+        .bind(param)
+        .bind(value.to_string())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn set_digest_message(
+        &self,
+        digest: &DigestWindow,
+        channel: &str,
+        ts: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO digests (key, channel, window_start, window_end, slack_channel, slack_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET \
+             slack_channel = EXCLUDED.slack_channel, slack_ts = EXCLUDED.slack_ts",
+        )
+        .bind(&digest.key)
+        .bind(&digest.channel)
+        .bind(digest.start)
+        .bind(digest.end)
+        .bind(channel)
+        .bind(ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_alert(
+        &self,
+        key: &str,
+        now: Millis,
+        window_ms: Millis,
+        audit: &[NewAudit],
+        effects: &[Effect],
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO alert_state (key, fired_at) VALUES ($1, $2) ON CONFLICT (key) \
+             DO UPDATE SET fired_at = EXCLUDED.fired_at WHERE alert_state.fired_at <= $3",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(now - window_ms)
+        .execute(&mut *tx)
+        .await?;
+        let fired = done.rows_affected() == 1;
+        if fired && !(audit.is_empty() && effects.is_empty()) {
+            let mut qb = Statement::new("WITH src AS (SELECT 1 AS one)");
+            push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
+            qb.push(" SELECT count(*) FROM src");
+            qb.build_query_scalar::<i64>().fetch_one(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(fired)
+    }
+}
+
+/// The compare-and-set of a signal: insert when there was none, else update if it was last
+/// set at `expected`.
+async fn put_signal_in<'c, E>(conn: E, s: &Signal, expected: Option<Millis>) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    let done = match expected {
+        None => sqlx::query(
+            "INSERT INTO signals (name, value, since, updated_at, set_by, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        ),
+        Some(_) => sqlx::query(
+            "UPDATE signals SET value = $2, since = $3, updated_at = $4, set_by = $5, \
+             expires_at = $6 WHERE name = $1 AND updated_at = $7",
+        ),
+    }
+    .bind(s.name.as_str().to_owned())
+    .bind(s.value.to_string())
+    .bind(millis(s.since))
+    .bind(millis(s.updated_at))
+    .bind(s.set_by.clone())
+    .bind(s.expires_at.map(millis))
+    .bind(expected.unwrap_or_default())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

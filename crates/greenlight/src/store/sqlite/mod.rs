@@ -100,32 +100,33 @@ fn push_audit_and_effects(
     }
     for effect in effects {
         let request_id = effect.request_id().map(|id| id.to_string());
+        let collapse = effect.collapse_key();
         qb.push(
-            "; INSERT INTO outbox (request_id, kind, lane, payload, next_attempt_at, created_at, updated_at) SELECT ",
+            "; INSERT INTO outbox (request_id, kind, lane, collapse_key, payload, next_attempt_at, created_at, updated_at) SELECT ",
         )
-        .push_bind(request_id.clone())
+        .push_bind(request_id)
         .push(", ")
         .push_bind(effect.kind())
         .push(", ")
         .push_bind(effect.lane().as_str())
         .push(", ")
+        .push_bind(collapse.clone())
+        .push(", ")
         .push_bind(to_json(effect)?)
         .push(", ")
-        .push_bind(now)
+        .push_bind(now + effect.delay_ms())
         .push(", ")
         .push_bind(now)
         .push(", ")
         .push_bind(now);
         let guarded = guard(qb);
-        if matches!(effect, Effect::SlackUpdate { .. }) {
-            // Updates render the latest state when delivered, so one waiting update per
-            // message is enough: later changes collapse into it.
+        if let Some(key) = collapse {
+            // The waiting job renders the latest state when delivered: later changes
+            // collapse into it.
             qb.push(if guarded { " AND" } else { " WHERE" })
-                .push(
-                    " NOT EXISTS (SELECT 1 FROM outbox WHERE kind = 'slack_update' AND state = 'pending' AND request_id = ",
-                )
-                .push_bind(request_id)
-                .push(" AND (leased_until IS NULL OR leased_until < ")
+                .push(" NOT EXISTS (SELECT 1 FROM outbox WHERE collapse_key = ")
+                .push_bind(key)
+                .push(" AND state = 'pending' AND (leased_until IS NULL OR leased_until < ")
                 .push_bind(now)
                 .push("))");
         }
@@ -176,7 +177,7 @@ async fn create_in(
         "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
          decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
          callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-         reminders, remind_at, metadata, tool_call) ",
+         reminders, remind_at, metadata, tool_call, digest_key) ",
     );
     qb.push_values([r], |mut row, r| {
         row.push_bind(r.id.to_string())
@@ -214,7 +215,8 @@ async fn create_in(
                 r.tool_call
                     .as_ref()
                     .map(|t| serde_json::to_string(t).unwrap_or_default()),
-            );
+            )
+            .push_bind(r.digest_key.clone());
     });
     push_audit_and_effects(&mut qb, now, audit, effects, &no_guard)?;
     qb.build().execute(&mut *conn).await?;
@@ -705,4 +707,218 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn signal(&self, name: &SignalName) -> StoreResult<Option<Signal>> {
+        let sql = format!(
+            "SELECT {} FROM signals WHERE name = $1",
+            rows::SIGNAL_COLUMNS
+        );
+        let row: Option<rows::SignalRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(name.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(Signal::try_from).transpose()
+    }
+
+    async fn signals(&self) -> StoreResult<Vec<Signal>> {
+        let sql = format!("SELECT {} FROM signals ORDER BY name", rows::SIGNAL_COLUMNS);
+        let found: Vec<rows::SignalRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await?;
+        found.into_iter().map(Signal::try_from).collect()
+    }
+
+    async fn count_created(&self, workflow: &str, since: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(rows::COUNT_CREATED)
+            .bind(workflow)
+            .bind(rows::first_id_at(since))
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn count_created_by_requester(
+        &self,
+        workflow: &str,
+        since: Millis,
+    ) -> StoreResult<Vec<(Option<String>, i64)>> {
+        Ok(sqlx::query_as(rows::COUNT_CREATED_BY_REQUESTER)
+            .bind(workflow)
+            .bind(rows::first_id_at(since))
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn count_denied(&self, workflow: &str, since: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(rows::COUNT_DENIED)
+            .bind(workflow)
+            .bind(since)
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn count_decided_by(&self, rule: &str, since: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(rows::COUNT_DECIDED_BY)
+            .bind(rule)
+            .bind(since)
+            .fetch_one(&self.reader)
+            .await?)
+    }
+
+    async fn digest_summary(&self, key: &str) -> StoreResult<DigestSummary> {
+        let by_rule: Vec<(String, String, i64)> = sqlx::query_as(rows::DIGEST_BY_RULE)
+            .bind(key)
+            .fetch_all(&self.reader)
+            .await?;
+        let by_requester: Vec<(Option<String>, i64)> = sqlx::query_as(rows::DIGEST_BY_REQUESTER)
+            .bind(key)
+            .fetch_all(&self.reader)
+            .await?;
+        let recent: Vec<DigestEntry> = sqlx::query_as(rows::DIGEST_RECENT)
+            .bind(key)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(DigestSummary {
+            total: by_rule.iter().map(|(_, _, n)| n).sum(),
+            by_rule,
+            by_requester,
+            recent,
+        })
+    }
+
+    async fn digest_message(&self, key: &str) -> StoreResult<Option<SlackMessageRef>> {
+        let row: Option<(String, String)> = sqlx::query_as(rows::DIGEST_MESSAGE)
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|(channel, ts)| SlackMessageRef { channel, ts }))
+    }
+
+    async fn put_signal(
+        &self,
+        signal: &Signal,
+        expected: Option<Millis>,
+        audit: &[NewAudit],
+        now: Millis,
+    ) -> StoreResult<bool> {
+        let (signal, audit) = (signal.clone(), audit.to_vec());
+        self.writer
+            .write(move |mut conn| async move {
+                let res = async {
+                    let written = put_signal_in(&mut conn, &signal, expected).await?;
+                    if written && !audit.is_empty() {
+                        let mut qb = Statements::new("SELECT 1");
+                        push_audit_and_effects(&mut qb, now, &audit, &[], &no_guard)?;
+                        qb.build().execute(&mut conn).await?;
+                    }
+                    Ok(written)
+                }
+                .await;
+                (conn, res)
+            })
+            .await
+    }
+
+    async fn approved_with(
+        &self,
+        workflow: &str,
+        param: &str,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        if param.contains('"') {
+            return Ok(false);
+        }
+        // The param as SQLite reads it from each request, against the value read the same way.
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE workflow = $1 AND status = 'approved' \
+             AND json_extract(params, $2) = json_extract($3, '$'))",
+        )
+        .bind(workflow)
+        .bind(format!("$.\"{param}\""))
+        .bind(value.to_string())
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    async fn set_digest_message(
+        &self,
+        digest: &DigestWindow,
+        channel: &str,
+        ts: &str,
+    ) -> StoreResult<()> {
+        let query = sqlx::query(
+            "INSERT INTO digests (key, channel, window_start, window_end, slack_channel, slack_ts) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET \
+             slack_channel = excluded.slack_channel, slack_ts = excluded.slack_ts",
+        )
+        .bind(digest.key.clone())
+        .bind(digest.channel.clone())
+        .bind(digest.start)
+        .bind(digest.end)
+        .bind(channel.to_owned())
+        .bind(ts.to_owned());
+        self.writer.execute(query).await.map(|_| ())
+    }
+
+    async fn claim_alert(
+        &self,
+        key: &str,
+        now: Millis,
+        window_ms: Millis,
+        audit: &[NewAudit],
+        effects: &[Effect],
+    ) -> StoreResult<bool> {
+        let (key, audit, effects) = (key.to_owned(), audit.to_vec(), effects.to_vec());
+        self.writer
+            .write(move |mut conn| async move {
+                let res = async {
+                    let done = sqlx::query(
+                        "INSERT INTO alert_state (key, fired_at) VALUES ($1, $2) ON CONFLICT (key) \
+                         DO UPDATE SET fired_at = excluded.fired_at WHERE alert_state.fired_at <= $3",
+                    )
+                    .bind(key)
+                    .bind(now)
+                    .bind(now - window_ms)
+                    .execute(&mut conn)
+                    .await?;
+                    let fired = done.rows_affected() == 1;
+                    if fired && !(audit.is_empty() && effects.is_empty()) {
+                        let mut qb = Statements::new("SELECT 1");
+                        push_audit_and_effects(&mut qb, now, &audit, &effects, &no_guard)?;
+                        qb.build().execute(&mut conn).await?;
+                    }
+                    Ok(fired)
+                }
+                .await;
+                (conn, res)
+            })
+            .await
+    }
+}
+
+/// The compare-and-set of a signal: insert when there was none, else update if it was last
+/// set at `expected`.
+async fn put_signal_in<'c, E>(conn: E, s: &Signal, expected: Option<Millis>) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let done = match expected {
+        None => sqlx::query(
+            "INSERT INTO signals (name, value, since, updated_at, set_by, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        ),
+        Some(_) => sqlx::query(
+            "UPDATE signals SET value = $2, since = $3, updated_at = $4, set_by = $5, \
+             expires_at = $6 WHERE name = $1 AND updated_at = $7",
+        ),
+    }
+    .bind(s.name.as_str().to_owned())
+    .bind(s.value.to_string())
+    .bind(millis(s.since))
+    .bind(millis(s.updated_at))
+    .bind(s.set_by.clone())
+    .bind(s.expires_at.map(millis))
+    .bind(expected.unwrap_or_default())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
