@@ -471,18 +471,18 @@ impl Worker {
         }
         let message = match &job.effect {
             Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
-                Some(request_id)
+                Some(request_id.as_str())
             }
             _ => None,
         };
         // One task at a time posts or updates a message, across replicas: so an older
         // rendering can never land after a newer one.
         let lease_owner = format!("{}:{}", self.owner, job.id);
-        if let Some(request_id) = message {
+        if let Some(key) = message {
             let until = now + self.settings.lease_ms;
             match self
                 .shared
-                .lease_message(request_id, &lease_owner, until, now)
+                .lease_message(key, &lease_owner, until, now)
                 .await
             {
                 Ok(true) => {}
@@ -496,10 +496,10 @@ impl Worker {
             }
         }
         let outcome = self.slack_call(job, method, now).await;
-        if let Some(request_id) = message
-            && let Err(e) = self.shared.release_message(request_id, &lease_owner).await
+        if let Some(key) = message
+            && let Err(e) = self.shared.release_message(key, &lease_owner).await
         {
-            tracing::warn!(error = %e, request = %request_id, "cannot release a message lease; it will run out");
+            tracing::warn!(error = %e, key, "cannot release a message lease; it will run out");
         }
         outcome
     }
@@ -532,6 +532,10 @@ impl Worker {
                     .await
                     .map(|_| Step::Sent),
             },
+            // Published once the server renders Home tabs (the next change).
+            Effect::SlackHomeRefresh { .. } => {
+                Ok(Step::Pointless("Home tabs are not published yet".into()))
+            }
             Effect::Webhook { .. } | Effect::ActionHook { .. } => {
                 return Outcome::dead("not a Slack job");
             }

@@ -7,14 +7,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{Coordination, StoreResult};
-use crate::domain::{Bucket, Millis, Pace, RequestId};
+use crate::domain::{Bucket, Millis, Pace};
 
 #[derive(Default)]
 pub struct LocalCoordination {
     buckets: Mutex<HashMap<String, Bucket>>,
     paused: Mutex<HashMap<String, Millis>>,
-    /// Message leases: request -> (owner, until).
-    messages: Mutex<HashMap<RequestId, (String, Millis)>>,
+    /// Message and Home tab leases: key -> (owner, until).
+    messages: Mutex<HashMap<String, (String, Millis)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -51,25 +51,25 @@ impl Coordination for LocalCoordination {
 
     async fn lease_message(
         &self,
-        request: &RequestId,
+        key: &str,
         owner: &str,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool> {
         let mut leases = lock(&self.messages);
-        match leases.get(request) {
+        match leases.get(key) {
             Some((_, held_until)) if *held_until >= now => Ok(false),
             _ => {
-                leases.insert(request.clone(), (owner.to_owned(), until));
+                leases.insert(key.to_owned(), (owner.to_owned(), until));
                 Ok(true)
             }
         }
     }
 
-    async fn release_message(&self, request: &RequestId, owner: &str) -> StoreResult<()> {
+    async fn release_message(&self, key: &str, owner: &str) -> StoreResult<()> {
         let mut leases = lock(&self.messages);
-        if leases.get(request).is_some_and(|(o, _)| o == owner) {
-            leases.remove(request);
+        if leases.get(key).is_some_and(|(o, _)| o == owner) {
+            leases.remove(key);
         }
         Ok(())
     }

@@ -104,15 +104,18 @@ pub trait Coordination: Send + Sync {
     /// Makes `owner` the only one posting or updating the request's message until `until`;
     /// false when someone else holds it. So one message is never updated by two workers at
     /// once, and an older rendering never lands after a newer one.
+    ///
+    /// `key` names what is written: a request's id for its message, `home:<user>` for a
+    /// person's Home tab.
     async fn lease_message(
         &self,
-        request: &RequestId,
+        key: &str,
         owner: &str,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool>;
 
-    async fn release_message(&self, request: &RequestId, owner: &str) -> StoreResult<()>;
+    async fn release_message(&self, key: &str, owner: &str) -> StoreResult<()>;
 }
 
 /// Called with a request another process decided (`None`: some notices may have been missed,
@@ -183,6 +186,14 @@ pub enum Effect {
         text: String,
         request_id: Option<RequestId>,
     },
+    /// Publish a person's App Home tab (`views.publish`), rendered from the state at delivery
+    /// time. Waiting refreshes of one person collapse into one. `notice` is shown at the top:
+    /// why a click on the Home tab did not count (the tab has no channel for an ephemeral).
+    SlackHomeRefresh {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
+    },
 }
 
 impl Effect {
@@ -204,6 +215,7 @@ impl Effect {
             Effect::Webhook { .. } => "webhook",
             Effect::ActionHook { .. } => "action_hook",
             Effect::SlackAlert { .. } => "slack_alert",
+            Effect::SlackHomeRefresh { .. } => "slack_home_refresh",
         }
     }
 
@@ -225,6 +237,7 @@ impl Effect {
             }
             Effect::ActionHook { hook, .. } => Some(format!("{} ({})", hook.name, hook.method)),
             Effect::SlackAlert { channel, .. } => Some(channel.clone()),
+            Effect::SlackHomeRefresh { user, .. } => Some(format!("Home tab of {user}")),
             _ => None,
         }
     }
@@ -239,7 +252,7 @@ impl Effect {
                 Some(request_id)
             }
             Effect::SlackAlert { request_id, .. } => request_id.as_ref(),
-            Effect::SlackEphemeral { .. } => None,
+            Effect::SlackEphemeral { .. } | Effect::SlackHomeRefresh { .. } => None,
         }
     }
 }
@@ -318,6 +331,30 @@ pub struct ListFilter {
     /// Return requests older than this id (ids sort by creation time).
     pub before: Option<RequestId>,
     pub limit: u32,
+}
+
+/// Which pending requests someone may still vote on (see `Store::votable_requests`).
+#[derive(Debug, Clone, Default)]
+pub struct VotableFilter {
+    /// The workflows whose requests they may vote on.
+    pub workflows: Vec<WorkflowName>,
+    /// Who: requests with a decision by them are left out (one vote per person).
+    pub voter: String,
+    /// Workflows where they may not approve what they asked for: their own requests (requester
+    /// equal to `voter`) are left out there.
+    pub not_own_in: Vec<WorkflowName>,
+    pub limit: u32,
+}
+
+/// Requests counted beyond this are shown as "and 999+ more": counting stops there, so a
+/// backlog of thousands does not make every Home tab read all of them.
+pub const VOTABLE_COUNT_CAP: u32 = 1000;
+
+/// Some of the requests that matched, and how many matched in all (up to `VOTABLE_COUNT_CAP`).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub requests: Vec<Request>,
+    pub total: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -516,6 +553,36 @@ pub trait Store: Send + Sync + 'static {
     /// several replicas each due request is handed to one of them for a while (a claim), so
     /// they do not all work on the same ones; the compare-and-set still decides.
     async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>>;
+
+    /// Pending requests `filter.voter` may still vote on, newest first (at most
+    /// `filter.limit`), and how many match in all.
+    async fn votable_requests(&self, filter: &VotableFilter) -> StoreResult<Page>;
+
+    /// The newest requests whose requester is `requester`, any status.
+    async fn requests_by(&self, requester: &str, limit: u32) -> StoreResult<Vec<Request>>;
+
+    /// Requests decided since `since`, most recently decided first, that belong to one of
+    /// `workflows` or were asked for by `requester`.
+    async fn recently_decided(
+        &self,
+        workflows: &[WorkflowName],
+        requester: &str,
+        since: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Request>>;
+
+    /// Remembers that `user` opened the Home tab at `now`, forgets openings before
+    /// `forget_before`, and queues `effects` (the tab's first rendering), in one transaction.
+    async fn record_home_opened(
+        &self,
+        user: &str,
+        now: Millis,
+        forget_before: Millis,
+        effects: &[Effect],
+    ) -> StoreResult<()>;
+
+    /// Who opened the Home tab since `since`, most recent first.
+    async fn home_viewers(&self, since: Millis, limit: u32) -> StoreResult<Vec<String>>;
 
     /// Remembers where the request's message was posted.
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()>;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use sqlx::postgres::PgPool;
 
-use crate::domain::{Bucket, Millis, Pace, RequestId};
+use crate::domain::{Bucket, Millis, Pace};
 use crate::store::{Coordination, StoreResult};
 
 /// How long a replica trusts its copy of the pause table. A 429 seen by another replica holds
@@ -121,7 +121,7 @@ impl Coordination for PgCoordination {
 
     async fn lease_message(
         &self,
-        request: &RequestId,
+        key: &str,
         owner: &str,
         until: Millis,
         now: Millis,
@@ -131,7 +131,7 @@ impl Coordination for PgCoordination {
              ON CONFLICT (request_id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until \
              WHERE message_leases.until < $4 RETURNING 1",
         )
-        .bind(request.as_str())
+        .bind(key)
         .bind(owner)
         .bind(until)
         .bind(now)
@@ -140,9 +140,9 @@ impl Coordination for PgCoordination {
         Ok(got.is_some())
     }
 
-    async fn release_message(&self, request: &RequestId, owner: &str) -> StoreResult<()> {
+    async fn release_message(&self, key: &str, owner: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM message_leases WHERE request_id = $1 AND owner = $2")
-            .bind(request.as_str())
+            .bind(key)
             .bind(owner)
             .execute(&self.pool)
             .await?;
