@@ -4,6 +4,7 @@
 //! decided exactly once whatever the number of clicks.
 
 pub mod audit;
+pub mod home;
 pub mod interactions;
 pub mod rules;
 pub mod scheduler;
@@ -17,9 +18,8 @@ use tokio::sync::Notify;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Approver, ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Params, Policy, Request,
-    RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
-    WorkflowName,
+    ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Params, Policy, Request, RequestId,
+    Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected, WorkflowName,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::directory::{self, Directory, LookupError};
@@ -123,6 +123,8 @@ pub struct Service {
     /// Cancelled when the server stops: long-polls answer at once with what they have.
     stopping: tokio_util::sync::CancellationToken,
     limits: Limits,
+    /// Who has the Home tab open, for deciding whose tab a change refreshes.
+    viewers: home::Viewers,
 }
 
 /// Per-key pace of creates, and the long-polls allowed at once.
@@ -181,6 +183,7 @@ impl Service {
             directory: None,
             stopping: Default::default(),
             limits: Limits::new(600, 1000),
+            viewers: Default::default(),
         }
     }
 
@@ -309,24 +312,9 @@ impl Service {
         if vote.kind != DecisionKind::User {
             return Ok(Standing::APPROVER);
         }
-        let is_approver = match &self.directory {
-            Some(d) => d.is_approver(&workflow.approvers, &vote.by).await?,
-            None => {
-                workflow.approvers.is_empty()
-                    || workflow
-                        .approvers
-                        .iter()
-                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == vote.by))
-            }
-        };
+        let is_approver = self.may_vote_in(workflow, &vote.by).await?;
         let asks_about_self = vote.verdict == Verdict::Approve && !workflow.allow_self_approval;
-        let is_requester = match (&request.requester, asks_about_self) {
-            (Some(requester), true) => match &self.directory {
-                Some(d) => d.user_id(requester).await?.as_deref() == Some(vote.by.as_str()),
-                None => *requester == vote.by,
-            },
-            _ => false,
-        };
+        let is_requester = asks_about_self && self.asked_by(request, &vote.by).await?;
         Ok(Standing {
             is_approver,
             is_requester,
@@ -428,6 +416,7 @@ impl Service {
             decided = Some(status);
         }
         let mut effects = self.effects_for(&request, Event::Created);
+        effects.extend(self.home_refreshes(&request).await);
         if let Some(status) = decided {
             // Callbacks and hooks hear of the decision too; the post already shows it.
             effects.extend(
@@ -541,7 +530,7 @@ impl Service {
                 VoteOutcome::Decided(status) => Event::Decided(status),
                 VoteOutcome::Counted { .. } => Event::VoteRecorded,
             };
-            let effects = self.effects_for(&request, event);
+            let effects = self.effects_of(&request, event).await;
             let audit = [NewAudit {
                 request_id: Some(request.id.clone()),
                 event: event.as_str(),
@@ -598,7 +587,7 @@ impl Service {
                 actor: by.to_owned(),
                 data: serde_json::json!({ "reason": reason }),
             }];
-            let effects = self.effects_for(&request, Event::Cancelled);
+            let effects = self.effects_of(&request, Event::Cancelled).await;
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())
@@ -662,7 +651,7 @@ impl Service {
                 actor: TIMEOUT_ACTOR.to_owned(),
                 data: audit_data,
             }];
-            let effects = self.effects_for(&request, event);
+            let effects = self.effects_of(&request, event).await;
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())
@@ -677,6 +666,18 @@ impl Service {
                 return Ok(());
             }
         }
+    }
+
+    /// `effects_for`, plus refreshes of the open Home tabs the change shows on.
+    async fn effects_of(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let mut effects = self.effects_for(request, event);
+        if matches!(
+            event,
+            Event::VoteRecorded | Event::Decided(_) | Event::Cancelled
+        ) {
+            effects.extend(self.home_refreshes(request).await);
+        }
+        effects
     }
 
     /// Everything a change sets off, in one place. Written in the same transaction as the

@@ -3,6 +3,7 @@
 
 mod client;
 pub mod directory;
+pub mod home;
 pub mod interaction;
 pub mod render;
 pub mod signature;
