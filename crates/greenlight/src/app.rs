@@ -15,7 +15,7 @@ use crate::delivery::Worker;
 use crate::domain::Clock;
 use crate::http::{self, AppState};
 use crate::service::Service;
-use crate::service::{home, interactions};
+use crate::service::{commands, home, interactions};
 use crate::slack::SlackApi;
 use crate::slack::socket_mode::{Handlers, SocketMode};
 use crate::store::{self, StoreError};
@@ -70,7 +70,7 @@ pub struct Application {
 
 /// What each kind of Socket Mode envelope means: the same use cases as the HTTP endpoints.
 fn socket_handlers(service: &Arc<Service>) -> Handlers {
-    let (s1, s2) = (service.clone(), service.clone());
+    let (s1, s2, s3) = (service.clone(), service.clone(), service.clone());
     Handlers {
         interaction: Arc::new(move |interaction| {
             let service = s1.clone();
@@ -90,6 +90,19 @@ fn socket_handlers(service: &Arc<Service>) -> Handlers {
                 if let Err(e) = home::on_event(&service, &callback).await {
                     tracing::error!(error = %e, "cannot handle a Socket Mode event");
                 }
+            })
+        }),
+        command: Arc::new(move |command| {
+            let service = s3.clone();
+            Box::pin(async move {
+                commands::handle(&service, &command)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot answer a Socket Mode command");
+                        crate::slack::commands::text_reply(
+                            "greenlight could not answer that; please try again shortly.",
+                        )
+                    })
             })
         }),
     }
@@ -198,7 +211,7 @@ impl Application {
                 .map_err(|e| AppError::SocketMode(e.to_string()))?;
                 tracing::info!(
                     connections = self.socket_connections,
-                    "Socket Mode on: interactions and events arrive over WebSockets"
+                    "Socket Mode on: interactions, events and commands arrive over WebSockets"
                 );
                 Some(sm)
             }

@@ -1,4 +1,5 @@
-//! `POST /slack/interactions` and `/slack/events`: verify, drop replays, decide, ack. Nothing here calls Slack: message updates, notices and Home tabs go through
+//! `POST /slack/interactions`, `/slack/events` and `/slack/commands`: verify, drop replays,
+//! decide, ack. Nothing here calls Slack: message updates, notices and Home tabs go through
 //! the outbox after the 200.
 
 use std::collections::BTreeSet;
@@ -12,8 +13,10 @@ use bytes::Bytes;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::service::commands::{self, CommandError};
 use crate::service::home::{self, EventError};
 use crate::service::interactions::{self, InteractionError};
+use crate::slack::commands::SlashCommand;
 use crate::slack::interaction::{Inbound, decode};
 use crate::slack::signature::{self, Signed};
 
@@ -76,6 +79,17 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     let response = handle(&state, &headers, &body)
+        .await
+        .unwrap_or_else(|e| e.into_response());
+    metrics::histogram!("greenlight_slack_ack_seconds").record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `POST /slack/commands`: a slash command, form-encoded and signed like every Slack request;
+/// answered in the ack with an ephemeral message.
+pub async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
+    let response = handle_command(&state, &headers, &body)
         .await
         .unwrap_or_else(|e| e.into_response());
     metrics::histogram!("greenlight_slack_ack_seconds").record(started.elapsed().as_secs_f64());
@@ -171,6 +185,30 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             })
         }
     }
+}
+
+async fn handle_command(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if let Verified::Replay = verify(state, headers, body)? {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let cmd: SlashCommand = serde_urlencoded::from_bytes(body).map_err(|e| {
+        ApiError::bad_request("invalid_payload", format!("not a slash command form: {e}"))
+    })?;
+    let reply = commands::handle(&state.service, &cmd)
+        .await
+        .map_err(|e| match e {
+            CommandError::User => {
+                metrics::counter!("greenlight_slack_rejected_total", "reason" => "invalid_user_id")
+                    .increment(1);
+                ApiError::bad_request("invalid_user_id", e.to_string())
+            }
+            CommandError::Service(e) => e.into(),
+        })?;
+    Ok(Json(reply).into_response())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! decided exactly once whatever the number of clicks.
 
 pub mod audit;
+pub mod commands;
 pub mod home;
 pub mod interactions;
 pub mod rules;

@@ -2,6 +2,7 @@
 //! API client. The domain never sees a Slack type.
 
 mod client;
+pub mod commands;
 pub mod directory;
 pub mod home;
 pub mod interaction;

@@ -1,4 +1,5 @@
-//! Socket Mode: Slack pushes interactions and events over WebSockets the app opens, so no public endpoint is needed. slack-morphism keeps the connections (two by
+//! Socket Mode: Slack pushes interactions, events and slash commands over WebSockets the app
+//! opens, so no public endpoint is needed. slack-morphism keeps the connections (two by
 //! default, so one restarting after a `disconnect` leaves the other taking payloads), pings
 //! them and acks each envelope with what the handler returns. Payloads are re-read into
 //! greenlight's own lenient types, and one that slack-morphism cannot parse is still handled
@@ -12,6 +13,7 @@ use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
 use super::client::{Connector, SlackApi};
+use super::commands::SlashCommand;
 use super::interaction::{EventCallback, Interaction};
 
 /// What the transport-neutral handler answers: nothing (a plain ack) or an ack payload such as
@@ -26,11 +28,15 @@ pub type Handler = Arc<dyn Fn(Interaction) -> BoxFuture<AckPayload> + Send + Syn
 /// Handles one Events API callback, after its envelope was acked.
 pub type EventHandler = Arc<dyn Fn(EventCallback) -> BoxFuture<()> + Send + Sync>;
 
+/// Answers one slash command: the ack's payload (`{response_type, text, blocks}`).
+pub type CommandHandler = Arc<dyn Fn(SlashCommand) -> BoxFuture<serde_json::Value> + Send + Sync>;
+
 /// What the application does with each kind of envelope.
 #[derive(Clone)]
 pub struct Handlers {
     pub interaction: Handler,
     pub event: EventHandler,
+    pub command: CommandHandler,
 }
 
 struct State {
@@ -58,7 +64,8 @@ impl SocketMode {
         );
         let callbacks = SlackSocketModeListenerCallbacks::new()
             .with_interaction_events(on_interaction)
-            .with_push_events(on_push);
+            .with_push_events(on_push)
+            .with_command_events(on_command);
         let config = SlackClientSocketModeConfig::new()
             .with_max_connections_count(connections)
             .with_initial_backoff_in_seconds(1)
@@ -111,11 +118,26 @@ async fn on_push(
     Ok(())
 }
 
+/// Slash commands are answered in the ack (`accepts_response_payload`), as over HTTP.
+async fn on_command(
+    event: SlackCommandEvent,
+    _client: Arc<SlackHyperClient>,
+    states: SlackClientEventsUserState,
+) -> UserCallbackResult<SlackCommandEventResponse> {
+    let Some(handlers) = handlers_of(&states).await else {
+        return Err("no command handler".into());
+    };
+    let command: SlashCommand = serde_json::from_value(serde_json::to_value(&event)?)?;
+    let reply = (handlers.command)(command).await;
+    Ok(serde_json::from_value(reply)?)
+}
+
 /// slack-morphism calls this when it cannot parse an envelope (and acks it afterwards): handle
-/// the raw payload leniently rather than lose the click or the event.
+/// the raw payload leniently rather than lose the click, the event or the command. A command
+/// read this way is answered through its `response_url`, since its ack has gone empty.
 fn on_error(
     err: Box<dyn std::error::Error + Send + Sync>,
-    _client: Arc<SlackHyperClient>,
+    client: Arc<SlackHyperClient>,
     states: SlackClientEventsUserState,
 ) -> HttpStatusCode {
     let body = err
@@ -155,7 +177,43 @@ fn on_error(
             }
             Err(e) => tracing::warn!(error = %e, "ignored a malformed Socket Mode event"),
         },
+        Some("slash_commands") => match serde_json::from_value::<SlashCommand>(payload) {
+            Ok(command) => {
+                tracing::debug!("answering a command slack-morphism could not parse");
+                tokio::spawn(async move {
+                    if let Some(handlers) = handlers_of(&states).await {
+                        respond(&client, &command, (handlers.command)(command.clone()).await).await;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "ignored a malformed Socket Mode command"),
+        },
         _ => tracing::warn!(error = %err, "Socket Mode error"),
     }
     HttpStatusCode::OK
+}
+
+/// Posts a command's answer to its `response_url` (an ephemeral unless it says otherwise).
+async fn respond(client: &SlackHyperClient, command: &SlashCommand, reply: serde_json::Value) {
+    let Some(url) = command
+        .response_url
+        .as_deref()
+        .and_then(|u| u.parse::<reqwest::Url>().ok())
+    else {
+        tracing::warn!("a slash command without a usable response_url went unanswered");
+        return;
+    };
+    let request = match serde_json::from_value::<SlackApiPostWebhookMessageRequest>(reply) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot send a slash command's answer");
+            return;
+        }
+    };
+    if let Err(e) = client
+        .respond_to_event(&SlackResponseUrl::new(url), &request)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot answer a slash command through its response_url");
+    }
 }

@@ -1,6 +1,7 @@
-//! App Home: a person opens greenlight's Home tab and sees what waits for their vote, decides
-//! there with the message's own buttons, and their tab (and the message) follow. Over HTTP
-//! (signed, like clicks) and over Socket Mode, with the sandbox as Slack.
+//! App Home and `/greenlight`: a person opens greenlight's Home tab and sees what waits for
+//! their vote, decides there with the message's own buttons, and their tab (and the message)
+//! follow; `/greenlight pending | show | help` answer in an ephemeral. Over HTTP (signed, like
+//! clicks) and over Socket Mode, with the sandbox as Slack.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use std::time::Duration;
 use greenlight::app::Application;
 use greenlight::config::{Config, Secret, Workflow};
 use greenlight::domain::SystemClock;
-use greenlight_sandbox::{HomeClick, Sandbox, SandboxConfig, SandboxHandle, Transport, View};
+use greenlight_sandbox::{
+    CommandResponse, HomeClick, Sandbox, SandboxConfig, SandboxHandle, Transport, View,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +50,26 @@ async fn home_where(sandbox: &SandboxHandle, user: &str, pred: impl Fn(&View) ->
                 sandbox.home_view(user)
             )
         })
+}
+
+/// What `/greenlight <text>` showed `user`, as text.
+async fn command(sandbox: &SandboxHandle, user: &str, text: &str) -> String {
+    let ran = sandbox
+        .slash_command(user, "#deploy", "/greenlight", text)
+        .await
+        .expect("command delivered");
+    assert!(ran.acked(), "{ran:?}");
+    assert!(
+        ran.ack.latency < Duration::from_secs(3),
+        "acked within Slack's 3 s"
+    );
+    match ran.response {
+        Some(CommandResponse::Ephemeral(e)) => {
+            assert_eq!(e.user, user);
+            format!("{} {}", e.text, serde_json::to_string(&e.blocks).unwrap())
+        }
+        other => panic!("an ephemeral answer, got {other:?}"),
+    }
 }
 
 async fn create(app: &TestApp, body: Value) -> String {
@@ -130,7 +153,7 @@ async fn an_approver_opens_home_approves_there_and_the_message_and_tab_follow() 
     );
 }
 
-/// One decision of "may vote on": approvers (people and groups) or anyone
+/// One decision of "may vote on" for both surfaces: approvers (people and groups) or anyone
 /// when the workflow names none; not what you asked for without self-approval; not what you
 /// voted on already (N of M).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +197,7 @@ async fn pending_lists_what_each_person_may_still_vote_on() {
         .await
         .expect("the vote was counted");
 
-    for (user, sees, _not) in [
+    for (user, sees, not) in [
         (
             "U0DAVE",
             vec![&frank_asks, &carol_asks, &erin_asks],
@@ -201,6 +224,20 @@ async fn pending_lists_what_each_person_may_still_vote_on() {
             vec![&frank_asks, &carol_asks, &dave_asks, &erin_asks],
         ),
     ] {
+        let answer = command(&app.sandbox, user, "pending").await;
+        for id in &sees {
+            assert!(answer.contains(id.as_str()), "{user} sees {id}: {answer}");
+        }
+        for id in &not {
+            assert!(
+                !answer.contains(id.as_str()),
+                "{user} does not see {id}: {answer}"
+            );
+        }
+        if sees.is_empty() {
+            assert!(answer.contains("Nothing is waiting"), "{answer}");
+        }
+        // The Home tab lists exactly the same.
         app.sandbox.open_home(user).await.unwrap();
         let mut want: Vec<String> = sees.iter().map(|s| s.to_string()).collect();
         want.sort();
@@ -333,9 +370,111 @@ async fn deny_from_home_asks_why_in_a_modal() {
     .await;
 }
 
-/// Socket Mode: `events_api` envelopes, acked at once like clicks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn home_over_socket_mode() {
+async fn a_command_with_a_bad_signature_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let id = create(&app, json!({"title": "Deploy api"})).await;
+    app.posted(&id).await;
+    let audit_before = app.audit().await.len();
+    let calls_before = app.sandbox.calls().len();
+    let body = "token=x&team_id=T0SANDBOX&team_domain=sandbox&channel_id=C0DEPLOY&channel_name=deploy&user_id=U0ALICE&user_name=alice&command=%2Fgreenlight&text=pending&response_url=http%3A%2F%2F127.0.0.1%3A9%2Fr&trigger_id=1.2.3";
+    let ts = now_unix();
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = app
+            .http
+            .post(format!("{}/slack/commands", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let forged = vec![
+        ("x-slack-request-timestamp", ts.to_string()),
+        ("x-slack-signature", format!("v0={}", "0".repeat(64))),
+    ];
+    let (status, answer) = post(forged).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("invalid_signature"), "{answer}");
+    let (status, _) = post(vec![]).await;
+    assert_eq!(status, 401, "no signature at all");
+    let stale = app.signed_headers(body, ts - 600);
+    assert_eq!(post(stale).await.0, 401, "outside the 5-minute window");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.audit().await.len(), audit_before);
+    assert_eq!(app.sandbox.calls().len(), calls_before, "no Slack call");
+
+    // Signed properly it is answered in the ack; the same bytes again are a replay.
+    let signed = app.signed_headers(body, ts);
+    let (status, answer) = post(signed.clone()).await;
+    assert_eq!(status, 200);
+    let reply: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(reply["response_type"], "ephemeral");
+    assert!(answer.contains(&id), "{answer}");
+    let (status, again) = post(signed).await;
+    assert_eq!((status, again.as_str()), (200, ""), "a replay does nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_help_and_unknown_subcommands() {
+    let app = spawn_app_with(|c| c.workflows[0].approvals_required = 2).await;
+    let id = create(
+        &app,
+        json!({"title": "Refund *1042*", "details": "for <!here>", "requester": "U0FRANK"}),
+    )
+    .await;
+    let msg = app.posted(&id).await;
+    assert!(app.click(&msg, APPROVE, "U0ALICE").await.acked());
+    app.sandbox
+        .wait_for_message(CHANNEL, &msg.ts, |m| text_of(m).contains("1 of 2"), WAIT)
+        .await
+        .unwrap();
+
+    // Anyone may look: what the message shows, without its buttons.
+    let shown = command(&app.sandbox, "U0ERIN", &format!("show {id}")).await;
+    assert!(shown.contains("1 of 2 approvals"), "{shown}");
+    assert!(
+        shown.contains(&id) && shown.contains("<#C0DEPLOY>"),
+        "{shown}"
+    );
+    assert!(!shown.contains(APPROVE), "no buttons: {shown}");
+    assert!(!shown.contains("<!here>"), "{shown}");
+    let missing = command(
+        &app.sandbox,
+        "U0ERIN",
+        "show req_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    )
+    .await;
+    assert!(missing.contains("does not know"), "{missing}");
+    let junk = command(&app.sandbox, "U0ERIN", "show <!channel>").await;
+    assert!(
+        junk.contains("does not know") && !junk.contains("<!channel>"),
+        "{junk}"
+    );
+
+    let help = command(&app.sandbox, "U0ERIN", "help").await;
+    for sub in ["pending", "show", "help"] {
+        assert!(help.contains(&format!("/greenlight {sub}")), "{help}");
+    }
+    let bare = command(&app.sandbox, "U0ERIN", "").await;
+    assert!(
+        bare.contains("/greenlight show") && bare.contains("this list"),
+        "{bare}"
+    );
+    let unknown = command(&app.sandbox, "U0ERIN", "approve everything").await;
+    assert!(
+        unknown.contains("does not know") && unknown.contains("/greenlight pending"),
+        "{unknown}"
+    );
+}
+
+/// Socket Mode: `events_api` and `slash_commands` envelopes, acked at once like clicks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_and_commands_over_socket_mode() {
     init();
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite:{}", dir.path().join("greenlight.db").display());
@@ -380,6 +519,22 @@ async fn home_over_socket_mode() {
     assert_eq!(opened.transport, Transport::SocketMode);
     assert!(opened.acked(), "{opened:?}");
     home_where(&sandbox, "U0CAROL", |v| waiting(v) == [id.clone()]).await;
+
+    let ran = sandbox
+        .slash_command("U0CAROL", "#deploy", "/greenlight", "pending")
+        .await
+        .unwrap();
+    assert_eq!(ran.ack.transport, Transport::SocketMode);
+    assert!(ran.acked(), "{ran:?}");
+    match &ran.response {
+        Some(CommandResponse::Ephemeral(e)) => {
+            assert!(
+                serde_json::to_string(&e.blocks).unwrap().contains(&id),
+                "{e:?}"
+            )
+        }
+        other => panic!("an ephemeral answer, got {other:?}"),
+    }
 
     let click = sandbox
         .click_home(HomeClick::new("U0CAROL", APPROVE).with_value(&id))
