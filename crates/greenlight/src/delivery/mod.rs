@@ -411,10 +411,13 @@ impl Worker {
                     "kind": kind, "target": job.effect.target(), "error": error, "attempts": attempts,
                 }),
             });
-            // An alert about a dead alert would loop.
-            let is_alert = matches!(job.effect, Effect::SlackAlert { .. });
-            if let (true, false, Some(channel)) =
-                (out.alert, is_alert, &self.settings.alerts_channel)
+            // An alert about a dead alert would loop; a Home tab that could not be published
+            // is out of date at worst, and the person's next visit publishes it again.
+            let quiet = matches!(
+                job.effect,
+                Effect::SlackAlert { .. } | Effect::SlackHomeRefresh { .. }
+            );
+            if let (true, false, Some(channel)) = (out.alert, quiet, &self.settings.alerts_channel)
             {
                 let about = request_id
                     .as_ref()
@@ -600,12 +603,8 @@ impl Worker {
                 }
             }
             Err(SlackCallError::Permanent(e)) => Outcome {
-                // A notice to one person (or their Home tab) that cannot be shown is not
-                // worth waking anyone.
-                alert: !matches!(
-                    job.effect,
-                    Effect::SlackEphemeral { .. } | Effect::SlackHomeRefresh { .. }
-                ),
+                // A notice to one person that cannot be shown is not worth waking anyone.
+                alert: !matches!(job.effect, Effect::SlackEphemeral { .. }),
                 ..Outcome::dead(e)
             },
             Err(SlackCallError::Transient(e)) => self.retry_or_give_up(job, now, e),

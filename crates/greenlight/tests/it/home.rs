@@ -554,3 +554,32 @@ async fn home_and_commands_over_socket_mode() {
     shutdown.cancel();
     let _ = server.await;
 }
+
+/// A Home tab Slack will not take (the app's Home tab is off) is given up at once, audited,
+/// and not announced: the person's next visit publishes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_tab_slack_refuses_is_given_up_quietly() {
+    let app = spawn_app_with(|c| c.alerts.channel = Some("C0OPS".parse().unwrap())).await;
+    app.sandbox.fail_with("views.publish", "not_enabled", None);
+    assert!(app.sandbox.open_home("U0ALICE").await.unwrap().acked());
+    let failed = |events: &[Value]| {
+        events
+            .iter()
+            .any(|e| e["event"] == "delivery.failed" && e["data"]["kind"] == "slack_home_refresh")
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !failed(&app.audit().await) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refresh was given up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.sandbox.messages("C0OPS").is_empty(), "no alert");
+    assert_eq!(
+        app.sandbox.calls_to("views.publish").len(),
+        1,
+        "not retried"
+    );
+}
