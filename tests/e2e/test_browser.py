@@ -164,6 +164,49 @@ def test_denying_in_the_browser_tells_the_machine(dev, browser):
     assert_no_page_errors(browser)
 
 
+def test_approving_on_the_home_tab_and_asking_what_is_pending(dev, browser):
+    open_page(browser, dev)
+    title = "Deploy billing v7"
+    request_id = ask(dev, title, service="billing")
+    ts, _ = message_showing(browser, title)
+    assert ts == posted_ts(dev, request_id)
+
+    # Bob opens greenlight's Home tab: the request waits for him, with the message's buttons.
+    act_as(browser, "U0BOB", "bob")
+    browser.find_element(By.ID, "hometab").click()
+    until(browser, "the Home tab listing the request", lambda d: title in d_text(d, "homebody"))
+    assert "Waiting for you" in d_text(browser, "homebody")
+    approve = f'#homebody button[data-action="{APPROVE}"][data-value="{request_id}"]'
+    until(browser, "clicking Approve on the Home tab", lambda d: d.find_element(By.CSS_SELECTOR, approve).click() or True)
+    # The tab is published again: nothing waits, the request is among the recent decisions.
+    until(browser, "the refreshed Home tab", lambda d: "Nothing is waiting" in d_text(d, "homebody"))
+    assert title in d_text(browser, "homebody") and "Approved" in d_text(browser, "homebody")
+    request = decided(dev, request_id)
+    assert (request["status"], request["decided_by"]) == ("approved", "U0BOB")
+
+    # Back in #deploy the message shows the decision.
+    channel_link(browser, "C0DEPLOY").click()
+    until(browser, "#deploy", lambda d: d_text(d, "channame") == "# deploy")
+    until(browser, "the message to show the decision", lambda d: "Approved by @bob" in message(d, ts).text)
+
+    # /greenlight pending in the message box: an answer only Bob sees, listing what waits.
+    waiting_title = "Rotate the API keys"
+    waiting_id = ask(dev, waiting_title)
+    message_showing(browser, waiting_title)
+    type_into_composer(browser, "/greenlight pending")
+    reply = until(browser, "the ephemeral answer", lambda d: next(
+        (m for m in d.find_elements(By.CSS_SELECTOR, "#messages .msg.eph") if "waiting for your vote" in m.text), False))
+    assert "Only visible to you" in reply.text
+    assert waiting_title in reply.text and waiting_id in reply.text
+    assert title not in reply.text, "decided requests are not listed"
+    # The sandbox sent it as a signed POST to /slack/commands and got the answer in the ack.
+    delivery = dev.sandbox("GET", "deliveries").json()[-1]
+    assert delivery["kind"] == "slash_command"
+    outcome = delivery["outcome"]
+    assert (outcome["transport"], outcome["status"], outcome["timed_out"]) == ("http", 200, False)
+    assert_no_page_errors(browser)
+
+
 # --- the sandbox page on its own, with a Bolt app over Socket Mode -------------------------------
 
 

@@ -15,9 +15,9 @@ use crate::delivery::Worker;
 use crate::domain::Clock;
 use crate::http::{self, AppState};
 use crate::service::Service;
-use crate::service::interactions;
+use crate::service::{commands, home, interactions};
 use crate::slack::SlackApi;
-use crate::slack::socket_mode::{Handler, SocketMode};
+use crate::slack::socket_mode::{Handlers, SocketMode};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,46 @@ pub struct Application {
     permissions: crate::mcp::PermissionSettings,
 }
 
+/// What each kind of Socket Mode envelope means: the same use cases as the HTTP endpoints.
+fn socket_handlers(service: &Arc<Service>) -> Handlers {
+    let (s1, s2, s3) = (service.clone(), service.clone(), service.clone());
+    Handlers {
+        interaction: Arc::new(move |interaction| {
+            let service = s1.clone();
+            Box::pin(async move {
+                match interactions::handle(&service, &interaction).await {
+                    Ok(handled) => handled.ack_payload(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot handle a Socket Mode interaction");
+                        None
+                    }
+                }
+            })
+        }),
+        event: Arc::new(move |callback| {
+            let service = s2.clone();
+            Box::pin(async move {
+                if let Err(e) = home::on_event(&service, &callback).await {
+                    tracing::error!(error = %e, "cannot handle a Socket Mode event");
+                }
+            })
+        }),
+        command: Arc::new(move |command| {
+            let service = s3.clone();
+            Box::pin(async move {
+                commands::handle(&service, &command)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot answer a Socket Mode command");
+                        crate::slack::commands::text_reply(
+                            "greenlight could not answer that; please try again shortly.",
+                        )
+                    })
+            })
+        }),
+    }
+}
+
 /// A name for this process on the leases it takes: unique per start, readable in the database.
 fn replica_name() -> String {
     let host = std::env::var("HOSTNAME")
@@ -118,7 +158,15 @@ impl Application {
             .map_err(|e| AppError::Outbound(e.to_string()))?;
         let replica = replica_name();
         tracing::info!(replica = %replica, database = store.backend(), "store open");
-        let worker = Worker::new(store, slack.clone(), clock, wake, settings, replica);
+        let worker = Worker::new(
+            store,
+            service.clone(),
+            slack.clone(),
+            clock,
+            wake,
+            settings,
+            replica,
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Bind {
@@ -171,25 +219,17 @@ impl Application {
         let service = self.state.service.clone();
         let socket_mode = match &self.app_token {
             Some(token) => {
-                let service = service.clone();
-                let handler: Handler = Arc::new(move |interaction| {
-                    let service = service.clone();
-                    Box::pin(async move {
-                        match interactions::handle(&service, &interaction).await {
-                            Ok(handled) => handled.ack_payload(),
-                            Err(e) => {
-                                tracing::error!(error = %e, "cannot handle a Socket Mode interaction");
-                                None
-                            }
-                        }
-                    })
-                });
-                let sm = SocketMode::start(&self.slack, token, handler, self.socket_connections)
-                    .await
-                    .map_err(|e| AppError::SocketMode(e.to_string()))?;
+                let sm = SocketMode::start(
+                    &self.slack,
+                    token,
+                    socket_handlers(&service),
+                    self.socket_connections,
+                )
+                .await
+                .map_err(|e| AppError::SocketMode(e.to_string()))?;
                 tracing::info!(
                     connections = self.socket_connections,
-                    "Socket Mode on: interactions arrive over WebSockets"
+                    "Socket Mode on: interactions, events and commands arrive over WebSockets"
                 );
                 Some(sm)
             }

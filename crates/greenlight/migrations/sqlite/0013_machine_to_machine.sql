@@ -15,7 +15,7 @@ CREATE TABLE signals (
 ALTER TABLE requests ADD COLUMN digest_key TEXT;
 CREATE INDEX requests_digest ON requests (digest_key, id) WHERE digest_key IS NOT NULL;
 -- History in rules and alerts counts decisions by workflow and by rule over a window.
-CREATE INDEX requests_decided ON requests (workflow, decided_at) WHERE status <> 'pending';
+CREATE INDEX requests_workflow_decided ON requests (workflow, decided_at) WHERE status <> 'pending';
 CREATE INDEX requests_decider ON requests (decided_by, decided_at) WHERE status <> 'pending';
 
 -- One digest message per channel and window, once posted.
@@ -38,4 +38,5 @@ CREATE TABLE alert_state (
 -- message's updates, a digest's, a Home tab's.
 ALTER TABLE outbox ADD COLUMN collapse_key TEXT;
 UPDATE outbox SET collapse_key = 'update:' || request_id WHERE kind = 'slack_update';
+-- (Home refreshes waiting at the upgrade keep no key: at worst one extra publish.)
 CREATE INDEX outbox_collapse ON outbox (collapse_key) WHERE state = 'pending';

@@ -34,6 +34,27 @@ const WAIT_FOR_POST_MS: Millis = 250;
 /// Bounds on a 429's `Retry-After`: never a hot loop, never a day.
 const MIN_PAUSE_MS: Millis = 1_000;
 const MAX_PAUSE_MS: Millis = 15 * 60 * 1000;
+/// One person's Home tab is published at most about once a second...
+const HOME_PACE: Pace = Pace {
+    per_second: 1.0,
+    burst: 1,
+};
+/// ...and all of them within views.publish's tier (Tier 4: 100 a minute per workspace).
+const HOME_PACE_ALL: Pace = Pace {
+    per_second: 100.0 / 60.0,
+    burst: 20,
+};
+
+/// A person's Home tab, rendered from the current state. The service renders it (who may vote
+/// on what is a use case); the worker only decides when to publish.
+#[async_trait::async_trait]
+pub trait HomeTabs: Send + Sync {
+    async fn home_view(
+        &self,
+        user: &str,
+        notice: Option<&str>,
+    ) -> Result<slack_morphism::prelude::SlackView, String>;
+}
 
 /// The worker's knobs, from `[delivery]` and `[alerts]`.
 pub struct Settings {
@@ -173,6 +194,7 @@ enum Step {
 
 pub struct Worker {
     store: Arc<dyn Store>,
+    home: Arc<dyn HomeTabs>,
     /// Pacing, 429 pauses and message leases, shared by every process that delivers.
     shared: Arc<dyn Coordination>,
     slack: SlackApi,
@@ -219,6 +241,7 @@ fn post_tag(id: &RequestId) -> Tag {
 impl Worker {
     pub fn new(
         store: Arc<dyn Store>,
+        home: Arc<dyn HomeTabs>,
         slack: SlackApi,
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
@@ -228,6 +251,7 @@ impl Worker {
         Arc::new(Self {
             shared: store.coordination(),
             store,
+            home,
             slack,
             clock,
             wake,
@@ -390,10 +414,13 @@ impl Worker {
                     "kind": kind, "target": job.effect.target(), "error": error, "attempts": attempts,
                 }),
             });
-            // An alert about a dead alert would loop.
-            let is_alert = matches!(job.effect, Effect::SlackAlert { .. });
-            if let (true, false, Some(channel)) =
-                (out.alert, is_alert, &self.settings.alerts_channel)
+            // An alert about a dead alert would loop; a Home tab that could not be published
+            // is out of date at worst, and the person's next visit publishes it again.
+            let quiet = matches!(
+                job.effect,
+                Effect::SlackAlert { .. } | Effect::SlackHomeRefresh { .. }
+            );
+            if let (true, false, Some(channel)) = (out.alert, quiet, &self.settings.alerts_channel)
             {
                 let about = request_id
                     .as_ref()
@@ -444,6 +471,7 @@ impl Worker {
         match effect {
             Effect::SlackUpdate { .. } | Effect::SlackDigest { .. } => "chat.update",
             Effect::SlackEphemeral { .. } => "chat.postEphemeral",
+            Effect::SlackHomeRefresh { .. } => "views.publish",
             _ => "chat.postMessage",
         }
     }
@@ -458,8 +486,18 @@ impl Worker {
             per_second: self.settings.posts_per_second,
             burst: self.settings.post_burst,
         };
+        self.take_slot(channel, now, pace).await
+    }
+
+    /// Takes a slot of the bucket `key` (a channel, a person's Home tab, a method).
+    async fn take_slot(
+        &self,
+        key: &str,
+        now: Millis,
+        pace: Pace,
+    ) -> Result<Result<(), Millis>, SlackCallError> {
         self.shared
-            .take_post_slot(channel, now, pace)
+            .take_post_slot(key, now, pace)
             .await
             .map_err(|e| SlackCallError::Transient(e.to_string()))
     }
@@ -477,10 +515,11 @@ impl Worker {
                 Some(request_id.to_string())
             }
             Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
+            Effect::SlackHomeRefresh { user, .. } => Some(format!("home:{user}")),
             _ => None,
         };
-        // One task at a time posts or updates a message, across replicas: so an older
-        // rendering can never land after a newer one.
+        // One task at a time posts or updates a message (or publishes a Home tab), across
+        // replicas: so an older rendering can never land after a newer one.
         let lease_owner = format!("{}:{}", self.owner, job.id);
         if let Some(message) = &message {
             let until = now + self.settings.lease_ms;
@@ -537,6 +576,9 @@ impl Worker {
                     .map(|_| Step::Sent),
             },
             Effect::SlackDigest { key, channel } => self.digest(job, key, channel, now).await,
+            Effect::SlackHomeRefresh { user, notice } => {
+                self.publish_home(user, notice.as_deref(), now).await
+            }
             Effect::Webhook { .. } | Effect::ActionHook { .. } => {
                 return Outcome::dead("not a Slack job");
             }
@@ -831,6 +873,39 @@ impl Worker {
             .post_thread_reply(&slack.channel, &slack.ts, text.to_owned())
             .await
             .map(|()| Step::Sent)
+    }
+
+    /// Publishes `user`'s Home tab as it is now, paced per person and for the whole app.
+    async fn publish_home(
+        &self,
+        user: &str,
+        notice: Option<&str>,
+        now: Millis,
+    ) -> Result<Step, SlackCallError> {
+        let paced = |at| {
+            Ok(Step::Wait(
+                at,
+                "paced: Home tabs are published about once a second per person".into(),
+            ))
+        };
+        if let Err(at) = self
+            .take_slot(&format!("home:{user}"), now, HOME_PACE)
+            .await?
+        {
+            return paced(at);
+        }
+        if let Err(at) = self.take_slot("views.publish", now, HOME_PACE_ALL).await? {
+            return paced(at);
+        }
+        let view = self
+            .home
+            .home_view(user, notice)
+            .await
+            .map_err(SlackCallError::Transient)?;
+        let published = self.slack.publish_home(user, view).await;
+        let outcome = if published.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("greenlight_home_publishes_total", "outcome" => outcome).increment(1);
+        published.map(|()| Step::Sent)
     }
 
     async fn update(&self, id: &RequestId) -> Result<Step, SlackCallError> {

@@ -56,6 +56,7 @@ where
         .route("/v1/audit", get(ops::audit))
         .route("/slack/interactions", post(slack::receive))
         .route("/slack/events", post(slack::receive))
+        .route("/slack/commands", post(slack::command))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -1,5 +1,6 @@
-//! `POST /slack/interactions` and `/slack/events`: verify, drop replays, decide, ack. Nothing
-//! here calls Slack: the message update and any notice go through the outbox after the 200.
+//! `POST /slack/interactions`, `/slack/events` and `/slack/commands`: verify, drop replays,
+//! decide, ack. Nothing here calls Slack: message updates, notices and Home tabs go through
+//! the outbox after the 200.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, OnceLock};
@@ -12,7 +13,10 @@ use bytes::Bytes;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::service::commands::{self, CommandError};
+use crate::service::home::{self, EventError};
 use crate::service::interactions::{self, InteractionError};
+use crate::slack::commands::SlashCommand;
 use crate::slack::interaction::{Inbound, decode};
 use crate::slack::signature::{self, Signed};
 
@@ -81,7 +85,25 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     response
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+/// `POST /slack/commands`: a slash command, form-encoded and signed like every Slack request;
+/// answered in the ack with an ephemeral message.
+pub async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
+    let response = handle_command(&state, &headers, &body)
+        .await
+        .unwrap_or_else(|e| e.into_response());
+    metrics::histogram!("greenlight_slack_ack_seconds").record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Whether a request is Slack's and new: the signature verified, and it is not a replay.
+enum Verified {
+    Fresh,
+    Replay,
+}
+
+/// The v0 signature check and the replay cache, for every Slack endpoint.
+fn verify(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Verified, ApiError> {
     let Some(secret) = &state.signing_secret else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -103,9 +125,16 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
         ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
     })?;
     if !replays().first_time(signed, now) {
-        // 200, not an error: Slack retries non-200 answers, and a replay is not worth a retry.
         metrics::counter!("greenlight_slack_replays_total").increment(1);
         tracing::warn!("dropped a replayed Slack request");
+        return Ok(Verified::Replay);
+    }
+    Ok(Verified::Fresh)
+}
+
+async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+    if let Verified::Replay = verify(state, headers, body)? {
+        // 200, not an error: Slack retries non-200 answers, and a replay is not worth a retry.
         return Ok(StatusCode::OK.into_response());
     }
     let inbound = decode(header(headers, header::CONTENT_TYPE.as_str()), body)
@@ -113,6 +142,22 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
     match inbound {
         Inbound::UrlVerification { challenge } => {
             Ok(Json(serde_json::json!({ "challenge": challenge })).into_response())
+        }
+        // One durable write (the opening and the tab's refresh, in the outbox), then the 200:
+        // views.publish runs after the ack. A retried event (X-Slack-Retry-Num) collapses into
+        // the refresh still waiting.
+        Inbound::Event(callback) => {
+            home::on_event(&state.service, &callback)
+                .await
+                .map_err(|e| match e {
+                    EventError::User => {
+                        metrics::counter!("greenlight_slack_rejected_total", "reason" => "invalid_user_id")
+                            .increment(1);
+                        ApiError::bad_request("invalid_user_id", e.to_string())
+                    }
+                    EventError::Service(e) => e.into(),
+                })?;
+            Ok(StatusCode::OK.into_response())
         }
         Inbound::Other(kind) => {
             tracing::debug!(kind, "ignored a Slack payload");
@@ -140,6 +185,30 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             })
         }
     }
+}
+
+async fn handle_command(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if let Verified::Replay = verify(state, headers, body)? {
+        return Ok(StatusCode::OK.into_response());
+    }
+    let cmd: SlashCommand = serde_urlencoded::from_bytes(body).map_err(|e| {
+        ApiError::bad_request("invalid_payload", format!("not a slash command form: {e}"))
+    })?;
+    let reply = commands::handle(&state.service, &cmd)
+        .await
+        .map_err(|e| match e {
+            CommandError::User => {
+                metrics::counter!("greenlight_slack_rejected_total", "reason" => "invalid_user_id")
+                    .increment(1);
+                ApiError::bad_request("invalid_user_id", e.to_string())
+            }
+            CommandError::Service(e) => e.into(),
+        })?;
+    Ok(Json(reply).into_response())
 }
 
 #[cfg(test)]

@@ -81,15 +81,20 @@ async fn click(service: &Service, i: &Interaction) -> Result<Handled, Interactio
         _ => return Ok(Handled::Ignored),
     };
     let (user, _team) = i.identity()?;
-    let channel = i
-        .channel_id()
-        .ok_or(InteractionError::Malformed("channel"))?;
+    let at = if i.on_view() {
+        Where::Home
+    } else {
+        Where::Channel(
+            i.channel_id()
+                .ok_or(InteractionError::Malformed("channel"))?,
+        )
+    };
     let id = action
         .value
         .as_deref()
         .and_then(|v| v.parse::<RequestId>().ok());
     let Some(id) = id else {
-        tell(service, channel, user, UNKNOWN.into()).await?;
+        tell(service, at, user, UNKNOWN.into()).await?;
         return Ok(Handled::Refused("unknown_request"));
     };
     let vote = Vote {
@@ -100,13 +105,27 @@ async fn click(service: &Service, i: &Interaction) -> Result<Handled, Interactio
         reason: None,
     };
     if verdict == Verdict::Deny && wants_reason(service, &id).await? {
-        return ask_why(service, i, channel, &id, vote).await;
+        return ask_why(service, i, at, &id, vote).await;
     }
-    match service.vote(&id, vote).await {
-        Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
-        Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
-        Err(e) => refuse(service, channel, user, e).await,
+    let handled = match service.vote(&id, vote).await {
+        Ok(VoteResult::Decided(_)) => Handled::Decided,
+        Ok(VoteResult::Counted(_)) => Handled::Counted,
+        Err(e) => return refuse(service, at, user, e).await,
+    };
+    if at == Where::Home {
+        // The tab is open (the click came from it): refresh it even if it was opened long
+        // ago; this collapses with the refresh the vote queued when it was recent.
+        service.home_opened(user, None).await?;
     }
+    Ok(handled)
+}
+
+/// Where to tell the person why their click did not count: an ephemeral in the message's
+/// channel, or at the top of their Home tab (a click there has no channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where<'a> {
+    Channel(&'a str),
+    Home,
 }
 
 const UNKNOWN: &str = "greenlight does not know this request.";
@@ -127,14 +146,14 @@ async fn wants_reason(service: &Service, id: &RequestId) -> Result<bool, Service
 async fn ask_why(
     service: &Service,
     i: &Interaction,
-    channel: &str,
+    at: Where<'_>,
     id: &RequestId,
     vote: Vote,
 ) -> Result<Handled, InteractionError> {
     let user = vote.by.clone();
     let request = match service.check_vote(id, &vote).await {
         Ok(r) => r,
-        Err(e) => return refuse(service, channel, &user, e).await,
+        Err(e) => return refuse(service, at, &user, e).await,
     };
     let trigger = i
         .trigger_id
@@ -229,7 +248,7 @@ fn refusal_text(r: &VoteRejected, mrkdwn: bool) -> String {
 
 async fn refuse(
     service: &Service,
-    channel: &str,
+    at: Where<'_>,
     user: &str,
     e: ServiceError,
 ) -> Result<Handled, InteractionError> {
@@ -247,15 +266,19 @@ async fn refuse(
         ServiceError::Lookup(_) => (LOOKUP_FAILED.to_owned(), "lookup_failed"),
         _ => return Err(e.into()),
     };
-    tell(service, channel, user, text).await?;
+    tell(service, at, user, text).await?;
     Ok(Handled::Refused(why))
 }
 
 async fn tell(
     service: &Service,
-    channel: &str,
+    at: Where<'_>,
     user: &str,
     text: String,
 ) -> Result<(), ServiceError> {
-    service.notify_user(channel, user, text).await
+    match at {
+        Where::Channel(channel) => service.notify_user(channel, user, text).await,
+        // Published with the tab as it is now, which also shows why (decided, voted).
+        Where::Home => service.home_opened(user, Some(text)).await,
+    }
 }

@@ -5,6 +5,8 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod commands;
+pub mod home;
 pub mod intake;
 pub mod interactions;
 pub mod rules;
@@ -20,8 +22,8 @@ use tokio::sync::Notify as Wake;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Approver, ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Notify, Params, Policy,
-    Request, RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
+    ChannelRef, Clock, DecisionKind, DurationSpec, NewRequest, Notify, Params, Policy, Request,
+    RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
     WorkflowName,
 };
 use crate::service::waiters::Waiters;
@@ -165,6 +167,8 @@ pub struct Service {
     /// `[[alert]]`, and `[alerts] channel` where they are posted.
     alert_rules: Vec<crate::config::Alert>,
     alerts_channel: Option<String>,
+    /// Who has the Home tab open, for deciding whose tab a change refreshes.
+    viewers: home::Viewers,
 }
 
 /// Per-key pace of creates, and the long-polls allowed at once.
@@ -225,6 +229,7 @@ impl Service {
             limits: Limits::new(600, 1000),
             alert_rules: Vec::new(),
             alerts_channel: None,
+            viewers: Default::default(),
         }
     }
 
@@ -364,24 +369,9 @@ impl Service {
         if vote.kind != DecisionKind::User {
             return Ok(Standing::APPROVER);
         }
-        let is_approver = match &self.directory {
-            Some(d) => d.is_approver(&workflow.approvers, &vote.by).await?,
-            None => {
-                workflow.approvers.is_empty()
-                    || workflow
-                        .approvers
-                        .iter()
-                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == vote.by))
-            }
-        };
+        let is_approver = self.may_vote_in(workflow, &vote.by).await?;
         let asks_about_self = vote.verdict == Verdict::Approve && !workflow.allow_self_approval;
-        let is_requester = match (&request.requester, asks_about_self) {
-            (Some(requester), true) => match &self.directory {
-                Some(d) => d.user_id(requester).await?.as_deref() == Some(vote.by.as_str()),
-                None => *requester == vote.by,
-            },
-            _ => false,
-        };
+        let is_requester = asks_about_self && self.asked_by(request, &vote.by).await?;
         Ok(Standing {
             is_approver,
             is_requester,
@@ -501,6 +491,7 @@ impl Service {
             });
             request.digest_key = Some(window.key);
         }
+        effects.extend(self.home_refreshes(&request).await);
         if let Some(status) = decided {
             // Callbacks and hooks hear of the decision too; the post already shows it.
             effects.extend(
@@ -705,7 +696,7 @@ impl Service {
                 VoteOutcome::Decided(status) => Event::Decided(status),
                 VoteOutcome::Counted { .. } => Event::VoteRecorded,
             };
-            let effects = self.effects_for(&request, event);
+            let effects = self.effects_of(&request, event).await;
             let audit = [NewAudit {
                 request_id: Some(request.id.clone()),
                 event: event.as_str(),
@@ -762,7 +753,7 @@ impl Service {
                 actor: by.to_owned(),
                 data: serde_json::json!({ "reason": reason }),
             }];
-            let effects = self.effects_for(&request, Event::Cancelled);
+            let effects = self.effects_of(&request, Event::Cancelled).await;
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())
@@ -826,7 +817,7 @@ impl Service {
                 actor: TIMEOUT_ACTOR.to_owned(),
                 data: audit_data,
             }];
-            let effects = self.effects_for(&request, event);
+            let effects = self.effects_of(&request, event).await;
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())
@@ -841,6 +832,18 @@ impl Service {
                 return Ok(());
             }
         }
+    }
+
+    /// `effects_for`, plus refreshes of the open Home tabs the change shows on.
+    async fn effects_of(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let mut effects = self.effects_for(request, event);
+        if matches!(
+            event,
+            Event::VoteRecorded | Event::Decided(_) | Event::Cancelled
+        ) {
+            effects.extend(self.home_refreshes(request).await);
+        }
+        effects
     }
 
     /// Everything a change sets off, in one place. Written in the same transaction as the

@@ -43,6 +43,8 @@ const PERMANENT: &[&str] = &[
     "restricted_action",
     "team_access_not_granted",
     "ekm_access_denied",
+    // views.publish: the app's Home tab is not turned on.
+    "not_enabled",
 ];
 
 fn classify(err: SlackClientError) -> SlackCallError {
@@ -206,6 +208,14 @@ impl SlackApi {
         let session = self.client.open_session(&self.token);
         let req = SlackApiViewsOpenRequest::new(trigger_id.to_owned().into(), view);
         session.views_open(&req).await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// Publishes `user`'s Home tab (views.publish), replacing what it showed.
+    pub async fn publish_home(&self, user: &str, view: SlackView) -> Result<(), SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiViewsPublishRequest::new(user.to_owned().into(), view);
+        session.views_publish(&req).await.map_err(classify)?;
         Ok(())
     }
 

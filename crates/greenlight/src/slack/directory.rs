@@ -104,6 +104,29 @@ impl Directory {
         Ok(false)
     }
 
+    /// `is_approver` from what is cached, without asking Slack (for the write path, where a
+    /// change decides whose Home tab it concerns): `None` when a group is not known yet.
+    pub fn is_approver_cached(&self, approvers: &[Approver], user: &str) -> Option<bool> {
+        if approvers.is_empty()
+            || approvers
+                .iter()
+                .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
+        {
+            return Some(true);
+        }
+        let mut unknown = false;
+        for a in approvers {
+            if let Approver::Group(g) = a {
+                match self.groups.get(g.as_str(), MAX_STALE) {
+                    Some((members, _)) if members.contains(user) => return Some(true),
+                    Some(_) => {}
+                    None => unknown = true,
+                }
+            }
+        }
+        (!unknown).then_some(false)
+    }
+
     async fn group_members(&self, group: &str) -> Result<Arc<HashSet<String>>, LookupError> {
         let key = format!("group:{group}");
         match self.groups.get(group, self.ttl) {

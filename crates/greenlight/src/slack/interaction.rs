@@ -75,6 +75,9 @@ pub struct Channel {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Container {
+    /// `message`, or `view` for a button on the Home tab (no channel, no message).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub channel_id: Option<String>,
     pub message_ts: Option<String>,
     #[serde(default)]
@@ -140,6 +143,16 @@ impl Interaction {
         Ok((&user.id, team))
     }
 
+    /// A click on a view rather than a message: the Home tab (greenlight's modals have no
+    /// buttons). Such a click has no channel to answer in.
+    pub fn on_view(&self) -> bool {
+        self.container
+            .as_ref()
+            .and_then(|c| c.kind.as_deref())
+            .is_some_and(|k| k == "view")
+            && self.channel_id().is_none()
+    }
+
     /// The channel the interaction happened in.
     pub fn channel_id(&self) -> Option<&str> {
         self.container
@@ -149,6 +162,24 @@ impl Interaction {
     }
 }
 
+/// An Events API `event_callback` (HTTP body, or a Socket Mode `events_api` payload), read
+/// leniently: only what `app_home_opened` needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventCallback {
+    pub event_id: Option<String>,
+    pub team_id: Option<String>,
+    pub event: Option<Event>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user: Option<String>,
+    /// `home` or `messages` (app_home_opened).
+    pub tab: Option<String>,
+}
+
 /// What a POST to the interactivity endpoint carried.
 #[derive(Debug)]
 pub enum Inbound {
@@ -156,7 +187,8 @@ pub enum Inbound {
     UrlVerification {
         challenge: String,
     },
-    /// A well-formed Events API callback or another payload type greenlight ignores.
+    Event(Box<EventCallback>),
+    /// A well-formed payload of a type greenlight ignores.
     Other(String),
 }
 
@@ -184,6 +216,11 @@ pub fn decode(content_type: Option<&str>, body: &[u8]) -> Result<Inbound, Payloa
         }
         let env: Envelope =
             serde_json::from_slice(body).map_err(|e| PayloadError::BadJson(e.to_string()))?;
+        if env.kind == "event_callback" {
+            let callback: EventCallback =
+                serde_json::from_slice(body).map_err(|e| PayloadError::BadJson(e.to_string()))?;
+            return Ok(Inbound::Event(Box::new(callback)));
+        }
         return Ok(match (env.kind.as_str(), env.challenge) {
             ("url_verification", Some(challenge)) => Inbound::UrlVerification { challenge },
             ("url_verification", None) => {
@@ -296,6 +333,40 @@ mod tests {
         }
         let no_user = interaction(serde_json::json!({"type": "block_actions"}));
         assert_eq!(no_user.identity(), Err(IdentityError::User));
+    }
+
+    #[test]
+    fn an_event_callback_decodes_leniently() {
+        let body = br#"{"token":"t","team_id":"T0SANDBOX","api_app_id":"A1","type":"event_callback",
+            "event_id":"Ev1","event_time":1,"authorizations":[],"something_new":{},
+            "event":{"type":"app_home_opened","user":"U0ALICE","channel":"D0ALICE","tab":"home",
+                     "event_ts":"1.2","view":{"id":"V1","type":"home","blocks":[{"type":"odd"}]}}}"#;
+        let Ok(Inbound::Event(callback)) = decode(Some("application/json"), body) else {
+            panic!("not an event");
+        };
+        let event = callback.event.unwrap();
+        assert_eq!(event.kind, "app_home_opened");
+        assert_eq!(event.user.as_deref(), Some("U0ALICE"));
+        assert_eq!(event.tab.as_deref(), Some("home"));
+        // Other events, and ones without a body, decode too (and are ignored later).
+        let other = br#"{"type":"event_callback","event":{"type":"message"}}"#;
+        assert!(matches!(decode(None, other), Ok(Inbound::Event(_))));
+        let bare = br#"{"type":"event_callback"}"#;
+        assert!(matches!(decode(None, bare), Ok(Inbound::Event(e)) if e.event.is_none()));
+    }
+
+    #[test]
+    fn a_click_on_the_home_tab_has_a_view_and_no_channel() {
+        let home = interaction(serde_json::json!({
+            "type": "block_actions", "user": {"id": "U0ALICE"}, "team": {"id": "T1"},
+            "container": {"type": "view", "view_id": "V1"}, "view": {"id": "V1", "type": "home"}
+        }));
+        assert!(home.on_view());
+        let message = interaction(serde_json::json!({
+            "type": "block_actions", "user": {"id": "U0ALICE"}, "team": {"id": "T1"},
+            "container": {"type": "message", "channel_id": "C1", "message_ts": "1.2"}
+        }));
+        assert!(!message.on_view());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! API client. The domain never sees a Slack type.
 
 mod client;
+pub mod commands;
 pub mod directory;
+pub mod home;
 pub mod interaction;
 pub mod render;
 pub mod signature;

@@ -197,7 +197,7 @@ pub fn escape_within(text: &str, max: usize) -> String {
 }
 
 /// Cuts `text` to at most `max` characters, marking the cut.
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }
@@ -215,7 +215,7 @@ pub fn who(id: &str) -> String {
     }
 }
 
-fn date(ts: Timestamp) -> String {
+pub(crate) fn date(ts: Timestamp) -> String {
     format!(
         "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
         ts.as_second(),
@@ -230,7 +230,7 @@ fn param_value(v: &serde_json::Value) -> String {
     }
 }
 
-fn md(text: String) -> SlackBlockText {
+pub(crate) fn md(text: String) -> SlackBlockText {
     SlackBlockText::MarkDown(SlackBlockMarkDownText::new(text))
 }
 
@@ -420,6 +420,30 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
         }
         blocks.push(SlackSectionBlock::new().with_fields(fields).into());
     }
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(context_line(r)),
+        )])
+        .into(),
+    );
+    if r.status == Status::Pending {
+        if let Some(progress) = progress(r, look) {
+            blocks.push(SlackSectionBlock::new().with_text(md(progress)).into());
+        }
+        blocks.push(buttons(r, look, ACTIONS_BLOCK));
+    } else {
+        blocks.push(
+            SlackSectionBlock::new()
+                .with_text(md(truncate(&outcome_with_reason(r), 3000)))
+                .into(),
+        );
+    }
+    blocks
+}
+
+/// Who asked, in which workflow, until when, and the id: `requested by @frank · workflow
+/// *deploy* · expires … · `req_…``.
+pub fn context_line(r: &Request) -> String {
     let mut context = vec![format!("workflow *{}*", escape(r.workflow.as_str()))];
     if let Some(requester) = &r.requester {
         context.insert(0, format!("requested by {}", who(requester)));
@@ -428,62 +452,62 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
         context.push(format!("expires {}", date(expires)));
     }
     context.push(format!("`{}`", r.id));
-    blocks.push(
-        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-            SlackBlockMarkDownText::new(context.join(" · ")),
-        )])
-        .into(),
-    );
+    context.join(" · ")
+}
+
+/// "1 of 2 approvals: @alice", when there is progress to show (N of M, or a first approval).
+pub fn progress(r: &Request, look: &Look) -> Option<String> {
     let approvals: Vec<String> = r
         .decisions
         .iter()
         .filter(|d| d.verdict == crate::domain::Verdict::Approve)
         .map(|d| who(&d.by))
         .collect();
-    if r.status == Status::Pending {
-        let required = look.approvals_required.max(1);
-        if !approvals.is_empty() || required > 1 {
-            let mut progress = format!("{} of {required} approvals", approvals.len());
-            if !approvals.is_empty() {
-                progress.push_str(&format!(": {}", approvals.join(", ")));
-            }
-            blocks.push(SlackSectionBlock::new().with_text(md(progress)).into());
-        }
-        let mut approve = SlackBlockButtonElement::new("Approve".into())
-            .with_action_id(APPROVE_ACTION.into())
-            .with_value(r.id.to_string())
-            .with_style(SlackBlockButtonStyle::Primary);
-        let mut deny = SlackBlockButtonElement::new("Deny".into())
-            .with_action_id(DENY_ACTION.into())
-            .with_value(r.id.to_string())
-            .with_style(SlackBlockButtonStyle::Danger);
-        if look.confirm {
-            approve = approve.with_confirm(confirm("Approve", r, false));
-            deny = deny.with_confirm(confirm("Deny", r, true));
-        }
-        blocks.push(
-            SlackActionsBlock::new(vec![
-                SlackActionBlockElement::Button(approve),
-                SlackActionBlockElement::Button(deny),
-            ])
-            .with_block_id(ACTIONS_BLOCK.into())
-            .into(),
-        );
-    } else {
-        let mut line = outcome_line(r);
-        if let Some(reason) = r.reason.as_deref().filter(|s| !s.trim().is_empty()) {
-            line.push_str(&format!(
-                "\n>{}",
-                escape_within(reason, 1000).replace('\n', "\n>")
-            ));
-        }
-        blocks.push(
-            SlackSectionBlock::new()
-                .with_text(md(truncate(&line, 3000)))
-                .into(),
-        );
+    let required = look.approvals_required.max(1);
+    if approvals.is_empty() && required == 1 {
+        return None;
     }
-    blocks
+    let mut progress = format!("{} of {required} approvals", approvals.len());
+    if !approvals.is_empty() {
+        progress.push_str(&format!(": {}", approvals.join(", ")));
+    }
+    Some(progress)
+}
+
+/// How a decided request ended, with the deny reason quoted under it.
+pub fn outcome_with_reason(r: &Request) -> String {
+    let mut line = outcome_line(r);
+    if let Some(reason) = r.reason.as_deref().filter(|s| !s.trim().is_empty()) {
+        line.push_str(&format!(
+            "\n>{}",
+            escape_within(reason, 1000).replace('\n', "\n>")
+        ));
+    }
+    line
+}
+
+/// Approve and Deny, carrying the request id: the same buttons wherever they are shown (the
+/// message, the Home tab), so a click means the same everywhere. `block_id` must be unique
+/// within its message or view.
+pub fn buttons(r: &Request, look: &Look, block_id: &str) -> SlackBlock {
+    let mut approve = SlackBlockButtonElement::new("Approve".into())
+        .with_action_id(APPROVE_ACTION.into())
+        .with_value(r.id.to_string())
+        .with_style(SlackBlockButtonStyle::Primary);
+    let mut deny = SlackBlockButtonElement::new("Deny".into())
+        .with_action_id(DENY_ACTION.into())
+        .with_value(r.id.to_string())
+        .with_style(SlackBlockButtonStyle::Danger);
+    if look.confirm {
+        approve = approve.with_confirm(confirm("Approve", r, false));
+        deny = deny.with_confirm(confirm("Deny", r, true));
+    }
+    SlackActionsBlock::new(vec![
+        SlackActionBlockElement::Button(approve),
+        SlackActionBlockElement::Button(deny),
+    ])
+    .with_block_id(block_id.into())
+    .into()
 }
 
 /// A plain message (alerts to the operators' channel); `text` is mrkdwn, already escaped.

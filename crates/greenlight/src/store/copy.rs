@@ -21,7 +21,8 @@ enum Kind {
 use Kind::{Bool, Int, Text};
 
 /// Every table that holds state, in an order that keeps references valid, with its columns.
-/// What is only coordination between live replicas (leases, pacing, pauses) is not copied.
+/// What is only coordination between live replicas (leases, pacing, pauses) is not copied, nor
+/// who opened the Home tab lately (`home_opened`): it matters only to running servers.
 const TABLES: &[(&str, &[(&str, Kind)])] = &[
     (
         "api_keys",

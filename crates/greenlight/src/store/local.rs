@@ -13,7 +13,7 @@ use crate::domain::{Bucket, Millis, Pace};
 pub struct LocalCoordination {
     buckets: Mutex<HashMap<String, Bucket>>,
     paused: Mutex<HashMap<String, Millis>>,
-    /// Message leases: request -> (owner, until).
+    /// Message and Home tab leases: key -> (owner, until).
     messages: Mutex<HashMap<String, (String, Millis)>>,
 }
 
@@ -51,25 +51,25 @@ impl Coordination for LocalCoordination {
 
     async fn lease_message(
         &self,
-        message: &str,
+        key: &str,
         owner: &str,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool> {
         let mut leases = lock(&self.messages);
-        match leases.get(message) {
+        match leases.get(key) {
             Some((_, held_until)) if *held_until >= now => Ok(false),
             _ => {
-                leases.insert(message.to_owned(), (owner.to_owned(), until));
+                leases.insert(key.to_owned(), (owner.to_owned(), until));
                 Ok(true)
             }
         }
     }
 
-    async fn release_message(&self, message: &str, owner: &str) -> StoreResult<()> {
+    async fn release_message(&self, key: &str, owner: &str) -> StoreResult<()> {
         let mut leases = lock(&self.messages);
-        if leases.get(message).is_some_and(|(o, _)| o == owner) {
-            leases.remove(message);
+        if leases.get(key).is_some_and(|(o, _)| o == owner) {
+            leases.remove(key);
         }
         Ok(())
     }

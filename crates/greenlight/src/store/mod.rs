@@ -103,19 +103,19 @@ pub trait Coordination: Send + Sync {
 
     async fn paused_until(&self, method: &str, now: Millis) -> StoreResult<Option<Millis>>;
 
-    /// Makes `owner` the only one posting or updating the message `message` (a request's id, or
-    /// a digest's key) until `until`;
-    /// false when someone else holds it. So one message is never updated by two workers at
-    /// once, and an older rendering never lands after a newer one.
+    /// Makes `owner` the only one posting or updating what `key` names until `until`: a
+    /// request's id for its message, `digest:<key>` for a digest, `home:<user>` for a person's
+    /// Home tab. False when someone else holds it. So one message is never updated by two
+    /// workers at once, and an older rendering never lands after a newer one.
     async fn lease_message(
         &self,
-        message: &str,
+        key: &str,
         owner: &str,
         until: Millis,
         now: Millis,
     ) -> StoreResult<bool>;
 
-    async fn release_message(&self, message: &str, owner: &str) -> StoreResult<()>;
+    async fn release_message(&self, key: &str, owner: &str) -> StoreResult<()>;
 }
 
 /// A digest: one message per channel and window standing for the auto-decisions in it.
@@ -254,6 +254,14 @@ pub enum Effect {
     /// Post or update the digest message `key` (many auto-decisions in one message),
     /// rendered from its requests at delivery time.
     SlackDigest { key: String, channel: String },
+    /// Publish a person's App Home tab (`views.publish`), rendered from the state at delivery
+    /// time. Waiting refreshes of one person collapse into one. `notice` is shown at the top:
+    /// why a click on the Home tab did not count (the tab has no channel for an ephemeral).
+    SlackHomeRefresh {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
+    },
 }
 
 /// How long a digest's pending update waits before it is sent, so that a burst of
@@ -276,6 +284,11 @@ impl Effect {
         match self {
             Effect::SlackUpdate { request_id } => Some(format!("update:{request_id}")),
             Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
+            // One waiting refresh per person's Home tab (and per notice to show on it).
+            Effect::SlackHomeRefresh { user, notice } => Some(match notice {
+                None => format!("home:{user}"),
+                Some(n) => format!("home:{user}:{n}"),
+            }),
             _ => None,
         }
     }
@@ -298,6 +311,7 @@ impl Effect {
             Effect::ActionHook { .. } => "action_hook",
             Effect::SlackAlert { .. } => "slack_alert",
             Effect::SlackDigest { .. } => "slack_digest",
+            Effect::SlackHomeRefresh { .. } => "slack_home_refresh",
         }
     }
 
@@ -321,6 +335,7 @@ impl Effect {
             Effect::SlackAlert { channel, .. } | Effect::SlackDigest { channel, .. } => {
                 Some(channel.clone())
             }
+            Effect::SlackHomeRefresh { user, .. } => Some(format!("Home tab of {user}")),
             _ => None,
         }
     }
@@ -335,7 +350,9 @@ impl Effect {
                 Some(request_id)
             }
             Effect::SlackAlert { request_id, .. } => request_id.as_ref(),
-            Effect::SlackEphemeral { .. } | Effect::SlackDigest { .. } => None,
+            Effect::SlackEphemeral { .. }
+            | Effect::SlackDigest { .. }
+            | Effect::SlackHomeRefresh { .. } => None,
         }
     }
 }
@@ -414,6 +431,30 @@ pub struct ListFilter {
     /// Return requests older than this id (ids sort by creation time).
     pub before: Option<RequestId>,
     pub limit: u32,
+}
+
+/// Which pending requests someone may still vote on (see `Store::votable_requests`).
+#[derive(Debug, Clone, Default)]
+pub struct VotableFilter {
+    /// The workflows whose requests they may vote on.
+    pub workflows: Vec<WorkflowName>,
+    /// Who: requests with a decision by them are left out (one vote per person).
+    pub voter: String,
+    /// Workflows where they may not approve what they asked for: their own requests (requester
+    /// equal to `voter`) are left out there.
+    pub not_own_in: Vec<WorkflowName>,
+    pub limit: u32,
+}
+
+/// Requests counted beyond this are shown as "and 999+ more": counting stops there, so a
+/// backlog of thousands does not make every Home tab read all of them.
+pub const VOTABLE_COUNT_CAP: u32 = 1000;
+
+/// Some of the requests that matched, and how many matched in all (up to `VOTABLE_COUNT_CAP`).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub requests: Vec<Request>,
+    pub total: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -621,6 +662,36 @@ pub trait Store: Send + Sync + 'static {
     /// several replicas each due request is handed to one of them for a while (a claim), so
     /// they do not all work on the same ones; the compare-and-set still decides.
     async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>>;
+
+    /// Pending requests `filter.voter` may still vote on, newest first (at most
+    /// `filter.limit`), and how many match in all.
+    async fn votable_requests(&self, filter: &VotableFilter) -> StoreResult<Page>;
+
+    /// The newest requests whose requester is `requester`, any status.
+    async fn requests_by(&self, requester: &str, limit: u32) -> StoreResult<Vec<Request>>;
+
+    /// Requests decided since `since`, most recently decided first, that belong to one of
+    /// `workflows` or were asked for by `requester`.
+    async fn recently_decided(
+        &self,
+        workflows: &[WorkflowName],
+        requester: &str,
+        since: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Request>>;
+
+    /// Remembers that `user` opened the Home tab at `now`, forgets openings before
+    /// `forget_before`, and queues `effects` (the tab's first rendering), in one transaction.
+    async fn record_home_opened(
+        &self,
+        user: &str,
+        now: Millis,
+        forget_before: Millis,
+        effects: &[Effect],
+    ) -> StoreResult<()>;
+
+    /// Who opened the Home tab since `since`, most recent first.
+    async fn home_viewers(&self, since: Millis, limit: u32) -> StoreResult<Vec<String>>;
 
     /// Remembers where the request's message was posted.
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()>;

@@ -12,6 +12,7 @@ mod delivery;
 mod deny_reason;
 mod expiry;
 mod helpers;
+mod home;
 mod limits;
 mod m2m;
 mod mcp;

@@ -2,17 +2,18 @@
 //! on a fresh PostgreSQL database each (see `store_tests!` at the bottom). Races included:
 //! concurrent creates, transitions carrying audit entries, votes and idempotent retries.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use greenlight::config::Workflow;
 use greenlight::domain::{
-    ApiKeyId, DecisionKind, NewRequest, Pace, Params, Request, RequestId, Status, SystemClock,
-    Verdict, Vote,
+    ApiKeyId, Decision, DecisionKind, NewRequest, Pace, Params, Request, RequestId, Status,
+    SystemClock, Verdict, Vote, WorkflowName,
 };
 use greenlight::service::{CreateInput, Service, ServiceError, VoteResult};
 use greenlight::store::{
     self, ApiKey, CreateOutcome, Effect, Idempotency, JobReport, JobResult, JobState, ListFilter,
-    NewAudit, Scope, Store,
+    NewAudit, Scope, Store, VotableFilter,
 };
 
 use crate::helpers::{Backend, TestDb, init};
@@ -586,7 +587,7 @@ async fn coordination_is_exclusive_and_paced(db: TestDb) {
     let store = open(&db).await;
     let shared = store.coordination();
     let now = now_ms();
-    let id = RequestId::generate();
+    let id = RequestId::generate().to_string();
     let tries = (0..10).map(|i| {
         let shared = shared.clone();
         let id = id.clone();
@@ -1150,6 +1151,241 @@ async fn alerts_fire_once_per_window(db: TestDb) {
     assert_eq!(audit.iter().filter(|e| e.event == "alert.fired").count(), 3);
 }
 
+fn workflow(name: &str) -> WorkflowName {
+    name.parse().unwrap()
+}
+
+/// A pending request of `wf` asked for by `requester`, with votes by `voters`.
+async fn stored(
+    store: &Arc<dyn Store>,
+    wf: &str,
+    requester: Option<&str>,
+    voters: &[&str],
+) -> Request {
+    let mut r = request(0);
+    r.workflow = workflow(wf);
+    r.requester = requester.map(str::to_owned);
+    for by in voters {
+        r.decisions.push(Decision {
+            by: (*by).to_owned(),
+            kind: DecisionKind::User,
+            verdict: Verdict::Approve,
+            reason: None,
+            name: None,
+            at: jiff::Timestamp::now(),
+        });
+    }
+    store
+        .create_request(&r, None, &audit(&r), &[], now_ms())
+        .await
+        .unwrap();
+    r
+}
+
+/// "May vote on", in the store: pending requests of the voter's workflows, not their own where
+/// self-approval is off, not ones they voted on; newest first, bounded, with the full count.
+async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
+    let store = open(&db).await;
+    let mut plain = Vec::new();
+    for _ in 0..3 {
+        plain.push(stored(&store, "deploy", Some("U0FRANK"), &[]).await.id);
+    }
+    let own_deploy = stored(&store, "deploy", Some("U0ALICE"), &[]).await.id;
+    let own_payments = stored(&store, "payments", Some("U0ALICE"), &[]).await.id;
+    let voted = stored(&store, "deploy", None, &["U0ALICE"]).await.id;
+    let others_vote = stored(&store, "deploy", None, &["U0BOB"]).await.id;
+    let foreign = stored(&store, "ops", None, &[]).await.id;
+    let mut decided = request(0);
+    decided.cancel("ops", None, jiff::Timestamp::now()).unwrap();
+    store
+        .create_request(&decided, None, &audit(&decided), &[], now_ms())
+        .await
+        .unwrap();
+
+    let filter = |limit| VotableFilter {
+        workflows: vec![workflow("deploy"), workflow("payments")],
+        voter: "U0ALICE".into(),
+        not_own_in: vec![workflow("deploy")],
+        limit,
+    };
+    let page = store.votable_requests(&filter(20)).await.unwrap();
+    let ids: HashSet<RequestId> = page.requests.iter().map(|r| r.id.clone()).collect();
+    let mut expected: HashSet<RequestId> = plain.iter().cloned().collect();
+    // Self-approval is allowed in payments; someone else's vote does not hide it.
+    expected.extend([own_payments, others_vote]);
+    assert_eq!(ids, expected);
+    assert!(!ids.contains(&own_deploy) && !ids.contains(&voted) && !ids.contains(&foreign));
+    assert_eq!(page.total, 5);
+    assert!(
+        page.requests.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+
+    let bounded = store.votable_requests(&filter(2)).await.unwrap();
+    assert_eq!((bounded.requests.len(), bounded.total), (2, 5));
+    let none = store
+        .votable_requests(&VotableFilter {
+            workflows: vec![],
+            ..filter(20)
+        })
+        .await
+        .unwrap();
+    assert_eq!((none.requests.len(), none.total), (0, 0));
+}
+
+/// "Your requests" and "Recently decided": by requester, and decided lately in the person's
+/// workflows or asked for by them.
+async fn requests_by_requester_and_recently_decided(db: TestDb) {
+    let store = open(&db).await;
+    let mine = stored(&store, "ops", Some("U0ALICE"), &[]).await;
+    stored(&store, "deploy", Some("U0FRANK"), &[]).await;
+    let by = store.requests_by("U0ALICE", 10).await.unwrap();
+    assert_eq!(by.iter().map(|r| &r.id).collect::<Vec<_>>(), [&mine.id]);
+
+    let now = jiff::Timestamp::now();
+    let decide = |wf: &str, requester: Option<&str>, at_ms: i64| {
+        let mut r = request(0);
+        r.workflow = workflow(wf);
+        r.requester = requester.map(str::to_owned);
+        r.cancel(
+            "ops",
+            None,
+            jiff::Timestamp::from_millisecond(at_ms).unwrap(),
+        )
+        .unwrap();
+        r
+    };
+    let old = decide("deploy", None, now.as_millisecond() - 10 * 86_400_000);
+    let earlier = decide("deploy", None, now.as_millisecond() - 60_000);
+    let later = decide("deploy", None, now.as_millisecond() - 1_000);
+    let asked = decide("ops", Some("U0ALICE"), now.as_millisecond() - 30_000);
+    let foreign = decide("ops", None, now.as_millisecond());
+    for r in [&old, &earlier, &later, &asked, &foreign] {
+        store
+            .create_request(r, None, &audit(r), &[], now_ms())
+            .await
+            .unwrap();
+    }
+    let week_ago = now.as_millisecond() - 7 * 86_400_000;
+    let recent = store
+        .recently_decided(&[workflow("deploy")], "U0ALICE", week_ago, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&RequestId> = recent.iter().map(|r| &r.id).collect();
+    assert_eq!(
+        ids,
+        [&later.id, &asked.id, &earlier.id],
+        "most recently decided first"
+    );
+    let one = store
+        .recently_decided(&[workflow("deploy")], "U0ALICE", week_ago, 1)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+}
+
+fn home_refresh(user: &str) -> Effect {
+    Effect::SlackHomeRefresh {
+        user: user.into(),
+        notice: None,
+    }
+}
+
+/// Home openings: the latest per person, forgotten past the horizon; refreshes of one person's
+/// tab collapse while one waits, but not once it is being delivered.
+async fn home_openings_are_bounded_and_refreshes_collapse(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let hour = 3_600_000;
+    store
+        .record_home_opened("U0OLD", now - 30 * hour, now - 30 * hour - 24 * hour, &[])
+        .await
+        .unwrap();
+    store
+        .record_home_opened("U0BOB", now - 2 * hour, now - 26 * hour, &[])
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store
+            .record_home_opened("U0ALICE", now, now - 24 * hour, &[home_refresh("U0ALICE")])
+            .await
+            .unwrap();
+    }
+    // Refreshes written with other changes collapse into the waiting one too.
+    let r = request(0);
+    store
+        .create_request(
+            &r,
+            None,
+            &audit(&r),
+            &[home_refresh("U0ALICE"), home_refresh("U0BOB")],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.home_viewers(now - hour, 10).await.unwrap(),
+        ["U0ALICE"]
+    );
+    assert_eq!(
+        store.home_viewers(now - 3 * hour, 10).await.unwrap(),
+        ["U0ALICE", "U0BOB"],
+        "most recent first; U0OLD was forgotten"
+    );
+    assert_eq!(
+        store.home_viewers(now - 100 * hour, 1).await.unwrap(),
+        ["U0ALICE"]
+    );
+
+    let claim = |at| {
+        let store = store.clone();
+        async move {
+            let jobs = store
+                .claim_jobs("w", &lanes(100), at, 60_000)
+                .await
+                .unwrap();
+            let mut users: Vec<String> = jobs
+                .into_iter()
+                .filter_map(|j| match j.effect {
+                    Effect::SlackHomeRefresh { user, .. } => Some(user),
+                    _ => None,
+                })
+                .collect();
+            users.sort();
+            users
+        }
+    };
+    assert_eq!(claim(now).await, ["U0ALICE", "U0BOB"], "one job per person");
+    // Alice's job is being delivered: a new change needs a new rendering, and gets one.
+    store
+        .record_home_opened(
+            "U0ALICE",
+            now + 1,
+            now - 24 * hour,
+            &[home_refresh("U0ALICE")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim(now + 1).await, ["U0ALICE"]);
+    // A notice is its own job.
+    let notice = Effect::SlackHomeRefresh {
+        user: "U0BOB".into(),
+        notice: Some("This request was already approved.".into()),
+    };
+    store
+        .record(&[], std::slice::from_ref(&notice), now + 2)
+        .await
+        .unwrap();
+    let jobs = store
+        .claim_jobs("w", &lanes(100), now + 2, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.into_iter().map(|j| j.effect).collect::<Vec<_>>(),
+        [notice]
+    );
+}
+
 /// Each test, once per backend: `store::sqlite::<name>` and `store::postgres::<name>`.
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
@@ -1196,4 +1432,7 @@ store_tests!(
     history_is_counted,
     digests_sum_up_their_requests,
     alerts_fire_once_per_window,
+    votable_requests_leave_out_own_voted_and_foreign,
+    requests_by_requester_and_recently_decided,
+    home_openings_are_bounded_and_refreshes_collapse,
 );

@@ -121,7 +121,7 @@ impl Coordination for PgCoordination {
 
     async fn lease_message(
         &self,
-        message: &str,
+        key: &str,
         owner: &str,
         until: Millis,
         now: Millis,
@@ -131,7 +131,7 @@ impl Coordination for PgCoordination {
              ON CONFLICT (request_id) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until \
              WHERE message_leases.until < $4 RETURNING 1",
         )
-        .bind(message)
+        .bind(key)
         .bind(owner)
         .bind(until)
         .bind(now)
@@ -140,9 +140,9 @@ impl Coordination for PgCoordination {
         Ok(got.is_some())
     }
 
-    async fn release_message(&self, message: &str, owner: &str) -> StoreResult<()> {
+    async fn release_message(&self, key: &str, owner: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM message_leases WHERE request_id = $1 AND owner = $2")
-            .bind(message)
+            .bind(key)
             .bind(owner)
             .execute(&self.pool)
             .await?;

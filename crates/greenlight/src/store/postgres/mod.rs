@@ -393,6 +393,106 @@ impl Store for PostgresStore {
         Ok(ids)
     }
 
+    async fn votable_requests(&self, f: &VotableFilter) -> StoreResult<Page> {
+        if f.workflows.is_empty() {
+            return Ok(Page::default());
+        }
+        let names = |w: &[WorkflowName]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let (workflows, not_own_in) = (names(&f.workflows), names(&f.not_own_in));
+        let matching = "FROM requests WHERE status = 'pending' AND workflow = ANY($1) \
+             AND NOT (requester IS NOT NULL AND requester = $2 AND workflow = ANY($3)) \
+             AND NOT decisions::jsonb @> jsonb_build_array(jsonb_build_object('by', $2::text))";
+        let sql = format!("SELECT {REQUEST_COLUMNS} {matching} ORDER BY id DESC LIMIT $4");
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&workflows)
+            .bind(&f.voter)
+            .bind(&not_own_in)
+            .bind(i64::from(f.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let sql = format!("SELECT count(*) FROM (SELECT 1 {matching} LIMIT $4) AS m");
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&workflows)
+            .bind(&f.voter)
+            .bind(&not_own_in)
+            .bind(i64::from(VOTABLE_COUNT_CAP))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Page {
+            requests: rows::requests(found)?,
+            total: u32::try_from(total).unwrap_or(VOTABLE_COUNT_CAP),
+        })
+    }
+
+    async fn requests_by(&self, requester: &str, limit: u32) -> StoreResult<Vec<Request>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE requester = $1 ORDER BY id DESC LIMIT $2"
+        );
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(requester)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows::requests(found)
+    }
+
+    async fn recently_decided(
+        &self,
+        workflows: &[WorkflowName],
+        requester: &str,
+        since: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Request>> {
+        let names: Vec<String> = workflows.iter().map(|w| w.to_string()).collect();
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status <> 'pending' AND decided_at >= $3 \
+             AND (workflow = ANY($1) OR requester = $2) \
+             ORDER BY decided_at DESC, id DESC LIMIT $4"
+        );
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&names)
+            .bind(requester)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows::requests(found)
+    }
+
+    async fn record_home_opened(
+        &self,
+        user: &str,
+        now: Millis,
+        forget_before: Millis,
+        effects: &[Effect],
+    ) -> StoreResult<()> {
+        let mut qb =
+            Statement::new("WITH src AS (INSERT INTO home_opened (user_id, opened_at) VALUES (");
+        qb.push_bind(user.to_owned())
+            .push(", ")
+            .push_bind(now)
+            .push(
+                ") ON CONFLICT (user_id) DO UPDATE SET opened_at = GREATEST(home_opened.opened_at, EXCLUDED.opened_at) \
+                 RETURNING 1), forgotten AS (DELETE FROM home_opened WHERE opened_at < ",
+            )
+            .push_bind(forget_before)
+            .push(")");
+        push_audit_and_effects(&mut qb, "src", now, &[], effects)?;
+        qb.push(" SELECT count(*) FROM src");
+        count_of(&mut qb, &self.pool).await.map(|_| ())
+    }
+
+    async fn home_viewers(&self, since: Millis, limit: u32) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM home_opened WHERE opened_at >= $1 \
+             ORDER BY opened_at DESC, user_id LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
         sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
             .bind(channel)

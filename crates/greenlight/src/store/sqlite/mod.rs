@@ -461,6 +461,120 @@ impl Store for SqliteStore {
         rows::request_ids(ids)
     }
 
+    async fn votable_requests(&self, f: &VotableFilter) -> StoreResult<Page> {
+        if f.workflows.is_empty() {
+            return Ok(Page::default());
+        }
+        let names = |w: &[WorkflowName]| {
+            serde_json::to_string(&w.iter().map(|w| w.as_str()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let (workflows, not_own_in) = (names(&f.workflows), names(&f.not_own_in));
+        let matching = "FROM requests WHERE status = 'pending' \
+             AND workflow IN (SELECT value FROM json_each($1)) \
+             AND NOT (requester IS NOT NULL AND requester = $2 \
+                      AND workflow IN (SELECT value FROM json_each($3))) \
+             AND NOT EXISTS (SELECT 1 FROM json_each(requests.decisions) d \
+                             WHERE json_extract(d.value, '$.by') = $2)";
+        let sql = format!("SELECT {REQUEST_COLUMNS} {matching} ORDER BY id DESC LIMIT $4");
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&workflows)
+            .bind(&f.voter)
+            .bind(&not_own_in)
+            .bind(i64::from(f.limit))
+            .fetch_all(&self.reader)
+            .await?;
+        let sql = format!("SELECT count(*) FROM (SELECT 1 {matching} LIMIT $4)");
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&workflows)
+            .bind(&f.voter)
+            .bind(&not_own_in)
+            .bind(i64::from(VOTABLE_COUNT_CAP))
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(Page {
+            requests: rows::requests(found)?,
+            total: u32::try_from(total).unwrap_or(VOTABLE_COUNT_CAP),
+        })
+    }
+
+    async fn requests_by(&self, requester: &str, limit: u32) -> StoreResult<Vec<Request>> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE requester = $1 ORDER BY id DESC LIMIT $2"
+        );
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(requester)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows::requests(found)
+    }
+
+    async fn recently_decided(
+        &self,
+        workflows: &[WorkflowName],
+        requester: &str,
+        since: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<Request>> {
+        let names: Vec<&str> = workflows.iter().map(|w| w.as_str()).collect();
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status <> 'pending' AND decided_at >= $3 \
+             AND (workflow IN (SELECT value FROM json_each($1)) OR requester = $2) \
+             ORDER BY decided_at DESC, id DESC LIMIT $4"
+        );
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(&names).unwrap_or_default())
+            .bind(requester)
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows::requests(found)
+    }
+
+    async fn record_home_opened(
+        &self,
+        user: &str,
+        now: Millis,
+        forget_before: Millis,
+        effects: &[Effect],
+    ) -> StoreResult<()> {
+        let (user, effects) = (user.to_owned(), effects.to_vec());
+        self.writer
+            .write(move |mut conn| async move {
+                let res = async {
+                    let mut qb =
+                        Statements::new("INSERT INTO home_opened (user_id, opened_at) VALUES (");
+                    qb.push_bind(user)
+                        .push(", ")
+                        .push_bind(now)
+                        .push(
+                            ") ON CONFLICT (user_id) DO UPDATE SET opened_at = excluded.opened_at; \
+                             DELETE FROM home_opened WHERE opened_at < ",
+                        )
+                        .push_bind(forget_before);
+                    push_audit_and_effects(&mut qb, now, &[], &effects, &no_guard)?;
+                    qb.build().execute(&mut conn).await?;
+                    Ok(())
+                }
+                .await;
+                (conn, res)
+            })
+            .await
+    }
+
+    async fn home_viewers(&self, since: Millis, limit: u32) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT user_id FROM home_opened WHERE opened_at >= $1 \
+             ORDER BY opened_at DESC, user_id LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
         let query =
             sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
