@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::{client_exit, exit, fail};
+use super::{client_exit, exit, fail, outcome};
 use crate::client::{ClientError, GreenlightClient};
 use crate::domain::{DurationSpec, RequestId};
 
@@ -133,15 +133,7 @@ pub(super) async fn ask(args: AskArgs) -> ExitCode {
     if args.json {
         println!("{request}");
     } else if args.wait {
-        let by = request["decided_by"]
-            .as_str()
-            .map(|b| format!(" by {b}"))
-            .unwrap_or_default();
-        let reason = request["reason"]
-            .as_str()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
-        println!("{status}{by}{reason}");
+        println!("{}", outcome(&request));
     }
     if !args.wait {
         return ExitCode::SUCCESS;

@@ -6,6 +6,7 @@ mod audit;
 mod check;
 mod db;
 mod keys;
+mod requests;
 mod serve;
 
 use std::process::ExitCode;
@@ -86,6 +87,9 @@ enum Command {
     /// you start running replicas); prints the row counts of both.
     #[command(after_help = db::COPY_DB_AFTER)]
     CopyDb(db::CopyDbArgs),
+    /// List, show, approve, deny or cancel requests over the API, as tables or JSON.
+    #[command(subcommand, after_help = requests::REQUESTS_AFTER)]
+    Requests(requests::RequestsCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -127,6 +131,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Backup(args) => audit::backup(args).await,
         Command::WebhookSecret => with_store(db::webhook_secret).await,
         Command::CopyDb(args) => db::copy_db(args).await,
+        Command::Requests(cmd) => requests::requests(cmd).await,
     }
 }
 
@@ -158,6 +163,20 @@ fn client_exit(e: ClientError) -> ExitCode {
         }
         e => fail(e),
     }
+}
+
+/// A request's state as one line: `approved by U0ALICE: looks fine`, `pending`.
+fn outcome(request: &serde_json::Value) -> String {
+    let status = request["status"].as_str().unwrap_or("unknown");
+    let by = request["decided_by"]
+        .as_str()
+        .map(|b| format!(" by {b}"))
+        .unwrap_or_default();
+    let reason = request["reason"]
+        .as_str()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    format!("{status}{by}{reason}")
 }
 
 /// The configuration and its database, for commands that work on the database directly.

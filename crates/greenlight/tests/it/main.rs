@@ -5,6 +5,7 @@ mod api;
 mod approval;
 mod audit_chain;
 mod cli;
+mod cli_requests;
 mod copy_db;
 mod crash;
 mod crash_outbox;
