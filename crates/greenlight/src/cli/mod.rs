@@ -8,6 +8,7 @@ mod db;
 mod keys;
 mod requests;
 mod serve;
+mod slack;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -90,7 +91,25 @@ enum Command {
     /// List, show, approve, deny or cancel requests over the API, as tables or JSON.
     #[command(subcommand, after_help = requests::REQUESTS_AFTER)]
     Requests(requests::RequestsCommand),
+    /// Print the Slack app manifest greenlight needs (YAML, or JSON) and the link that creates
+    /// the app from it.
+    #[command(after_help = slack::MANIFEST_AFTER)]
+    SlackManifest(slack::ManifestArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = COMPLETIONS_AFTER)]
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    // `greenlight mcp` (the MCP stdio server) goes here, beside the other API clients:
+    // `Mcp(mcp::McpArgs)`, dispatched in `run` like `Requests`.
 }
+
+const COMPLETIONS_AFTER: &str = "\
+Examples:
+  greenlight completions bash > /etc/bash_completion.d/greenlight
+  greenlight completions zsh > \"${fpath[1]}/_greenlight\"
+  greenlight completions fish > ~/.config/fish/completions/greenlight.fish";
 
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -132,7 +151,20 @@ async fn run(command: Command) -> ExitCode {
         Command::WebhookSecret => with_store(db::webhook_secret).await,
         Command::CopyDb(args) => db::copy_db(args).await,
         Command::Requests(cmd) => requests::requests(cmd).await,
+        Command::SlackManifest(args) => slack::slack_manifest(args),
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "greenlight",
+        &mut std::io::stdout(),
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(server: bool) {

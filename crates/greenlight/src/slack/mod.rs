@@ -4,6 +4,7 @@
 mod client;
 pub mod directory;
 pub mod interaction;
+pub mod manifest;
 pub mod render;
 pub mod signature;
 pub mod socket_mode;

@@ -20,6 +20,7 @@ mod properties;
 mod receiver;
 mod replicas;
 mod rules;
+mod slack_manifest;
 mod slack_security;
 mod socket_mode;
 mod spoofing;
