@@ -19,6 +19,11 @@ Exit codes (with --wait):
   4  still pending when --timeout ran out
   5  any other failure (server unreachable, bad key)
 
+A server that cannot be reached is tried again for 10 s to create the request (every ask
+carries an idempotency key, its own unless --idempotency-key gives one, so a retry cannot ask
+twice); --wait keeps waiting through a restart. At a terminal, --wait shows on stderr where it
+waits and for how long; piped, it prints only the id and the outcome.
+
 Environment:
   GREENLIGHT_URL    the greenlight server [default: http://127.0.0.1:8080]
   GREENLIGHT_TOKEN  an API key with the request and read scopes (required)
@@ -285,6 +290,12 @@ mod tests {
         );
         assert!(parse_param("novalue").is_err());
         assert!(parse_param("=x").is_err());
+    }
+
+    #[test]
+    fn the_help_tells_the_retry_window_there_is() {
+        let said = format!("tried again for {} s", CREATE_RETRY_FOR.as_secs());
+        assert!(ASK_AFTER.contains(&said), "{ASK_AFTER}");
     }
 
     #[test]

@@ -101,8 +101,9 @@ enum Command {
         /// The shell to complete in.
         shell: clap_complete::Shell,
     },
-    // `greenlight mcp` (the MCP stdio server) goes here, beside the other API clients:
-    // `Mcp(mcp::McpArgs)`, dispatched in `run` like `Requests`.
+    // `greenlight mcp` (the MCP stdio server, an API client like `ask`) goes here:
+    // `Mcp(mcp::McpArgs)` with its arguments in `cli/mcp.rs` and its arm in `run`. Logs
+    // already go to stderr (`init_tracing`), so stdout stays the protocol's.
 }
 
 const COMPLETIONS_AFTER: &str = "\
