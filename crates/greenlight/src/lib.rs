@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod dev;

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod directory;
 pub mod home;
 pub mod interaction;
+pub mod manifest;
 pub mod render;
 pub mod signature;
 pub mod socket_mode;

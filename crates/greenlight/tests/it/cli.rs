@@ -1,4 +1,5 @@
-//! The CLI as a pipeline uses it: `greenlight ask --wait` exit codes, `greenlight keys create`.
+//! The CLI as a pipeline uses it: `greenlight ask --wait` exit codes, `greenlight keys create`;
+//! and as a person at a terminal sees it.
 
 use std::process::Output;
 use std::time::Duration;
@@ -151,6 +152,17 @@ async fn ask_fails_clearly() {
     .await;
     assert_eq!(out.status.code(), Some(2));
 
+    let out = run(ask(&app, &app.key, &["--title", "x", "--timeout", "5m"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--timeout means nothing without --wait"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--wait"),
+        "{out:?}"
+    );
+
     let mut unreachable = ask(&app, &app.key, &["--title", "x"]);
     unreachable.env("GREENLIGHT_URL", format!("http://{}", free_port()));
     let out = run(unreachable).await;
@@ -214,4 +226,172 @@ async fn keys_create_prints_only_the_key_and_stores_only_a_hash() {
     .await;
     assert_eq!(out.status.code(), Some(2));
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_waiting_at_a_terminal_shows_where_and_how_long_and_piped_shows_nothing() {
+    let app = spawn_app().await;
+
+    // Piped: stdout has the id and the outcome, stderr nothing at all.
+    let out = run(ask(
+        &app,
+        &app.key,
+        &["--title", "Piped", "--wait", "--timeout", "2s"],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().nth(1),
+        Some("pending")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{out:?}");
+
+    // At a terminal (script(1) gives it one): a status line rewritten in place each second.
+    let line = format!(
+        "{} ask --title 'At a terminal' --wait --timeout 3s",
+        bin().display()
+    );
+    let out = run({
+        let mut c = Command::new("script");
+        c.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("GREENLIGHT_URL", &app.base)
+            .env("GREENLIGHT_TOKEN", &app.key)
+            .env_remove("GREENLIGHT_CONFIG")
+            .kill_on_drop(true);
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    let redraws = screen
+        .matches("\rwaiting for a decision in #deploy (workflow deploy), ")
+        .count();
+    assert!((2..=5).contains(&redraws), "{redraws} redraws: {screen:?}");
+    assert!(screen.contains("0s so far, gives up in 3s"), "{screen:?}");
+    assert!(screen.contains("2s so far, gives up in 1s"), "{screen:?}");
+    assert!(!screen.contains("\nwaiting"), "never scrolls: {screen:?}");
+    // The line is wiped before the outcome, which stands alone.
+    assert!(screen.contains("\r\u{1b}[Kpending"), "{screen:?}");
+    app.stop().await;
+}
+
+/// A proxy in front of `upstream` that passes the first request on, lets the server answer it,
+/// and hangs up on the client without passing the answer back; later connections go through.
+async fn lose_first_answer(upstream: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                continue;
+            }
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = client.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+                assert!(n > 0, "client hung up mid-request");
+            }
+            server.write_all(&request).await.unwrap();
+            let _ = server.read(&mut buf).await.unwrap();
+            // The server has answered; the client never hears it.
+            drop(client);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_retries_a_create_whose_answer_was_lost_and_still_creates_once() {
+    let app = spawn_app().await;
+    let proxy = lose_first_answer(app.base.trim_start_matches("http://").to_owned()).await;
+    let mut cmd = ask(&app, &app.key, &["--title", "Answer lost on the way"]);
+    cmd.env("GREENLIGHT_URL", format!("http://{proxy}"));
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retrying"),
+        "{out:?}"
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (_, page) = app
+        .call(reqwest::Method::GET, "/v1/requests?limit=200", None)
+        .await;
+    let made: Vec<&serde_json::Value> = page["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["title"] == "Answer lost on the way")
+        .collect();
+    assert_eq!(made.len(), 1, "{page}");
+    assert_eq!(made[0]["id"], id.as_str());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_waits_for_a_server_that_is_still_starting() {
+    let addr = free_port();
+    let child = {
+        let mut c = Command::new(bin());
+        c.args(["ask", "--title", "Early bird"])
+            .env("GREENLIGHT_URL", format!("http://{addr}"))
+            .env("GREENLIGHT_TOKEN", "gl_placeholder")
+            .env_remove("GREENLIGHT_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        c.spawn().unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let app = spawn_app_with(|c| c.listen = addr).await;
+    // The key the early `ask` holds did not exist yet; it learns that only once it gets through.
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("retrying for up to 10s"), "{stderr}");
+    assert!(stderr.contains("unknown or revoked API key"), "{stderr}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run({
+            let mut c = Command::new(bin());
+            c.args(["completions", shell]);
+            c
+        })
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["requests", "ask", "slack-manifest", "approve", "workflow"] {
+            assert!(script.contains(word), "{shell} script lacks {word}");
+        }
+    }
+    let out = run({
+        let mut c = Command::new(bin());
+        c.args(["completions", "tcsh"]);
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(2));
 }
