@@ -209,7 +209,13 @@ pub struct Worker {
     warned_no_history: std::sync::atomic::AtomicBool,
     /// Requester callbacks in flight per host.
     callback_hosts: std::sync::Mutex<HashMap<String, usize>>,
+    /// Per digest: when it was last rendered and what summing it up cost, so that a huge
+    /// digest is updated less often rather than eating the store (see `digest`).
+    digest_costs: std::sync::Mutex<HashMap<String, (Millis, Millis)>>,
 }
+
+/// A digest's summary may take at most this share of the time between its updates.
+const DIGEST_COST_SHARE: i64 = 20;
 
 /// A place among a host's callbacks in flight, given back when dropped.
 struct HostSlot<'a> {
@@ -259,6 +265,7 @@ impl Worker {
             owner,
             channel_ids: Default::default(),
             warned_no_history: Default::default(),
+            digest_costs: Default::default(),
             callback_hosts: Default::default(),
         })
     }
@@ -702,7 +709,34 @@ impl Worker {
                 "{key:?} is not a digest key"
             )));
         };
+        // Summing up a digest reads all its requests: one of a million rows must not be read
+        // every two seconds. Each update waits at least twenty times what the last summary cost.
+        let next = self
+            .digest_costs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|(at, cost)| at + cost * DIGEST_COST_SHARE);
+        if let Some(next) = next
+            && next > now
+        {
+            return Ok(Step::Wait(
+                next,
+                "a large digest: updated less often".into(),
+            ));
+        }
+        let started = self.now();
         let summary = self.store.digest_summary(key).await.map_err(transient)?;
+        let cost = self.now() - started;
+        {
+            let mut costs = self.digest_costs.lock().unwrap_or_else(|e| e.into_inner());
+            if costs.len() > 1000 {
+                // Windows long closed are done with.
+                costs
+                    .retain(|k, _| DigestWindow::parse(k).is_some_and(|w| w.end > now - 3_600_000));
+            }
+            costs.insert(key.to_owned(), (started, cost));
+        }
         let (text, blocks) = render::digest(&window, &summary, self.settings.public_url.as_deref());
         let posted = self.store.digest_message(key).await.map_err(transient)?;
         match posted {
