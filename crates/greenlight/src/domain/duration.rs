@@ -141,6 +141,29 @@ impl<'de> serde::Deserialize<'de> for DurationSpec {
     }
 }
 
+/// In the OpenAPI document: whole seconds, or the text form (`"30m"`).
+impl utoipa::PartialSchema for DurationSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .description(Some("seconds")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .examples(["30m"])
+                    .description(Some("a duration such as 90s, 30m, 1h30m, 2d")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DurationSpec {}
+
 impl serde::Serialize for DurationSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

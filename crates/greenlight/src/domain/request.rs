@@ -8,7 +8,7 @@ use super::ids::{ApiKeyId, ChannelRef, RequestId, WorkflowName};
 /// Free-form key/value parameters a machine attaches (version, amount, ...).
 pub type Params = serde_json::Map<String, serde_json::Value>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
@@ -46,7 +46,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Approve,
@@ -71,7 +71,7 @@ impl Verdict {
 }
 
 /// Who made a decision: a person in Slack, a machine with an API key, a rule, or the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DecisionKind {
     User,
@@ -101,7 +101,7 @@ impl DecisionKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     pub by: String,
     /// The person's Slack handle when the vote came from a click ("alice"), for messages
@@ -115,18 +115,19 @@ pub struct Decision {
 }
 
 /// Where the request's Slack message lives, once it has been posted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SlackRef {
     pub channel: String,
     pub ts: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Request {
     pub id: RequestId,
     pub workflow: WorkflowName,
     pub title: String,
     pub details: Option<String>,
+    #[schema(value_type = Object)]
     pub params: Params,
     pub requester: Option<String>,
     pub status: Status,
@@ -142,6 +143,7 @@ pub struct Request {
     pub callback_url: Option<String>,
     /// The caller's own JSON object (an agent's run id, a pipeline's build), kept with the
     /// request and handed back; never shown in Slack.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The agent's tool call this request asks about, if it is one (MCP's permission prompt).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,7 +166,7 @@ pub struct Request {
 }
 
 /// A tool an AI agent wants to run, and with what input.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     pub name: String,
     pub input: serde_json::Value,

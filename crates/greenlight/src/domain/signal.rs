@@ -11,8 +11,9 @@ use serde::Serialize;
 use super::IdError;
 
 /// A signal's name: 1-100 of lowercase letters, digits and `_ - . / :`, e.g. `staging/api`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(pattern = r"^[a-z0-9_./:-]{1,100}$", example = "staging/api")]
 pub struct SignalName(String);
 
 impl SignalName {
@@ -57,7 +58,7 @@ impl<'de> serde::Deserialize<'de> for SignalName {
 }
 
 /// A signal as stored: its value, since when it has had it, and who set it last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Signal {
     pub name: SignalName,
     pub value: serde_json::Value,

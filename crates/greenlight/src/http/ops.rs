@@ -5,12 +5,21 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
+use super::openapi::{AuditPage, ErrorBody};
 use crate::store::Scope;
 
+/// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Up", body = String, content_type = "text/plain", example = "ok")),
+)]
 pub async fn healthz() -> &'static str {
     "ok"
 }
@@ -20,6 +29,15 @@ pub async fn healthz() -> &'static str {
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ready when the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the database answers", body = String, content_type = "text/plain", example = "ready"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/plain", example = "database unavailable"),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let probe = tokio::time::timeout(READY_TIMEOUT, state.service.store().next_job_due()).await;
     match probe {
@@ -35,6 +53,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /metrics`: Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
@@ -46,13 +71,33 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Entries after this id (the previous page's `next_after`).
     after: Option<i64>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// `GET /v1/audit`: the audit log, oldest first, with each entry's hash chain (the `admin`
+/// scope).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    operation_id = "list_audit",
+    security(("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit entries", body = AuditPage),
+        (status = 400, description = "An invalid limit", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
+    ),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,5 +117,5 @@ pub async fn audit(
         .list_audit(q.after.unwrap_or(0), limit)
         .await?;
     let next_after = events.last().map(|e| e.id);
-    Ok(Json(serde_json::json!({"events": events, "next_after": next_after})).into_response())
+    Ok(Json(AuditPage { events, next_after }).into_response())
 }

@@ -8,10 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::openapi::{ErrorBody, RequestPage, RequestView};
 use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote};
 use crate::service::intake::CreateBody;
 use crate::service::{CreateInput, VoteResult};
@@ -40,6 +42,26 @@ fn parse_create(body: CreateBody, headers: &HeaderMap) -> Result<CreateInput, Ap
     Ok(body.into_input(header_key)?)
 }
 
+/// `POST /v1/requests`: asks for a decision. Rules may decide it at once; otherwise it is
+/// posted to its workflow's channel and waits for people.
+#[utoipa::path(
+    post,
+    path = "/v1/requests",
+    tag = "requests",
+    operation_id = "create_request",
+    security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeating a create with the same key returns the same request (200) instead of a new one")),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created (decided at once when a rule matched)", body = RequestView),
+        (status = 200, description = "The request this Idempotency-Key already created", body = RequestView),
+        (status = 400, description = "Invalid input, unknown workflow, or a callback URL that is not allowed", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `request` scope", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different body", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit (see `Retry-After`)", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,13 +99,12 @@ async fn full_view(
     state: &AppState,
     request: &crate::domain::Request,
     key: &crate::store::ApiKey,
-) -> Result<serde_json::Value, ApiError> {
-    let delivery = state.service.store().deliveries(&request.id).await?;
-    let actions = state.service.store().action_results(&request.id).await?;
-    let mut body = serde_json::to_value(shown(request, key)).map_err(|e| ApiError::internal(&e))?;
-    body["delivery"] = serde_json::to_value(delivery).map_err(|e| ApiError::internal(&e))?;
-    body["actions"] = serde_json::to_value(actions).map_err(|e| ApiError::internal(&e))?;
-    Ok(body)
+) -> Result<RequestView, ApiError> {
+    Ok(RequestView {
+        request: shown(request, key),
+        delivery: state.service.store().deliveries(&request.id).await?,
+        actions: state.service.store().action_results(&request.id).await?,
+    })
 }
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
@@ -96,12 +117,33 @@ fn parse_id(raw: &str) -> Result<RequestId, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
-    wait: Option<u64>,
+    /// Long-poll: wait up to this many seconds while the request is pending (a longer
+    /// wait is cut to 120; loop for longer).
+    #[param(minimum = 0)]
+    wait: Option<i64>,
 }
 
+/// `GET /v1/requests/{id}`: a request, its deliveries and its action results; with `wait`, a
+/// long-poll that returns as soon as it is decided.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}",
+    tag = "requests",
+    operation_id = "get_request",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The request's id (`req_...`)"), GetQuery),
+    responses(
+        (status = 200, description = "The request (still pending when the wait ran out)", body = RequestView),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+        (status = 429, description = "Too many long-polls waiting", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,9 +152,15 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
+    if q.wait.is_some_and(|w| w < 0) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "wait must be 0 or more seconds",
+        ));
+    }
     let request = match q.wait.filter(|w| *w > 0) {
         Some(secs) => {
-            let wait = Duration::from_secs(secs.min(MAX_WAIT_SECS));
+            let wait = Duration::from_secs((secs as u64).min(MAX_WAIT_SECS));
             state.service.wait(&id, wait).await?
         }
         None => state.service.get(&id).await?,
@@ -120,15 +168,38 @@ pub async fn get(
     Ok(Json(full_view(&state, &request, key).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only requests in this state.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
+    /// Only requests of this workflow.
     workflow: Option<String>,
+    /// Page size, 1-200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = r"^req_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     cursor: Option<String>,
 }
 
+/// `GET /v1/requests`: requests, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/requests",
+    tag = "requests",
+    operation_id = "list_requests",
+    security(("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of requests", body = RequestPage),
+        (status = 400, description = "An invalid filter, limit or cursor", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,16 +247,41 @@ pub async fn list(
     let next_cursor = (requests.len() == limit as usize)
         .then(|| requests.last().map(|r| r.id.to_string()))
         .flatten();
-    let requests: Vec<_> = requests.iter().map(|r| shown(r, key)).collect();
-    Ok(Json(serde_json::json!({"requests": requests, "next_cursor": next_cursor})).into_response())
+    let requests = requests.iter().map(|r| shown(r, key)).collect();
+    Ok(Json(RequestPage {
+        requests,
+        next_cursor,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelBody {
+pub struct CancelBody {
+    /// Why, shown in the message and the audit log (at most 1,000 characters).
+    #[schema(max_length = 1000)]
     reason: Option<String>,
 }
 
+/// `POST /v1/requests/{id}/cancel`: withdraws a pending request (the key that asked, or an
+/// admin key). The body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/cancel",
+    tag = "requests",
+    operation_id = "cancel_request",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The request's id (`req_...`)")),
+    request_body(content = Option<CancelBody>, description = "Optional: a reason"),
+    responses(
+        (status = 200, description = "Cancelled", body = crate::domain::Request),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "Not this key's request, or the key lacks the `request` scope", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+        (status = 409, description = "Already decided", body = ErrorBody),
+    ),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -194,24 +290,48 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Request)?;
     let id = parse_id(&id)?;
+    // No body, or `null`, is a cancel without a reason.
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<CancelBody>>(&body)
             .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+            .unwrap_or_default()
     };
     let reason = non_empty("reason", body.reason, 1000)?;
     let request = state.service.cancel(&id, key, reason).await?;
     Ok(Json(shown(&request, key)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
+    #[schema(value_type = Verdict)]
     verdict: String,
+    /// Why (at most 1,000 characters).
+    #[schema(max_length = 1000)]
     reason: Option<String>,
 }
 
+/// `POST /v1/requests/{id}/decisions`: a machine's vote (the `decide` scope), counted like a
+/// person's, under the same policy.
+#[utoipa::path(
+    post,
+    path = "/v1/requests/{id}/decisions",
+    tag = "requests",
+    operation_id = "decide_request",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The request's id (`req_...`)")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, description = "The vote was counted (the request is decided when it settled it)", body = crate::domain::Request),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The policy does not let this key vote, or it lacks the `decide` scope", body = ErrorBody),
+        (status = 404, description = "No such request", body = ErrorBody),
+        (status = 409, description = "Already decided, or this key already voted", body = ErrorBody),
+    ),
+)]
 pub async fn decide(
     State(state): State<AppState>,
     caller: Caller,

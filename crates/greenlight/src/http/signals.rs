@@ -4,25 +4,59 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath};
+use super::openapi::{ErrorBody, SignalList, SignalSet};
 use crate::domain::{DurationSpec, SignalName};
-use crate::service::signals::SetSignal;
+use crate::service::signals::{SetSignal, SignalView};
 use crate::store::Scope;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalBody {
     name: SignalName,
+    /// Any JSON but null (at most 4 KB as JSON): `"green"`, `0.002`, `true`, `{...}`.
     #[serde(default)]
+    #[schema(schema_with = any_but_null, required = true)]
     value: serde_json::Value,
     /// Unknown after this long unless set again ("10m").
     ttl: Option<DurationSpec>,
 }
 
+/// A signal's value in the document: any JSON type but null.
+fn any_but_null() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Number,
+            Type::Integer,
+            Type::Boolean,
+            Type::Array,
+            Type::Object,
+        ]))
+        .build()
+}
+
 /// `POST /v1/signals {name, value, ttl?}`: sets a signal (the `signal` scope).
+#[utoipa::path(
+    post,
+    path = "/v1/signals",
+    tag = "signals",
+    operation_id = "set_signal",
+    security(("api_key" = [])),
+    request_body = SignalBody,
+    responses(
+        (status = 200, description = "Set; `changed` says whether the value changed", body = SignalSet),
+        (status = 400, description = "Invalid name, value or ttl", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `signal` scope", body = ErrorBody),
+        (status = 429, description = "Over the key's rate limit (see `Retry-After`)", body = ErrorBody),
+    ),
+)]
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -31,22 +65,45 @@ pub async fn set(
     let key = caller.require(Scope::Signal)?;
     let input = SetSignal::new(body.name, body.value, body.ttl)
         .map_err(|m| ApiError::bad_request("invalid_request", m))?;
-    let (view, changed) = state.service.set_signal(input, key).await?;
-    let mut shown = serde_json::to_value(&view).unwrap_or_default();
-    if let Some(o) = shown.as_object_mut() {
-        o.insert("changed".into(), changed.into());
-    }
-    Ok(Json(shown).into_response())
+    let (signal, changed) = state.service.set_signal(input, key).await?;
+    Ok(Json(SignalSet { signal, changed }).into_response())
 }
 
 /// `GET /v1/signals`: every signal, with whether it is live.
+#[utoipa::path(
+    get,
+    path = "/v1/signals",
+    tag = "signals",
+    operation_id = "list_signals",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Every signal", body = SignalList),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
     let signals = state.service.signals().await?;
-    Ok(Json(serde_json::json!({ "signals": signals })).into_response())
+    Ok(Json(SignalList { signals }).into_response())
 }
 
 /// `GET /v1/signals/{name}` (names may hold `/`: `/v1/signals/staging/api`).
+#[utoipa::path(
+    get,
+    path = "/v1/signals/{name}",
+    tag = "signals",
+    operation_id = "get_signal",
+    security(("api_key" = [])),
+    params(("name" = String, Path, pattern = r"^[a-z0-9_./:-]{1,100}$", description = "The signal's name; it may hold `/` as is (`staging/api`)")),
+    responses(
+        (status = 200, description = "The signal", body = SignalView),
+        (status = 400, description = "Not a valid signal name", body = ErrorBody),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 404, description = "No such signal", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -64,27 +64,44 @@ pub fn metadata(
 }
 
 /// The body of a create, as the API documents it.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// The workflow to ask in (`[[workflow]] name`); the default workflow when left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    /// What is being asked, as approvers read it (1-200 characters, not all blank).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200, pattern = r"\S", example = "Deploy api v1.4.2 to production")]
     pub title: Option<String>,
+    /// More context, shown under the title (at most 10,000 characters).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 10000)]
     pub details: Option<String>,
+    /// Key/value facts that rules read and the message shows (`{"version": "1.4.2"}`; at
+    /// most 50 keys).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub params: Option<Params>,
+    /// Who asks: shown in the message (a person's name, a pipeline).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
     pub requester: Option<String>,
+    /// An https URL told of the decision with a signed webhook (Standard Webhooks).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2000)]
     pub callback_url: Option<String>,
+    /// How long the request may wait for a decision: seconds, or `"30m"`, `"2h"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<DurationSpec>,
+    /// Repeating a create with the same key returns the same request (also the
+    /// `Idempotency-Key` header).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Another channel than the workflow's, when the workflow allows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The caller's own JSON object, kept and handed back, never shown in Slack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
     /// An agent's tool call the request asks about: shown in Slack as a code block.

@@ -15,7 +15,7 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 pub const MIN_TTL_MS: i64 = 1_000;
 
 /// A signal as the API shows it: with whether it counts now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SignalView {
     #[serde(flatten)]
     pub signal: Signal,

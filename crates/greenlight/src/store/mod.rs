@@ -365,7 +365,7 @@ pub struct NewAudit {
     pub data: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: Timestamp,
@@ -457,7 +457,7 @@ pub struct Page {
     pub total: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Pending,
@@ -537,7 +537,7 @@ impl JobReport {
 }
 
 /// What an action hook did, for the Slack message and the API.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActionResult {
     pub name: String,
     pub ok: bool,
@@ -548,7 +548,7 @@ pub struct ActionResult {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub at: Timestamp,
     /// `done`, `failed`, `rate_limited` or `dead`.
@@ -557,7 +557,7 @@ pub struct Attempt {
 }
 
 /// What the API shows about a request's deliveries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub kind: String,

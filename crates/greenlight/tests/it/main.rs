@@ -17,6 +17,7 @@ mod home;
 mod limits;
 mod m2m;
 mod mcp;
+mod openapi;
 mod ownership;
 mod policies;
 mod properties;
