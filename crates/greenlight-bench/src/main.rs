@@ -92,9 +92,16 @@ pub struct Options {
     /// out [default: 50000; quick: 300].
     #[arg(long)]
     pub click_pool: Option<usize>,
-    /// Open-loop click rates per second, comma-separated [default: 500,1000; quick: 50,100].
+    /// Open-loop click rates per second, comma-separated [default: 1000,5000; quick: 50,100].
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<f64>>,
+    /// The peer's open loops run only at rates up to this: it already fails a third of the
+    /// clicks at 1,000/s, and a higher rate only queues clicks to time out [default: 1000].
+    #[arg(long)]
+    pub peer_max_rate: Option<f64>,
+    /// The PostgreSQL runs' open-loop click rate [default: 1000; quick: 100].
+    #[arg(long)]
+    pub pg_rate: Option<f64>,
     /// Length of each open-loop run, seconds [default: 10; quick: 1].
     #[arg(long)]
     pub open_duration: Option<f64>,
@@ -149,8 +156,10 @@ pub struct Sizes {
     pub peer_messages: usize,
     /// Replica counts of the PostgreSQL runs.
     pub replicas: Vec<usize>,
-    /// The PostgreSQL runs' open-loop click rate: the highest of `rates`.
+    /// The PostgreSQL runs' open-loop click rate.
     pub pg_rate: f64,
+    /// The peer's open loops run at rates up to this.
+    pub peer_max_rate: f64,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -164,7 +173,7 @@ impl Options {
             if q {
                 vec![50.0, 100.0]
             } else {
-                vec![500.0, 1000.0]
+                vec![1000.0, 5000.0]
             }
         });
         let secs = |v: Option<f64>, full: f64, quick: f64| {
@@ -174,7 +183,11 @@ impl Options {
             connections: self.connections.unwrap_or(if q { 8 } else { 32 }).max(1),
             duration: secs(self.duration, 10.0, 1.0),
             click_pool: self.click_pool.unwrap_or(if q { 300 } else { 50_000 }),
-            pg_rate: rates.iter().copied().fold(0.0, f64::max).max(1.0),
+            pg_rate: self
+                .pg_rate
+                .unwrap_or(if q { 100.0 } else { 1000.0 })
+                .max(1.0),
+            peer_max_rate: self.peer_max_rate.unwrap_or(1000.0),
             rates,
             open_duration: secs(self.open_duration, 10.0, 1.0),
             slack_latency: Duration::from_millis(self.slack_latency_ms),

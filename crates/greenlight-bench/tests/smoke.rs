@@ -21,7 +21,9 @@ const BOTH: &[&str] = &[
     "rss_peak",
 ];
 const GREENLIGHT_ONLY: &[&str] = &[
+    "ceiling",
     "create_rule",
+    "create_digest",
     "create_plain",
     "rss_million",
     "startup_million",
