@@ -708,12 +708,11 @@ async fn idempotency_is_per_api_key(db: TestDb) {
 /// Runs SQL on the database behind the store's back, as someone with database access would.
 async fn tamper(db: &TestDb, sqlite: &str, postgres: &str) {
     use sqlx::Connection;
-    if db.url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
-            .execute(&mut conn)
-            .await
+    if let Some(path) = db.url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
             .unwrap();
+        conn.execute_batch(sqlite).unwrap();
     } else {
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
