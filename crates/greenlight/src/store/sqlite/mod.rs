@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
 use reader::Readers;
 use rows::{all, first, one};
@@ -175,43 +176,81 @@ const INSERT_COLLAPSING_JOB: &str = "INSERT INTO outbox (request_id, kind, lane,
      WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE collapse_key = ?4 AND state = 'pending' \
      AND (leased_until IS NULL OR leased_until < ?7))";
 
-/// Writes audit entries and outbox jobs, in the transaction of the change that caused them.
-fn write_audit_and_effects(
-    conn: &Connection,
-    now: Millis,
-    audit: &[NewAudit],
-    effects: &[Effect],
-) -> StoreResult<()> {
-    if !audit.is_empty() {
-        let mut insert = conn.prepare_cached(INSERT_AUDIT)?;
-        for a in audit {
-            insert.execute(params![
-                now,
-                a.request_id.as_ref().map(RequestId::as_str),
-                a.event,
-                a.actor,
-                to_json(&a.data)?,
-            ])?;
+/// A statement's parameters, computed on the caller's thread (the JSON too), so that the
+/// writer thread, which every write waits for, only binds and steps.
+type Values = Vec<Value>;
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+
+fn opt_text(s: Option<impl Into<String>>) -> Value {
+    s.map_or(Value::Null, text)
+}
+
+fn opt_int(n: Option<i64>) -> Value {
+    n.map_or(Value::Null, Value::Integer)
+}
+
+/// Audit entries and outbox jobs to write in the transaction of the change that caused them.
+struct Entries {
+    audit: Vec<Values>,
+    /// Whether the job collapses into a waiting one, and its row.
+    jobs: Vec<(bool, Values)>,
+}
+
+impl Entries {
+    fn of(now: Millis, audit: &[NewAudit], effects: &[Effect]) -> StoreResult<Self> {
+        let audit = audit
+            .iter()
+            .map(|a| {
+                Ok(vec![
+                    Value::Integer(now),
+                    opt_text(a.request_id.as_ref().map(RequestId::as_str)),
+                    text(a.event),
+                    text(a.actor.as_str()),
+                    text(to_json(&a.data)?),
+                ])
+            })
+            .collect::<StoreResult<_>>()?;
+        let jobs = effects
+            .iter()
+            .map(|effect| {
+                let collapse = effect.collapse_key();
+                Ok((
+                    collapse.is_some(),
+                    vec![
+                        opt_text(effect.request_id().map(RequestId::as_str)),
+                        text(effect.kind()),
+                        text(effect.lane().as_str()),
+                        opt_text(collapse),
+                        text(to_json(effect)?),
+                        Value::Integer(now + effect.delay_ms()),
+                        Value::Integer(now),
+                    ],
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Self { audit, jobs })
+    }
+
+    fn write(&self, conn: &Connection) -> StoreResult<()> {
+        if !self.audit.is_empty() {
+            let mut insert = conn.prepare_cached(INSERT_AUDIT)?;
+            for row in &self.audit {
+                insert.execute(params_from_iter(row))?;
+            }
         }
+        for (collapsing, row) in &self.jobs {
+            let sql = if *collapsing {
+                INSERT_COLLAPSING_JOB
+            } else {
+                INSERT_JOB
+            };
+            conn.prepare_cached(sql)?.execute(params_from_iter(row))?;
+        }
+        Ok(())
     }
-    for effect in effects {
-        let collapse = effect.collapse_key();
-        let sql = if collapse.is_some() {
-            INSERT_COLLAPSING_JOB
-        } else {
-            INSERT_JOB
-        };
-        conn.prepare_cached(sql)?.execute(params![
-            effect.request_id().map(RequestId::as_str),
-            effect.kind(),
-            effect.lane().as_str(),
-            collapse,
-            to_json(effect)?,
-            now + effect.delay_ms(),
-            now,
-        ])?;
-    }
-    Ok(())
 }
 
 fn read_request(conn: &Connection, id: &str) -> StoreResult<Option<Request>> {
@@ -220,20 +259,74 @@ fn read_request(conn: &Connection, id: &str) -> StoreResult<Option<Request>> {
         .transpose()
 }
 
+const INSERT_REQUEST: &str = "INSERT INTO requests (id, workflow, title, details, params, \
+     requester, status, decisions, decided_by, reason, created_at, decided_at, expires_at, \
+     channel, callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
+     reminders, remind_at, metadata, tool_call, digest_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+
+/// The row `INSERT_REQUEST` writes.
+fn request_row(r: &Request, idempotency: Option<&Idempotency>) -> Values {
+    vec![
+        text(r.id.as_str()),
+        text(r.workflow.as_str()),
+        text(r.title.as_str()),
+        opt_text(r.details.as_deref()),
+        text(serde_json::to_string(&r.params).unwrap_or_default()),
+        opt_text(r.requester.as_deref()),
+        text(r.status.as_str()),
+        text(serde_json::to_string(&r.decisions).unwrap_or_default()),
+        opt_text(r.decided_by.as_deref()),
+        opt_text(r.reason.as_deref()),
+        Value::Integer(millis(r.created_at)),
+        opt_int(r.decided_at.map(millis)),
+        opt_int(r.expires_at.map(millis)),
+        text(r.channel.to_string()),
+        opt_text(r.callback_url.as_deref()),
+        opt_text(
+            r.created_by
+                .as_ref()
+                .or(idempotency.map(|i| &i.api_key))
+                .map(|k| k.as_str()),
+        ),
+        opt_text(idempotency.map(|i| i.key.as_str())),
+        opt_text(idempotency.map(|i| i.fingerprint.as_str())),
+        Value::Integer(r.version),
+        Value::Integer(i64::from(r.reminders)),
+        opt_int(r.remind_at.map(millis)),
+        opt_text(
+            r.metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        ),
+        opt_text(
+            r.tool_call
+                .as_ref()
+                .map(|t| serde_json::to_string(t).unwrap_or_default()),
+        ),
+        opt_text(r.digest_key.as_deref()),
+    ]
+}
+
+/// Who created a request under which key, and with what body (see `Idempotency`).
+struct IdempotencyKey {
+    api_key: String,
+    key: String,
+    fingerprint: String,
+}
+
 fn create_in(
     conn: &Connection,
-    r: &Request,
-    idempotency: Option<&Idempotency>,
-    audit: &[NewAudit],
-    effects: &[Effect],
-    now: Millis,
+    row: &Values,
+    idempotency: Option<&IdempotencyKey>,
+    entries: &Entries,
 ) -> StoreResult<CreateOutcome> {
     if let Some(idem) = idempotency {
         let found: Option<(Option<String>, String)> = first(
             conn,
             "SELECT idempotency_fingerprint, id FROM requests \
              WHERE api_key_id = ?1 AND idempotency_key = ?2",
-            params![idem.api_key.as_str(), idem.key],
+            params![idem.api_key, idem.key],
         )?;
         if let Some((fingerprint, id)) = found {
             if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
@@ -245,86 +338,52 @@ fn create_in(
             return Ok(CreateOutcome::Existing(Box::new(existing)));
         }
     }
-    conn.prepare_cached(
-        "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
-         decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
-         callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-         reminders, remind_at, metadata, tool_call, digest_key) VALUES (?1, ?2, ?3, ?4, ?5, \
-         ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-    )?
-    .execute(params![
-        r.id.as_str(),
-        r.workflow.as_str(),
-        r.title,
-        r.details,
-        serde_json::to_string(&r.params).unwrap_or_default(),
-        r.requester,
-        r.status.as_str(),
-        serde_json::to_string(&r.decisions).unwrap_or_default(),
-        r.decided_by,
-        r.reason,
-        millis(r.created_at),
-        r.decided_at.map(millis),
-        r.expires_at.map(millis),
-        r.channel.to_string(),
-        r.callback_url,
-        r.created_by
-            .as_ref()
-            .or(idempotency.map(|i| &i.api_key))
-            .map(|k| k.as_str()),
-        idempotency.map(|i| i.key.as_str()),
-        idempotency.map(|i| i.fingerprint.as_str()),
-        r.version,
-        i64::from(r.reminders),
-        r.remind_at.map(millis),
-        r.metadata
-            .as_ref()
-            .map(|m| serde_json::Value::Object(m.clone()).to_string()),
-        r.tool_call
-            .as_ref()
-            .map(|t| serde_json::to_string(t).unwrap_or_default()),
-        r.digest_key,
-    ])?;
-    write_audit_and_effects(conn, now, audit, effects)?;
+    conn.prepare_cached(INSERT_REQUEST)?
+        .execute(params_from_iter(row))?;
+    entries.write(conn)?;
     Ok(CreateOutcome::Created)
 }
 
-fn save_in(
-    conn: &Connection,
-    r: &Request,
-    expected_version: i64,
-    audit: &[NewAudit],
-    effects: &[Effect],
-    now: Millis,
-) -> StoreResult<bool> {
+const SAVE_REQUEST: &str = "UPDATE requests SET status = ?1, decisions = ?2, decided_by = ?3, \
+     reason = ?4, decided_at = ?5, version = ?6, reminders = ?7, remind_at = ?8 \
+     WHERE id = ?9 AND version = ?10";
+
+/// The parameters of `SAVE_REQUEST`.
+fn transition_row(r: &Request, expected_version: i64) -> StoreResult<Values> {
+    Ok(vec![
+        text(r.status.as_str()),
+        text(to_json(&r.decisions)?),
+        opt_text(r.decided_by.as_deref()),
+        opt_text(r.reason.as_deref()),
+        opt_int(r.decided_at.map(millis)),
+        Value::Integer(r.version),
+        Value::Integer(i64::from(r.reminders)),
+        opt_int(r.remind_at.map(millis)),
+        text(r.id.as_str()),
+        Value::Integer(expected_version),
+    ])
+}
+
+fn save_in(conn: &Connection, row: &Values, entries: &Entries) -> StoreResult<bool> {
     let changed = conn
-        .prepare_cached(
-            "UPDATE requests SET status = ?1, decisions = ?2, decided_by = ?3, reason = ?4, \
-             decided_at = ?5, version = ?6, reminders = ?7, remind_at = ?8 \
-             WHERE id = ?9 AND version = ?10",
-        )?
-        .execute(params![
-            r.status.as_str(),
-            to_json(&r.decisions)?,
-            r.decided_by,
-            r.reason,
-            r.decided_at.map(millis),
-            r.version,
-            i64::from(r.reminders),
-            r.remind_at.map(millis),
-            r.id.as_str(),
-            expected_version,
-        ])?;
+        .prepare_cached(SAVE_REQUEST)?
+        .execute(params_from_iter(row))?;
     // The writer runs one operation at a time: the audit and jobs land only if the
     // compare-and-set did, and nothing at all changes otherwise.
     if changed == 0 {
         return Ok(false);
     }
-    write_audit_and_effects(conn, now, audit, effects)?;
+    entries.write(conn)?;
     Ok(true)
 }
 
-fn finish_in(conn: &Connection, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
+fn finish_in(
+    conn: &Connection,
+    id: i64,
+    now: Millis,
+    report: &JobReport,
+    entries: &Entries,
+) -> StoreResult<()> {
     let shared::Finish {
         state,
         next,
@@ -365,7 +424,7 @@ fn finish_in(conn: &Connection, id: i64, now: Millis, report: &JobReport) -> Sto
             millis(a.at)
         ])?;
     }
-    write_audit_and_effects(conn, now, &report.audit, &report.effects)
+    entries.write(conn)
 }
 
 /// Chains the next entries. One writer commits in id order, so nothing below the last chained
@@ -473,14 +532,15 @@ impl Store for SqliteStore {
         effects: &[Effect],
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
-        let (r, idem, audit, effects) = (
-            request.clone(),
-            idempotency.cloned(),
-            audit.to_vec(),
-            effects.to_vec(),
-        );
+        let row = request_row(request, idempotency);
+        let idem = idempotency.map(|i| IdempotencyKey {
+            api_key: i.api_key.to_string(),
+            key: i.key.clone(),
+            fingerprint: i.fingerprint.clone(),
+        });
+        let entries = Entries::of(now, audit, effects)?;
         self.writer
-            .write(move |conn| create_in(conn, &r, idem.as_ref(), &audit, &effects, now))
+            .write(move |conn| create_in(conn, &row, idem.as_ref(), &entries))
             .await
     }
 
@@ -518,17 +578,16 @@ impl Store for SqliteStore {
         effects: &[Effect],
         now: Millis,
     ) -> StoreResult<bool> {
-        let (r, audit, effects) = (r.clone(), audit.to_vec(), effects.to_vec());
+        let row = transition_row(r, expected_version)?;
+        let entries = Entries::of(now, audit, effects)?;
         self.writer
-            .write(move |conn| save_in(conn, &r, expected_version, &audit, &effects, now))
+            .write(move |conn| save_in(conn, &row, &entries))
             .await
     }
 
     async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()> {
-        let (audit, effects) = (audit.to_vec(), effects.to_vec());
-        self.writer
-            .write(move |conn| write_audit_and_effects(conn, now, &audit, &effects))
-            .await
+        let entries = Entries::of(now, audit, effects)?;
+        self.writer.write(move |conn| entries.write(conn)).await
     }
 
     async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>> {
@@ -611,7 +670,7 @@ impl Store for SqliteStore {
         forget_before: Millis,
         effects: &[Effect],
     ) -> StoreResult<()> {
-        let (user, effects) = (user.to_owned(), effects.to_vec());
+        let (user, entries) = (user.to_owned(), Entries::of(now, &[], effects)?);
         self.writer
             .write(move |conn| {
                 conn.prepare_cached(
@@ -621,7 +680,7 @@ impl Store for SqliteStore {
                 .execute(params![user, now])?;
                 conn.prepare_cached("DELETE FROM home_opened WHERE opened_at < ?1")?
                     .execute([forget_before])?;
-                write_audit_and_effects(conn, now, &[], &effects)
+                entries.write(conn)
             })
             .await
     }
@@ -726,9 +785,14 @@ impl Store for SqliteStore {
     }
 
     async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
-        let report = report.clone();
+        let entries = Entries::of(now, &report.audit, &report.effects)?;
+        // What finish_in reads; the audit and effects travel as `entries`.
+        let report = JobReport {
+            action: report.action.clone(),
+            ..JobReport::new(report.result.clone(), report.attempted)
+        };
         self.writer
-            .write(move |conn| finish_in(conn, id, now, &report))
+            .write(move |conn| finish_in(conn, id, now, &report, &entries))
             .await
     }
 
@@ -964,12 +1028,12 @@ impl Store for SqliteStore {
         audit: &[NewAudit],
         now: Millis,
     ) -> StoreResult<bool> {
-        let (signal, audit) = (signal.clone(), audit.to_vec());
+        let (signal, entries) = (signal.clone(), Entries::of(now, audit, &[])?);
         self.writer
             .write(move |conn| {
                 let written = put_signal_in(conn, &signal, expected)?;
                 if written {
-                    write_audit_and_effects(conn, now, &audit, &[])?;
+                    entries.write(conn)?;
                 }
                 Ok(written)
             })
@@ -1035,7 +1099,7 @@ impl Store for SqliteStore {
         audit: &[NewAudit],
         effects: &[Effect],
     ) -> StoreResult<bool> {
-        let (key, audit, effects) = (key.to_owned(), audit.to_vec(), effects.to_vec());
+        let (key, entries) = (key.to_owned(), Entries::of(now, audit, effects)?);
         self.writer
             .write(move |conn| {
                 let changed = conn
@@ -1046,7 +1110,7 @@ impl Store for SqliteStore {
                     .execute(params![key, now, now - window_ms])?;
                 let fired = changed == 1;
                 if fired {
-                    write_audit_and_effects(conn, now, &audit, &effects)?;
+                    entries.write(conn)?;
                 }
                 Ok(fired)
             })
