@@ -192,3 +192,57 @@ fn run_batch(conn: &Connection, batch: Vec<Op>) {
         complete(commit.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("writer.db").display());
+        (dir, Database::parse(&url).unwrap())
+    }
+
+    async fn count(w: &Writer) -> i64 {
+        w.write(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_after_writing_leaves_nothing_and_its_batch_lands() {
+        let (_dir, db) = database();
+        let w = Writer::start(db).unwrap();
+        w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
+        let writes = (0..50).map(|i| {
+            let w = w.clone();
+            async move {
+                w.write(move |c| {
+                    c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                    if i == 7 {
+                        return Err(StoreError::Corrupt("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        assert!(results[7].is_err());
+        assert_eq!(count(&w).await, 49);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_and_the_writer_goes_on() {
+        let (_dir, db) = database();
+        let w = Writer::start(db).unwrap();
+        w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
+        let panicked = w.write(|_| -> StoreResult<()> { panic!("a bug in a write") });
+        assert!(panicked.await.is_err());
+        assert_eq!(w.execute("INSERT INTO t VALUES (1)", ()).await.unwrap(), 1);
+        assert_eq!(count(&w).await, 1);
+        w.close().await;
+        assert!(w.execute("INSERT INTO t VALUES (2)", ()).await.is_err());
+    }
+}
