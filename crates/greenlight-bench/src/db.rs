@@ -4,13 +4,12 @@
 //! database the way an operator would, so a claim cannot be checked by the code that makes it.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, Executor, Row};
+use sqlx::{Connection, Executor};
 
 use crate::{Error, Result};
 
@@ -136,25 +135,41 @@ fn database_url(admin: &str, name: &str) -> Result<String> {
     Ok(url)
 }
 
-async fn open_sqlite(path: &Path) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str(&format!("sqlite:{}", path.display()))?
-        .busy_timeout(Duration::from_secs(30));
-    Ok(SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await?)
+/// A SQLite file as another process sees it (rusqlite, the bundled SQLite); the file must
+/// exist, as greenlight made it.
+fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    Ok(conn)
 }
 
-/// A connection to an instance's database, the way an operator would look into it.
+/// A connection to an instance's database, the way an operator would look into it. The SQLite
+/// queries are short and run on the caller's thread.
 pub enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(Mutex<Option<rusqlite::Connection>>),
     Postgres(PgPool),
+}
+
+impl Db {
+    fn sqlite<T>(
+        conn: &Mutex<Option<rusqlite::Connection>>,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| Error::msg("the database connection is closed"))?;
+        Ok(f(conn)?)
+    }
 }
 
 impl Db {
     pub async fn open(location: &Location) -> Result<Self> {
         match location {
-            Location::Sqlite(path) => Ok(Db::Sqlite(open_sqlite(path).await?)),
+            Location::Sqlite(path) => Ok(Db::Sqlite(Mutex::new(Some(open_sqlite(path)?)))),
             Location::Postgres(db) => Ok(Db::Postgres(
                 PgPoolOptions::new()
                     .max_connections(1)
@@ -166,7 +181,10 @@ impl Db {
 
     pub async fn close(&self) {
         match self {
-            Db::Sqlite(pool) => pool.close().await,
+            Db::Sqlite(conn) => {
+                let taken = conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+                drop(taken);
+            }
             Db::Postgres(pool) => pool.close().await,
         }
     }
@@ -174,15 +192,13 @@ impl Db {
     /// `count(*)`-like query with at most one text parameter; both dialects take `$1`.
     async fn count(&self, sql: &'static str, bind: Option<&str>) -> Result<i64> {
         Ok(match self {
-            Db::Sqlite(pool) => {
-                let q = sqlx::query_scalar(sql);
+            Db::Sqlite(conn) => Db::sqlite(conn, |c| {
+                let mut stmt = c.prepare_cached(sql)?;
                 match bind {
-                    Some(b) => q.bind(b),
-                    None => q,
+                    Some(b) => stmt.query_row([b], |r| r.get(0)),
+                    None => stmt.query_row([], |r| r.get(0)),
                 }
-                .fetch_one(pool)
-                .await?
-            }
+            })?,
             Db::Postgres(pool) => {
                 let q = sqlx::query_scalar(sql);
                 match bind {
@@ -237,7 +253,11 @@ impl Db {
         const SQL: &str = "SELECT id, slack_channel, slack_ts FROM requests \
              WHERE slack_ts IS NOT NULL AND status = 'pending' ORDER BY id";
         let rows: Vec<(String, String, String)> = match self {
-            Db::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
+            Db::Sqlite(conn) => Db::sqlite(conn, |c| {
+                c.prepare_cached(SQL)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })?,
             Db::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await?,
         };
         Ok(rows
@@ -275,14 +295,30 @@ pub async fn seed(
     decided_template: &str,
     n: usize,
 ) -> Result<Seeded> {
+    let (path, pending_template, decided_template) = (
+        path.to_owned(),
+        pending_template.to_owned(),
+        decided_template.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        seed_blocking(&path, &pending_template, &decided_template, n)
+    })
+    .await
+    .map_err(|e| Error::msg(format!("seeding: {e}")))?
+}
+
+fn seed_blocking(
+    path: &Path,
+    pending_template: &str,
+    decided_template: &str,
+    n: usize,
+) -> Result<Seeded> {
     let started = Instant::now();
-    let pool = open_sqlite(path).await?;
-    let columns: Vec<String> = sqlx::query("SELECT name FROM pragma_table_info('requests')")
-        .fetch_all(&pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("name"))
-        .collect::<std::result::Result<_, _>>()?;
+    let mut conn = open_sqlite(path)?;
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('requests')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     let select: Vec<String> = columns
         .iter()
         .map(|c| match c.as_str() {
@@ -300,7 +336,7 @@ pub async fn seed(
         })
         .collect();
     let insert_requests = format!(
-        "INSERT INTO requests ({}) SELECT {} FROM json_each($1) j, requests t WHERE t.id = $2",
+        "INSERT INTO requests ({}) SELECT {} FROM json_each(?1) j, requests t WHERE t.id = ?2",
         columns
             .iter()
             .map(|c| format!("\"{c}\""))
@@ -311,7 +347,7 @@ pub async fn seed(
     let insert_audit = "INSERT INTO audit (at, request_id, event, actor, data) \
          SELECT json_extract(j.value, '$[1]') + (a.at - t.created_at), json_extract(j.value, '$[0]'), \
                 a.event, a.actor, a.data \
-         FROM json_each($1) j, requests t JOIN audit a ON a.request_id = t.id WHERE t.id = $2 ORDER BY j.key, a.id";
+         FROM json_each(?1) j, requests t JOIN audit a ON a.request_id = t.id WHERE t.id = ?2 ORDER BY j.key, a.id";
 
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let year_ms: i64 = 365 * 24 * 3600 * 1000;
@@ -319,7 +355,7 @@ pub async fn seed(
     let mut pending = 0;
     let mut done = 0;
     while done < n {
-        let mut tx = pool.begin().await?;
+        let tx = conn.transaction()?;
         let end_tx = (done + ROWS_PER_TRANSACTION).min(n);
         while done < end_tx {
             let end = (done + ROWS_PER_STATEMENT).min(end_tx);
@@ -342,20 +378,16 @@ pub async fn seed(
                 }
                 let json = serde_json::Value::Array(rows).to_string();
                 // The statement text is built from the table's own column names above.
-                for sql in [insert_requests.clone(), insert_audit.to_owned()] {
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(&json)
-                        .bind(template)
-                        .execute(&mut *tx)
-                        .await?;
+                for sql in [insert_requests.as_str(), insert_audit] {
+                    tx.prepare_cached(sql)?.execute([json.as_str(), template])?;
                 }
             }
             done = end;
         }
-        tx.commit().await?;
+        tx.commit()?;
     }
-    pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
-    pool.close().await;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    drop(conn);
     let file_bytes = std::fs::metadata(path)
         .map(|m| m.len())
         .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;

@@ -25,6 +25,8 @@ pub enum Error {
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
     Sandbox(#[from] greenlight_sandbox::SandboxError),
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),

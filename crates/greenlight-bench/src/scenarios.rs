@@ -33,9 +33,10 @@ const UPDATE_WAIT: Duration = Duration::from_secs(15);
 
 /// Slack's per-channel pace (one post a second) would take hours to post the pre-created
 /// requests; the sandbox has no such limit, so the bench lifts it. The click path and its
-/// chat.update are not paced either way.
-const DELIVERY: &str =
-    "[delivery]\nslack_posts_per_second = 1000000.0\nslack_post_burst = 1000000\n\n";
+/// chat.update are not paced either way. The bench's one API key creates far more than the
+/// per-key limit allows a caller, so that is lifted too.
+const DELIVERY: &str = "[delivery]\nslack_posts_per_second = 1000000.0\nslack_post_burst = 1000000\n\n\
+    [limits]\nrequests_per_minute_per_key = 1000000000\n\n";
 const DEPLOY: &str = "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n";
 const PAYMENTS: &str = "\n[[workflow]]\nname = \"payments\"\nchannel = \"#payments\"\n\n\
     [[workflow.rule]]\nname = \"small-payment\"\nwhen = \"params.amount < 500\"\ndecision = \"approve\"\n";

@@ -5,10 +5,10 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Connection, Database, Executor, IntoArguments, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
+use super::sqlite::Database;
 use super::{StoreError, StoreResult, is_postgres};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +152,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
     ("meta", &[("key", Text), ("value", Text)]),
 ];
 
-/// Rows per INSERT: well under both backends' limits on bound parameters.
+/// Rows per PostgreSQL INSERT: well under its limit on bound parameters.
 const BATCH: usize = 500;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,18 +210,18 @@ pub async fn copy_db(from: &str, to: &str) -> Result<Vec<Copied>, CopyError> {
         super::connect(url).await?.close().await;
     }
     let rows = match Backend::open(from).await? {
-        Backend::Sqlite(mut c) => read_all(&mut c).await?,
-        Backend::Postgres(mut c) => read_all(&mut c).await?,
+        Backend::Sqlite(db) => blocking(move || sqlite_read_all(&db.open()?)).await?,
+        Backend::Postgres(mut c) => pg_read_all(&mut c).await?,
     };
     match Backend::open(to).await? {
-        Backend::Sqlite(mut c) => write_all(&mut c, &rows, false).await,
-        Backend::Postgres(mut c) => write_all(&mut c, &rows, true).await,
+        Backend::Sqlite(db) => blocking(move || sqlite_write_all(&mut db.open()?, &rows)).await,
+        Backend::Postgres(mut c) => pg_write_all(&mut c, &rows).await,
     }
 }
 
 enum Backend {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
+    Sqlite(Database),
+    Postgres(PgConnection),
 }
 
 impl Backend {
@@ -233,35 +233,124 @@ impl Backend {
                 pool.connect_with(options).await?.acquire().await?.detach(),
             ))
         } else if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?;
-            let pool = SqlitePoolOptions::new().max_connections(1);
-            Ok(Backend::Sqlite(
-                pool.connect_with(options).await?.acquire().await?.detach(),
-            ))
+            Ok(Backend::Sqlite(Database::parse(url)?))
         } else {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
     }
 }
 
+/// SQLite is read and written synchronously, off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CopyError> + Send + 'static,
+) -> Result<T, CopyError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("copying: {e}")))?
+}
+
+impl From<rusqlite::Error> for CopyError {
+    fn from(e: rusqlite::Error) -> Self {
+        CopyError::Store(e.into())
+    }
+}
+
 type Rows = Vec<(&'static str, Vec<Vec<Cell>>)>;
 
-async fn read_all<C, DB>(conn: &mut C) -> Result<Rows, CopyError>
-where
-    DB: Database,
-    for<'c> &'c mut C: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    usize: sqlx::ColumnIndex<DB::Row>,
-    for<'r> Option<String>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> Option<i64>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-    for<'r> Option<bool>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
-{
+fn select_all(table: &str, columns: &[(&str, Kind)]) -> String {
+    let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+    let order = columns[0].0;
+    format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "))
+}
+
+fn insert_into(table: &str, columns: &[(&str, Kind)]) -> String {
+    let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+    format!("INSERT INTO {table} ({}) ", names.join(", "))
+}
+
+fn sqlite_read_all(conn: &rusqlite::Connection) -> Result<Rows, CopyError> {
     let mut all = Vec::new();
     for (table, columns) in TABLES {
-        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
-        let order = columns[0].0;
-        let sql = format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "));
-        let found = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut stmt = conn.prepare(&select_all(table, columns))?;
+        let mut found = stmt.query([])?;
+        let mut rows = Vec::new();
+        while let Some(row) = found.next()? {
+            let mut cells = Vec::with_capacity(columns.len());
+            for (i, (_, kind)) in columns.iter().enumerate() {
+                cells.push(match kind {
+                    Text => Cell::Text(row.get(i)?),
+                    Int => Cell::Int(row.get(i)?),
+                    Bool => Cell::Bool(row.get(i)?),
+                });
+            }
+            rows.push(cells);
+        }
+        all.push((*table, rows));
+    }
+    Ok(all)
+}
+
+fn sqlite_count(conn: &rusqlite::Connection, table: &str) -> Result<i64, CopyError> {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    Ok(conn.query_row(&sql, [], |r| r.get(0))?)
+}
+
+fn sqlite_write_all(
+    conn: &mut rusqlite::Connection,
+    rows: &Rows,
+) -> Result<Vec<Copied>, CopyError> {
+    let filled = TABLES
+        .iter()
+        .map(|(table, _)| Ok((table, sqlite_count(conn, table)?)))
+        .collect::<Result<Vec<_>, CopyError>>()?;
+    not_empty(filled)?;
+    let tx = conn.transaction()?;
+    for ((table, columns), (_, table_rows)) in TABLES.iter().zip(rows) {
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "{}VALUES ({})",
+            insert_into(table, columns),
+            marks.join(", ")
+        );
+        let mut insert = tx.prepare(&sql)?;
+        for row in table_rows {
+            let values = row.iter().map(|cell| match cell {
+                Cell::Text(v) => rusqlite::types::Value::from(v.clone()),
+                Cell::Int(v) => rusqlite::types::Value::from(*v),
+                Cell::Bool(v) => rusqlite::types::Value::from(*v),
+            });
+            insert.execute(rusqlite::params_from_iter(values))?;
+        }
+    }
+    tx.commit()?;
+    let mut copied = Vec::new();
+    for (table, table_rows) in rows {
+        copied.push(Copied {
+            table,
+            source: i64::try_from(table_rows.len()).unwrap_or(i64::MAX),
+            target: sqlite_count(conn, table)?,
+        });
+    }
+    Ok(copied)
+}
+
+fn not_empty(counts: Vec<(&&str, i64)>) -> Result<(), CopyError> {
+    let filled: Vec<String> = counts
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(table, n)| format!("{table}: {n} rows"))
+        .collect();
+    if filled.is_empty() {
+        Ok(())
+    } else {
+        Err(CopyError::NotEmpty(filled.join(", ")))
+    }
+}
+
+async fn pg_read_all(conn: &mut PgConnection) -> Result<Rows, CopyError> {
+    let mut all = Vec::new();
+    for (table, columns) in TABLES {
+        let found = sqlx::query(sqlx::AssertSqlSafe(select_all(table, columns)))
             .fetch_all(&mut *conn)
             .await?;
         let mut rows = Vec::with_capacity(found.len());
@@ -281,13 +370,7 @@ where
     Ok(all)
 }
 
-async fn count<C, DB>(conn: &mut C, table: &str) -> Result<i64, CopyError>
-where
-    DB: Database,
-    for<'c> &'c mut C: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
-{
+async fn pg_count(conn: &mut PgConnection, table: &str) -> Result<i64, CopyError> {
     let sql = format!("SELECT COUNT(*) FROM {table}");
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_one(&mut *conn)
@@ -295,38 +378,16 @@ where
     Ok(n)
 }
 
-async fn write_all<C, DB>(
-    conn: &mut C,
-    rows: &Rows,
-    postgres: bool,
-) -> Result<Vec<Copied>, CopyError>
-where
-    C: Connection<Database = DB>,
-    DB: Database,
-    for<'c> &'c mut C: Executor<'c, Database = DB>,
-    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<bool>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    let mut filled = Vec::new();
+async fn pg_write_all(conn: &mut PgConnection, rows: &Rows) -> Result<Vec<Copied>, CopyError> {
+    let mut counts = Vec::new();
     for (table, _) in TABLES {
-        let n = count(conn, table).await?;
-        if n > 0 {
-            filled.push(format!("{table}: {n} rows"));
-        }
+        counts.push((table, pg_count(conn, table).await?));
     }
-    if !filled.is_empty() {
-        return Err(CopyError::NotEmpty(filled.join(", ")));
-    }
+    not_empty(counts)?;
     let mut tx = conn.begin().await?;
     for ((table, columns), (_, table_rows)) in TABLES.iter().zip(rows) {
-        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
         for chunk in table_rows.chunks(BATCH) {
-            let mut qb: QueryBuilder<DB> =
-                QueryBuilder::new(format!("INSERT INTO {table} ({}) ", names.join(", ")));
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(insert_into(table, columns));
             qb.push_values(chunk, |mut b, row| {
                 for cell in row {
                     match cell {
@@ -338,7 +399,7 @@ where
             });
             qb.build().execute(&mut *tx).await?;
         }
-        if postgres && columns[0] == ("id", Int) {
+        if columns[0] == ("id", Int) {
             // Identity columns continue after the copied ids.
             let sql = format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
@@ -354,7 +415,7 @@ where
         copied.push(Copied {
             table,
             source: i64::try_from(table_rows.len()).unwrap_or(i64::MAX),
-            target: count(conn, table).await?,
+            target: pg_count(conn, table).await?,
         });
     }
     Ok(copied)

@@ -115,11 +115,9 @@ async fn migrate_chains_a_log_written_before_the_chain_existed() {
     store.close().await;
     drop(service);
     {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        let chained: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_chain")
-            .fetch_one(&mut conn)
-            .await
+        let conn = rusqlite::Connection::open(db.url.trim_start_matches("sqlite:")).unwrap();
+        let chained: i64 = conn
+            .query_row("SELECT count(*) FROM audit_chain", [], |r| r.get(0))
             .unwrap();
         assert_eq!(chained, 0, "no server ran, so nothing is chained yet");
     }
@@ -143,13 +141,12 @@ async fn verify_exits_1_naming_the_entry_that_was_edited() {
     let events = chained(&app).await;
     let second = events[1]["id"].as_i64().unwrap();
     {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&app.db_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        let conn = rusqlite::Connection::open(app.db_url.trim_start_matches("sqlite:")).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.execute_batch(&format!(
             "DROP TRIGGER audit_no_update; UPDATE audit SET data = '{{\"title\":\"Deploy nothing\"}}' WHERE id = {second}"
-        )))
-        .execute(&mut conn)
-        .await
+        ))
         .unwrap();
     }
     let verified = greenlight_on(&app.db_url, &["audit", "verify"]);

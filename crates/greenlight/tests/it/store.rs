@@ -708,12 +708,11 @@ async fn idempotency_is_per_api_key(db: TestDb) {
 /// Runs SQL on the database behind the store's back, as someone with database access would.
 async fn tamper(db: &TestDb, sqlite: &str, postgres: &str) {
     use sqlx::Connection;
-    if db.url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
-            .execute(&mut conn)
-            .await
+    if let Some(path) = db.url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
             .unwrap();
+        conn.execute_batch(sqlite).unwrap();
     } else {
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
@@ -1052,6 +1051,9 @@ async fn digests_sum_up_their_requests(db: TestDb) {
     assert_eq!(DigestWindow::parse(&window.key), Some(window.clone()));
     for i in 0..7 {
         let mut r = request(i);
+        // Ids order by their millisecond, and randomly within one: a millisecond each, so
+        // "newest first" is well defined however fast the store is.
+        r.id = RequestId::generate_at(now.as_millisecond() + i as i64);
         r.requester = Some(if i < 5 { "U0FRANK" } else { "bot" }.into());
         let verdict = if i == 6 {
             Verdict::Deny

@@ -1,340 +1,442 @@
 //! SQLite: one file, WAL, `synchronous=FULL` so that every commit is on disk before we answer.
-//! Writes go through one writer task with group commit (see `writer`): SQLite has one
-//! writer anyway, and sharing each fsync among the writes of the same instant is what makes
-//! thousands of durable decisions per second possible. Reads use their own connections.
+//! The store drives SQLite synchronously (rusqlite) on threads it owns: one writer thread with
+//! group commit (see `writer`), since SQLite has one writer anyway and sharing each fsync among
+//! the writes of the same instant is what makes thousands of durable decisions per second
+//! possible; and a few reader threads with their own connections (see `reader`). Async callers
+//! hand each thread a closure and await its answer: one thread switch per operation, however
+//! many statements it runs.
 
+mod migrate;
+mod reader;
+mod rows;
 mod writer;
 
-use std::str::FromStr;
+use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
+use reader::Readers;
+use rows::{all, first, one};
 use writer::Writer;
 
-use super::rows::{self, REQUEST_COLUMNS, to_json};
+use super::rows::{self as shared, REQUEST_COLUMNS, to_json};
 use super::*;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Reader threads: reads are short, and the machine has few cores.
+const READERS: usize = 4;
 
 pub struct SqliteStore {
     writer: Writer,
-    reader: SqlitePool,
+    readers: Readers,
     coordination: Arc<LocalCoordination>,
+}
+
+/// Where the file is, and how every connection to it is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct Database {
+    path: PathBuf,
+}
+
+impl Database {
+    /// `sqlite:PATH` (or `sqlite://PATH`); `?mode=rwc` is accepted, as the file is created
+    /// when missing anyway.
+    pub(crate) fn parse(url: &str) -> StoreResult<Self> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let in_memory = path.is_empty() || path == ":memory:";
+        if in_memory || query.is_some_and(|q| q != "mode=rwc") {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        Ok(Self { path: path.into() })
+    }
+
+    pub(crate) fn open(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(128);
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(conn)
+    }
+}
+
+/// Runs one statement without parameters from the statement cache.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 impl SqliteStore {
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+        let db = Database::parse(url)?;
+        tokio::task::spawn_blocking(move || Self::open_blocking(db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("opening the database: {e}")))?
+    }
+
+    fn open_blocking(db: Database) -> StoreResult<Self> {
         {
-            let migrations = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options.clone())
-                .await?;
-            MIGRATOR.run(&migrations).await?;
-            migrations.close().await;
+            let mut conn = db.open()?;
+            migrate::run(&mut conn)?;
         }
-        let writer = Writer::start(options.clone()).await?;
+        let writer = Writer::start(db.clone())?;
         // Readers never write, so they never wait for the writer (WAL).
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let readers = Readers::start(&db, READERS)?;
         Ok(Self {
             writer,
-            reader,
+            readers,
             coordination: Arc::default(),
         })
     }
 }
 
-/// One round trip for a whole change: sqlx runs each SQLite statement on the connection's own
-/// thread, so every statement costs two thread switches. A change, its audit entries and its
-/// outbox jobs are therefore sent as one multi-statement query.
-type Statements = QueryBuilder<Sqlite>;
-
-/// Appends ` WHERE EXISTS (...)`: the request carries `token`, i.e. the compare-and-set sent
-/// in this same query took effect. (The new version alone would not do: a concurrent write from
-/// the same old version reaches the same new version.)
-fn push_change_guard(qb: &mut Statements, id: &str, token: &str) -> bool {
-    qb.push(" WHERE EXISTS (SELECT 1 FROM requests WHERE id = ")
-        .push_bind(id.to_owned())
-        .push(" AND change_token = ")
-        .push_bind(token.to_owned())
-        .push(")");
-    true
+/// A statement whose text joins a shared column list, built once.
+macro_rules! sql {
+    ($name:ident = $($arg:tt)*) => {
+        static $name: LazyLock<String> = LazyLock::new(|| format!($($arg)*));
+    };
 }
 
-/// Appends one INSERT per audit entry and per effect, each as `INSERT ... SELECT <values>` so
-/// that `guard` can add a `WHERE` condition (it says whether it did).
-fn push_audit_and_effects(
-    qb: &mut Statements,
-    now: Millis,
-    audit: &[NewAudit],
-    effects: &[Effect],
-    guard: &dyn Fn(&mut Statements) -> bool,
-) -> StoreResult<()> {
-    for a in audit {
-        qb.push("; INSERT INTO audit (at, request_id, event, actor, data) SELECT ")
-            .push_bind(now)
-            .push(", ")
-            .push_bind(a.request_id.as_ref().map(|id| id.to_string()))
-            .push(", ")
-            .push_bind(a.event)
-            .push(", ")
-            .push_bind(a.actor.clone())
-            .push(", ")
-            .push_bind(to_json(&a.data)?);
-        guard(qb);
+sql!(GET_REQUEST = "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?1");
+sql!(
+    LIST_REQUESTS = "SELECT {REQUEST_COLUMNS} FROM requests \
+     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
+     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+);
+const VOTABLE_MATCHING: &str = "FROM requests WHERE status = 'pending' \
+     AND workflow IN (SELECT value FROM json_each(?1)) \
+     AND NOT (requester IS NOT NULL AND requester = ?2 \
+              AND workflow IN (SELECT value FROM json_each(?3))) \
+     AND NOT EXISTS (SELECT 1 FROM json_each(requests.decisions) d \
+                     WHERE json_extract(d.value, '$.by') = ?2)";
+sql!(VOTABLE = "SELECT {REQUEST_COLUMNS} {VOTABLE_MATCHING} ORDER BY id DESC LIMIT ?4");
+sql!(VOTABLE_COUNT = "SELECT count(*) FROM (SELECT 1 {VOTABLE_MATCHING} LIMIT ?4)");
+sql!(
+    REQUESTS_BY = "SELECT {REQUEST_COLUMNS} FROM requests WHERE requester = ?1 \
+     ORDER BY id DESC LIMIT ?2"
+);
+sql!(
+    RECENTLY_DECIDED = "SELECT {REQUEST_COLUMNS} FROM requests \
+     WHERE status <> 'pending' AND decided_at >= ?3 \
+     AND (workflow IN (SELECT value FROM json_each(?1)) OR requester = ?2) \
+     ORDER BY decided_at DESC, id DESC LIMIT ?4"
+);
+sql!(
+    LIST_AUDIT = "{} WHERE a.id > ?1 ORDER BY a.id LIMIT ?2",
+    shared::AUDIT_SELECT
+);
+sql!(
+    AUDIT_CHAIN = "{} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2",
+    shared::CHAIN_SELECT
+);
+sql!(
+    DELIVERIES = "SELECT {} FROM outbox WHERE request_id = ?1 ORDER BY id",
+    shared::DELIVERY_COLUMNS
+);
+sql!(
+    FIND_API_KEY = "SELECT {} FROM api_keys WHERE hash = ?1",
+    shared::API_KEY_COLUMNS
+);
+sql!(
+    LIST_API_KEYS = "SELECT {} FROM api_keys ORDER BY id",
+    shared::API_KEY_COLUMNS
+);
+sql!(
+    GET_SIGNAL = "SELECT {} FROM signals WHERE name = ?1",
+    shared::SIGNAL_COLUMNS
+);
+sql!(
+    LIST_SIGNALS = "SELECT {} FROM signals ORDER BY name",
+    shared::SIGNAL_COLUMNS
+);
+
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (at, request_id, event, actor, data) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_JOB: &str = "INSERT INTO outbox (request_id, kind, lane, collapse_key, payload, \
+     next_attempt_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+/// The waiting job renders the latest state when delivered: later changes collapse into it.
+const INSERT_COLLAPSING_JOB: &str = "INSERT INTO outbox (request_id, kind, lane, collapse_key, \
+     payload, next_attempt_at, created_at, updated_at) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7 \
+     WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE collapse_key = ?4 AND state = 'pending' \
+     AND (leased_until IS NULL OR leased_until < ?7))";
+
+/// A statement's parameters, computed on the caller's thread (the JSON too), so that the
+/// writer thread, which every write waits for, only binds and steps.
+type Values = Vec<Value>;
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+
+fn opt_text(s: Option<impl Into<String>>) -> Value {
+    s.map_or(Value::Null, text)
+}
+
+fn opt_int(n: Option<i64>) -> Value {
+    n.map_or(Value::Null, Value::Integer)
+}
+
+/// Audit entries and outbox jobs to write in the transaction of the change that caused them.
+struct Entries {
+    audit: Vec<Values>,
+    /// Whether the job collapses into a waiting one, and its row.
+    jobs: Vec<(bool, Values)>,
+}
+
+impl Entries {
+    fn of(now: Millis, audit: &[NewAudit], effects: &[Effect]) -> StoreResult<Self> {
+        let audit = audit
+            .iter()
+            .map(|a| {
+                Ok(vec![
+                    Value::Integer(now),
+                    opt_text(a.request_id.as_ref().map(RequestId::as_str)),
+                    text(a.event),
+                    text(a.actor.as_str()),
+                    text(to_json(&a.data)?),
+                ])
+            })
+            .collect::<StoreResult<_>>()?;
+        let jobs = effects
+            .iter()
+            .map(|effect| {
+                let collapse = effect.collapse_key();
+                Ok((
+                    collapse.is_some(),
+                    vec![
+                        opt_text(effect.request_id().map(RequestId::as_str)),
+                        text(effect.kind()),
+                        text(effect.lane().as_str()),
+                        opt_text(collapse),
+                        text(to_json(effect)?),
+                        Value::Integer(now + effect.delay_ms()),
+                        Value::Integer(now),
+                    ],
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Self { audit, jobs })
     }
-    for effect in effects {
-        let request_id = effect.request_id().map(|id| id.to_string());
-        let collapse = effect.collapse_key();
-        qb.push(
-            "; INSERT INTO outbox (request_id, kind, lane, collapse_key, payload, next_attempt_at, created_at, updated_at) SELECT ",
-        )
-        .push_bind(request_id)
-        .push(", ")
-        .push_bind(effect.kind())
-        .push(", ")
-        .push_bind(effect.lane().as_str())
-        .push(", ")
-        .push_bind(collapse.clone())
-        .push(", ")
-        .push_bind(to_json(effect)?)
-        .push(", ")
-        .push_bind(now + effect.delay_ms())
-        .push(", ")
-        .push_bind(now)
-        .push(", ")
-        .push_bind(now);
-        let guarded = guard(qb);
-        if let Some(key) = collapse {
-            // The waiting job renders the latest state when delivered: later changes
-            // collapse into it.
-            qb.push(if guarded { " AND" } else { " WHERE" })
-                .push(" NOT EXISTS (SELECT 1 FROM outbox WHERE collapse_key = ")
-                .push_bind(key)
-                .push(" AND state = 'pending' AND (leased_until IS NULL OR leased_until < ")
-                .push_bind(now)
-                .push("))");
-        }
-    }
-    Ok(())
-}
 
-fn no_guard(_: &mut Statements) -> bool {
-    false
-}
-
-/// What an insert found instead of creating a request.
-enum Found {
-    Existing(RequestId),
-    KeyReused,
-}
-
-async fn create_in(
-    conn: &mut SqliteConnection,
-    r: &Request,
-    idempotency: Option<&Idempotency>,
-    audit: &[NewAudit],
-    effects: &[Effect],
-    now: Millis,
-) -> StoreResult<Option<Found>> {
-    if let Some(idem) = idempotency {
-        let row = sqlx::query(
-            "SELECT idempotency_fingerprint, id FROM requests \
-             WHERE api_key_id = $1 AND idempotency_key = $2",
-        )
-        .bind(idem.api_key.as_str())
-        .bind(&idem.key)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = row {
-            let fingerprint: Option<String> = row.try_get(0)?;
-            let id: String = row.try_get(1)?;
-            if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
-                return Ok(Some(Found::KeyReused));
+    fn write(&self, conn: &Connection) -> StoreResult<()> {
+        if !self.audit.is_empty() {
+            let mut insert = conn.prepare_cached(INSERT_AUDIT)?;
+            for row in &self.audit {
+                insert.execute(params_from_iter(row))?;
             }
-            let id = id
-                .parse()
-                .map_err(|e: crate::domain::IdError| StoreError::Corrupt(e.to_string()))?;
-            return Ok(Some(Found::Existing(id)));
+        }
+        for (collapsing, row) in &self.jobs {
+            let sql = if *collapsing {
+                INSERT_COLLAPSING_JOB
+            } else {
+                INSERT_JOB
+            };
+            conn.prepare_cached(sql)?.execute(params_from_iter(row))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_request(conn: &Connection, id: &str) -> StoreResult<Option<Request>> {
+    first::<shared::RequestRow>(conn, &GET_REQUEST, [id])?
+        .map(Request::try_from)
+        .transpose()
+}
+
+const INSERT_REQUEST: &str = "INSERT INTO requests (id, workflow, title, details, params, \
+     requester, status, decisions, decided_by, reason, created_at, decided_at, expires_at, \
+     channel, callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
+     reminders, remind_at, metadata, tool_call, digest_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+     ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
+
+/// The row `INSERT_REQUEST` writes.
+fn request_row(r: &Request, idempotency: Option<&Idempotency>) -> Values {
+    vec![
+        text(r.id.as_str()),
+        text(r.workflow.as_str()),
+        text(r.title.as_str()),
+        opt_text(r.details.as_deref()),
+        text(serde_json::to_string(&r.params).unwrap_or_default()),
+        opt_text(r.requester.as_deref()),
+        text(r.status.as_str()),
+        text(serde_json::to_string(&r.decisions).unwrap_or_default()),
+        opt_text(r.decided_by.as_deref()),
+        opt_text(r.reason.as_deref()),
+        Value::Integer(millis(r.created_at)),
+        opt_int(r.decided_at.map(millis)),
+        opt_int(r.expires_at.map(millis)),
+        text(r.channel.to_string()),
+        opt_text(r.callback_url.as_deref()),
+        opt_text(
+            r.created_by
+                .as_ref()
+                .or(idempotency.map(|i| &i.api_key))
+                .map(|k| k.as_str()),
+        ),
+        opt_text(idempotency.map(|i| i.key.as_str())),
+        opt_text(idempotency.map(|i| i.fingerprint.as_str())),
+        Value::Integer(r.version),
+        Value::Integer(i64::from(r.reminders)),
+        opt_int(r.remind_at.map(millis)),
+        opt_text(
+            r.metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        ),
+        opt_text(
+            r.tool_call
+                .as_ref()
+                .map(|t| serde_json::to_string(t).unwrap_or_default()),
+        ),
+        opt_text(r.digest_key.as_deref()),
+    ]
+}
+
+/// Who created a request under which key, and with what body (see `Idempotency`).
+struct IdempotencyKey {
+    api_key: String,
+    key: String,
+    fingerprint: String,
+}
+
+fn create_in(
+    conn: &Connection,
+    row: &Values,
+    idempotency: Option<&IdempotencyKey>,
+    entries: &Entries,
+) -> StoreResult<CreateOutcome> {
+    if let Some(idem) = idempotency {
+        let found: Option<(Option<String>, String)> = first(
+            conn,
+            "SELECT idempotency_fingerprint, id FROM requests \
+             WHERE api_key_id = ?1 AND idempotency_key = ?2",
+            params![idem.api_key, idem.key],
+        )?;
+        if let Some((fingerprint, id)) = found {
+            if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
+                return Ok(CreateOutcome::KeyReused);
+            }
+            // Read back here, in the writer: what the caller gets is what was committed.
+            let existing = read_request(conn, &id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("request {id} vanished")))?;
+            return Ok(CreateOutcome::Existing(Box::new(existing)));
         }
     }
-    let mut qb = Statements::new(
-        "INSERT INTO requests (id, workflow, title, details, params, requester, status, \
-         decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
-         callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-         reminders, remind_at, metadata, tool_call, digest_key) ",
-    );
-    qb.push_values([r], |mut row, r| {
-        row.push_bind(r.id.to_string())
-            .push_bind(r.workflow.to_string())
-            .push_bind(r.title.clone())
-            .push_bind(r.details.clone())
-            .push_bind(serde_json::to_string(&r.params).unwrap_or_default())
-            .push_bind(r.requester.clone())
-            .push_bind(r.status.as_str())
-            .push_bind(serde_json::to_string(&r.decisions).unwrap_or_default())
-            .push_bind(r.decided_by.clone())
-            .push_bind(r.reason.clone())
-            .push_bind(millis(r.created_at))
-            .push_bind(r.decided_at.map(millis))
-            .push_bind(r.expires_at.map(millis))
-            .push_bind(r.channel.to_string())
-            .push_bind(r.callback_url.clone())
-            .push_bind(
-                r.created_by
-                    .as_ref()
-                    .or(idempotency.map(|i| &i.api_key))
-                    .map(|k| k.to_string()),
-            )
-            .push_bind(idempotency.map(|i| i.key.clone()))
-            .push_bind(idempotency.map(|i| i.fingerprint.clone()))
-            .push_bind(r.version)
-            .push_bind(i64::from(r.reminders))
-            .push_bind(r.remind_at.map(millis))
-            .push_bind(
-                r.metadata
-                    .as_ref()
-                    .map(|m| serde_json::Value::Object(m.clone()).to_string()),
-            )
-            .push_bind(
-                r.tool_call
-                    .as_ref()
-                    .map(|t| serde_json::to_string(t).unwrap_or_default()),
-            )
-            .push_bind(r.digest_key.clone());
-    });
-    push_audit_and_effects(&mut qb, now, audit, effects, &no_guard)?;
-    qb.build().execute(&mut *conn).await?;
-    Ok(None)
+    conn.prepare_cached(INSERT_REQUEST)?
+        .execute(params_from_iter(row))?;
+    entries.write(conn)?;
+    Ok(CreateOutcome::Created)
 }
 
-async fn save_in(
-    conn: &mut SqliteConnection,
-    r: &Request,
-    expected_version: i64,
-    audit: &[NewAudit],
-    effects: &[Effect],
-    now: Millis,
-) -> StoreResult<bool> {
-    let id = r.id.to_string();
-    let token = ulid::Ulid::new().to_string();
-    let mut qb = Statements::new("UPDATE requests SET status = ");
-    qb.push_bind(r.status.as_str())
-        .push(", decisions = ")
-        .push_bind(to_json(&r.decisions)?)
-        .push(", decided_by = ")
-        .push_bind(r.decided_by.clone())
-        .push(", reason = ")
-        .push_bind(r.reason.clone())
-        .push(", decided_at = ")
-        .push_bind(r.decided_at.map(millis))
-        .push(", version = ")
-        .push_bind(r.version)
-        .push(", reminders = ")
-        .push_bind(i64::from(r.reminders))
-        .push(", remind_at = ")
-        .push_bind(r.remind_at.map(millis))
-        .push(", change_token = ")
-        .push_bind(token.clone())
-        .push(" WHERE id = ")
-        .push_bind(id.clone())
-        .push(" AND version = ")
-        .push_bind(expected_version);
-    // The inserts land only if the compare-and-set did; nothing at all changes otherwise.
-    push_audit_and_effects(&mut qb, now, audit, effects, &|qb| {
-        push_change_guard(qb, &id, &token)
-    })?;
-    let done = qb.build().execute(&mut *conn).await?;
-    Ok(done.rows_affected() > 0)
+const SAVE_REQUEST: &str = "UPDATE requests SET status = ?1, decisions = ?2, decided_by = ?3, \
+     reason = ?4, decided_at = ?5, version = ?6, reminders = ?7, remind_at = ?8 \
+     WHERE id = ?9 AND version = ?10";
+
+/// The parameters of `SAVE_REQUEST`.
+fn transition_row(r: &Request, expected_version: i64) -> StoreResult<Values> {
+    Ok(vec![
+        text(r.status.as_str()),
+        text(to_json(&r.decisions)?),
+        opt_text(r.decided_by.as_deref()),
+        opt_text(r.reason.as_deref()),
+        opt_int(r.decided_at.map(millis)),
+        Value::Integer(r.version),
+        Value::Integer(i64::from(r.reminders)),
+        opt_int(r.remind_at.map(millis)),
+        text(r.id.as_str()),
+        Value::Integer(expected_version),
+    ])
 }
 
-async fn finish_in(
-    conn: &mut SqliteConnection,
+fn save_in(conn: &Connection, row: &Values, entries: &Entries) -> StoreResult<bool> {
+    let changed = conn
+        .prepare_cached(SAVE_REQUEST)?
+        .execute(params_from_iter(row))?;
+    // The writer runs one operation at a time: the audit and jobs land only if the
+    // compare-and-set did, and nothing at all changes otherwise.
+    if changed == 0 {
+        return Ok(false);
+    }
+    entries.write(conn)?;
+    Ok(true)
+}
+
+fn finish_in(
+    conn: &Connection,
     id: i64,
     now: Millis,
     report: &JobReport,
+    entries: &Entries,
 ) -> StoreResult<()> {
-    let rows::Finish {
+    let shared::Finish {
         state,
         next,
         error,
         counts,
         outcome,
-    } = rows::Finish::of(&report.result);
-    sqlx::query(
-        "UPDATE outbox SET state = $1, next_attempt_at = COALESCE($2, next_attempt_at), \
-         last_error = COALESCE($3, last_error), attempts = attempts + $4, leased_until = NULL, \
-         updated_at = $5 WHERE id = $6",
-    )
-    .bind(state.as_str())
-    .bind(next)
-    .bind(error)
-    .bind(i64::from(counts && report.attempted))
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    } = shared::Finish::of(&report.result);
+    conn.prepare_cached(
+        "UPDATE outbox SET state = ?1, next_attempt_at = COALESCE(?2, next_attempt_at), \
+         last_error = COALESCE(?3, last_error), attempts = attempts + ?4, leased_until = NULL, \
+         updated_at = ?5 WHERE id = ?6",
+    )?
+    .execute(params![
+        state.as_str(),
+        next,
+        error,
+        i64::from(counts && report.attempted),
+        now,
+        id
+    ])?;
     if report.attempted {
-        sqlx::query(
-            "INSERT INTO outbox_attempts (job_id, at, outcome, error) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(outcome)
-        .bind(error)
-        .execute(&mut *conn)
-        .await?;
+        conn.prepare_cached(
+            "INSERT INTO outbox_attempts (job_id, at, outcome, error) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![id, now, outcome, error])?;
     }
     if let Some(a) = &report.action {
-        sqlx::query(
+        conn.prepare_cached(
             "INSERT INTO action_results (request_id, name, ok, summary, attempts, at) \
-             SELECT request_id, $2, $3, $4, $5, $6 FROM outbox WHERE id = $1",
-        )
-        .bind(id)
-        .bind(&a.name)
-        .bind(a.ok)
-        .bind(&a.summary)
-        .bind(i64::from(a.attempts))
-        .bind(millis(a.at))
-        .execute(&mut *conn)
-        .await?;
+             SELECT request_id, ?2, ?3, ?4, ?5, ?6 FROM outbox WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            a.name,
+            a.ok,
+            a.summary,
+            i64::from(a.attempts),
+            millis(a.at)
+        ])?;
     }
-    if !report.audit.is_empty() || !report.effects.is_empty() {
-        let mut qb = Statements::new("SELECT 1");
-        push_audit_and_effects(&mut qb, now, &report.audit, &report.effects, &no_guard)?;
-        qb.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+    entries.write(conn)
 }
 
 /// Chains the next entries. One writer commits in id order, so nothing below the last chained
 /// id can still appear.
-async fn chain_in(conn: &mut SqliteConnection, limit: u32) -> StoreResult<u32> {
-    let last: Option<(i64, String, i64)> =
-        sqlx::query_as("SELECT seq, hash, audit_id FROM audit_chain ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+fn chain_in(conn: &Connection, limit: u32) -> StoreResult<u32> {
+    let last: Option<(i64, String, i64)> = first(
+        conn,
+        "SELECT seq, hash, audit_id FROM audit_chain ORDER BY seq DESC LIMIT 1",
+        [],
+    )?;
     let after = last.as_ref().map_or(0, |l| l.2);
-    let found: Vec<rows::AuditRow> = sqlx::query_as(rows::UNCHAINED_AFTER)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
+    let found: Vec<shared::AuditRow> = all(conn, &UNCHAINED, params![after, i64::from(limit)])?;
     if found.is_empty() {
         return Ok(0);
     }
@@ -342,17 +444,83 @@ async fn chain_in(conn: &mut SqliteConnection, limit: u32) -> StoreResult<u32> {
         .into_iter()
         .map(AuditEvent::try_from)
         .collect::<StoreResult<Vec<_>>>()?;
-    let links = rows::link(last.map(|(seq, hash, _)| (seq, hash)), &entries);
-    let mut qb = Statements::new("INSERT INTO audit_chain (seq, audit_id, prev_hash, hash) ");
-    qb.push_values(&links, |mut row, (seq, id, prev, hash)| {
-        row.push_bind(*seq)
-            .push_bind(*id)
-            .push_bind(prev.clone())
-            .push_bind(hash.clone());
-    });
-    qb.build().execute(&mut *conn).await?;
+    let links = shared::link(last.map(|(seq, hash, _)| (seq, hash)), &entries);
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_chain (seq, audit_id, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (seq, id, prev, hash) in &links {
+        insert.execute(params![seq, id, prev, hash])?;
+    }
     Ok(u32::try_from(links.len()).unwrap_or(u32::MAX))
 }
+
+/// The shared SQL (`$1`, `$2`, ...) with SQLite's numbered parameters (`?1`, `?2`, ...), which
+/// bind by number wherever they appear.
+fn sqlite_params(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// The shared statements, in SQLite's spelling, built once.
+macro_rules! shared_sql {
+    ($($name:ident = $sql:expr;)*) => {$(
+        static $name: LazyLock<String> = LazyLock::new(|| sqlite_params($sql));
+    )*};
+}
+
+shared_sql! {
+    UNCHAINED = shared::UNCHAINED_AFTER;
+    COUNT_CREATED = shared::COUNT_CREATED;
+    COUNT_CREATED_BY_REQUESTER = shared::COUNT_CREATED_BY_REQUESTER;
+    COUNT_DENIED = shared::COUNT_DENIED;
+    COUNT_DECIDED_BY = shared::COUNT_DECIDED_BY;
+    DIGEST_MESSAGE = shared::DIGEST_MESSAGE;
+    DIGEST_BY_RULE = shared::DIGEST_BY_RULE;
+    DIGEST_BY_REQUESTER = shared::DIGEST_BY_REQUESTER;
+    DIGEST_RECENT = shared::DIGEST_RECENT;
+}
+
+/// The compare-and-set of a signal: insert when there was none, else update if it was last
+/// set at `expected`.
+fn put_signal_in(conn: &Connection, s: &Signal, expected: Option<Millis>) -> StoreResult<bool> {
+    let value = s.value.to_string();
+    let changed = match expected {
+        None => conn
+            .prepare_cached(
+                "INSERT INTO signals (name, value, since, updated_at, set_by, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute(params![
+                s.name.as_str(),
+                value,
+                millis(s.since),
+                millis(s.updated_at),
+                s.set_by,
+                s.expires_at.map(millis),
+            ])?,
+        Some(expected) => conn
+            .prepare_cached(
+                "UPDATE signals SET value = ?2, since = ?3, updated_at = ?4, set_by = ?5, \
+                 expires_at = ?6 WHERE name = ?1 AND updated_at = ?7",
+            )?
+            .execute(params![
+                s.name.as_str(),
+                value,
+                millis(s.since),
+                millis(s.updated_at),
+                s.set_by,
+                s.expires_at.map(millis),
+                expected,
+            ])?,
+    };
+    Ok(changed == 1)
+}
+
+/// Leases up to `limit` due jobs of one lane.
+const CLAIM_LANE: &str = "UPDATE outbox SET leased_until = ?1, claims = claims + 1 \
+     WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND lane = ?2 \
+     AND next_attempt_at <= ?3 AND (leased_until IS NULL OR leased_until < ?3) \
+     ORDER BY next_attempt_at, id LIMIT ?4) \
+     RETURNING id, payload, attempts, claims, created_at";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -364,55 +532,42 @@ impl Store for SqliteStore {
         effects: &[Effect],
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
-        let (r, idem, audit, effects) = (
-            request.clone(),
-            idempotency.cloned(),
-            audit.to_vec(),
-            effects.to_vec(),
-        );
-        let found = self
-            .writer
-            .write(move |mut conn| async move {
-                let res = create_in(&mut conn, &r, idem.as_ref(), &audit, &effects, now).await;
-                (conn, res)
-            })
-            .await?;
-        match found {
-            None => Ok(CreateOutcome::Created),
-            Some(Found::KeyReused) => Ok(CreateOutcome::KeyReused),
-            Some(Found::Existing(id)) => {
-                let existing = self
-                    .get_request(&id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt(format!("request {id} vanished")))?;
-                Ok(CreateOutcome::Existing(Box::new(existing)))
-            }
-        }
+        let row = request_row(request, idempotency);
+        let idem = idempotency.map(|i| IdempotencyKey {
+            api_key: i.api_key.to_string(),
+            key: i.key.clone(),
+            fingerprint: i.fingerprint.clone(),
+        });
+        let entries = Entries::of(now, audit, effects)?;
+        self.writer
+            .write(move |conn| create_in(conn, &row, idem.as_ref(), &entries))
+            .await
     }
 
     async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>> {
-        let sql = format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = $1");
-        let row: Option<rows::RequestRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(Request::try_from).transpose()
+        let id = id.clone();
+        self.readers
+            .read(move |conn| read_request(conn, id.as_str()))
+            .await
     }
 
     async fn list_requests(&self, filter: &ListFilter) -> StoreResult<Vec<Request>> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests \
-             WHERE ($1 IS NULL OR status = $1) AND ($2 IS NULL OR workflow = $2) \
-             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-        );
-        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(filter.status.map(Status::as_str))
-            .bind(filter.workflow.as_ref().map(|w| w.as_str()))
-            .bind(filter.before.as_ref().map(|b| b.as_str()))
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows::requests(found)
+        let f = filter.clone();
+        self.readers
+            .read(move |conn| {
+                let found = all(
+                    conn,
+                    &LIST_REQUESTS,
+                    params![
+                        f.status.map(Status::as_str),
+                        f.workflow.as_ref().map(|w| w.as_str()),
+                        f.before.as_ref().map(|b| b.as_str()),
+                        i64::from(f.limit),
+                    ],
+                )?;
+                shared::requests(found)
+            })
+            .await
     }
 
     async fn save_transition(
@@ -423,42 +578,31 @@ impl Store for SqliteStore {
         effects: &[Effect],
         now: Millis,
     ) -> StoreResult<bool> {
-        let (r, audit, effects) = (r.clone(), audit.to_vec(), effects.to_vec());
+        let row = transition_row(r, expected_version)?;
+        let entries = Entries::of(now, audit, effects)?;
         self.writer
-            .write(move |mut conn| async move {
-                let res = save_in(&mut conn, &r, expected_version, &audit, &effects, now).await;
-                (conn, res)
-            })
+            .write(move |conn| save_in(conn, &row, &entries))
             .await
     }
 
     async fn record(&self, audit: &[NewAudit], effects: &[Effect], now: Millis) -> StoreResult<()> {
-        let (audit, effects) = (audit.to_vec(), effects.to_vec());
-        self.writer
-            .write(move |mut conn| async move {
-                let res = async {
-                    let mut qb = Statements::new("SELECT 1");
-                    push_audit_and_effects(&mut qb, now, &audit, &effects, &no_guard)?;
-                    qb.build().execute(&mut conn).await?;
-                    Ok(())
-                }
-                .await;
-                (conn, res)
-            })
-            .await
+        let entries = Entries::of(now, audit, effects)?;
+        self.writer.write(move |conn| entries.write(conn)).await
     }
 
     async fn due_requests(&self, now: Millis, limit: u32) -> StoreResult<Vec<RequestId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM requests WHERE status = 'pending' AND expires_at <= $1 \
-             UNION SELECT id FROM requests WHERE status = 'pending' AND remind_at <= $1 \
-             ORDER BY id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        rows::request_ids(ids)
+        self.readers
+            .read(move |conn| {
+                let ids: Vec<String> = all(
+                    conn,
+                    "SELECT id FROM requests WHERE status = 'pending' AND expires_at <= ?1 \
+                     UNION SELECT id FROM requests WHERE status = 'pending' AND remind_at <= ?1 \
+                     ORDER BY id LIMIT ?2",
+                    params![now, i64::from(limit)],
+                )?;
+                shared::request_ids(ids)
+            })
+            .await
     }
 
     async fn votable_requests(&self, f: &VotableFilter) -> StoreResult<Page> {
@@ -470,44 +614,31 @@ impl Store for SqliteStore {
                 .unwrap_or_default()
         };
         let (workflows, not_own_in) = (names(&f.workflows), names(&f.not_own_in));
-        let matching = "FROM requests WHERE status = 'pending' \
-             AND workflow IN (SELECT value FROM json_each($1)) \
-             AND NOT (requester IS NOT NULL AND requester = $2 \
-                      AND workflow IN (SELECT value FROM json_each($3))) \
-             AND NOT EXISTS (SELECT 1 FROM json_each(requests.decisions) d \
-                             WHERE json_extract(d.value, '$.by') = $2)";
-        let sql = format!("SELECT {REQUEST_COLUMNS} {matching} ORDER BY id DESC LIMIT $4");
-        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&workflows)
-            .bind(&f.voter)
-            .bind(&not_own_in)
-            .bind(i64::from(f.limit))
-            .fetch_all(&self.reader)
-            .await?;
-        let sql = format!("SELECT count(*) FROM (SELECT 1 {matching} LIMIT $4)");
-        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(&workflows)
-            .bind(&f.voter)
-            .bind(&not_own_in)
-            .bind(i64::from(VOTABLE_COUNT_CAP))
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(Page {
-            requests: rows::requests(found)?,
-            total: u32::try_from(total).unwrap_or(VOTABLE_COUNT_CAP),
-        })
+        let (voter, limit) = (f.voter.clone(), i64::from(f.limit));
+        self.readers
+            .read(move |conn| {
+                let found = all(conn, &VOTABLE, params![workflows, voter, not_own_in, limit])?;
+                let total: i64 = one(
+                    conn,
+                    &VOTABLE_COUNT,
+                    params![workflows, voter, not_own_in, i64::from(VOTABLE_COUNT_CAP)],
+                )?;
+                Ok(Page {
+                    requests: shared::requests(found)?,
+                    total: u32::try_from(total).unwrap_or(VOTABLE_COUNT_CAP),
+                })
+            })
+            .await
     }
 
     async fn requests_by(&self, requester: &str, limit: u32) -> StoreResult<Vec<Request>> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE requester = $1 ORDER BY id DESC LIMIT $2"
-        );
-        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(requester)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows::requests(found)
+        let requester = requester.to_owned();
+        self.readers
+            .read(move |conn| {
+                let found = all(conn, &REQUESTS_BY, params![requester, i64::from(limit)])?;
+                shared::requests(found)
+            })
+            .await
     }
 
     async fn recently_decided(
@@ -518,19 +649,18 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Request>> {
         let names: Vec<&str> = workflows.iter().map(|w| w.as_str()).collect();
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM requests WHERE status <> 'pending' AND decided_at >= $3 \
-             AND (workflow IN (SELECT value FROM json_each($1)) OR requester = $2) \
-             ORDER BY decided_at DESC, id DESC LIMIT $4"
-        );
-        let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(serde_json::to_string(&names).unwrap_or_default())
-            .bind(requester)
-            .bind(since)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows::requests(found)
+        let names = serde_json::to_string(&names).unwrap_or_default();
+        let requester = requester.to_owned();
+        self.readers
+            .read(move |conn| {
+                let found = all(
+                    conn,
+                    &RECENTLY_DECIDED,
+                    params![names, requester, since, i64::from(limit)],
+                )?;
+                shared::requests(found)
+            })
+            .await
     }
 
     async fn record_home_opened(
@@ -540,92 +670,76 @@ impl Store for SqliteStore {
         forget_before: Millis,
         effects: &[Effect],
     ) -> StoreResult<()> {
-        let (user, effects) = (user.to_owned(), effects.to_vec());
+        let (user, entries) = (user.to_owned(), Entries::of(now, &[], effects)?);
         self.writer
-            .write(move |mut conn| async move {
-                let res = async {
-                    let mut qb =
-                        Statements::new("INSERT INTO home_opened (user_id, opened_at) VALUES (");
-                    qb.push_bind(user)
-                        .push(", ")
-                        .push_bind(now)
-                        .push(
-                            ") ON CONFLICT (user_id) DO UPDATE SET opened_at = excluded.opened_at; \
-                             DELETE FROM home_opened WHERE opened_at < ",
-                        )
-                        .push_bind(forget_before);
-                    push_audit_and_effects(&mut qb, now, &[], &effects, &no_guard)?;
-                    qb.build().execute(&mut conn).await?;
-                    Ok(())
-                }
-                .await;
-                (conn, res)
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO home_opened (user_id, opened_at) VALUES (?1, ?2) \
+                     ON CONFLICT (user_id) DO UPDATE SET opened_at = excluded.opened_at",
+                )?
+                .execute(params![user, now])?;
+                conn.prepare_cached("DELETE FROM home_opened WHERE opened_at < ?1")?
+                    .execute([forget_before])?;
+                entries.write(conn)
             })
             .await
     }
 
     async fn home_viewers(&self, since: Millis, limit: u32) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM home_opened WHERE opened_at >= $1 \
-             ORDER BY opened_at DESC, user_id LIMIT $2",
-        )
-        .bind(since)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?)
-    }
-
-    async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
-        let query =
-            sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
-                .bind(channel.to_owned())
-                .bind(ts.to_owned())
-                .bind(id.to_string());
-        self.writer.execute(query).await.map(|_| ())
-    }
-
-    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let sql = format!(
-            "{} WHERE a.id > $1 ORDER BY a.id LIMIT $2",
-            rows::AUDIT_SELECT
-        );
-        let found: Vec<rows::AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        found.into_iter().map(AuditEvent::try_from).collect()
-    }
-
-    async fn chain_audit(&self, limit: u32) -> StoreResult<u32> {
-        self.writer
-            .write(move |mut conn| async move {
-                let res = chain_in(&mut conn, limit).await;
-                (conn, res)
+        self.readers
+            .read(move |conn| {
+                all(
+                    conn,
+                    "SELECT user_id FROM home_opened WHERE opened_at >= ?1 \
+                     ORDER BY opened_at DESC, user_id LIMIT ?2",
+                    params![since, i64::from(limit)],
+                )
             })
             .await
     }
 
+    async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
+        self.writer
+            .execute(
+                "UPDATE requests SET slack_channel = ?1, slack_ts = ?2 WHERE id = ?3",
+                (channel.to_owned(), ts.to_owned(), id.to_string()),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        self.readers
+            .read(move |conn| {
+                let found: Vec<shared::AuditRow> =
+                    all(conn, &LIST_AUDIT, params![after, i64::from(limit)])?;
+                found.into_iter().map(AuditEvent::try_from).collect()
+            })
+            .await
+    }
+
+    async fn chain_audit(&self, limit: u32) -> StoreResult<u32> {
+        self.writer.write(move |conn| chain_in(conn, limit)).await
+    }
+
     async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainLink>> {
-        let sql = format!(
-            "{} WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
-            rows::CHAIN_SELECT
-        );
-        let found: Vec<rows::ChainRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(after_seq)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        found.into_iter().map(ChainLink::try_from).collect()
+        self.readers
+            .read(move |conn| {
+                let found: Vec<shared::ChainRow> =
+                    all(conn, &AUDIT_CHAIN, params![after_seq, i64::from(limit)])?;
+                found.into_iter().map(ChainLink::try_from).collect()
+            })
+            .await
     }
 
     async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let found: Vec<rows::AuditRow> = sqlx::query_as(rows::UNCHAINED_AFTER)
-            .bind(0_i64)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        found.into_iter().map(AuditEvent::try_from).collect()
+        self.readers
+            .read(move |conn| {
+                let found: Vec<shared::AuditRow> =
+                    all(conn, &UNCHAINED, params![0_i64, i64::from(limit)])?;
+                found.into_iter().map(AuditEvent::try_from).collect()
+            })
+            .await
     }
 
     async fn claim_jobs(
@@ -641,43 +755,27 @@ impl Store for SqliteStore {
         }
         let found = self
             .writer
-            .write(move |mut conn| async move {
-                let mut qb = Statements::new("UPDATE outbox SET leased_until = ");
-                qb.push_bind(now + lease_ms)
-                    .push(", claims = claims + 1 WHERE id IN (");
-                for (i, (lane, limit)) in lanes.iter().enumerate() {
-                    if i > 0 {
-                        qb.push(" UNION ALL ");
-                    }
-                    qb.push(
-                        "SELECT id FROM (SELECT id FROM outbox WHERE state = 'pending' AND lane = ",
-                    )
-                    .push_bind(lane.as_str())
-                    .push(" AND next_attempt_at <= ")
-                    .push_bind(now)
-                    .push(" AND (leased_until IS NULL OR leased_until < ")
-                    .push_bind(now)
-                    .push(") ORDER BY next_attempt_at, id LIMIT ")
-                    .push_bind(i64::from(*limit))
-                    .push(")");
+            .write(move |conn| {
+                let mut found: Vec<shared::JobRow> = Vec::new();
+                for (lane, limit) in &lanes {
+                    found.extend(all::<shared::JobRow>(
+                        conn,
+                        CLAIM_LANE,
+                        params![now + lease_ms, lane.as_str(), now, i64::from(*limit)],
+                    )?);
                 }
-                qb.push(") RETURNING id, payload, attempts, claims, created_at");
-                let res = qb
-                    .build_query_as()
-                    .fetch_all(&mut conn)
-                    .await
-                    .map_err(StoreError::from);
-                (conn, res)
+                Ok(found)
             })
             .await?;
-        rows::jobs(found)
+        shared::jobs(found)
     }
 
     async fn recover_leases(&self) -> StoreResult<u64> {
         self.writer
-            .execute(sqlx::query(
+            .execute(
                 "UPDATE outbox SET leased_until = NULL WHERE state = 'pending' AND leased_until IS NOT NULL",
-            ))
+                (),
+            )
             .await
     }
 
@@ -687,118 +785,123 @@ impl Store for SqliteStore {
     }
 
     async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
-        let report = report.clone();
+        let entries = Entries::of(now, &report.audit, &report.effects)?;
+        // What finish_in reads; the audit and effects travel as `entries`.
+        let report = JobReport {
+            action: report.action.clone(),
+            ..JobReport::new(report.result.clone(), report.attempted)
+        };
         self.writer
-            .write(move |mut conn| async move {
-                let res = finish_in(&mut conn, id, now, &report).await;
-                (conn, res)
-            })
+            .write(move |conn| finish_in(conn, id, now, &report, &entries))
             .await
     }
 
     async fn next_job_due(&self) -> StoreResult<Option<Millis>> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(leased_until, 0))) FROM outbox WHERE state = 'pending'",
-        )
-        .fetch_one(&self.reader)
-        .await?)
+        self.readers
+            .read(|conn| {
+                one(
+                    conn,
+                    "SELECT MIN(MAX(next_attempt_at, COALESCE(leased_until, 0))) FROM outbox \
+                     WHERE state = 'pending'",
+                    [],
+                )
+            })
+            .await
     }
 
     async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>> {
-        let sql = format!(
-            "SELECT {} FROM outbox WHERE request_id = $1 ORDER BY id",
-            rows::DELIVERY_COLUMNS
-        );
-        let jobs = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(request_id.as_str())
-            .fetch_all(&self.reader)
-            .await?;
-        let attempts = sqlx::query_as(
-            "SELECT a.job_id, a.at, a.outcome, a.error FROM outbox_attempts a \
-             JOIN outbox o ON o.id = a.job_id WHERE o.request_id = $1 ORDER BY a.id DESC",
-        )
-        .bind(request_id.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        rows::deliveries(jobs, attempts)
+        let id = request_id.clone();
+        self.readers
+            .read(move |conn| {
+                let jobs = all(conn, &DELIVERIES, [id.as_str()])?;
+                let attempts = all(
+                    conn,
+                    "SELECT a.job_id, a.at, a.outcome, a.error FROM outbox_attempts a \
+                     JOIN outbox o ON o.id = a.job_id WHERE o.request_id = ?1 ORDER BY a.id DESC",
+                    [id.as_str()],
+                )?;
+                shared::deliveries(jobs, attempts)
+            })
+            .await
     }
 
     async fn action_results(&self, request_id: &RequestId) -> StoreResult<Vec<ActionResult>> {
-        let found: Vec<rows::ActionRow> = sqlx::query_as(
-            "SELECT name, ok, summary, attempts, at FROM action_results WHERE request_id = $1 ORDER BY id",
-        )
-        .bind(request_id.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        found.into_iter().map(ActionResult::try_from).collect()
+        let id = request_id.clone();
+        self.readers
+            .read(move |conn| {
+                let found: Vec<shared::ActionRow> = all(
+                    conn,
+                    "SELECT name, ok, summary, attempts, at FROM action_results \
+                     WHERE request_id = ?1 ORDER BY id",
+                    [id.as_str()],
+                )?;
+                found.into_iter().map(ActionResult::try_from).collect()
+            })
+            .await
     }
 
     async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         let (key, value) = (key.to_owned(), value.to_owned());
         self.writer
-            .write(move |mut conn| async move {
-                let res = async {
-                    sqlx::query(
-                        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                    )
-                    .bind(&key)
-                    .bind(&value)
-                    .execute(&mut conn)
-                    .await?;
-                    let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-                        .bind(&key)
-                        .fetch_one(&mut conn)
-                        .await?;
-                    Ok(stored)
-                }
-                .await;
-                (conn, res)
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute(params![key, value])?;
+                one(conn, "SELECT value FROM meta WHERE key = ?1", [key])
             })
             .await
     }
 
     async fn insert_api_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
-        let query = sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(key.id.to_string())
-        .bind(key.name.clone())
-        .bind(hash.to_owned())
-        .bind(rows::scopes_text(key))
-        .bind(millis(key.created_at));
-        self.writer.execute(query).await.map(|_| ())
+        self.writer
+            .execute(
+                "INSERT INTO api_keys (id, name, hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                (
+                    key.id.to_string(),
+                    key.name.clone(),
+                    hash.to_owned(),
+                    shared::scopes_text(key),
+                    millis(key.created_at),
+                ),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
-        let sql = format!(
-            "SELECT {} FROM api_keys WHERE hash = $1",
-            rows::API_KEY_COLUMNS
-        );
-        let row: Option<rows::ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(ApiKey::try_from).transpose()
+        let hash = hash.to_owned();
+        self.readers
+            .read(move |conn| {
+                first::<shared::ApiKeyRow>(conn, &FIND_API_KEY, [hash])?
+                    .map(ApiKey::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        let sql = format!("SELECT {} FROM api_keys ORDER BY id", rows::API_KEY_COLUMNS);
-        let found: Vec<rows::ApiKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.reader)
-            .await?;
-        found.into_iter().map(ApiKey::try_from).collect()
+        self.readers
+            .read(|conn| {
+                let found: Vec<shared::ApiKeyRow> = all(conn, &LIST_API_KEYS, [])?;
+                found.into_iter().map(ApiKey::try_from).collect()
+            })
+            .await
     }
 
     async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> StoreResult<bool> {
-        let query =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(millis(now))
-                .bind(id.to_string());
-        Ok(self.writer.execute(query).await? == 1)
+        let changed = self
+            .writer
+            .execute(
+                "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                (millis(now), id.to_string()),
+            )
+            .await?;
+        Ok(changed == 1)
     }
 
     async fn close(&self) {
-        self.reader.close().await;
+        self.readers.close().await;
         self.writer.close().await;
     }
 
@@ -812,42 +915,51 @@ impl Store for SqliteStore {
 
     async fn backup(&self, path: &std::path::Path) -> StoreResult<()> {
         // A reader's snapshot, written out whole: consistent, and the writer goes on meanwhile.
-        let target = path.to_str().ok_or_else(|| {
-            StoreError::Unavailable(format!("{} is not a UTF-8 path", path.display()))
-        })?;
-        sqlx::query("VACUUM INTO $1")
-            .bind(target)
-            .execute(&self.reader)
-            .await?;
-        Ok(())
+        let target = path
+            .to_str()
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("{} is not a UTF-8 path", path.display()))
+            })?
+            .to_owned();
+        self.readers
+            .read(move |conn| {
+                conn.execute("VACUUM INTO ?1", [target])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn signal(&self, name: &SignalName) -> StoreResult<Option<Signal>> {
-        let sql = format!(
-            "SELECT {} FROM signals WHERE name = $1",
-            rows::SIGNAL_COLUMNS
-        );
-        let row: Option<rows::SignalRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(name.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(Signal::try_from).transpose()
+        let name = name.clone();
+        self.readers
+            .read(move |conn| {
+                first::<shared::SignalRow>(conn, &GET_SIGNAL, [name.as_str()])?
+                    .map(Signal::try_from)
+                    .transpose()
+            })
+            .await
     }
 
     async fn signals(&self) -> StoreResult<Vec<Signal>> {
-        let sql = format!("SELECT {} FROM signals ORDER BY name", rows::SIGNAL_COLUMNS);
-        let found: Vec<rows::SignalRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.reader)
-            .await?;
-        found.into_iter().map(Signal::try_from).collect()
+        self.readers
+            .read(|conn| {
+                let found: Vec<shared::SignalRow> = all(conn, &LIST_SIGNALS, [])?;
+                found.into_iter().map(Signal::try_from).collect()
+            })
+            .await
     }
 
     async fn count_created(&self, workflow: &str, since: Millis) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(rows::COUNT_CREATED)
-            .bind(workflow)
-            .bind(rows::first_id_at(since))
-            .fetch_one(&self.reader)
-            .await?)
+        let workflow = workflow.to_owned();
+        self.readers
+            .read(move |conn| {
+                one(
+                    conn,
+                    &COUNT_CREATED,
+                    params![workflow, shared::first_id_at(since)],
+                )
+            })
+            .await
     }
 
     async fn count_created_by_requester(
@@ -855,56 +967,58 @@ impl Store for SqliteStore {
         workflow: &str,
         since: Millis,
     ) -> StoreResult<Vec<(Option<String>, i64)>> {
-        Ok(sqlx::query_as(rows::COUNT_CREATED_BY_REQUESTER)
-            .bind(workflow)
-            .bind(rows::first_id_at(since))
-            .fetch_all(&self.reader)
-            .await?)
+        let workflow = workflow.to_owned();
+        self.readers
+            .read(move |conn| {
+                all(
+                    conn,
+                    &COUNT_CREATED_BY_REQUESTER,
+                    params![workflow, shared::first_id_at(since)],
+                )
+            })
+            .await
     }
 
     async fn count_denied(&self, workflow: &str, since: Millis) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(rows::COUNT_DENIED)
-            .bind(workflow)
-            .bind(since)
-            .fetch_one(&self.reader)
-            .await?)
+        let workflow = workflow.to_owned();
+        self.readers
+            .read(move |conn| one(conn, &COUNT_DENIED, params![workflow, since]))
+            .await
     }
 
     async fn count_decided_by(&self, rule: &str, since: Millis) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(rows::COUNT_DECIDED_BY)
-            .bind(rule)
-            .bind(since)
-            .fetch_one(&self.reader)
-            .await?)
+        let rule = rule.to_owned();
+        self.readers
+            .read(move |conn| one(conn, &COUNT_DECIDED_BY, params![rule, since]))
+            .await
     }
 
     async fn digest_summary(&self, key: &str) -> StoreResult<DigestSummary> {
-        let by_rule: Vec<(String, String, i64)> = sqlx::query_as(rows::DIGEST_BY_RULE)
-            .bind(key)
-            .fetch_all(&self.reader)
-            .await?;
-        let by_requester: Vec<(Option<String>, i64)> = sqlx::query_as(rows::DIGEST_BY_REQUESTER)
-            .bind(key)
-            .fetch_all(&self.reader)
-            .await?;
-        let recent: Vec<DigestEntry> = sqlx::query_as(rows::DIGEST_RECENT)
-            .bind(key)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(DigestSummary {
-            total: by_rule.iter().map(|(_, _, n)| n).sum(),
-            by_rule,
-            by_requester,
-            recent,
-        })
+        let key = key.to_owned();
+        self.readers
+            .read(move |conn| {
+                let by_rule: Vec<(String, String, i64)> = all(conn, &DIGEST_BY_RULE, [&key])?;
+                let by_requester: Vec<(Option<String>, i64)> =
+                    all(conn, &DIGEST_BY_REQUESTER, [&key])?;
+                let recent: Vec<DigestEntry> = all(conn, &DIGEST_RECENT, [&key])?;
+                Ok(DigestSummary {
+                    total: by_rule.iter().map(|(_, _, n)| n).sum(),
+                    by_rule,
+                    by_requester,
+                    recent,
+                })
+            })
+            .await
     }
 
     async fn digest_message(&self, key: &str) -> StoreResult<Option<SlackMessageRef>> {
-        let row: Option<(String, String)> = sqlx::query_as(rows::DIGEST_MESSAGE)
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.map(|(channel, ts)| SlackMessageRef { channel, ts }))
+        let key = key.to_owned();
+        self.readers
+            .read(move |conn| {
+                let row: Option<(String, String)> = first(conn, &DIGEST_MESSAGE, [key])?;
+                Ok(row.map(|(channel, ts)| SlackMessageRef { channel, ts }))
+            })
+            .await
     }
 
     async fn put_signal(
@@ -914,20 +1028,14 @@ impl Store for SqliteStore {
         audit: &[NewAudit],
         now: Millis,
     ) -> StoreResult<bool> {
-        let (signal, audit) = (signal.clone(), audit.to_vec());
+        let (signal, entries) = (signal.clone(), Entries::of(now, audit, &[])?);
         self.writer
-            .write(move |mut conn| async move {
-                let res = async {
-                    let written = put_signal_in(&mut conn, &signal, expected).await?;
-                    if written && !audit.is_empty() {
-                        let mut qb = Statements::new("SELECT 1");
-                        push_audit_and_effects(&mut qb, now, &audit, &[], &no_guard)?;
-                        qb.build().execute(&mut conn).await?;
-                    }
-                    Ok(written)
+            .write(move |conn| {
+                let written = put_signal_in(conn, &signal, expected)?;
+                if written {
+                    entries.write(conn)?;
                 }
-                .await;
-                (conn, res)
+                Ok(written)
             })
             .await
     }
@@ -941,16 +1049,22 @@ impl Store for SqliteStore {
         if param.contains('"') {
             return Ok(false);
         }
+        let (workflow, path, value) = (
+            workflow.to_owned(),
+            format!("$.\"{param}\""),
+            value.to_string(),
+        );
         // The param as SQLite reads it from each request, against the value read the same way.
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM requests WHERE workflow = $1 AND status = 'approved' \
-             AND json_extract(params, $2) = json_extract($3, '$'))",
-        )
-        .bind(workflow)
-        .bind(format!("$.\"{param}\""))
-        .bind(value.to_string())
-        .fetch_one(&self.reader)
-        .await?)
+        self.readers
+            .read(move |conn| {
+                one(
+                    conn,
+                    "SELECT EXISTS (SELECT 1 FROM requests WHERE workflow = ?1 \
+                     AND status = 'approved' AND json_extract(params, ?2) = json_extract(?3, '$'))",
+                    params![workflow, path, value],
+                )
+            })
+            .await
     }
 
     async fn set_digest_message(
@@ -959,18 +1073,22 @@ impl Store for SqliteStore {
         channel: &str,
         ts: &str,
     ) -> StoreResult<()> {
-        let query = sqlx::query(
-            "INSERT INTO digests (key, channel, window_start, window_end, slack_channel, slack_ts) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO UPDATE SET \
-             slack_channel = excluded.slack_channel, slack_ts = excluded.slack_ts",
-        )
-        .bind(digest.key.clone())
-        .bind(digest.channel.clone())
-        .bind(digest.start)
-        .bind(digest.end)
-        .bind(channel.to_owned())
-        .bind(ts.to_owned());
-        self.writer.execute(query).await.map(|_| ())
+        self.writer
+            .execute(
+                "INSERT INTO digests (key, channel, window_start, window_end, slack_channel, slack_ts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO UPDATE SET \
+                 slack_channel = excluded.slack_channel, slack_ts = excluded.slack_ts",
+                (
+                    digest.key.clone(),
+                    digest.channel.clone(),
+                    digest.start,
+                    digest.end,
+                    channel.to_owned(),
+                    ts.to_owned(),
+                ),
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn claim_alert(
@@ -981,58 +1099,43 @@ impl Store for SqliteStore {
         audit: &[NewAudit],
         effects: &[Effect],
     ) -> StoreResult<bool> {
-        let (key, audit, effects) = (key.to_owned(), audit.to_vec(), effects.to_vec());
+        let (key, entries) = (key.to_owned(), Entries::of(now, audit, effects)?);
         self.writer
-            .write(move |mut conn| async move {
-                let res = async {
-                    let done = sqlx::query(
-                        "INSERT INTO alert_state (key, fired_at) VALUES ($1, $2) ON CONFLICT (key) \
-                         DO UPDATE SET fired_at = excluded.fired_at WHERE alert_state.fired_at <= $3",
-                    )
-                    .bind(key)
-                    .bind(now)
-                    .bind(now - window_ms)
-                    .execute(&mut conn)
-                    .await?;
-                    let fired = done.rows_affected() == 1;
-                    if fired && !(audit.is_empty() && effects.is_empty()) {
-                        let mut qb = Statements::new("SELECT 1");
-                        push_audit_and_effects(&mut qb, now, &audit, &effects, &no_guard)?;
-                        qb.build().execute(&mut conn).await?;
-                    }
-                    Ok(fired)
+            .write(move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "INSERT INTO alert_state (key, fired_at) VALUES (?1, ?2) ON CONFLICT (key) \
+                         DO UPDATE SET fired_at = excluded.fired_at WHERE alert_state.fired_at <= ?3",
+                    )?
+                    .execute(params![key, now, now - window_ms])?;
+                let fired = changed == 1;
+                if fired {
+                    entries.write(conn)?;
                 }
-                .await;
-                (conn, res)
+                Ok(fired)
             })
             .await
     }
 }
 
-/// The compare-and-set of a signal: insert when there was none, else update if it was last
-/// set at `expected`.
-async fn put_signal_in<'c, E>(conn: E, s: &Signal, expected: Option<Millis>) -> StoreResult<bool>
-where
-    E: sqlx::Executor<'c, Database = Sqlite>,
-{
-    let done = match expected {
-        None => sqlx::query(
-            "INSERT INTO signals (name, value, since, updated_at, set_by, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
-        ),
-        Some(_) => sqlx::query(
-            "UPDATE signals SET value = $2, since = $3, updated_at = $4, set_by = $5, \
-             expires_at = $6 WHERE name = $1 AND updated_at = $7",
-        ),
+#[cfg(test)]
+mod tests {
+    use super::Database;
+
+    #[test]
+    fn urls_name_a_file() {
+        assert_eq!(
+            Database::parse("sqlite:greenlight.db").unwrap().path,
+            std::path::Path::new("greenlight.db")
+        );
+        assert_eq!(
+            Database::parse("sqlite:///var/lib/gl.db?mode=rwc")
+                .unwrap()
+                .path,
+            std::path::Path::new("/var/lib/gl.db")
+        );
+        assert!(Database::parse("sqlite::memory:").is_err());
+        assert!(Database::parse("sqlite:x.db?cache=shared").is_err());
+        assert!(Database::parse("postgres://x").is_err());
     }
-    .bind(s.name.as_str().to_owned())
-    .bind(s.value.to_string())
-    .bind(millis(s.since))
-    .bind(millis(s.updated_at))
-    .bind(s.set_by.clone())
-    .bind(s.expires_at.map(millis))
-    .bind(expected.unwrap_or_default())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }

@@ -1,32 +1,29 @@
-//! Group commit for SQLite. Every write is an operation sent to one writer task, which owns the
-//! only write connection. The task takes all operations waiting at that moment, runs each
+//! Group commit for SQLite. Every write is an operation sent to one writer thread, which owns
+//! the only write connection. The thread takes all operations waiting at that moment, runs each
 //! inside a savepoint of one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the
 //! batch) and only then answers each caller. So each caller still gets "my write is on disk"
 //! before it answers its client, at a cost shared by everyone who wrote in the same instant.
 //! A failing operation rolls back to its savepoint and fails alone.
+//!
+//! The thread drives SQLite synchronously: a statement is a function call, not a round trip
+//! to another thread, so an operation may run as many statements as it needs.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use futures::FutureExt;
-use sqlx::ConnectOptions;
-use sqlx::Sqlite;
-use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{StoreError, StoreResult};
+use super::{Database, StoreError, StoreResult, exec};
 
 /// Most operations one commit carries; bounds the time the write lock is held.
 const MAX_BATCH: usize = 512;
 
 /// Called once the batch's commit is known: `Ok` when the operation's writes are on disk.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type OpFuture = Pin<Box<dyn Future<Output = (SqliteConnection, bool, Completion)> + Send>>;
-type Op = Box<dyn FnOnce(SqliteConnection) -> OpFuture + Send>;
+/// Runs inside the batch's transaction; says whether it failed, and how to answer its caller.
+type Op = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 
-/// What the writer task is asked to do.
+/// What the writer thread is asked to do.
 enum Msg {
     Write(Op),
     /// Finish what is queued, close the connection (so SQLite checkpoints the WAL) and stop.
@@ -39,37 +36,37 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub async fn start(options: SqliteConnectOptions) -> StoreResult<Self> {
-        let conn = options.connect().await?;
+    pub fn start(db: Database) -> StoreResult<Self> {
+        let conn = db.open()?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(conn, options, rx));
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, &db, rx))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the database writer: {e}"))
+            })?;
         Ok(Self { ops })
     }
 
-    /// Runs `f` with the write connection inside the current batch and returns its result once
-    /// the batch is committed. `f` hands the connection back with its result.
-    pub async fn write<T, F, Fut>(&self, f: F) -> StoreResult<T>
+    /// Runs `f` on the write connection inside the current batch and returns its result once
+    /// the batch is committed.
+    pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(SqliteConnection) -> Fut + Send + 'static,
-        Fut: Future<Output = (SqliteConnection, StoreResult<T>)> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let op: Op = Box::new(move |conn| {
-            Box::pin(async move {
-                let (conn, result) = f(conn).await;
-                let failed = result.is_err();
-                let complete: Completion = Box::new(move |commit| {
-                    let _ = tx.send(match (result, commit) {
-                        (Err(e), _) => Err(e),
-                        (Ok(_), Err(e)) => {
-                            Err(StoreError::Unavailable(format!("commit failed: {e}")))
-                        }
-                        (Ok(v), Ok(())) => Ok(v),
-                    });
+            let result = f(conn);
+            let failed = result.is_err();
+            let complete: Completion = Box::new(move |commit| {
+                let _ = tx.send(match (result, commit) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                    (Ok(v), Ok(())) => Ok(v),
                 });
-                (conn, failed, complete)
-            })
+            });
+            (failed, complete)
         });
         self.ops
             .send(Msg::Write(op))
@@ -79,9 +76,19 @@ impl Writer {
             StoreError::Unavailable("the write was not applied (database busy or failing)".into())
         })?
     }
-}
 
-impl Writer {
+    /// One statement as one write; returns the number of rows it changed.
+    pub async fn execute<P>(&self, sql: &'static str, params: P) -> StoreResult<u64>
+    where
+        P: rusqlite::Params + Send + 'static,
+    {
+        self.write(move |conn| {
+            let changed = conn.prepare_cached(sql)?.execute(params)?;
+            Ok(changed as u64)
+        })
+        .await
+    }
+
     /// Closes the write connection after the writes already queued; later writes fail.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
@@ -89,31 +96,11 @@ impl Writer {
             let _ = rx.await;
         }
     }
-
-    /// One statement as one write; returns the number of rows it changed.
-    pub async fn execute(
-        &self,
-        query: Query<'static, Sqlite, SqliteArguments>,
-    ) -> StoreResult<u64> {
-        self.write(move |mut conn| async move {
-            let res = query
-                .execute(&mut conn)
-                .await
-                .map(|done| done.rows_affected())
-                .map_err(StoreError::from);
-            (conn, res)
-        })
-        .await
-    }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    options: SqliteConnectOptions,
-    mut rx: mpsc::Receiver<Msg>,
-) {
+fn run(mut conn: Connection, db: &Database, mut rx: mpsc::Receiver<Msg>) {
     let mut closing = None;
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(16);
         match first {
             Msg::Write(op) => batch.push(op),
@@ -128,17 +115,18 @@ async fn run(
         }
         if !batch.is_empty() {
             metrics::histogram!("greenlight_sqlite_batch_size").record(batch.len() as f64);
-            conn = match run_batch(conn, batch).await {
-                Some(conn) => conn,
-                None => match reconnect(&options).await {
-                    Some(conn) => conn,
+            run_batch(&conn, batch);
+            if !conn.is_autocommit() {
+                // A transaction the batch could not end: start over on a fresh connection.
+                conn = match reopen(db) {
+                    Some(c) => c,
                     None => return,
-                },
-            };
+                };
+            }
         }
         if let Some(done) = closing.take() {
             rx.close();
-            if let Err(e) = sqlx::Connection::close(conn).await {
+            if let Err((_, e)) = conn.close() {
                 tracing::warn!(error = %e, "closing the database writer");
             }
             let _ = done.send(());
@@ -147,77 +135,114 @@ async fn run(
     }
 }
 
-async fn reconnect(options: &SqliteConnectOptions) -> Option<SqliteConnection> {
+fn reopen(db: &Database) -> Option<Connection> {
     for attempt in 1..=10u64 {
-        match options.connect().await {
+        match db.open() {
             Ok(conn) => return Some(conn),
             Err(e) => {
                 tracing::error!(error = %e, attempt, "cannot reopen the database writer");
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                std::thread::sleep(std::time::Duration::from_millis(100 * attempt));
             }
         }
     }
     None
 }
 
-/// Runs `sql` (one or more statements without parameters) in one round trip to SQLite's thread:
-/// each round trip costs two thread switches, so savepoint bookkeeping is folded together.
-async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(sql).execute(&mut *conn).await.map(|_| ())
-}
-
-/// Runs one batch; returns the connection, or `None` when it was lost (an operation panicked).
-/// Operations not run are dropped, which answers their callers with an error.
-async fn run_batch(mut conn: SqliteConnection, batch: Vec<Op>) -> Option<SqliteConnection> {
-    if let Err(e) = exec(&mut conn, "BEGIN IMMEDIATE; SAVEPOINT op").await {
+/// Runs one batch. Operations not run are dropped, which answers their callers with an error.
+fn run_batch(conn: &Connection, batch: Vec<Op>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
-        let _ = exec(&mut conn, "ROLLBACK").await;
-        return Some(conn);
+        return;
     }
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut ops = batch.into_iter().peekable();
-    let mut commit: Result<(), String> = Err("the batch was aborted".to_owned());
-    while let Some(op) = ops.next() {
-        match AssertUnwindSafe(op(conn)).catch_unwind().await {
-            Ok((c, failed, complete)) => {
-                conn = c;
+    let mut commit: Result<(), String> = Ok(());
+    for op in batch {
+        if let Err(e) = exec(conn, "SAVEPOINT op") {
+            commit = Err(e.to_string());
+            break;
+        }
+        match catch_unwind(AssertUnwindSafe(|| op(conn))) {
+            Ok((failed, complete)) => {
                 completions.push(complete);
-                let last = ops.peek().is_none();
-                // Close this operation's savepoint and open the next one's (or commit).
-                let sql = match (failed, last) {
-                    (false, false) => "RELEASE op; SAVEPOINT op",
-                    (true, false) => "ROLLBACK TO op; RELEASE op; SAVEPOINT op",
-                    (false, true) => "RELEASE op; COMMIT",
-                    (true, true) => "ROLLBACK TO op; RELEASE op; COMMIT",
+                let ended = if failed {
+                    exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
+                } else {
+                    exec(conn, "RELEASE op")
                 };
-                match exec(&mut conn, sql).await {
-                    Ok(()) if last => commit = Ok(()),
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "a write batch failed; rolling it back");
-                        commit = Err(e.to_string());
-                        break;
-                    }
+                if let Err(e) = ended {
+                    commit = Err(e.to_string());
+                    break;
                 }
             }
             Err(_) => {
                 tracing::error!("a database write panicked; its batch is rolled back");
-                for complete in completions {
-                    complete(Err("a write in the same batch failed".into()));
-                }
-                // Dropping the remaining operations answers their callers with an error; the
-                // lost connection rolls the transaction back as it closes.
-                return None;
+                commit = Err("a write in the same batch failed".into());
+                break;
             }
         }
     }
-    if commit.is_err() {
-        // Operations not run yet are dropped here, which answers their callers.
-        drop(ops);
-        let _ = exec(&mut conn, "ROLLBACK").await;
+    if commit.is_ok() {
+        commit = exec(conn, "COMMIT").map_err(|e| e.to_string());
+    }
+    if let Err(e) = &commit {
+        tracing::error!(error = %e, "a write batch failed; rolling it back");
+        let _ = exec(conn, "ROLLBACK");
     }
     for complete in completions {
         complete(commit.clone());
     }
-    Some(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("writer.db").display());
+        (dir, Database::parse(&url).unwrap())
+    }
+
+    async fn count(w: &Writer) -> i64 {
+        w.write(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_after_writing_leaves_nothing_and_its_batch_lands() {
+        let (_dir, db) = database();
+        let w = Writer::start(db).unwrap();
+        w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
+        let writes = (0..50).map(|i| {
+            let w = w.clone();
+            async move {
+                w.write(move |c| {
+                    c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                    if i == 7 {
+                        return Err(StoreError::Corrupt("refused".into()));
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        });
+        let results = futures::future::join_all(writes).await;
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+        assert!(results[7].is_err());
+        assert_eq!(count(&w).await, 49);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_and_the_writer_goes_on() {
+        let (_dir, db) = database();
+        let w = Writer::start(db).unwrap();
+        w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
+        let panicked = w.write(|_| -> StoreResult<()> { panic!("a bug in a write") });
+        assert!(panicked.await.is_err());
+        assert_eq!(w.execute("INSERT INTO t VALUES (1)", ()).await.unwrap(), 1);
+        assert_eq!(count(&w).await, 1);
+        w.close().await;
+        assert!(w.execute("INSERT INTO t VALUES (2)", ()).await.is_err());
+    }
 }

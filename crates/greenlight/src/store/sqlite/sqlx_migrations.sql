@@ -1,0 +1,3 @@
+-- Rows sqlx 0.9's migrator wrote into _sqlx_migrations (a database it migrated), versions 1 and 2.
+INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (1, 'init', '2026-12-01 11:55:28', 1, x'A5F9A43AF567E586E97CE376DFBDF1AC1ACF50E74ACA953161B30BF59CB73BA29B732AD549CBB012EF4CF8023A95D110', 2251630);
+INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (2, 'delivery', '2026-12-01 11:55:28', 1, x'A5B25F419D45E07396CA867BC676B5F0E4B38726A73C715C8CE59492BFB11841342985DA676DF6D4EA2C7FC02B172D05', 1702251);
