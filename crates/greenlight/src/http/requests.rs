@@ -152,15 +152,13 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    if q.wait.is_some_and(|w| w < 0) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "wait must be 0 or more seconds",
-        ));
-    }
-    let request = match q.wait.filter(|w| *w > 0) {
+    let wait =
+        q.wait.map(u64::try_from).transpose().map_err(|_| {
+            ApiError::bad_request("invalid_query", "wait must be 0 or more seconds")
+        })?;
+    let request = match wait.filter(|w| *w > 0) {
         Some(secs) => {
-            let wait = Duration::from_secs((secs as u64).min(MAX_WAIT_SECS));
+            let wait = Duration::from_secs(secs.min(MAX_WAIT_SECS));
             state.service.wait(&id, wait).await?
         }
         None => state.service.get(&id).await?,

@@ -78,153 +78,37 @@ where
     }
 }
 
-impl FromRow for RequestRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            workflow: row.get(1)?,
-            title: row.get(2)?,
-            details: row.get(3)?,
-            params: row.get(4)?,
-            requester: row.get(5)?,
-            status: row.get(6)?,
-            decisions: row.get(7)?,
-            decided_by: row.get(8)?,
-            reason: row.get(9)?,
-            created_at: row.get(10)?,
-            decided_at: row.get(11)?,
-            expires_at: row.get(12)?,
-            channel: row.get(13)?,
-            slack_channel: row.get(14)?,
-            slack_ts: row.get(15)?,
-            callback_url: row.get(16)?,
-            version: row.get(17)?,
-            reminders: row.get(18)?,
-            remind_at: row.get(19)?,
-            api_key_id: row.get(20)?,
-            metadata: row.get(21)?,
-            tool_call: row.get(22)?,
-            digest_key: row.get(23)?,
-        })
-    }
+/// `FromRow` for row types whose fields are their `SELECT`'s columns, in the same order.
+macro_rules! in_column_order {
+    ($($t:ident { $($field:ident),* $(,)? })*) => {$(
+        impl FromRow for $t {
+            fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+                let mut column = 0;
+                let mut next = || {
+                    column += 1;
+                    column - 1
+                };
+                Ok(Self { $($field: row.get(next())?,)* })
+            }
+        }
+    )*};
 }
 
-impl FromRow for ApiKeyRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            name: row.get(1)?,
-            scopes: row.get(2)?,
-            created_at: row.get(3)?,
-            revoked_at: row.get(4)?,
-        })
+in_column_order! {
+    RequestRow {
+        id, workflow, title, details, params, requester, status, decisions, decided_by, reason,
+        created_at, decided_at, expires_at, channel, slack_channel, slack_ts, callback_url,
+        version, reminders, remind_at, api_key_id, metadata, tool_call, digest_key,
     }
-}
-
-impl FromRow for AuditRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            at: row.get(1)?,
-            request_id: row.get(2)?,
-            event: row.get(3)?,
-            actor: row.get(4)?,
-            data: row.get(5)?,
-            seq: row.get(6)?,
-            prev_hash: row.get(7)?,
-            hash: row.get(8)?,
-        })
+    ApiKeyRow { id, name, scopes, created_at, revoked_at }
+    AuditRow { id, at, request_id, event, actor, data, seq, prev_hash, hash }
+    ChainRow { seq, audit_id, prev_hash, hash, at, request_id, event, actor, data }
+    JobRow { id, payload, attempts, claims, created_at }
+    DeliveryRow {
+        id, kind, payload, state, attempts, last_error, next_attempt_at, created_at, updated_at,
     }
-}
-
-impl FromRow for ChainRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            seq: row.get(0)?,
-            audit_id: row.get(1)?,
-            prev_hash: row.get(2)?,
-            hash: row.get(3)?,
-            at: row.get(4)?,
-            request_id: row.get(5)?,
-            event: row.get(6)?,
-            actor: row.get(7)?,
-            data: row.get(8)?,
-        })
-    }
-}
-
-impl FromRow for JobRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            payload: row.get(1)?,
-            attempts: row.get(2)?,
-            claims: row.get(3)?,
-            created_at: row.get(4)?,
-        })
-    }
-}
-
-impl FromRow for DeliveryRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            kind: row.get(1)?,
-            payload: row.get(2)?,
-            state: row.get(3)?,
-            attempts: row.get(4)?,
-            last_error: row.get(5)?,
-            next_attempt_at: row.get(6)?,
-            created_at: row.get(7)?,
-            updated_at: row.get(8)?,
-        })
-    }
-}
-
-impl FromRow for AttemptRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            job_id: row.get(0)?,
-            at: row.get(1)?,
-            outcome: row.get(2)?,
-            error: row.get(3)?,
-        })
-    }
-}
-
-impl FromRow for ActionRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            name: row.get(0)?,
-            ok: row.get(1)?,
-            summary: row.get(2)?,
-            attempts: row.get(3)?,
-            at: row.get(4)?,
-        })
-    }
-}
-
-impl FromRow for SignalRow {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            name: row.get(0)?,
-            value: row.get(1)?,
-            since: row.get(2)?,
-            updated_at: row.get(3)?,
-            set_by: row.get(4)?,
-            expires_at: row.get(5)?,
-        })
-    }
-}
-
-impl FromRow for DigestEntry {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: row.get(0)?,
-            title: row.get(1)?,
-            status: row.get(2)?,
-            decided_by: row.get(3)?,
-            requester: row.get(4)?,
-        })
-    }
+    AttemptRow { job_id, at, outcome, error }
+    ActionRow { name, ok, summary, attempts, at }
+    SignalRow { name, value, since, updated_at, set_by, expires_at }
+    DigestEntry { id, title, status, decided_by, requester }
 }
