@@ -14,6 +14,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// The same allocator as the server's, so the load generator and the sandbox take less of the
+/// cores they share with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
