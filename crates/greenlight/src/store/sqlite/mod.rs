@@ -97,7 +97,8 @@ impl SqliteStore {
         }
         let writer = Writer::start(db.clone())?;
         // Readers never write, so they never wait for the writer (WAL).
-        let readers = Readers::start(&db, READERS)?;
+        let quick = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+        let readers = Readers::start(&db, READERS, quick)?;
         Ok(Self {
             writer,
             readers,
@@ -547,7 +548,7 @@ impl Store for SqliteStore {
     async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>> {
         let id = id.clone();
         self.readers
-            .read(move |conn| read_request(conn, id.as_str()))
+            .point(move |conn| read_request(conn, id.as_str()))
             .await
     }
 
@@ -848,7 +849,7 @@ impl Store for SqliteStore {
                     "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
                 )?
                 .execute(params![key, value])?;
-                one(conn, "SELECT value FROM meta WHERE key = ?1", [key])
+                one(conn, "SELECT value FROM meta WHERE key = ?1", [&key])
             })
             .await
     }
@@ -872,7 +873,7 @@ impl Store for SqliteStore {
     async fn find_api_key(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
         let hash = hash.to_owned();
         self.readers
-            .read(move |conn| {
+            .point(move |conn| {
                 first::<shared::ApiKeyRow>(conn, &FIND_API_KEY, [hash])?
                     .map(ApiKey::try_from)
                     .transpose()
@@ -932,7 +933,7 @@ impl Store for SqliteStore {
     async fn signal(&self, name: &SignalName) -> StoreResult<Option<Signal>> {
         let name = name.clone();
         self.readers
-            .read(move |conn| {
+            .point(move |conn| {
                 first::<shared::SignalRow>(conn, &GET_SIGNAL, [name.as_str()])?
                     .map(Signal::try_from)
                     .transpose()

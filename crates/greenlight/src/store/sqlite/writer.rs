@@ -18,10 +18,50 @@ use super::{Database, StoreError, StoreResult, exec};
 /// Most operations one commit carries; bounds the time the write lock is held.
 const MAX_BATCH: usize = 512;
 
-/// Called once the batch's commit is known: `Ok` when the operation's writes are on disk.
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// Runs inside the batch's transaction; says whether it failed, and how to answer its caller.
-type Op = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+/// A write queued for the writer thread: run inside the batch's transaction (twice if another
+/// operation of its batch failed, see `run_batch`), then answered once the commit is known.
+trait Operation: Send {
+    /// Runs on the write connection; true if it failed, so its writes must not land.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: `commit` says whether the batch's commit is on disk.
+    fn complete(self: Box<Self>, commit: Result<(), String>);
+}
+
+type Op = Box<dyn Operation>;
+
+/// A closure and its caller, and what the closure's last run returned.
+struct Write<T, F> {
+    f: F,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Operation for Write<T, F>
+where
+    T: Send,
+    F: FnMut(&Connection) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.f)(conn);
+        let failed = result.is_err();
+        self.result = Some(result);
+        failed
+    }
+
+    fn complete(self: Box<Self>, commit: Result<(), String>) {
+        let answer = match (self.result, commit) {
+            (None, _) => Err(not_applied()),
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn not_applied() -> StoreError {
+    StoreError::Unavailable("the write was not applied (database busy or failing)".into())
+}
 
 /// What the writer thread is asked to do.
 enum Msg {
@@ -49,41 +89,33 @@ impl Writer {
     }
 
     /// Runs `f` on the write connection inside the current batch and returns its result once
-    /// the batch is committed.
+    /// the batch is committed. `f` may run twice (when another write of its batch failed, the
+    /// batch runs again with each write in a savepoint), so it must act through `conn` only.
     pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnMut(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let op: Op = Box::new(move |conn| {
-            let result = f(conn);
-            let failed = result.is_err();
-            let complete: Completion = Box::new(move |commit| {
-                let _ = tx.send(match (result, commit) {
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
-                    (Ok(v), Ok(())) => Ok(v),
-                });
-            });
-            (failed, complete)
+        let (reply, rx) = oneshot::channel();
+        let op: Op = Box::new(Write {
+            f,
+            result: None,
+            reply,
         });
         self.ops
             .send(Msg::Write(op))
             .await
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        rx.await.map_err(|_| {
-            StoreError::Unavailable("the write was not applied (database busy or failing)".into())
-        })?
+        rx.await.map_err(|_| not_applied())?
     }
 
     /// One statement as one write; returns the number of rows it changed.
     pub async fn execute<P>(&self, sql: &'static str, params: P) -> StoreResult<u64>
     where
-        P: rusqlite::Params + Send + 'static,
+        P: rusqlite::Params + Clone + Send + 'static,
     {
         self.write(move |conn| {
-            let changed = conn.prepare_cached(sql)?.execute(params)?;
+            let changed = conn.prepare_cached(sql)?.execute(params.clone())?;
             Ok(changed as u64)
         })
         .await
@@ -148,49 +180,89 @@ fn reopen(db: &Database) -> Option<Connection> {
     None
 }
 
-/// Runs one batch. Operations not run are dropped, which answers their callers with an error.
-fn run_batch(conn: &Connection, batch: Vec<Op>) {
+/// Runs one batch in one transaction. First every operation runs straight in it, which is
+/// the common case and the cheap one: a savepoint per operation would copy each page it
+/// touches into the statement journal first. If one fails, the transaction is rolled back and
+/// the batch runs again with each operation in a savepoint, so that only the failing one fails.
+/// Operations not run are answered with an error.
+fn run_batch(conn: &Connection, mut batch: Vec<Op>) {
+    let commit = match run_plain(conn, &mut batch) {
+        Plain::Done(commit) => commit,
+        Plain::OneFailed => {
+            let _ = exec(conn, "ROLLBACK");
+            run_isolated(conn, &mut batch)
+        }
+    };
+    for op in batch {
+        op.complete(commit.clone());
+    }
+}
+
+enum Plain {
+    /// The batch ran (or could not run) as a whole: whether it committed.
+    Done(Result<(), String>),
+    /// An operation failed; the transaction is still open.
+    OneFailed,
+}
+
+fn run_plain(conn: &Connection, batch: &mut [Op]) -> Plain {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
-        return;
+        return Plain::Done(Err(e.to_string()));
     }
-    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut commit: Result<(), String> = Ok(());
-    for op in batch {
-        if let Err(e) = exec(conn, "SAVEPOINT op") {
-            commit = Err(e.to_string());
-            break;
-        }
-        match catch_unwind(AssertUnwindSafe(|| op(conn))) {
-            Ok((failed, complete)) => {
-                completions.push(complete);
-                let ended = if failed {
-                    exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
-                } else {
-                    exec(conn, "RELEASE op")
-                };
-                if let Err(e) = ended {
-                    commit = Err(e.to_string());
-                    break;
-                }
-            }
+    for op in batch.iter_mut() {
+        match catch_unwind(AssertUnwindSafe(|| op.run(conn))) {
+            Ok(false) => {}
+            Ok(true) => return Plain::OneFailed,
             Err(_) => {
                 tracing::error!("a database write panicked; its batch is rolled back");
-                commit = Err("a write in the same batch failed".into());
-                break;
+                let _ = exec(conn, "ROLLBACK");
+                return Plain::Done(Err("a write in the same batch failed".into()));
             }
         }
     }
-    if commit.is_ok() {
-        commit = exec(conn, "COMMIT").map_err(|e| e.to_string());
+    Plain::Done(end(conn))
+}
+
+/// The batch again, each operation in a savepoint.
+fn run_isolated(conn: &Connection, batch: &mut [Op]) -> Result<(), String> {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
+        return Err(e.to_string());
     }
+    for op in batch.iter_mut() {
+        let ran = exec(conn, "SAVEPOINT op")
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                catch_unwind(AssertUnwindSafe(|| op.run(conn)))
+                    .map_err(|_| "a write in the same batch failed".to_owned())
+            });
+        let ended = match ran {
+            Ok(true) => exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op")),
+            Ok(false) => exec(conn, "RELEASE op"),
+            Err(e) => {
+                tracing::error!(error = %e, "a write batch failed; rolling it back");
+                let _ = exec(conn, "ROLLBACK");
+                return Err(e);
+            }
+        };
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "a write batch failed; rolling it back");
+            let _ = exec(conn, "ROLLBACK");
+            return Err(e.to_string());
+        }
+    }
+    end(conn)
+}
+
+/// Commits the open transaction (rolls it back if the commit fails).
+fn end(conn: &Connection) -> Result<(), String> {
+    let commit = exec(conn, "COMMIT").map_err(|e| e.to_string());
     if let Err(e) = &commit {
         tracing::error!(error = %e, "a write batch failed; rolling it back");
         let _ = exec(conn, "ROLLBACK");
     }
-    for complete in completions {
-        complete(commit.clone());
-    }
+    commit
 }
 
 #[cfg(test)]
