@@ -58,12 +58,12 @@ pub fn unix_now() -> i64 {
 /// replicas, as a load balancer would.
 #[derive(Clone)]
 pub enum Job {
-    /// Signed clicks on `targets[i]` (each target once) POSTed to one of `urls`.
+    /// Signed clicks, each body once, POSTed to one of `urls`. The bodies are rendered before
+    /// the run (`Job::clicks`), so the generator's share of the machine is signing and sending.
     Clicks {
         urls: Arc<Vec<String>>,
         secret: String,
-        user: String,
-        targets: Arc<Vec<Target>>,
+        bodies: Arc<Vec<String>>,
     },
     /// `POST` to one of `urls` with the JSON body `make(i)` and a bearer key.
     Create {
@@ -79,10 +79,19 @@ fn pick(urls: &[String], i: usize) -> &str {
 }
 
 impl Job {
+    /// Clicks by `user` on each of `targets` once.
+    pub fn clicks(urls: Arc<Vec<String>>, secret: String, user: &str, targets: &[Target]) -> Self {
+        Job::Clicks {
+            urls,
+            secret,
+            bodies: Arc::new(targets.iter().map(|t| click_body(t, user)).collect()),
+        }
+    }
+
     /// How many distinct requests this job can send (`None`: unbounded).
     fn limit(&self) -> Option<usize> {
         match self {
-            Job::Clicks { targets, .. } => Some(targets.len()),
+            Job::Clicks { bodies, .. } => Some(bodies.len()),
             Job::Create { .. } => None,
         }
     }
@@ -92,10 +101,9 @@ impl Job {
             Job::Clicks {
                 urls,
                 secret,
-                user,
-                targets,
+                bodies,
             } => {
-                let body = click_body(&targets[i], user);
+                let body = bodies[i].clone();
                 let ts = unix_now();
                 http.post(pick(urls, i))
                     .header("content-type", "application/x-www-form-urlencoded")
