@@ -880,14 +880,23 @@ impl Service {
     /// the workflow's action hooks.
     fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
         let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
-        let body = crate::delivery::webhook::payload(event.as_str(), request, self.now());
-        let webhook_id = crate::delivery::webhook::new_message_id();
         let callback = request.callback_url.iter().map(|u| (u, true));
         let configured = workflow
             .into_iter()
             .flat_map(|w| w.webhooks.iter().map(|u| (u, false)));
-        let mut effects: Vec<Effect> = callback
-            .chain(configured)
+        let targets: Vec<(&String, bool)> = callback.chain(configured).collect();
+        // The body (the whole request as JSON) only when someone is to receive it: most
+        // changes have no callback, and this runs on every vote.
+        let (body, webhook_id) = if targets.is_empty() {
+            Default::default()
+        } else {
+            (
+                crate::delivery::webhook::payload(event.as_str(), request, self.now()),
+                crate::delivery::webhook::new_message_id(),
+            )
+        };
+        let mut effects: Vec<Effect> = targets
+            .into_iter()
             .map(|(url, guarded)| Effect::Webhook {
                 request_id: request.id.clone(),
                 url: url.clone(),
