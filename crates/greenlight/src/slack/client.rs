@@ -18,6 +18,19 @@ pub enum SlackCallError {
     Transient(String),
 }
 
+/// What greenlight reads of a `chat.update` answer beyond `ok`: nothing. Slack echoes the
+/// whole message back, and decoding it into slack-morphism's answer type (whose flattened
+/// fields serde buffers) cost more than the rest of the call (docs/performance.md).
+#[derive(serde::Deserialize)]
+struct Updated {}
+
+/// What greenlight reads of a `chat.postMessage` answer: where the message is, not the message.
+#[derive(serde::Deserialize)]
+struct Posted {
+    channel: String,
+    ts: String,
+}
+
 /// Slack error codes that no retry can fix.
 const PERMANENT: &[&str] = &[
     "channel_not_found",
@@ -146,10 +159,20 @@ impl SlackApi {
                     .with_event_payload([(t.key.to_owned(), t.value.clone())].into_iter().collect())
             }));
         let req = SlackApiChatPostMessageRequest::new(channel.to_owned().into(), content);
-        let res = session.chat_post_message(&req).await.map_err(classify)?;
-        Ok((res.channel.to_string(), res.ts.to_string()))
+        // `chat_post_message` with a lighter answer type: only where the message landed.
+        let res = session
+            .http_session_api
+            .http_post::<_, Posted>(
+                "chat.postMessage",
+                &req,
+                Some(&*slack_morphism::api::CHAT_POST_MESSAGE_SPECIAL_LIMIT_RATE_CTL),
+            )
+            .await
+            .map_err(classify)?;
+        Ok((res.channel, res.ts))
     }
 
+    /// `chat.update`.
     pub async fn update_message(
         &self,
         channel: &str,
@@ -166,7 +189,13 @@ impl SlackApi {
             content,
             ts.to_owned().into(),
         );
-        session.chat_update(&req).await.map_err(classify)?;
+        // `chat_update` with a lighter answer type: the connector still checks `ok` and maps
+        // `error`, but the message Slack echoes back is skipped, not decoded.
+        session
+            .http_session_api
+            .http_post::<_, Updated>("chat.update", &req, Some(&*SLACK_TIER3_METHOD_CONFIG))
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
