@@ -828,8 +828,9 @@ impl Store for SqliteStore {
 
     async fn action_results(&self, request_id: &RequestId) -> StoreResult<Vec<ActionResult>> {
         let id = request_id.clone();
+        // A few rows by the request's key, read for every message rendered: a point read.
         self.readers
-            .read(move |conn| {
+            .point(move |conn| {
                 let found: Vec<shared::ActionRow> = all(
                     conn,
                     "SELECT name, ok, summary, attempts, at FROM action_results \
