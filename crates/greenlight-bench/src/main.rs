@@ -89,14 +89,15 @@ pub struct Options {
     /// deleting them.
     #[arg(long)]
     pub keep: bool,
-    /// Closed-loop connections [default: 32; quick: 8].
+    /// Closed-loop connections [default: 128; quick: 8]. Enough to keep the server busy: a
+    /// closed loop cannot go faster than its connections divided by the latency of one answer.
     #[arg(long)]
     pub connections: Option<usize>,
     /// Longest closed-loop run, seconds [default: 10; quick: 1].
     #[arg(long)]
     pub duration: Option<f64>,
     /// Pending requests pre-created for the closed click loop; it stops early when they run
-    /// out [default: 50000; quick: 300].
+    /// out [default: 100000; quick: 300].
     #[arg(long)]
     pub click_pool: Option<usize>,
     /// Open-loop click rates per second, comma-separated [default: 1000,5000; quick: 50,100].
@@ -187,9 +188,9 @@ impl Options {
             Duration::from_secs_f64(v.unwrap_or(if q { quick } else { full }).max(0.001))
         };
         Sizes {
-            connections: self.connections.unwrap_or(if q { 8 } else { 32 }).max(1),
+            connections: self.connections.unwrap_or(if q { 8 } else { 128 }).max(1),
             duration: secs(self.duration, 10.0, 1.0),
-            click_pool: self.click_pool.unwrap_or(if q { 300 } else { 50_000 }),
+            click_pool: self.click_pool.unwrap_or(if q { 300 } else { 100_000 }),
             pg_rate: self
                 .pg_rate
                 .unwrap_or(if q { 100.0 } else { 1000.0 })
