@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::hooks::ActionHook;
 use crate::delivery::outbound::{Outbound, OutgoingRequest};
-use crate::domain::{Clock, Millis, Pace, RequestId};
+use crate::domain::{Clock, Millis, Pace, RequestId, SlackRef};
 use crate::slack::{SlackApi, SlackCallError, Tag, render};
 use crate::store::{
     ActionResult, Coordination, DigestWindow, Effect, Job, JobReport, JobResult, JobState, Lane,
@@ -145,6 +145,8 @@ struct Outcome {
     alert: bool,
     /// The bare result ("HTTP 201", "HTTP 502"), for action hook summaries.
     detail: String,
+    /// The message a post made (or found again), to record with the job's result.
+    posted: Option<SlackRef>,
 }
 
 impl Outcome {
@@ -154,6 +156,7 @@ impl Outcome {
             attempted: true,
             alert: false,
             detail: detail.into(),
+            posted: None,
         }
     }
 
@@ -168,6 +171,7 @@ impl Outcome {
             attempted: false,
             alert: false,
             detail: String::new(),
+            posted: None,
         }
     }
 
@@ -180,6 +184,7 @@ impl Outcome {
             attempted: true,
             alert: true,
             detail: error,
+            posted: None,
         }
     }
 }
@@ -187,6 +192,9 @@ impl Outcome {
 /// What a Slack step did.
 enum Step {
     Sent,
+    /// Sent, and the request's message is this one (posted now, or found again): recorded on
+    /// the request with the job's result.
+    Posted(SlackRef),
     Wait(Millis, String),
     /// Nothing to do, for a reason that is not worth an alert of its own.
     Pointless(String),
@@ -411,6 +419,7 @@ impl Worker {
         let kind = job.effect.kind();
         let attempts = job.attempts + u32::from(out.attempted);
         let mut report = JobReport::new(out.result.clone(), out.attempted);
+        report.posted = out.posted.clone();
         let request_id = job.effect.request_id().cloned();
         if let JobResult::Dead { error } = &out.result {
             report.audit.push(NewAudit {
@@ -592,6 +601,10 @@ impl Worker {
         };
         match res {
             Ok(Step::Sent) => Outcome::done("ok"),
+            Ok(Step::Posted(message)) => Outcome {
+                posted: Some(message),
+                ..Outcome::done("ok")
+            },
             Ok(Step::Wait(at, why)) => Outcome::wait(at, why),
             Ok(Step::Pointless(why)) => Outcome {
                 alert: false,
@@ -648,6 +661,7 @@ impl Worker {
             attempted: true,
             alert: false,
             detail: error,
+            posted: None,
         }
     }
 
@@ -666,8 +680,7 @@ impl Worker {
                 .await?
         {
             tracing::info!(request = %id, ts, "adopted the message an interrupted attempt posted");
-            self.save_message(id, &channel, &ts).await?;
-            return Ok(Step::Sent);
+            return Ok(Step::Posted(SlackRef { channel, ts }));
         }
         if let Err(at) = self.take_token(request.channel.as_str(), now).await? {
             return Ok(Step::Wait(
@@ -690,8 +703,7 @@ impl Worker {
         {
             ids.insert(request.channel.as_str().to_owned(), channel.clone());
         }
-        self.save_message(id, &channel, &ts).await?;
-        Ok(Step::Sent)
+        Ok(Step::Posted(SlackRef { channel, ts }))
     }
 
     /// Posts the digest `key`, or updates it in place, rendered from its requests now. Like a
@@ -797,18 +809,6 @@ impl Worker {
             ));
         }
         Ok(Step::Sent)
-    }
-
-    async fn save_message(
-        &self,
-        id: &RequestId,
-        channel: &str,
-        ts: &str,
-    ) -> Result<(), SlackCallError> {
-        self.store
-            .set_slack_message(id, channel, ts)
-            .await
-            .map_err(|e| SlackCallError::Transient(e.to_string()))
     }
 
     /// The message an earlier attempt posted for this request, found by its metadata in the

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{
-    ApiKeyId, Millis, Pace, Request, RequestId, Signal, SignalName, Status, WorkflowName,
+    ApiKeyId, Millis, Pace, Request, RequestId, Signal, SignalName, SlackRef, Status, WorkflowName,
 };
 
 pub use local::LocalCoordination;
@@ -534,6 +534,9 @@ pub struct JobReport {
     pub audit: Vec<NewAudit>,
     pub effects: Vec<Effect>,
     pub action: Option<ActionResult>,
+    /// The message the attempt posted for the job's request, recorded on the request in the
+    /// same write as the job's result (one write less per post than saving it apart).
+    pub posted: Option<SlackRef>,
 }
 
 impl JobReport {
@@ -544,6 +547,7 @@ impl JobReport {
             audit: Vec::new(),
             effects: Vec::new(),
             action: None,
+            posted: None,
         }
     }
 }

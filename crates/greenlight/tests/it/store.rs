@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use greenlight::config::Workflow;
 use greenlight::domain::{
-    ApiKeyId, Decision, DecisionKind, NewRequest, Pace, Params, Request, RequestId, Status,
-    SystemClock, Verdict, Vote, WorkflowName,
+    ApiKeyId, Decision, DecisionKind, NewRequest, Pace, Params, Request, RequestId, SlackRef,
+    Status, SystemClock, Verdict, Vote, WorkflowName,
 };
 use greenlight::service::{CreateInput, Service, ServiceError, VoteResult};
 use greenlight::store::{
@@ -385,16 +385,24 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
         .await
         .unwrap();
     assert!(done.iter().any(|j| j.id == post.id));
+    assert_eq!(store.get_request(&r.id).await.unwrap().unwrap().slack, None);
+    // The message a post made is recorded on its request with the job's result.
+    let posted = SlackRef {
+        channel: "C0DEPLOY".into(),
+        ts: "1700000000.000100".into(),
+    };
+    let mut sent = JobReport::new(JobResult::Done, true);
+    sent.posted = Some(posted.clone());
     store
-        .finish_job(
-            post.id,
-            later + 5_000,
-            &JobReport::new(JobResult::Done, true),
-        )
+        .finish_job(post.id, later + 5_000, &sent)
         .await
         .unwrap();
     let shown = store.deliveries(&r.id).await.unwrap();
     assert_eq!((shown[0].state, shown[0].attempts), (JobState::Done, 2));
+    assert_eq!(
+        store.get_request(&r.id).await.unwrap().unwrap().slack,
+        Some(posted)
+    );
     // A clean stop frees the leases a worker holds.
     store.release_leases("worker-c").await.unwrap();
 }

@@ -677,6 +677,13 @@ impl Store for PostgresStore {
                 .push_bind(error.map(str::to_owned))
                 .push(" FROM src)");
         }
+        if let Some(m) = &report.posted {
+            qb.push(", posted_rows AS (UPDATE requests SET slack_channel = ")
+                .push_bind(m.channel.clone())
+                .push(", slack_ts = ")
+                .push_bind(m.ts.clone())
+                .push(" FROM src WHERE requests.id = src.request_id)");
+        }
         if let Some(a) = &report.action {
             qb.push(", action_rows AS (INSERT INTO action_results (request_id, name, ok, summary, attempts, at) SELECT request_id, ")
                 .push_bind(a.name.clone())

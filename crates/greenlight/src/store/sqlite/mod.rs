@@ -411,6 +411,13 @@ fn finish_in(
         )?
         .execute(params![id, now, outcome, error])?;
     }
+    if let Some(m) = &report.posted {
+        conn.prepare_cached(
+            "UPDATE requests SET slack_channel = ?1, slack_ts = ?2 \
+             WHERE id = (SELECT request_id FROM outbox WHERE id = ?3)",
+        )?
+        .execute(params![m.channel, m.ts, id])?;
+    }
     if let Some(a) = &report.action {
         conn.prepare_cached(
             "INSERT INTO action_results (request_id, name, ok, summary, attempts, at) \
@@ -790,6 +797,7 @@ impl Store for SqliteStore {
         // What finish_in reads; the audit and effects travel as `entries`.
         let report = JobReport {
             action: report.action.clone(),
+            posted: report.posted.clone(),
             ..JobReport::new(report.result.clone(), report.attempted)
         };
         self.writer
