@@ -943,10 +943,10 @@ impl Worker {
     }
 
     async fn update(&self, id: &RequestId) -> Result<Step, SlackCallError> {
-        let Some(request) = self.load(id).await? else {
+        let Some(mut request) = self.load(id).await? else {
             return Err(SlackCallError::Permanent(format!("request {id} not found")));
         };
-        let Some(slack) = &request.slack else {
+        if request.slack.is_none() {
             let post = self
                 .store
                 .deliveries(id)
@@ -954,14 +954,26 @@ impl Worker {
                 .map_err(|e| SlackCallError::Transient(e.to_string()))?
                 .into_iter()
                 .find(|d| d.kind == "slack_post");
-            return match post.map(|d| d.state) {
-                Some(JobState::Pending) => Ok(Step::Wait(
-                    self.now() + WAIT_FOR_POST_MS,
-                    "waiting for the message to be posted".into(),
-                )),
-                // The post failed for good (and raised its own alert): nothing to update.
-                _ => Ok(Step::Pointless("the message was never posted".into())),
-            };
+            match post.map(|d| d.state) {
+                Some(JobState::Pending) => {
+                    return Ok(Step::Wait(
+                        self.now() + WAIT_FOR_POST_MS,
+                        "waiting for the message to be posted".into(),
+                    ));
+                }
+                // The post's result and its message are written together: a post that
+                // finished between the two reads above left its message on the request.
+                Some(JobState::Done) => {
+                    request = self.load(id).await?.ok_or_else(|| {
+                        SlackCallError::Permanent(format!("request {id} not found"))
+                    })?;
+                }
+                _ => {}
+            }
+        }
+        let Some(slack) = &request.slack else {
+            // The post failed for good (and raised its own alert): nothing to update.
+            return Ok(Step::Pointless("the message was never posted".into()));
         };
         let blocks = self.blocks(&request).await?;
         self.slack
