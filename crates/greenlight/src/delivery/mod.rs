@@ -311,6 +311,15 @@ impl Worker {
                 .iter()
                 .map(|(lane, slots)| (*lane, u32::try_from(slots.available_permits()).unwrap_or(0)))
                 .collect();
+            if free.iter().all(|(_, n)| *n == 0) {
+                // Every lane is busy: only a delivery ending frees a slot, so wait for one
+                // (a new job's wake-up would only find the lanes still full).
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    Some(_) = tasks.join_next() => {}
+                }
+                continue;
+            }
             let jobs = match self
                 .store
                 .claim_jobs(&self.owner, &free, self.now(), self.settings.lease_ms)
@@ -341,7 +350,12 @@ impl Worker {
                 }
                 continue;
             }
-            let sleep = self.idle_sleep().await;
+            let open: Vec<Lane> = free
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(lane, _)| *lane)
+                .collect();
+            let sleep = self.idle_sleep(&open).await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
@@ -366,9 +380,11 @@ impl Worker {
         }
     }
 
-    async fn idle_sleep(&self) -> Duration {
+    /// How long to sleep when nothing is due: until the next job of a lane with room (a busy
+    /// lane's jobs wait for its deliveries to end), at most a second.
+    async fn idle_sleep(&self, lanes: &[Lane]) -> Duration {
         let now = self.now();
-        let next = self.store.next_job_due().await.ok().flatten();
+        let next = self.store.next_job_due(lanes, now).await.ok().flatten();
         let ms = next.map_or(1000, |due| (due - now).clamp(5, 1000));
         Duration::from_millis(u64::try_from(ms).unwrap_or(1000))
     }

@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiQuery};
 use super::openapi::{AuditPage, ErrorBody};
-use crate::store::Scope;
+use crate::store::{Lane, Scope};
 
 /// `GET /healthz`: the process is up.
 #[utoipa::path(
@@ -39,7 +39,11 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let probe = tokio::time::timeout(READY_TIMEOUT, state.service.store().next_job_due()).await;
+    let probe = tokio::time::timeout(
+        READY_TIMEOUT,
+        state.service.store().next_job_due(&Lane::ALL, 0),
+    )
+    .await;
     match probe {
         Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
         Ok(Err(e)) => {

@@ -83,13 +83,20 @@ pub async fn create(
                 )
             })?;
     }
-    let (request, created) = state.service.create(input, key).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let (request, written) = state.service.create(input, key).await?;
+    let (status, view) = match written {
+        // Fresh: its deliveries are the jobs it just wrote, and no action has run yet.
+        Some(delivery) => (
+            StatusCode::CREATED,
+            RequestView {
+                request: shown(&request, key),
+                delivery,
+                actions: Vec::new(),
+            },
+        ),
+        None => (StatusCode::OK, full_view(&state, &request, key).await?),
     };
-    Ok((status, Json(full_view(&state, &request, key).await?)).into_response())
+    Ok((status, Json(view)).into_response())
 }
 
 use crate::service::visible_to as shown;

@@ -30,7 +30,8 @@ use crate::service::waiters::Waiters;
 use crate::slack::directory::{self, Directory, LookupError};
 use crate::slack::{SlackApi, render};
 use crate::store::{
-    ApiKey, CreateOutcome, DigestWindow, Effect, Idempotency, NewAudit, Scope, Store, StoreError,
+    ApiKey, CreateOutcome, Delivery, DigestWindow, Effect, Idempotency, NewAudit, Scope, Store,
+    StoreError,
 };
 use rules::RuleInput;
 
@@ -390,7 +391,13 @@ impl Service {
 
     /// Creates a request (or finds the one an earlier try with the same idempotency key made).
     /// Returns the request and whether it is new.
-    pub async fn create(&self, input: CreateInput, key: &ApiKey) -> ServiceResult<(Request, bool)> {
+    /// Creates a request; with it come its deliveries as written (`None`: an earlier create
+    /// with the same idempotency key made it, and this one wrote nothing).
+    pub async fn create(
+        &self,
+        input: CreateInput,
+        key: &ApiKey,
+    ) -> ServiceResult<(Request, Option<Vec<Delivery>>)> {
         self.take_create(key)?;
         let workflow = self.workflow(input.workflow.as_ref())?;
         if input.channel.is_some() && !workflow.allow_channel_override {
@@ -511,7 +518,7 @@ impl Service {
             )
             .await;
         match outcome {
-            Ok(CreateOutcome::Created) => {
+            Ok(CreateOutcome::Created(deliveries)) => {
                 metrics::counter!("greenlight_requests_created_total").increment(1);
                 match &evaluation.decision {
                     Some(m) => {
@@ -525,9 +532,9 @@ impl Service {
                     metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Policy.as_str()).increment(1);
                 }
                 self.outbox.notify_one();
-                Ok((request, true))
+                Ok((request, Some(deliveries)))
             }
-            Ok(CreateOutcome::Existing(existing)) => Ok((*existing, false)),
+            Ok(CreateOutcome::Existing(existing)) => Ok((*existing, None)),
             Ok(CreateOutcome::KeyReused) => Err(ServiceError::IdempotencyKeyReused),
             // Two tries with the same key raced; the loser finds the winner's request.
             Err(e) if e.is_unique_violation() => {
@@ -542,9 +549,9 @@ impl Service {
                     )
                     .await?
                 {
-                    CreateOutcome::Existing(existing) => Ok((*existing, false)),
+                    CreateOutcome::Existing(existing) => Ok((*existing, None)),
                     CreateOutcome::KeyReused => Err(ServiceError::IdempotencyKeyReused),
-                    CreateOutcome::Created => Ok((request, true)),
+                    CreateOutcome::Created(deliveries) => Ok((request, Some(deliveries))),
                 }
             }
             Err(e) => Err(e.into()),

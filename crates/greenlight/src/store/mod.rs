@@ -429,7 +429,9 @@ pub struct Idempotency {
 
 #[derive(Debug)]
 pub enum CreateOutcome {
-    Created,
+    /// Written, with the jobs it wrote for the request: its deliveries as they stand at the
+    /// commit (pending, never tried), so the caller can show them without reading them back.
+    Created(Vec<Delivery>),
     /// The idempotency key was seen before with the same body: here is that request.
     Existing(Box<Request>),
     /// The idempotency key was seen before with a different body.
@@ -591,6 +593,41 @@ pub struct Delivery {
     pub recent_attempts: Vec<Attempt>,
 }
 
+impl Delivery {
+    /// The delivery of `effect`, written just now as job `id`: pending and never tried.
+    pub fn written(id: i64, effect: &Effect, now: Millis) -> StoreResult<Self> {
+        let now_ts = ts_from_millis(now)?;
+        Ok(Delivery {
+            id,
+            kind: effect.kind().to_owned(),
+            target: effect.target(),
+            state: JobState::Pending,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: Some(ts_from_millis(now + effect.delay_ms())?),
+            created_at: now_ts,
+            updated_at: now_ts,
+            recent_attempts: Vec::new(),
+        })
+    }
+
+    /// The deliveries of `request` among `effects` written at `now`, given each effect's job
+    /// id (`None`: it collapsed into a job already waiting, which shows under its own request).
+    pub fn written_for(
+        request: &RequestId,
+        effects: &[Effect],
+        ids: &[Option<i64>],
+        now: Millis,
+    ) -> StoreResult<Vec<Self>> {
+        effects
+            .iter()
+            .zip(ids)
+            .filter(|(e, _)| e.request_id() == Some(request))
+            .filter_map(|(e, id)| id.map(|id| Self::written(id, e, now)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -746,8 +783,12 @@ pub trait Store: Send + Sync + 'static {
     /// Records an attempt's outcome and what it sets off, atomically.
     async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()>;
 
-    /// When the next pending job falls due, if any.
-    async fn next_job_due(&self) -> StoreResult<Option<Millis>>;
+    /// When the next job of `lanes` that nobody holds at `now` falls due, if any. A job
+    /// under a live lease is left out: its holder reports its end, and a lease that runs out
+    /// unreported (a dead replica's) is found by the worker's next look, at most a second
+    /// away. So the look walks the due index past at most the jobs in flight, never the
+    /// whole backlog.
+    async fn next_job_due(&self, lanes: &[Lane], now: Millis) -> StoreResult<Option<Millis>>;
 
     async fn deliveries(&self, request_id: &RequestId) -> StoreResult<Vec<Delivery>>;
 

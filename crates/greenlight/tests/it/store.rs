@@ -12,8 +12,8 @@ use greenlight::domain::{
 };
 use greenlight::service::{CreateInput, Service, ServiceError, VoteResult};
 use greenlight::store::{
-    self, ApiKey, CreateOutcome, Effect, Idempotency, JobReport, JobResult, JobState, ListFilter,
-    NewAudit, Scope, Store, VotableFilter,
+    self, ApiKey, CreateOutcome, Effect, Idempotency, JobReport, JobResult, JobState, Lane,
+    ListFilter, NewAudit, Scope, Store, VotableFilter,
 };
 
 use crate::helpers::{Backend, TestDb, init};
@@ -138,7 +138,7 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
         results
             .iter()
             .enumerate()
-            .all(|(i, r)| i == 150 || matches!(r, Ok(CreateOutcome::Created)))
+            .all(|(i, r)| i == 150 || matches!(r, Ok(CreateOutcome::Created(_))))
     );
     // Everything acknowledged is there, with its audit entry and its outbox job, and nothing
     // of the failed write leaked in.
@@ -283,7 +283,10 @@ async fn idempotent_retries_under_concurrency_make_one_request(db: TestDb) {
         .map(|r| r.as_ref().expect("every try succeeds").0.id.to_string())
         .collect();
     assert_eq!(ids.len(), 1, "one request for one key");
-    let new = results.iter().filter(|r| r.as_ref().unwrap().1).count();
+    let new = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().1.is_some())
+        .count();
     assert_eq!(new, 1, "one try created it, the others found it");
     let reused = service
         .create(input("Something else", Some("build-1234")), &caller)
@@ -343,6 +346,20 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
             .unwrap()
             .is_empty()
     );
+    // Jobs under a live lease are not waited for; once the leases run out they are due.
+    assert_eq!(store.next_job_due(&Lane::ALL, now).await.unwrap(), None);
+    assert_eq!(
+        store.next_job_due(&Lane::ALL, now + 61_000).await.unwrap(),
+        Some(now)
+    );
+    // Only the lanes asked about count: these jobs are all Slack's.
+    assert_eq!(
+        store
+            .next_job_due(&[Lane::Hooks, Lane::Callbacks], now + 61_000)
+            .await
+            .unwrap(),
+        None
+    );
     // A lease that ran out (a dead worker) lets another worker take the job.
     let later = now + 61_000;
     let again = store
@@ -378,7 +395,11 @@ async fn outbox_claims_leases_and_attempts(db: TestDb) {
             .iter()
             .all(|j| j.id != post.id)
     );
-    let due = store.next_job_due().await.unwrap().unwrap();
+    let due = store
+        .next_job_due(&Lane::ALL, later)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(due >= later, "{due} < {later}");
     let done = store
         .claim_jobs("worker-c", &lanes(20), later + 5_000, 60_000)
@@ -678,6 +699,55 @@ async fn records_without_a_request(db: TestDb) {
     assert!(matches!(jobs[0].effect, Effect::SlackEphemeral { .. }));
 }
 
+/// A create gives back the jobs it wrote for its request, as a read of its deliveries shows
+/// them: not the ones for others, not one that collapsed into a job already waiting.
+async fn a_create_shows_the_jobs_it_wrote(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let home = Effect::SlackHomeRefresh {
+        user: "U0ALICE".into(),
+        notice: None,
+    };
+    store
+        .record(&[], std::slice::from_ref(&home), now)
+        .await
+        .unwrap();
+    let r = request(40);
+    let effects = [
+        Effect::SlackPost {
+            request_id: r.id.clone(),
+        },
+        home,
+        Effect::SlackThreadReply {
+            request_id: r.id.clone(),
+            text: "first".into(),
+        },
+        Effect::SlackUpdate {
+            request_id: r.id.clone(),
+        },
+    ];
+    let outcome = store
+        .create_request(&r, None, &audit(&r), &effects, now)
+        .await
+        .unwrap();
+    let CreateOutcome::Created(written) = outcome else {
+        panic!("not created: {outcome:?}");
+    };
+    let kinds: Vec<&str> = written.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(kinds, ["slack_post", "slack_thread_reply", "slack_update"]);
+    assert!(
+        written
+            .iter()
+            .all(|d| d.state == JobState::Pending && d.attempts == 0)
+    );
+    let read = store.deliveries(&r.id).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&written).unwrap(),
+        serde_json::to_value(&read).unwrap(),
+        "what the create gave back is what a read finds"
+    );
+}
+
 /// Idempotency records its key with the creating API key.
 async fn idempotency_is_per_api_key(db: TestDb) {
     let store = open(&db).await;
@@ -693,7 +763,7 @@ async fn idempotency_is_per_api_key(db: TestDb) {
             .create_request(&r, Some(&idem), &[], &[], now)
             .await
             .unwrap(),
-        CreateOutcome::Created
+        CreateOutcome::Created(_)
     ));
     let retry = request(31);
     assert!(matches!(
@@ -1435,6 +1505,7 @@ store_tests!(
     coordination_is_exclusive_and_paced,
     records_without_a_request,
     idempotency_is_per_api_key,
+    a_create_shows_the_jobs_it_wrote,
     the_audit_chain_names_the_first_tampered_entry,
     a_deleted_or_reordered_audit_entry_is_found,
     an_inserted_audit_entry_is_found,

@@ -193,9 +193,30 @@ fn push_audit_and_effects(
              AND o.state = 'pending' AND (o.leased_until IS NULL OR o.leased_until < ",
         )
         .push_bind(now)
-        .push(")) ORDER BY v.ord)");
+        .push(")) ORDER BY v.ord RETURNING id, payload)");
     }
     Ok(())
+}
+
+/// Each effect's job id, from the jobs a statement wrote (`None`: it collapsed into a job
+/// already waiting), matched by payload: equal payloads are the same job to whoever reads it.
+fn job_ids(
+    effects: &[Effect],
+    ids: Vec<i64>,
+    payloads: Vec<String>,
+) -> StoreResult<Vec<Option<i64>>> {
+    let mut written: Vec<Option<(i64, String)>> = ids.into_iter().zip(payloads).map(Some).collect();
+    effects
+        .iter()
+        .map(|effect| {
+            let payload = to_json(effect)?;
+            Ok(written
+                .iter_mut()
+                .find(|w| w.as_ref().is_some_and(|(_, p)| *p == payload))
+                .and_then(Option::take)
+                .map(|(id, _)| id))
+        })
+        .collect()
 }
 
 async fn count_of(qb: &mut Statement, pool: &PgPool) -> StoreResult<i64> {
@@ -261,9 +282,22 @@ impl Store for PostgresStore {
         // looked up below (also when the two creates raced on different replicas).
         qb.push(" ON CONFLICT DO NOTHING RETURNING id)");
         push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
-        qb.push(" SELECT count(*) FROM src");
-        if count_of(&mut qb, &self.pool).await? == 1 {
-            return Ok(CreateOutcome::Created);
+        if effects.is_empty() {
+            qb.push(" SELECT count(*), ARRAY[]::bigint[], ARRAY[]::text[] FROM src");
+        } else {
+            qb.push(
+                " SELECT (SELECT count(*) FROM src), \
+                 ARRAY(SELECT id FROM job_rows ORDER BY id), \
+                 ARRAY(SELECT payload FROM job_rows ORDER BY id)",
+            );
+        }
+        let (created, ids, payloads): (i64, Vec<i64>, Vec<String>) =
+            qb.build_query_as().fetch_one(&self.pool).await?;
+        if created == 1 {
+            let ids = job_ids(effects, ids, payloads)?;
+            return Ok(CreateOutcome::Created(Delivery::written_for(
+                &r.id, effects, &ids, now,
+            )?));
         }
         let Some(idem) = idempotency else {
             return Err(StoreError::Corrupt(format!("request id {} exists", r.id)));
@@ -702,11 +736,19 @@ impl Store for PostgresStore {
         count_of(&mut qb, &self.pool).await.map(|_| ())
     }
 
-    async fn next_job_due(&self) -> StoreResult<Option<Millis>> {
+    async fn next_job_due(&self, lanes: &[Lane], now: Millis) -> StoreResult<Option<Millis>> {
+        // One index walk per lane (outbox_lane_due), past the jobs in flight.
+        let names: Vec<&str> = lanes.iter().map(|l| l.as_str()).collect();
         Ok(sqlx::query_scalar(
-            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(leased_until, 0))) FROM outbox \
-             WHERE state = 'pending'",
+            "SELECT MIN(( \
+                 SELECT next_attempt_at FROM outbox \
+                 WHERE state = 'pending' AND lane = l \
+                   AND (leased_until IS NULL OR leased_until < $2) \
+                 ORDER BY next_attempt_at LIMIT 1)) \
+             FROM unnest($1::text[]) AS l",
         )
+        .bind(&names)
+        .bind(now)
         .fetch_one(&self.pool)
         .await?)
     }

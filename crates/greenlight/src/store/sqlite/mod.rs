@@ -236,21 +236,29 @@ impl Entries {
     }
 
     fn write(&self, conn: &Connection) -> StoreResult<()> {
+        self.write_jobs(conn).map(drop)
+    }
+
+    /// Writes them, and gives each job's id in the order of the effects (`None`: it collapsed
+    /// into a job already waiting).
+    fn write_jobs(&self, conn: &Connection) -> StoreResult<Vec<Option<i64>>> {
         if !self.audit.is_empty() {
             let mut insert = conn.prepare_cached(INSERT_AUDIT)?;
             for row in &self.audit {
                 insert.execute(params_from_iter(row))?;
             }
         }
+        let mut ids = Vec::with_capacity(self.jobs.len());
         for (collapsing, row) in &self.jobs {
             let sql = if *collapsing {
                 INSERT_COLLAPSING_JOB
             } else {
                 INSERT_JOB
             };
-            conn.prepare_cached(sql)?.execute(params_from_iter(row))?;
+            let written = conn.prepare_cached(sql)?.execute(params_from_iter(row))?;
+            ids.push((written == 1).then(|| conn.last_insert_rowid()));
         }
-        Ok(())
+        Ok(ids)
     }
 }
 
@@ -321,7 +329,7 @@ fn create_in(
     row: &Values,
     idempotency: Option<&IdempotencyKey>,
     entries: &Entries,
-) -> StoreResult<CreateOutcome> {
+) -> StoreResult<Created> {
     if let Some(idem) = idempotency {
         let found: Option<(Option<String>, String)> = first(
             conn,
@@ -331,18 +339,24 @@ fn create_in(
         )?;
         if let Some((fingerprint, id)) = found {
             if fingerprint.as_deref() != Some(idem.fingerprint.as_str()) {
-                return Ok(CreateOutcome::KeyReused);
+                return Ok(Created::Not(CreateOutcome::KeyReused));
             }
             // Read back here, in the writer: what the caller gets is what was committed.
             let existing = read_request(conn, &id)?
                 .ok_or_else(|| StoreError::Corrupt(format!("request {id} vanished")))?;
-            return Ok(CreateOutcome::Existing(Box::new(existing)));
+            return Ok(Created::Not(CreateOutcome::Existing(Box::new(existing))));
         }
     }
     conn.prepare_cached(INSERT_REQUEST)?
         .execute(params_from_iter(row))?;
-    entries.write(conn)?;
-    Ok(CreateOutcome::Created)
+    Ok(Created::Written(entries.write_jobs(conn)?))
+}
+
+/// What `create_in` did: the job ids it wrote (the deliveries are made from them on the
+/// caller's thread, off the writer's), or another outcome.
+enum Created {
+    Written(Vec<Option<i64>>),
+    Not(CreateOutcome),
 }
 
 const SAVE_REQUEST: &str = "UPDATE requests SET status = ?1, decisions = ?2, decided_by = ?3, \
@@ -530,6 +544,12 @@ const CLAIM_LANE: &str = "UPDATE outbox SET leased_until = ?1, claims = claims +
      ORDER BY next_attempt_at, id LIMIT ?4) \
      RETURNING id, payload, attempts, claims, created_at";
 
+/// The first job of a lane that nobody holds, by the lane's due index: it walks past the
+/// leased jobs (those in flight) and stops at the first free one.
+const NEXT_DUE_IN_LANE: &str = "SELECT next_attempt_at FROM outbox \
+     WHERE state = 'pending' AND lane = ?1 AND (leased_until IS NULL OR leased_until < ?2) \
+     ORDER BY next_attempt_at LIMIT 1";
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_request(
@@ -547,9 +567,16 @@ impl Store for SqliteStore {
             fingerprint: i.fingerprint.clone(),
         });
         let entries = Entries::of(now, audit, effects)?;
-        self.writer
+        let created = self
+            .writer
             .write(move |conn| create_in(conn, &row, idem.as_ref(), &entries))
-            .await
+            .await?;
+        Ok(match created {
+            Created::Written(ids) => {
+                CreateOutcome::Created(Delivery::written_for(&request.id, effects, &ids, now)?)
+            }
+            Created::Not(outcome) => outcome,
+        })
     }
 
     async fn get_request(&self, id: &RequestId) -> StoreResult<Option<Request>> {
@@ -805,15 +832,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn next_job_due(&self) -> StoreResult<Option<Millis>> {
+    async fn next_job_due(&self, lanes: &[Lane], now: Millis) -> StoreResult<Option<Millis>> {
+        let lanes = lanes.to_vec();
         self.readers
-            .read(|conn| {
-                one(
-                    conn,
-                    "SELECT MIN(MAX(next_attempt_at, COALESCE(leased_until, 0))) FROM outbox \
-                     WHERE state = 'pending'",
-                    [],
-                )
+            .read(move |conn| {
+                let mut next: Option<Millis> = None;
+                for lane in &lanes {
+                    let due: Option<i64> =
+                        first(conn, NEXT_DUE_IN_LANE, params![lane.as_str(), now])?;
+                    next = match (next, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Ok(next)
             })
             .await
     }
