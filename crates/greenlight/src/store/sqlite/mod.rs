@@ -630,8 +630,14 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let ids: Vec<String> = all(
                     conn,
-                    "SELECT id FROM requests WHERE status = 'pending' AND expires_at <= ?1 \
-                     UNION SELECT id FROM requests WHERE status = 'pending' AND remind_at <= ?1 \
+                    // The partial indexes by name: left to itself, SQLite walked
+                    // requests_status for the ORDER BY, reading every pending request's row
+                    // (37 ms with 33,000 pending) four times a second.
+                    "SELECT id FROM ( \
+                     SELECT id FROM requests INDEXED BY requests_expiry \
+                     WHERE status = 'pending' AND expires_at <= ?1 \
+                     UNION SELECT id FROM requests INDEXED BY requests_remind \
+                     WHERE status = 'pending' AND remind_at <= ?1) \
                      ORDER BY id LIMIT ?2",
                     params![now, i64::from(limit)],
                 )?;
