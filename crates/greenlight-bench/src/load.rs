@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// How long a single request may take before it counts as failed. Slack itself gives up at 3 s.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +67,7 @@ pub enum Job {
     Clicks {
         urls: Arc<Vec<String>>,
         secret: String,
-        bodies: Arc<Vec<String>>,
+        bodies: Arc<Vec<Bytes>>,
     },
     /// `POST` to one of `urls` with the JSON body `make(i)` and a bearer key.
     Create {
@@ -84,7 +88,12 @@ impl Job {
         Job::Clicks {
             urls,
             secret,
-            bodies: Arc::new(targets.iter().map(|t| click_body(t, user)).collect()),
+            bodies: Arc::new(
+                targets
+                    .iter()
+                    .map(|t| Bytes::from(click_body(t, user)))
+                    .collect(),
+            ),
         }
     }
 
@@ -110,13 +119,148 @@ impl Job {
                     .header("x-slack-request-timestamp", ts.to_string())
                     .header(
                         "x-slack-signature",
-                        greenlight_sandbox::sign(secret, ts, body.as_bytes()),
+                        greenlight_sandbox::sign(secret, ts, &body),
                     )
                     .body(body)
             }
             Job::Create { urls, key, make } => {
                 http.post(pick(urls, i)).bearer_auth(key).json(&make(i))
             }
+        }
+    }
+
+    /// The same request as `request`, for a connection of its own to `urls[i % len]`, whose
+    /// index comes with it: the path, the headers and the body, nothing parsed per request.
+    fn raw(&self, targets: &[Endpoint], i: usize) -> (usize, http::Request<Full<Bytes>>) {
+        let at = i % targets.len().max(1);
+        let target = &targets[at];
+        let builder = http::Request::post(target.path.as_str())
+            .header(http::header::HOST, target.authority.as_str());
+        let request = match self {
+            Job::Clicks { secret, bodies, .. } => {
+                let body = bodies[i].clone();
+                let ts = unix_now();
+                builder
+                    .header(
+                        http::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .header("x-slack-request-timestamp", ts)
+                    .header(
+                        "x-slack-signature",
+                        greenlight_sandbox::sign(secret, ts, &body),
+                    )
+                    .body(Full::new(body))
+            }
+            Job::Create { key, make, .. } => builder
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Full::new(Bytes::from(make(i).to_string()))),
+        };
+        // Every part is valid by construction (a path, ASCII headers).
+        (at, request.unwrap_or_default())
+    }
+
+    fn urls(&self) -> &[String] {
+        match self {
+            Job::Clicks { urls, .. } | Job::Create { urls, .. } => urls,
+        }
+    }
+}
+
+/// Where a closed loop's connection goes: `host:port` and the path, parsed once.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    authority: String,
+    path: String,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Self> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| Error::msg(format!("bad URL {url}: {e}")))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Error::msg(format!("no host in {url}")))?
+            .to_string();
+        let path = uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Self { authority, path })
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection (hyper's client connection: no pool to look up, no URL
+/// to parse per request), so the generator takes as little of the machine as it can.
+async fn connect(authority: &str) -> Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Error::msg(format!("HTTP handshake with {authority}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// Sends `request` on the connection in `slot` (opening one when there is none, or when the
+/// server closed it, as an HTTP/1.0 server does after each answer) and reads the whole answer.
+/// A request the connection never sent is sent once more on a new one; a failure or a timeout
+/// drops the connection, and the next request opens a new one, as a real client would.
+async fn send_on(
+    slot: &mut Option<SendRequest<Full<Bytes>>>,
+    authority: &str,
+    request: http::Request<Full<Bytes>>,
+    keep_body: bool,
+) -> (u16, Option<String>) {
+    let exchange = async {
+        let mut request = request;
+        let mut fresh = false;
+        let res = loop {
+            if let Some(send) = slot.as_mut()
+                && send.ready().await.is_err()
+            {
+                *slot = None;
+            }
+            let send = match slot {
+                Some(send) => send,
+                None => {
+                    fresh = true;
+                    slot.insert(connect(authority).await?)
+                }
+            };
+            match send.try_send_request(request).await {
+                Ok(res) => break res,
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection closed under it. Once more, on a new one.
+                    Some(unsent) if !fresh => {
+                        *slot = None;
+                        request = unsent;
+                    }
+                    _ => return Err(Error::msg(format!("request failed: {}", e.error()))),
+                },
+            }
+        };
+        let status = res.status().as_u16();
+        // Read the whole body: the request is done when its answer is.
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::msg(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok::<_, Error>((
+            status,
+            keep_body.then(|| String::from_utf8_lossy(&body).into_owned()),
+        ))
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Ok(Ok(answer)) => answer,
+        _ => {
+            *slot = None;
+            (0, None)
         }
     }
 }
@@ -201,20 +345,15 @@ pub fn client(connections: usize) -> Result<reqwest::Client> {
         .build()?)
 }
 
-async fn send(
-    http: &reqwest::Client,
-    job: &Job,
-    i: usize,
-    keep_body: bool,
-) -> (u16, Option<String>) {
+async fn send(http: &reqwest::Client, job: &Job, i: usize) -> u16 {
     match job.request(http, i).send().await {
         Ok(res) => {
             let status = res.status().as_u16();
             // Read the whole body: the request is done when its answer is.
-            let body = res.text().await.ok();
-            (status, if keep_body { body } else { None })
+            let _ = res.bytes().await;
+            status
         }
-        Err(_) => (0, None),
+        Err(_) => 0,
     }
 }
 
@@ -227,7 +366,12 @@ pub async fn closed_loop(
     count: Option<usize>,
     keep_body: bool,
 ) -> Result<RunResult> {
-    let http = client(connections)?;
+    let targets: Arc<Vec<Endpoint>> = Arc::new(
+        job.urls()
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<Result<_>>()?,
+    );
     let limit = match (job.limit(), count) {
         (Some(a), Some(b)) => a.min(b),
         (a, b) => a.or(b).unwrap_or(usize::MAX),
@@ -237,9 +381,12 @@ pub async fn closed_loop(
     let deadline = started + duration;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..connections.max(1) {
-        let (http, job, next) = (http.clone(), job.clone(), next.clone());
+        let (targets, job, next) = (targets.clone(), job.clone(), next.clone());
         workers.spawn(async move {
             let mut samples = Vec::new();
+            // This worker's connection to each URL, opened on first use.
+            let mut conns: Vec<Option<SendRequest<Full<Bytes>>>> =
+                targets.iter().map(|_| None).collect();
             loop {
                 if Instant::now() >= deadline {
                     break;
@@ -248,8 +395,10 @@ pub async fn closed_loop(
                 if i >= limit {
                     break;
                 }
+                let (at, request) = job.raw(&targets, i);
                 let sent = Instant::now();
-                let (status, body) = send(&http, &job, i, keep_body).await;
+                let (status, body) =
+                    send_on(&mut conns[at], &targets[at].authority, request, keep_body).await;
                 samples.push(Sample {
                     status,
                     latency: sent.elapsed(),
@@ -295,7 +444,7 @@ pub async fn open_loop(
             if let Some(f) = &on_sent {
                 f(i, scheduled);
             }
-            let (status, _) = send(&http, &job, i, false).await;
+            let status = send(&http, &job, i).await;
             Sample {
                 status,
                 latency: scheduled.elapsed(),
@@ -336,6 +485,40 @@ mod tests {
             ["http://a", "http://b", "http://a", "http://b", "http://a"]
         );
         assert_eq!(pick(&urls[..1], 7), "http://a");
+    }
+
+    #[test]
+    fn a_closed_loop_request_names_its_host_path_and_signature() {
+        let urls = Arc::new(vec![
+            "http://127.0.0.1:8080/slack/interactions".to_owned(),
+            "http://127.0.0.1:8081/slack/interactions?x=1".to_owned(),
+        ]);
+        let endpoints: Vec<Endpoint> = urls.iter().map(|u| Endpoint::parse(u).unwrap()).collect();
+        assert_eq!(endpoints[1].authority, "127.0.0.1:8081");
+        assert_eq!(endpoints[1].path, "/slack/interactions?x=1");
+        let target = Target {
+            channel: "C0DEPLOY".into(),
+            ts: "1700000000.000100".into(),
+            action_id: "greenlight.approve".into(),
+            value: "req_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        };
+        let job = Job::clicks(urls, "s3cret".into(), "U0ALICE", &[target.clone(), target]);
+        let (at, request) = job.raw(&endpoints, 1);
+        assert_eq!(at, 1);
+        assert_eq!(request.uri(), "/slack/interactions?x=1");
+        assert_eq!(request.headers()["host"], "127.0.0.1:8081");
+        let ts: i64 = request.headers()["x-slack-request-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let Job::Clicks { bodies, .. } = &job else {
+            unreachable!()
+        };
+        assert_eq!(
+            request.headers()["x-slack-signature"],
+            greenlight_sandbox::sign("s3cret", ts, &bodies[1]).as_str()
+        );
     }
 
     #[test]
