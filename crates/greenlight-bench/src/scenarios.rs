@@ -218,12 +218,15 @@ async fn settle(ctx: &mut Ctx<'_>, outbox: Option<&Db>) -> Result<()> {
     Ok(())
 }
 
+/// How long the sandbox must see no Web API call to count as quiet.
+const QUIET: Duration = Duration::from_millis(300);
+
 /// Waits until the sandbox has seen no Web API call for a moment (at most a minute).
 async fn quiet(sandbox: &SandboxHandle) {
     let mut events = sandbox.subscribe();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        match tokio::time::timeout(QUIET, events.recv()).await {
             Err(_) | Ok(Err(RecvError::Closed)) => return,
             Ok(_) => {}
         }
@@ -248,6 +251,9 @@ struct ClickRuns {
     closed: RunResult,
     /// Where the CPU went over the closed loop, when asked for.
     closed_cpu: Option<CpuSplit>,
+    /// The same from the closed loop's start until its outbox was delivered, and how long
+    /// that took after the last answer: the message updates the loop's clicks set off.
+    drained_cpu: Option<(CpuSplit, Duration)>,
     /// Each open loop's rate and run (`None`: not run at that rate).
     open: Vec<(f64, Option<RunResult>)>,
     update: UpdateRun,
@@ -380,9 +386,14 @@ async fn click_runs(
     let closed = closed_clicks(ctx, who, phases.closed, job).await?;
     let closed_cpu = setup
         .cpu_of
-        .zip(before)
+        .zip(before.as_ref())
         .map(|(gl, before)| before.until(&CpuMark::now(gl)));
+    let closed_end = Instant::now();
     settle(ctx, outbox).await?;
+    let drained_cpu = setup
+        .cpu_of
+        .zip(before)
+        .map(|(gl, before)| (before.until(&CpuMark::now(gl)), closed_end.elapsed()));
     let mut open = Vec::new();
     for (r, targets) in s.rates.iter().zip(phases.open) {
         if *r > setup.max_rate {
@@ -413,6 +424,7 @@ async fn click_runs(
     Ok(ClickRuns {
         closed,
         closed_cpu,
+        drained_cpu,
         open,
         update,
         slow: slow?,
@@ -613,6 +625,26 @@ async fn greenlight_clicks(ctx: &mut Ctx<'_>) -> Result<GreenlightClicks> {
         ctx.notes.push(format!(
             "greenlight (SQLite), CPU over the closed click loop: {}",
             cpu.describe()
+        ));
+    }
+    if let (Some(cpu), Some((drained, after))) = (&runs.closed_cpu, &runs.drained_cpu) {
+        let decisions = runs.closed.ok(200).max(1) as f64;
+        let per = |c: &CpuSplit| {
+            let us = |d: Duration| d.as_secs_f64() * 1e6 / decisions;
+            format!(
+                "greenlight {:.0} µs, the bench {:.0} µs",
+                us(c.replicas.iter().sum()),
+                us(c.bench)
+            )
+        };
+        ctx.notes.push(format!(
+            "greenlight (SQLite), the closed click loop's message updates: its outbox was \
+             delivered {:.1} s after the last answer (the sandbox's {} ms of quiet included); \
+             CPU per decision over the loop: {}; over the loop and that drain: {}",
+            after.as_secs_f64(),
+            QUIET.as_millis(),
+            per(cpu),
+            per(drained)
         ));
     }
     let ceiling = match any {

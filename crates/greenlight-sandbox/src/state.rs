@@ -163,6 +163,19 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
+    /// `emit`, building the event only when someone listens: the events of every Web API call
+    /// carry copies of its arguments and messages, which a load test pays for on each call.
+    pub fn emit_with(&self, event: impl FnOnce() -> SandboxEvent) {
+        if self.listened() {
+            self.emit(event());
+        }
+    }
+
+    /// Whether anyone subscribes to the events.
+    pub fn listened(&self) -> bool {
+        self.events.receiver_count() > 0
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

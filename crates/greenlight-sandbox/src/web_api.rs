@@ -94,8 +94,12 @@ pub(crate) async fn handle(
             .map(str::to_owned),
         args: Value::Object(args),
     };
-    lock(&shared.store).push_call(call.clone());
-    shared.emit(SandboxEvent::ApiCalled(call));
+    // In the log before it is announced, so that a listener finds it there.
+    let announced = shared.listened().then(|| call.clone());
+    lock(&shared.store).push_call(call);
+    if let Some(call) = announced {
+        shared.emit(SandboxEvent::ApiCalled(call));
+    }
 
     let mut response = (reply.status, axum::Json(reply.body)).into_response();
     if let Some(secs) = reply.retry_after {
@@ -400,15 +404,15 @@ fn post_message(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
         deleted: false,
         metadata,
     };
+    let answer = json!({"ok": true, "channel": channel.id, "ts": ts,
+        "message": shared.message_json(&message, true)});
+    shared.emit_with(|| SandboxEvent::MessagePosted(message.clone()));
     store
         .messages
         .entry(channel.id.clone())
         .or_default()
-        .push(message.clone());
-    shared.emit(SandboxEvent::MessagePosted(message.clone()));
-    Ok(
-        json!({"ok": true, "channel": channel.id, "ts": ts, "message": shared.message_json(&message, true)}),
-    )
+        .push(message);
+    Ok(answer)
 }
 
 fn update(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
@@ -442,11 +446,11 @@ fn update(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
         message.metadata = Some(m);
     }
     message.edits += 1;
-    let message = message.clone();
-    shared.emit(SandboxEvent::MessageUpdated(message.clone()));
+    let message = &*message;
+    shared.emit_with(|| SandboxEvent::MessageUpdated(message.clone()));
     Ok(
         json!({"ok": true, "channel": channel.id, "ts": ts, "text": message.text,
-        "message": shared.message_json(&message, true)}),
+        "message": shared.message_json(message, true)}),
     )
 }
 

@@ -179,7 +179,7 @@ impl Application {
             addr,
             state: AppState {
                 service,
-                signing_secret: config.slack.signing_secret.clone(),
+                signing_secret: config.slack.signing_secret.clone().map(Arc::new),
                 metrics: metrics_handle(),
                 request_timeout: config.limits.request_timeout.as_duration(),
                 mcp_timeout: config.mcp.permission_timeout.as_duration() + Duration::from_secs(60),

@@ -30,7 +30,8 @@ pub use requests::MAX_WAIT_SECS;
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
-    pub signing_secret: Option<Secret>,
+    /// Shared: the state is cloned for every request.
+    pub signing_secret: Option<Arc<Secret>>,
     pub metrics: PrometheusHandle,
     /// Longest answer to anything but a long-poll (`[limits] request_timeout`).
     pub request_timeout: std::time::Duration,
