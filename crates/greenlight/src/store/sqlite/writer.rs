@@ -1,7 +1,7 @@
 //! Group commit for SQLite. Every write is an operation sent to one writer thread, which owns
-//! the only write connection. The thread takes all operations waiting at that moment, runs each
-//! inside a savepoint of one `BEGIN IMMEDIATE` transaction, commits once (one fsync for the
-//! batch) and only then answers each caller. So each caller still gets "my write is on disk"
+//! the only write connection. The thread takes all operations waiting at that moment, and those
+//! that arrive while they run, runs each in one `BEGIN IMMEDIATE` transaction, commits once
+//! when the queue is empty (one fsync for the batch) and only then answers each caller. So each caller still gets "my write is on disk"
 //! before it answers its client, at a cost shared by everyone who wrote in the same instant.
 //! A failing operation rolls back to its savepoint and fails alone.
 //!
@@ -138,16 +138,19 @@ fn run(mut conn: Connection, db: &Database, mut rx: mpsc::Receiver<Msg>) {
             Msg::Write(op) => batch.push(op),
             Msg::Close(done) => closing = Some(done),
         }
-        while batch.len() < MAX_BATCH && closing.is_none() {
-            match rx.try_recv() {
-                Ok(Msg::Write(op)) => batch.push(op),
-                Ok(Msg::Close(done)) => closing = Some(done),
-                Err(_) => break,
-            }
-        }
         if !batch.is_empty() {
-            metrics::histogram!("greenlight_sqlite_batch_size").record(batch.len() as f64);
-            run_batch(&conn, batch);
+            // Writes that arrive while the batch runs join it, up to MAX_BATCH: the commit
+            // waits for the queue to be empty, not for the next batch.
+            let mut more = || match closing.is_none().then(|| rx.try_recv()) {
+                Some(Ok(Msg::Write(op))) => Some(op),
+                Some(Ok(Msg::Close(done))) => {
+                    closing = Some(done);
+                    None
+                }
+                _ => None,
+            };
+            let ops = run_batch(&conn, batch, &mut more);
+            metrics::histogram!("greenlight_sqlite_batch_size").record(ops as f64);
             if !conn.is_autocommit() {
                 // A transaction the batch could not end: start over on a fresh connection.
                 conn = match reopen(db) {
@@ -180,22 +183,25 @@ fn reopen(db: &Database) -> Option<Connection> {
     None
 }
 
-/// Runs one batch in one transaction. First every operation runs straight in it, which is
-/// the common case and the cheap one: a savepoint per operation would copy each page it
-/// touches into the statement journal first. If one fails, the transaction is rolled back and
-/// the batch runs again with each operation in a savepoint, so that only the failing one fails.
-/// Operations not run are answered with an error.
-fn run_batch(conn: &Connection, mut batch: Vec<Op>) {
-    let commit = match run_plain(conn, &mut batch) {
+/// Runs one batch in one transaction, taking from `more` the writes that arrive meanwhile
+/// (up to `MAX_BATCH`); returns how many it ran. First every operation runs straight in the
+/// transaction, which is the common case and the cheap one: a savepoint per operation would
+/// copy each page it touches into the statement journal first. If one fails, the transaction
+/// is rolled back and the batch runs again with each operation in a savepoint, so that only the
+/// failing one fails. Operations not run are answered with an error.
+fn run_batch(conn: &Connection, mut batch: Vec<Op>, more: &mut dyn FnMut() -> Option<Op>) -> usize {
+    let commit = match run_plain(conn, &mut batch, more) {
         Plain::Done(commit) => commit,
         Plain::OneFailed => {
             let _ = exec(conn, "ROLLBACK");
             run_isolated(conn, &mut batch)
         }
     };
+    let ops = batch.len();
     for op in batch {
         op.complete(commit.clone());
     }
+    ops
 }
 
 enum Plain {
@@ -205,12 +211,25 @@ enum Plain {
     OneFailed,
 }
 
-fn run_plain(conn: &Connection, batch: &mut [Op]) -> Plain {
+fn run_plain(
+    conn: &Connection,
+    batch: &mut Vec<Op>,
+    more: &mut dyn FnMut() -> Option<Op>,
+) -> Plain {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
         return Plain::Done(Err(e.to_string()));
     }
-    for op in batch.iter_mut() {
+    let mut next = 0;
+    loop {
+        if next == batch.len() {
+            match (batch.len() < MAX_BATCH).then(&mut *more).flatten() {
+                Some(op) => batch.push(op),
+                None => break,
+            }
+        }
+        let op = &mut batch[next];
+        next += 1;
         match catch_unwind(AssertUnwindSafe(|| op.run(conn))) {
             Ok(false) => {}
             Ok(true) => return Plain::OneFailed,
@@ -303,6 +322,58 @@ mod tests {
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
         assert!(results[7].is_err());
         assert_eq!(count(&w).await, 49);
+    }
+
+    #[tokio::test]
+    async fn writes_that_arrive_while_a_batch_runs_join_its_transaction() {
+        let (_dir, db) = database();
+        let w = Writer::start(db.clone()).unwrap();
+        w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
+        // The first write holds the batch open until the others are queued behind it.
+        let (running, is_running) = std::sync::mpsc::channel();
+        let (go, may_go) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move {
+                w.write(move |c| {
+                    c.execute("INSERT INTO t VALUES (0)", [])?;
+                    let _ = running.send(());
+                    let _ = may_go.recv_timeout(std::time::Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || is_running.recv().unwrap())
+            .await
+            .unwrap();
+        // Each later write counts, from a connection of its own, the rows already committed:
+        // none if it runs in the first write's transaction.
+        let later: Vec<_> = (1..=20)
+            .map(|i| {
+                let w = w.clone();
+                let outside = db.open().unwrap();
+                tokio::spawn(async move {
+                    w.write(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                        Ok(outside
+                            .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await; // each spawned write is queued
+        go.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for write in later {
+            assert_eq!(
+                write.await.unwrap().unwrap(),
+                0,
+                "a later write ran after a commit"
+            );
+        }
+        assert_eq!(count(&w).await, 21);
     }
 
     #[tokio::test]
