@@ -1,9 +1,10 @@
 //! Group commit for SQLite. Every write is an operation sent to one writer thread, which owns
 //! the only write connection. The thread takes all operations waiting at that moment, and those
-//! that arrive while they run, runs each in one `BEGIN IMMEDIATE` transaction, commits once
-//! when the queue is empty (one fsync for the batch) and only then answers each caller. So each caller still gets "my write is on disk"
-//! before it answers its client, at a cost shared by everyone who wrote in the same instant.
-//! A failing operation rolls back to its savepoint and fails alone.
+//! that arrive while they run (up to `MAX_BATCH`), runs them in one `BEGIN IMMEDIATE`
+//! transaction, commits once when its queue is empty (one fsync for the batch) and only then
+//! answers each caller. So each caller still gets "my write is on disk" before it answers its
+//! client, at a cost shared by everyone who wrote in the same instant. When an operation fails,
+//! the batch runs again with each operation in a savepoint, and the failing one fails alone.
 //!
 //! The thread drives SQLite synchronously: a statement is a function call, not a round trip
 //! to another thread, so an operation may run as many statements as it needs.
