@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 
@@ -70,6 +71,10 @@ impl Database {
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(128);
+        // Plans must not depend on the values bound: without this, SQLite plans `LIMIT ?` with
+        // its value and compiles the statement again each time it is bound anew, which undoes
+        // the statement cache for the outbox claim on every delivery.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -1168,7 +1173,33 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::Database;
+    use super::{CLAIM_LANE, Database, migrate};
+
+    /// SQLite plans `LIMIT ?` (and a few other clauses) with the value bound to it, and then
+    /// marks the statement expired whenever that parameter is bound again: every execution of
+    /// a cached statement would be compiled anew. The connections turn that off (QPSG).
+    #[test]
+    fn cached_statements_are_not_compiled_again_when_their_parameters_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database {
+            path: dir.path().join("gl.db"),
+        };
+        let mut conn = db.open().unwrap();
+        migrate::run(&mut conn).unwrap();
+        for limit in 1..=4_i64 {
+            let mut claim = conn.prepare_cached(CLAIM_LANE).unwrap();
+            let mut rows = claim
+                .query(rusqlite::params![limit, "slack", 0_i64, limit])
+                .unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        let claim = conn.prepare_cached(CLAIM_LANE).unwrap();
+        assert_eq!(
+            claim.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the claim was compiled again for new parameters"
+        );
+    }
 
     #[test]
     fn urls_name_a_file() {
