@@ -1173,7 +1173,10 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{CLAIM_LANE, Database, migrate};
+    use super::{
+        CLAIM_LANE, DELIVERIES, Database, GET_REQUEST, INSERT_COLLAPSING_JOB, NEXT_DUE_IN_LANE,
+        REQUESTS_BY, migrate,
+    };
 
     /// SQLite plans `LIMIT ?` (and a few other clauses) with the value bound to it, and then
     /// marks the statement expired whenever that parameter is bound again: every execution of
@@ -1199,6 +1202,75 @@ mod tests {
             0,
             "the claim was compiled again for new parameters"
         );
+    }
+
+    /// With plans independent of bound values (QPSG), the statements the hot path and the
+    /// history checks run must still find their rows through their indexes.
+    #[test]
+    fn the_hot_statements_use_their_indexes() {
+        use crate::store::rows as shared;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database {
+            path: dir.path().join("gl.db"),
+        };
+        let mut conn = db.open().unwrap();
+        migrate::run(&mut conn).unwrap();
+        let sqlite = |sql: &str| sql.replace('$', "?");
+        let cases: Vec<(String, &str)> = vec![
+            (
+                GET_REQUEST.clone(),
+                "USING INDEX sqlite_autoindex_requests_1 (id=?)",
+            ),
+            (
+                REQUESTS_BY.clone(),
+                "USING INDEX requests_requester (requester=?)",
+            ),
+            (
+                CLAIM_LANE.into(),
+                "USING INDEX outbox_lane_due (lane=? AND next_attempt_at<?)",
+            ),
+            (
+                NEXT_DUE_IN_LANE.into(),
+                "USING INDEX outbox_lane_due (lane=?)",
+            ),
+            (
+                INSERT_COLLAPSING_JOB.into(),
+                "USING INDEX outbox_collapse (collapse_key=?)",
+            ),
+            (
+                DELIVERIES.clone(),
+                "USING INDEX outbox_request (request_id=?)",
+            ),
+            (
+                sqlite(shared::COUNT_CREATED),
+                "USING COVERING INDEX requests_workflow (workflow=? AND id>?)",
+            ),
+            (
+                sqlite(shared::COUNT_DENIED),
+                "USING INDEX requests_workflow_decided (workflow=? AND decided_at>?)",
+            ),
+            (
+                sqlite(shared::COUNT_DECIDED_BY),
+                "USING INDEX requests_decider (decided_by=? AND decided_at>?)",
+            ),
+            (
+                sqlite(shared::DIGEST_BY_RULE),
+                "USING COVERING INDEX requests_digest_counts (digest_key=?)",
+            ),
+        ];
+        for (sql, index) in cases {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            // Unbound parameters are NULL: the plan must not depend on them anyway.
+            let mut rows = stmt.raw_query();
+            let mut plan = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                plan.push(row.get::<_, String>(3).unwrap());
+            }
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{sql}\nplan: {plan:?}\nexpected: {index}"
+            );
+        }
     }
 
     #[test]
