@@ -1178,17 +1178,23 @@ mod tests {
         REQUESTS_BY, migrate,
     };
 
-    /// SQLite plans `LIMIT ?` (and a few other clauses) with the value bound to it, and then
-    /// marks the statement expired whenever that parameter is bound again: every execution of
-    /// a cached statement would be compiled anew. The connections turn that off (QPSG).
-    #[test]
-    fn cached_statements_are_not_compiled_again_when_their_parameters_change() {
+    /// A migrated database file, opened as the store opens every connection.
+    fn migrated() -> (tempfile::TempDir, rusqlite::Connection) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database {
             path: dir.path().join("gl.db"),
         };
         let mut conn = db.open().unwrap();
         migrate::run(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    /// SQLite plans `LIMIT ?` (and a few other clauses) with the value bound to it, and then
+    /// marks the statement expired whenever that parameter is bound again: every execution of
+    /// a cached statement would be compiled anew. The connections turn that off (QPSG).
+    #[test]
+    fn cached_statements_are_not_compiled_again_when_their_parameters_change() {
+        let (_dir, conn) = migrated();
         for limit in 1..=4_i64 {
             let mut claim = conn.prepare_cached(CLAIM_LANE).unwrap();
             let mut rows = claim
@@ -1209,12 +1215,7 @@ mod tests {
     #[test]
     fn the_hot_statements_use_their_indexes() {
         use crate::store::rows as shared;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database {
-            path: dir.path().join("gl.db"),
-        };
-        let mut conn = db.open().unwrap();
-        migrate::run(&mut conn).unwrap();
+        let (_dir, conn) = migrated();
         let sqlite = |sql: &str| sql.replace('$', "?");
         let cases: Vec<(String, &str)> = vec![
             (
