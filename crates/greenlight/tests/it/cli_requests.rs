@@ -44,7 +44,26 @@ async fn an_operator_lists_shows_and_decides_from_the_terminal() {
         first["id"].as_str().unwrap().to_owned(),
         second["id"].as_str().unwrap().to_owned(),
     );
+    // Both posts recorded before anything is listed: one recorded between the CLI's list and
+    // the API's would make the two answers differ.
     app.posted(&first_id).await;
+    app.posted(&second_id).await;
+    for id in [&first_id, &second_id] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, got) = app
+                .call(reqwest::Method::GET, &format!("/v1/requests/{id}"), None)
+                .await;
+            if got["slack"]["ts"].is_string() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} never recorded its post: {got}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 
     // The table: a header, newest first, aligned, and no escape sequence from a title.
     let out = run(greenlight(&app, &app.key, &["requests", "list"])).await;
