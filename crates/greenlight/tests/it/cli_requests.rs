@@ -51,9 +51,7 @@ async fn an_operator_lists_shows_and_decides_from_the_terminal() {
     for id in [&first_id, &second_id] {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let (_, got) = app
-                .call(reqwest::Method::GET, &format!("/v1/requests/{id}"), None)
-                .await;
+            let got = app.get(id).await;
             if got["slack"]["ts"].is_string() {
                 break;
             }
