@@ -56,9 +56,11 @@ pub struct Options {
     /// A Python with Flask and slack_sdk (bench/requirements.txt), to run the peer.
     #[arg(long, default_value = ".venv/bin/python")]
     pub python: PathBuf,
-    /// The peer: the seed article's Flask bot, as the team keeps it beside the repository.
-    #[arg(long, default_value = "../shared/peers/seed_flask/app.py")]
-    pub peer_app: PathBuf,
+    /// The peer: the app.py of the seed article's Flask + slack_sdk bot ("Build a Custom
+    /// Approval Workflow using Slack Buttons and Python"), with its Slack client pointed at
+    /// `SLACK_API_URL`. It is not part of this repository; without it, pass --skip-peer.
+    #[arg(long, env = "GREENLIGHT_BENCH_PEER_APP")]
+    pub peer_app: Option<PathBuf>,
     /// Tiny sizes, seconds in total: the smoke mode. Explicit sizes still win.
     #[arg(long)]
     pub quick: bool,
@@ -174,7 +176,30 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::O
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// Where the peer comes from, for the error a run without one gives.
+pub const PEER_HELP: &str = "the peer is the seed article's Flask + slack_sdk bot (\"Build a Custom \
+     Approval Workflow using Slack Buttons and Python\"), which is not part of this repository: save \
+     its app.py with its Slack client built as WebClient(token=..., base_url=os.environ.get(\"SLACK_API_URL\", \"https://slack.com/api/\")) \
+     and pass --peer-app PATH (or GREENLIGHT_BENCH_PEER_APP=PATH), or measure greenlight alone with \
+     --skip-peer";
+
 impl Options {
+    /// The peer's app, checked before any work: a run that would fail at the peer after minutes
+    /// of greenlight's rows fails at once instead.
+    pub fn peer(&self) -> Result<Option<&std::path::Path>> {
+        if self.skip_peer {
+            return Ok(None);
+        }
+        match &self.peer_app {
+            None => Err(Error::msg(format!("no peer given: {PEER_HELP}"))),
+            Some(p) if !p.is_file() => Err(Error::msg(format!(
+                "--peer-app {}: no such file; {PEER_HELP}",
+                p.display()
+            ))),
+            Some(p) => Ok(Some(p)),
+        }
+    }
+
     pub fn sizes(&self) -> Sizes {
         let q = self.quick;
         let rates = self.rates.clone().unwrap_or_else(|| {

@@ -1205,6 +1205,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
             opts.greenlight_bin.display()
         )));
     }
+    opts.peer()?;
     std::fs::create_dir_all(&opts.work_dir)?;
     let work = tempfile::Builder::new()
         .prefix("run-")
@@ -1259,13 +1260,11 @@ async fn run_in(
     };
     let started = jiff::Timestamp::now();
 
-    let peer = if opts.skip_peer {
-        None
-    } else {
+    let peer = if let Some(app) = opts.peer()? {
         step("peer: starting the seed Flask bot");
         let server = procs::start_peer(
             &opts.python,
-            &opts.peer_app,
+            app,
             &ctx.sandbox.api_url(),
             &ctx.sandbox.config().bot_token,
             &ctx.secret,
@@ -1274,6 +1273,8 @@ async fn run_in(
         .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         Some(server)
+    } else {
+        None
     };
     let clicks = greenlight_clicks(&mut ctx).await?;
     let peer_results = match &peer {
