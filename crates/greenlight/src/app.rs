@@ -96,7 +96,9 @@ fn socket_handlers(service: &Arc<Service>) -> Handlers {
         interaction: Arc::new(move |interaction| {
             let service = s1.clone();
             Box::pin(async move {
-                match interactions::handle(&service, &interaction).await {
+                let handled =
+                    async { interactions::handle(&service, interaction.gesture()?).await };
+                match handled.await {
                     Ok(handled) => handled.ack_payload(),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot handle a Socket Mode interaction");

@@ -5,6 +5,7 @@ mod ask;
 mod audit;
 mod check;
 mod db;
+mod dev;
 mod keys;
 mod mcp;
 mod requests;

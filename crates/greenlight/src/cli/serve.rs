@@ -60,11 +60,11 @@ pub(super) async fn serve() -> ExitCode {
 }
 
 pub(super) async fn dev() -> ExitCode {
-    crate::dev::dev(stop_on_signal()).await
+    super::dev::dev(stop_on_signal()).await
 }
 
 pub(super) async fn sandbox() -> ExitCode {
-    crate::dev::sandbox(stop_on_signal()).await
+    super::dev::sandbox(stop_on_signal()).await
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

@@ -3,9 +3,7 @@
 //! rendered from the request's state at delivery time, so a late or repeated update still
 //! shows the truth.
 
-pub mod hooks;
 pub mod outbound;
-pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +14,15 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::delivery::hooks::ActionHook;
 use crate::delivery::outbound::{Outbound, OutgoingRequest};
 use crate::domain::{Clock, Millis, Pace, RequestId, SlackRef};
+use crate::policy::hooks::ActionHook;
+use crate::policy::webhook::{self, WebhookSecret};
 use crate::slack::{SlackApi, SlackCallError, Tag, render};
 use crate::store::{
     ActionResult, Coordination, DigestWindow, Effect, Job, JobReport, JobResult, JobState, Lane,
     NewAudit, Store, StoreError,
 };
-use webhook::WebhookSecret;
 
 const SLACK_IN_FLIGHT: usize = 48;
 const HOOKS_IN_FLIGHT: usize = 16;

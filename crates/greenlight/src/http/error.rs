@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::VoteRejected;
 use crate::service::ServiceError;
@@ -17,6 +19,21 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429s).
     pub retry_after: Option<u64>,
+}
+
+/// What every error looks like: a stable machine-readable `code` and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: `invalid_request`, `invalid_json`, `invalid_query`, `unauthorized`,
+    /// `forbidden`, `not_found`, `conflict`, `rate_limited`, `timeout`, ...
+    #[schema(example = "invalid_request")]
+    pub code: String,
+    pub message: String,
 }
 
 impl ApiError {
@@ -54,8 +71,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = super::openapi::ErrorBody {
-            error: super::openapi::ErrorDetail {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
             },

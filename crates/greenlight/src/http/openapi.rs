@@ -6,70 +6,11 @@
 //! Slack's routes (`/slack/*`) and MCP (`/mcp`) speak Slack's and MCP's own protocols and are
 //! documented by them, not here.
 
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use crate::store::{ActionResult, Delivery};
-
-/// What every error looks like: a stable machine-readable `code` and a message for people.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable: `invalid_request`, `invalid_json`, `invalid_query`, `unauthorized`,
-    /// `forbidden`, `not_found`, `conflict`, `rate_limited`, `timeout`, ...
-    #[schema(example = "invalid_request")]
-    pub code: String,
-    pub message: String,
-}
-
-/// A request with what happened to its side effects, as `GET /v1/requests/{id}` and a create
-/// show it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RequestView {
-    #[serde(flatten)]
-    pub request: crate::domain::Request,
-    /// Its Slack posts, callbacks and hooks: state, attempts, last error.
-    pub delivery: Vec<Delivery>,
-    /// What its action hooks did.
-    pub actions: Vec<ActionResult>,
-}
-
-/// A page of requests, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RequestPage {
-    pub requests: Vec<crate::domain::Request>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A signal after a set, and whether its value changed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SignalSet {
-    #[serde(flatten)]
-    pub signal: crate::service::signals::SignalView,
-    /// False when the set only refreshed the same value (and its ttl).
-    pub changed: bool,
-}
-
-/// Every signal.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SignalList {
-    pub signals: Vec<crate::service::signals::SignalView>,
-}
-
-/// A page of the audit log, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
-    pub events: Vec<crate::store::AuditEvent>,
-    /// Pass as `after` for the next page; null when the page is empty.
-    pub next_after: Option<i64>,
-}
+use super::error::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(

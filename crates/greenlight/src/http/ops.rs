@@ -4,13 +4,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiQuery};
-use super::openapi::{AuditPage, ErrorBody};
+use super::error::{ApiError, ApiQuery, ErrorBody};
 use crate::store::{Lane, Scope};
 
 /// `GET /healthz`: the process is up.
@@ -22,6 +21,14 @@ use crate::store::{Lane, Scope};
 )]
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// A page of the audit log, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub events: Vec<crate::store::AuditEvent>,
+    /// Pass as `after` for the next page; null when the page is empty.
+    pub next_after: Option<i64>,
 }
 
 /// How long the database gets to answer a readiness probe: load balancers probe with short

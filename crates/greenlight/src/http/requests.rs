@@ -7,17 +7,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::openapi::{ErrorBody, RequestPage, RequestView};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote};
 use crate::service::intake::CreateBody;
 use crate::service::{CreateInput, VoteResult};
-use crate::store::{ListFilter, Scope};
+use crate::store::{ActionResult, Delivery, ListFilter, Scope};
 
 /// Longest single long-poll; clients loop for longer waits (the CLI does).
 pub const MAX_WAIT_SECS: u64 = 120;
@@ -112,6 +111,26 @@ async fn full_view(
         delivery: state.service.store().deliveries(&request.id).await?,
         actions: state.service.store().action_results(&request.id).await?,
     })
+}
+
+/// A request with what happened to its side effects, as `GET /v1/requests/{id}` and a create
+/// show it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestView {
+    #[serde(flatten)]
+    pub request: crate::domain::Request,
+    /// Its Slack posts, callbacks and hooks: state, attempts, last error.
+    pub delivery: Vec<Delivery>,
+    /// What its action hooks did.
+    pub actions: Vec<ActionResult>,
+}
+
+/// A page of requests, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RequestPage {
+    pub requests: Vec<crate::domain::Request>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn parse_id(raw: &str) -> Result<RequestId, ApiError> {

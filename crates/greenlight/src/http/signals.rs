@@ -3,13 +3,12 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath};
-use super::openapi::{ErrorBody, SignalList, SignalSet};
+use super::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::domain::{DurationSpec, SignalName};
 use crate::service::signals::{SetSignal, SignalView};
 use crate::store::Scope;
@@ -24,6 +23,21 @@ pub struct SignalBody {
     value: serde_json::Value,
     /// Unknown after this long unless set again ("10m").
     ttl: Option<DurationSpec>,
+}
+
+/// A signal after a set, and whether its value changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalSet {
+    #[serde(flatten)]
+    pub signal: SignalView,
+    /// False when the set only refreshed the same value (and its ttl).
+    pub changed: bool,
+}
+
+/// Every signal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalList {
+    pub signals: Vec<SignalView>,
 }
 
 /// A signal's value in the document: any JSON type but null.

@@ -164,7 +164,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             Ok(StatusCode::OK.into_response())
         }
         Inbound::Interaction(i) => {
-            let handled = interactions::handle(&state.service, &i)
+            let handled = async { interactions::handle(&state.service, i.gesture()?).await }
                 .await
                 .map_err(|e| match e {
                     InteractionError::Malformed(_) => {

@@ -3,10 +3,8 @@
 
 use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
 use crate::service::{Service, ServiceError, VoteResult};
-use crate::slack::interaction::{IdentityError, Interaction};
-use crate::slack::render::{
-    self, APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION, REASON_BLOCK,
-};
+use crate::slack::interaction::{Click, DenyReason, Gesture, GestureError, IdentityError, Place};
+use crate::slack::render::{self, REASON_BLOCK};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {
@@ -52,80 +50,52 @@ pub enum InteractionError {
     Service(#[from] ServiceError),
 }
 
-/// The clicker's Slack handle, as the payload gives it.
-fn handle_of(i: &Interaction) -> Option<String> {
-    let user = i.user.as_ref()?;
-    user.username
-        .clone()
-        .or_else(|| user.name.clone())
-        .filter(|n| !n.is_empty() && n.len() <= 80)
-}
-
-pub async fn handle(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
-    // Before anything else: a click without a real user must not count as a vote.
-    i.identity()?;
-    match i.kind.as_str() {
-        "block_actions" => click(service, i).await,
-        "view_submission" => submission(service, i).await,
-        _ => Ok(Handled::Ignored),
+impl From<GestureError> for InteractionError {
+    fn from(e: GestureError) -> Self {
+        match e {
+            GestureError::Malformed(what) => InteractionError::Malformed(what),
+            GestureError::Identity(id) => InteractionError::Identity(id),
+        }
     }
 }
 
-async fn click(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
-    let Some(action) = i.actions.first() else {
-        return Err(InteractionError::Malformed("actions"));
-    };
-    let verdict = match action.action_id.as_str() {
-        APPROVE_ACTION => Verdict::Approve,
-        DENY_ACTION => Verdict::Deny,
-        _ => return Ok(Handled::Ignored),
-    };
-    let (user, _team) = i.identity()?;
-    let at = if i.on_view() {
-        Where::Home
-    } else {
-        Where::Channel(
-            i.channel_id()
-                .ok_or(InteractionError::Malformed("channel"))?,
-        )
-    };
-    let id = action
-        .value
-        .as_deref()
-        .and_then(|v| v.parse::<RequestId>().ok());
-    let Some(id) = id else {
-        tell(service, at, user, UNKNOWN.into()).await?;
+/// Acts on what a person did in Slack, read from the payload by the adapter
+/// (`Interaction::gesture`).
+pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, InteractionError> {
+    match gesture {
+        Gesture::Click(c) => click(service, c).await,
+        Gesture::DenyReason(d) => submission(service, d).await,
+        Gesture::Other => Ok(Handled::Ignored),
+    }
+}
+
+async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError> {
+    let user = c.actor.user.as_str();
+    let Some(id) = c.request else {
+        tell(service, &c.place, user, UNKNOWN.into()).await?;
         return Ok(Handled::Refused("unknown_request"));
     };
     let vote = Vote {
         by: user.to_owned(),
-        name: handle_of(i),
+        name: c.actor.handle.clone(),
         kind: DecisionKind::User,
-        verdict,
+        verdict: c.verdict,
         reason: None,
     };
-    if verdict == Verdict::Deny && wants_reason(service, &id).await? {
-        return ask_why(service, i, at, &id, vote).await;
+    if c.verdict == Verdict::Deny && wants_reason(service, &id).await? {
+        return ask_why(service, c.trigger_id, &c.place, &id, vote).await;
     }
     let handled = match service.vote(&id, vote).await {
         Ok(VoteResult::Decided(_)) => Handled::Decided,
         Ok(VoteResult::Counted(_)) => Handled::Counted,
-        Err(e) => return refuse(service, at, user, e).await,
+        Err(e) => return refuse(service, &c.place, user, e).await,
     };
-    if at == Where::Home {
+    if c.place == Place::Home {
         // The tab is open (the click came from it): refresh it even if it was opened long
         // ago; this collapses with the refresh the vote queued when it was recent.
         service.home_opened(user, None).await?;
     }
     Ok(handled)
-}
-
-/// Where to tell the person why their click did not count: an ephemeral in the message's
-/// channel, or at the top of their Home tab (a click there has no channel).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Where<'a> {
-    Channel(&'a str),
-    Home,
 }
 
 const UNKNOWN: &str = "greenlight does not know this request.";
@@ -145,8 +115,8 @@ async fn wants_reason(service: &Service, id: &RequestId) -> Result<bool, Service
 /// at once whatever happens to it.
 async fn ask_why(
     service: &Service,
-    i: &Interaction,
-    at: Where<'_>,
+    trigger: Option<String>,
+    at: &Place,
     id: &RequestId,
     vote: Vote,
 ) -> Result<Handled, InteractionError> {
@@ -155,10 +125,7 @@ async fn ask_why(
         Ok(r) => r,
         Err(e) => return refuse(service, at, &user, e).await,
     };
-    let trigger = i
-        .trigger_id
-        .clone()
-        .ok_or(InteractionError::Malformed("trigger_id"))?;
+    let trigger = trigger.ok_or(InteractionError::Malformed("trigger_id"))?;
     let Some(slack) = service.slack().cloned() else {
         tracing::warn!("no Slack client to open the deny-reason modal with");
         return Ok(Handled::Ignored);
@@ -174,33 +141,19 @@ async fn ask_why(
 
 /// The deny-reason modal was submitted: an empty reason keeps it open; otherwise the deny is
 /// cast with its reason.
-async fn submission(service: &Service, i: &Interaction) -> Result<Handled, InteractionError> {
-    let view = i.view.as_ref().ok_or(InteractionError::Malformed("view"))?;
-    if view.callback_id.as_deref() != Some(DENY_REASON_CALLBACK) {
-        return Ok(Handled::Ignored);
-    }
-    let (user, _team) = i.identity()?;
-    let id = view
-        .private_metadata
-        .as_deref()
-        .and_then(|m| m.parse::<RequestId>().ok())
-        .ok_or(InteractionError::Malformed("view.private_metadata"))?;
-    let reason = view
-        .text(REASON_BLOCK, REASON_ACTION)
-        .map(str::trim)
-        .unwrap_or_default();
-    if reason.is_empty() {
+async fn submission(service: &Service, d: DenyReason) -> Result<Handled, InteractionError> {
+    if d.reason.is_empty() {
         return Ok(modal_error("Please say why you deny this request."));
     }
-    let reason: String = reason.chars().take(1000).collect();
+    let reason: String = d.reason.chars().take(1000).collect();
     let vote = Vote {
-        by: user.to_owned(),
-        name: handle_of(i),
+        by: d.actor.user,
+        name: d.actor.handle,
         kind: DecisionKind::User,
         verdict: Verdict::Deny,
         reason: Some(reason),
     };
-    match service.vote(&id, vote).await {
+    match service.vote(&d.request, vote).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
         Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
         Err(ServiceError::NotFound(_)) => Ok(modal_error(UNKNOWN)),
@@ -248,7 +201,7 @@ fn refusal_text(r: &VoteRejected, mrkdwn: bool) -> String {
 
 async fn refuse(
     service: &Service,
-    at: Where<'_>,
+    at: &Place,
     user: &str,
     e: ServiceError,
 ) -> Result<Handled, InteractionError> {
@@ -270,15 +223,10 @@ async fn refuse(
     Ok(Handled::Refused(why))
 }
 
-async fn tell(
-    service: &Service,
-    at: Where<'_>,
-    user: &str,
-    text: String,
-) -> Result<(), ServiceError> {
+async fn tell(service: &Service, at: &Place, user: &str, text: String) -> Result<(), ServiceError> {
     match at {
-        Where::Channel(channel) => service.notify_user(channel, user, text).await,
+        Place::Channel(channel) => service.notify_user(channel, user, text).await,
         // Published with the tab as it is now, which also shows why (decided, voted).
-        Where::Home => service.home_opened(user, Some(text)).await,
+        Place::Home => service.home_opened(user, Some(text)).await,
     }
 }

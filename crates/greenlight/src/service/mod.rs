@@ -9,7 +9,6 @@ pub mod commands;
 pub mod home;
 pub mod intake;
 pub mod interactions;
-pub mod rules;
 pub mod scheduler;
 pub mod signals;
 pub mod waiters;
@@ -26,6 +25,7 @@ use crate::domain::{
     RequestId, Standing, Status, TIMEOUT_ACTOR, Verdict, Vote, VoteOutcome, VoteRejected,
     WorkflowName,
 };
+use crate::rules::{self, RuleInput};
 use crate::service::waiters::Waiters;
 use crate::slack::directory::{self, Directory, LookupError};
 use crate::slack::{SlackApi, render};
@@ -33,7 +33,6 @@ use crate::store::{
     ApiKey, CreateOutcome, Delivery, DigestWindow, Effect, Idempotency, NewAudit, Scope, Store,
     StoreError,
 };
-use rules::RuleInput;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -97,7 +96,7 @@ pub fn visible_to(request: &Request, key: &ApiKey) -> Request {
     if request.created_by.as_ref() == Some(&key.id) {
         request.clone()
     } else {
-        crate::delivery::webhook::redacted(request)
+        crate::policy::webhook::redacted(request)
     }
 }
 
@@ -898,8 +897,8 @@ impl Service {
             Default::default()
         } else {
             (
-                crate::delivery::webhook::payload(event.as_str(), request, self.now()),
-                crate::delivery::webhook::new_message_id(),
+                crate::policy::webhook::payload(event.as_str(), request, self.now()),
+                crate::policy::webhook::new_message_id(),
             )
         };
         let mut effects: Vec<Effect> = targets

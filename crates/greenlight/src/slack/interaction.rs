@@ -4,6 +4,11 @@
 
 use serde::Deserialize;
 
+use super::render::{
+    APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION, REASON_BLOCK,
+};
+use crate::domain::{RequestId, Verdict};
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Interaction {
     #[serde(rename = "type")]
@@ -159,6 +164,143 @@ impl Interaction {
             .as_ref()
             .and_then(|c| c.channel_id.as_deref())
             .or(self.channel.as_ref().map(|c| c.id.as_str()))
+    }
+}
+
+/// What a person did, read from an interaction once, at the edge: the service acts on this
+/// and never on Slack's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gesture {
+    /// A click on an Approve or Deny button.
+    Click(Click),
+    /// The deny-reason modal was submitted.
+    DenyReason(DenyReason),
+    /// Anything else (another button, another modal, another kind): nothing to do.
+    Other,
+}
+
+/// Who acted, as a signed payload says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// A well-formed Slack user id.
+    pub user: String,
+    /// A well-formed Slack team id: the workspace the user acted from.
+    pub team: String,
+    /// Their handle, when the payload gives one (shown beside their vote).
+    pub handle: Option<String>,
+}
+
+/// Where a click happened, which is where to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A message in this channel: answer with an ephemeral there.
+    Channel(String),
+    /// The Home tab: a click there has no channel.
+    Home,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Click {
+    pub actor: Actor,
+    pub verdict: Verdict,
+    pub place: Place,
+    /// The request the button names; `None` when its value is not a request id.
+    pub request: Option<RequestId>,
+    /// Opens a modal within 3 seconds of the click.
+    pub trigger_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyReason {
+    pub actor: Actor,
+    pub request: RequestId,
+    /// As typed, trimmed (may be empty).
+    pub reason: String,
+}
+
+/// Why an interaction cannot be read as a gesture.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GestureError {
+    #[error("the payload is missing {0}")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+impl Interaction {
+    /// The gesture this interaction is. Who acted is checked before anything else: a payload
+    /// without a real user never counts as a vote.
+    pub fn gesture(&self) -> Result<Gesture, GestureError> {
+        let (user, team) = self.identity()?;
+        let actor = Actor {
+            user: user.to_owned(),
+            team: team.to_owned(),
+            handle: self.handle(),
+        };
+        match self.kind.as_str() {
+            "block_actions" => self.click(actor),
+            "view_submission" => self.deny_reason(actor),
+            _ => Ok(Gesture::Other),
+        }
+    }
+
+    /// The clicker's Slack handle, as the payload gives it.
+    fn handle(&self) -> Option<String> {
+        let user = self.user.as_ref()?;
+        user.username
+            .clone()
+            .or_else(|| user.name.clone())
+            .filter(|n| !n.is_empty() && n.len() <= 80)
+    }
+
+    fn click(&self, actor: Actor) -> Result<Gesture, GestureError> {
+        let action = self
+            .actions
+            .first()
+            .ok_or(GestureError::Malformed("actions"))?;
+        let verdict = match action.action_id.as_str() {
+            APPROVE_ACTION => Verdict::Approve,
+            DENY_ACTION => Verdict::Deny,
+            _ => return Ok(Gesture::Other),
+        };
+        let place = if self.on_view() {
+            Place::Home
+        } else {
+            Place::Channel(
+                self.channel_id()
+                    .ok_or(GestureError::Malformed("channel"))?
+                    .to_owned(),
+            )
+        };
+        Ok(Gesture::Click(Click {
+            actor,
+            verdict,
+            place,
+            request: action.value.as_deref().and_then(|v| v.parse().ok()),
+            trigger_id: self.trigger_id.clone(),
+        }))
+    }
+
+    fn deny_reason(&self, actor: Actor) -> Result<Gesture, GestureError> {
+        let view = self.view.as_ref().ok_or(GestureError::Malformed("view"))?;
+        if view.callback_id.as_deref() != Some(DENY_REASON_CALLBACK) {
+            return Ok(Gesture::Other);
+        }
+        let request = view
+            .private_metadata
+            .as_deref()
+            .and_then(|m| m.parse().ok())
+            .ok_or(GestureError::Malformed("view.private_metadata"))?;
+        let reason = view
+            .text(REASON_BLOCK, REASON_ACTION)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Gesture::DenyReason(DenyReason {
+            actor,
+            request,
+            reason,
+        }))
     }
 }
 

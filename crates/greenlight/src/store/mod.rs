@@ -255,7 +255,7 @@ pub enum Effect {
     /// secret from the environment is ever written down.
     ActionHook {
         request_id: RequestId,
-        hook: crate::delivery::hooks::ActionHook,
+        hook: crate::policy::hooks::ActionHook,
     },
     /// A note to the operators' channel about a delivery that failed for good.
     SlackAlert {

@@ -559,7 +559,7 @@ async fn slack_refs_and_action_results_are_kept(db: TestDb) {
     let store = open(&db).await;
     let now = now_ms();
     let r = request(20);
-    let hook: greenlight::delivery::hooks::ActionHook =
+    let hook: greenlight::policy::hooks::ActionHook =
         toml::from_str("name = \"Deploy\"\nurl = \"https://ci.example.com/\"").unwrap();
     let effects = [Effect::ActionHook {
         request_id: r.id.clone(),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use greenlight_sandbox::{Channel, Sandbox, SandboxConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::fail;
 use crate::app::Application;
-use crate::cli::fail;
 use crate::config::{Config, SandboxSettings, Secret, Workflow};
 use crate::domain::{ApiKeyId, SystemClock};
 use crate::http::auth::{generate_key, hash_key};

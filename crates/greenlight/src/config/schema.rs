@@ -1,0 +1,481 @@
+//! The configuration's tables as written (`[delivery]`, `[[workflow]]`, `[[alert]]`, ...), with
+//! their defaults and the checks each makes of itself; `load.rs` reads them and places their
+//! problems in the file.
+
+use serde::Deserialize;
+
+use super::Secret;
+use crate::domain::{
+    Approver, ChannelRef, DurationSpec, Notify, OnExpiry, Policy, Verdict, WorkflowName,
+};
+use crate::policy::hooks::ActionHook;
+use crate::rules::Rule;
+
+/// What an `[[alert]]` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Requests one rule decided (`rule`).
+    AutoDecisions,
+    /// Requests of a workflow that were denied, by anyone (`workflow`).
+    Denials,
+    /// Requests of a workflow created (`workflow`), in all or per requester.
+    Requests,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::AutoDecisions => "auto_decisions",
+            AlertKind::Denials => "denials",
+            AlertKind::Requests => "requests",
+        }
+    }
+}
+
+/// One `[[alert]]`: fires when more than `above` happened `within` the window, then stays
+/// quiet for a window from when it fired.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    pub name: String,
+    pub kind: AlertKind,
+    pub above: u32,
+    pub within: DurationSpec,
+    pub rule: Option<String>,
+    pub workflow: Option<WorkflowName>,
+    /// `kind = "requests"`: count each requester apart (one requester flooding).
+    #[serde(default)]
+    pub per_requester: bool,
+}
+
+impl Alert {
+    /// What is wrong with it, each with its key, given the workflows it may name.
+    pub(super) fn problems(&self, workflows: &[Workflow]) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name = &self.name;
+        if name.trim().is_empty() {
+            out.push(("name", "an [[alert]] has an empty name".to_owned()));
+        }
+        let kind = self.kind.as_str();
+        match (self.kind, &self.rule, &self.workflow) {
+            (AlertKind::AutoDecisions, None, _) => out.push((
+                "kind",
+                format!("alert {name:?}: kind = \"auto_decisions\" needs rule = \"...\" (the rule whose decisions it counts)"),
+            )),
+            (AlertKind::AutoDecisions, Some(rule), _) => {
+                if !workflows.iter().any(|w| w.rule_specs.iter().any(|r| &r.name == rule)) {
+                    out.push((
+                        "rule",
+                        format!("alert {name:?}: no workflow has a rule {rule:?}"),
+                    ));
+                }
+            }
+            (AlertKind::Denials | AlertKind::Requests, _, None) => out.push((
+                "kind",
+                format!("alert {name:?}: kind = \"{kind}\" needs workflow = \"...\""),
+            )),
+            (AlertKind::Denials | AlertKind::Requests, _, Some(w)) => {
+                if !workflows.iter().any(|x| &x.name == w) {
+                    out.push((
+                        "workflow",
+                        format!("alert {name:?}: workflow {:?} is not configured", w.as_str()),
+                    ));
+                }
+            }
+        }
+        if self.kind != AlertKind::AutoDecisions && self.rule.is_some() {
+            out.push((
+                "rule",
+                format!("alert {name:?}: rule applies to kind = \"auto_decisions\" only"),
+            ));
+        }
+        if self.kind == AlertKind::AutoDecisions && self.workflow.is_some() {
+            out.push((
+                "workflow",
+                format!(
+                    "alert {name:?}: kind = \"auto_decisions\" counts by rule; leave out workflow"
+                ),
+            ));
+        }
+        if self.per_requester && self.kind != AlertKind::Requests {
+            out.push((
+                "per_requester",
+                format!("alert {name:?}: per_requester applies to kind = \"requests\" only"),
+            ));
+        }
+        if self.within.as_millis() < 10_000 {
+            out.push((
+                "within",
+                format!("alert {name:?}: within must be at least 10s"),
+            ));
+        }
+        out
+    }
+}
+
+/// `[mcp]`: what AI agents get over MCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// The workflow `permission_prompt` asks in (default: the default workflow).
+    pub permission_workflow: Option<WorkflowName>,
+    /// How long `permission_prompt` waits for a person before it answers deny.
+    pub permission_timeout: DurationSpec,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            permission_workflow: None,
+            permission_timeout: "10m".parse().unwrap_or_else(|_| unreachable!()),
+        }
+    }
+}
+
+/// `[limits]`: what no caller may exceed, so that nobody can flood, starve or stall the
+/// server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Creates per API key per minute (on each replica), in bursts of up to that many; over it
+    /// the answer is 429 `rate_limited` with `Retry-After`.
+    pub requests_per_minute_per_key: u32,
+    /// Open HTTP connections at once; more wait in the kernel's queue.
+    pub max_connections: u32,
+    /// Long-polls waiting at once; more are answered 429 `too_many_waiters`.
+    pub max_waiters: u32,
+    /// A connection must send its request headers within this long, or it is closed.
+    pub header_timeout: DurationSpec,
+    /// Longest time to answer a request other than a long-poll.
+    pub request_timeout: DurationSpec,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
+        Self {
+            requests_per_minute_per_key: 600,
+            max_connections: 1024,
+            max_waiters: 1000,
+            header_timeout: d("10s"),
+            request_timeout: d("30s"),
+        }
+    }
+}
+
+/// `[delivery]`: how the outbox retries, paces Slack and calls out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Let `callback_url` reach loopback and private addresses (tests, local setups).
+    pub allow_private_targets: bool,
+    /// `whsec_...`; `GREENLIGHT_WEBHOOK_SECRET` wins. Unset: generated once and stored.
+    pub webhook_secret: Option<Secret>,
+    /// Failed attempts before a job is dead.
+    pub max_attempts: u32,
+    /// A job older than this is dead at its next failure.
+    pub max_age: DurationSpec,
+    /// First retry delay; doubles each time (with jitter) up to `backoff_max`.
+    pub backoff_base: DurationSpec,
+    pub backoff_max: DurationSpec,
+    /// Time limit of one callback or action hook call.
+    pub timeout: DurationSpec,
+    /// Requester-given callbacks in flight at once: their own share of the worker, apart from
+    /// Slack's and the operators' hooks, so a slow callback URL cannot hold up Slack.
+    pub callback_concurrency: u32,
+    /// Callbacks in flight at once to any one host.
+    pub callback_host_concurrency: u32,
+    /// How long a claimed delivery is one worker's alone; a worker that dies loses its jobs
+    /// to the others after this long.
+    pub lease: DurationSpec,
+    /// chat.postMessage pace per channel (Slack allows about one a second, with bursts).
+    pub slack_posts_per_second: f64,
+    pub slack_post_burst: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let d = |s: &str| s.parse().unwrap_or_else(|_| unreachable!());
+        Self {
+            allow_private_targets: false,
+            webhook_secret: None,
+            max_attempts: 15,
+            max_age: d("24h"),
+            backoff_base: d("500ms"),
+            backoff_max: d("5m"),
+            timeout: d("10s"),
+            callback_concurrency: 16,
+            callback_host_concurrency: 4,
+            lease: d("60s"),
+            slack_posts_per_second: 1.0,
+            slack_post_burst: 5,
+        }
+    }
+}
+
+/// `[database]`: the connection pool (PostgreSQL; SQLite has one writer and a few readers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Connections per replica.
+    pub max_connections: u32,
+    /// A statement running longer than this is cancelled (and its write rolled back).
+    pub statement_timeout: DurationSpec,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let defaults = crate::store::DatabaseOptions::default();
+        Self {
+            max_connections: defaults.max_connections,
+            statement_timeout: DurationSpec::from_secs(defaults.statement_timeout.as_secs())
+                .unwrap_or_else(|_| unreachable!()),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn options(&self) -> crate::store::DatabaseOptions {
+        crate::store::DatabaseOptions {
+            max_connections: self.max_connections,
+            statement_timeout: self.statement_timeout.as_duration(),
+        }
+    }
+}
+
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "10s";
+/// Slack allows at most 10 Socket Mode connections per app, across all replicas.
+pub const SLACK_MAX_SOCKET_CONNECTIONS: u32 = 10;
+
+/// `[alerts]`: where deliveries that failed for good are announced.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    pub channel: Option<ChannelRef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SlackConfig {
+    pub bot_token: Option<Secret>,
+    pub signing_secret: Option<Secret>,
+    pub app_token: Option<Secret>,
+    pub api_url: String,
+    /// Socket Mode connections this replica opens (Slack allows 10 per app in all).
+    pub socket_connections: u32,
+}
+
+impl SlackConfig {
+    pub const DEFAULT_SOCKET_CONNECTIONS: u32 = 2;
+}
+
+/// One `[[workflow]]`: where requests go, who decides them and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    pub name: WorkflowName,
+    pub channel: ChannelRef,
+    /// Slack user and user group ids; empty means anyone who can see the channel.
+    #[serde(default)]
+    pub approvers: Vec<Approver>,
+    #[serde(default = "one")]
+    pub approvals_required: u32,
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    /// Deny opens a modal asking why.
+    #[serde(default)]
+    pub require_deny_reason: bool,
+    /// Buttons ask "are you sure?" before they count.
+    #[serde(default)]
+    pub confirm: bool,
+    /// Default expiry; a request's own `expires_in` wins.
+    pub expires_in: Option<DurationSpec>,
+    #[serde(default)]
+    pub on_expiry: OnExpiry,
+    pub remind_after: Option<DurationSpec>,
+    /// Mentioned from the second reminder on.
+    pub escalate_to: Option<Approver>,
+    /// Lets a request name its own channel.
+    #[serde(default)]
+    pub allow_channel_override: bool,
+    #[serde(default, rename = "rule")]
+    pub rule_specs: Vec<RuleSpec>,
+    /// `rule_specs`, compiled once by the loader.
+    #[serde(skip)]
+    pub rules: Vec<Rule>,
+    /// URLs that get a signed callback on every state change of this workflow's requests.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    #[serde(default)]
+    pub on_approve: Vec<ActionHook>,
+    #[serde(default)]
+    pub on_deny: Vec<ActionHook>,
+    /// How Slack hears of this workflow's auto-decisions; a rule's own `notify` wins.
+    #[serde(default)]
+    pub notify: Notify,
+    /// How long one digest message stands for (`notify = "digest"`).
+    #[serde(default = "default_digest_interval")]
+    pub digest_interval: DurationSpec,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub const DEFAULT_DIGEST_INTERVAL: &str = "5m";
+
+fn default_digest_interval() -> DurationSpec {
+    DEFAULT_DIGEST_INTERVAL
+        .parse()
+        .unwrap_or_else(|_| unreachable!())
+}
+
+/// A `[[workflow.rule]]` as written; `Workflow::rules` holds it compiled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub name: String,
+    /// CEL over `params`, `requester`, `workflow`, `title` and `now`.
+    pub when: toml::Spanned<String>,
+    pub decision: Verdict,
+    /// How Slack hears of this rule's decisions (default: the workflow's `notify`).
+    pub notify: Option<Notify>,
+}
+
+impl Workflow {
+    /// A workflow with every policy at its default: one approval from anyone in the channel.
+    pub fn new(name: WorkflowName, channel: ChannelRef) -> Self {
+        Self {
+            name,
+            channel,
+            approvers: Vec::new(),
+            approvals_required: 1,
+            allow_self_approval: false,
+            require_deny_reason: false,
+            confirm: false,
+            expires_in: None,
+            on_expiry: OnExpiry::default(),
+            remind_after: None,
+            escalate_to: None,
+            allow_channel_override: false,
+            rule_specs: Vec::new(),
+            rules: Vec::new(),
+            webhooks: Vec::new(),
+            on_approve: Vec::new(),
+            on_deny: Vec::new(),
+            notify: Notify::default(),
+            digest_interval: default_digest_interval(),
+        }
+    }
+
+    /// How Slack hears of a decision by the rule `rule`.
+    pub fn notify_for(&self, rule: &str) -> Notify {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| r.notify)
+            .unwrap_or(self.notify)
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            approvals_required: self.approvals_required,
+            allow_self_approval: self.allow_self_approval,
+        }
+    }
+
+    /// Adds a rule (for tests and programmatic configs); the loader compiles `[[workflow.rule]]`.
+    pub fn with_rule(mut self, name: &str, when: &str, decision: Verdict) -> Self {
+        let rule = Rule::compile(name, when, decision)
+            .unwrap_or_else(|p| panic!("rule {name} does not compile: {p:?}"));
+        self.rules.push(rule);
+        self
+    }
+
+    /// Problems that need no file to find, each with the key it is about (the loader places
+    /// them in the file).
+    pub(super) fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name = self.name.as_str();
+        if self.approvals_required == 0 {
+            out.push((
+                "approvals_required",
+                format!("workflow {name:?}: approvals_required must be at least 1"),
+            ));
+        }
+        let has_groups = self
+            .approvers
+            .iter()
+            .any(|a| matches!(a, Approver::Group(_)));
+        let people = self.approvers.len();
+        if !self.approvers.is_empty() && !has_groups && people < self.approvals_required as usize {
+            out.push((
+                "approvals_required",
+                format!(
+                    "workflow {name:?}: approvals_required = {} but only {people} approver(s) are listed, so no request could ever be approved",
+                    self.approvals_required
+                ),
+            ));
+        }
+        let interval = self.digest_interval.as_millis();
+        if !(10_000..=86_400_000).contains(&interval) {
+            out.push((
+                "digest_interval",
+                format!("workflow {name:?}: digest_interval must be between 10s and 24h"),
+            ));
+        }
+        if self.escalate_to.is_some() && self.remind_after.is_none() {
+            out.push((
+                "escalate_to",
+                format!(
+                    "workflow {name:?}: escalate_to needs remind_after (escalation happens on the second reminder)"
+                ),
+            ));
+        }
+        for url in &self.webhooks {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                out.push((
+                    "webhooks",
+                    format!("workflow {name:?}: webhook {url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub(super) listen: Option<String>,
+    pub(super) database_url: Option<String>,
+    #[serde(default)]
+    pub(super) database: DatabaseConfig,
+    pub(super) shutdown_timeout: Option<DurationSpec>,
+    #[serde(default)]
+    pub(super) slack: FileSlack,
+    #[serde(default)]
+    pub(super) delivery: DeliveryConfig,
+    #[serde(default)]
+    pub(super) alerts: AlertsConfig,
+    #[serde(default)]
+    pub(super) limits: LimitsConfig,
+    #[serde(default)]
+    pub(super) mcp: McpConfig,
+    pub(super) public_url: Option<String>,
+    #[serde(default, rename = "workflow")]
+    pub(super) workflows: Vec<Workflow>,
+    #[serde(default, rename = "alert")]
+    pub(super) alert_rules: Vec<Alert>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileSlack {
+    pub(super) bot_token: Option<Secret>,
+    pub(super) signing_secret: Option<Secret>,
+    pub(super) app_token: Option<Secret>,
+    pub(super) api_url: Option<String>,
+    pub(super) socket_connections: Option<u32>,
+}

@@ -1,0 +1,362 @@
+use super::*;
+use std::collections::HashMap;
+
+use crate::domain::{Notify, OnExpiry, Policy, Verdict};
+
+fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("greenlight.toml");
+    std::fs::write(&path, file).unwrap();
+    let mut vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.insert("GREENLIGHT_CONFIG".into(), path.display().to_string());
+    Config::load_with(|k| vars.get(k).cloned())
+}
+
+#[test]
+fn environment_wins_over_file_over_defaults() {
+    let c = load(
+        "listen = \"127.0.0.1:9000\"\n[slack]\nbot_token = \"xoxb-file\"\n[[workflow]]\nname = \"deploy\"\nchannel = \"#deploys\"\n",
+        &[("SLACK_BOT_TOKEN", "xoxb-env")],
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.slack.bot_token.unwrap().expose(), "xoxb-env");
+    assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+    assert_eq!(c.workflows[0].name.as_str(), "deploy");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_location() {
+    let err = load(
+        "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploys\"\napprover = [\"U1\"]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown field `approver`"), "{err}");
+    assert!(err.contains("greenlight.toml:4:1: error:"), "{err}");
+}
+
+#[test]
+fn bad_values_are_listed() {
+    let err = load(
+        "[[workflow]]\nname = \"Deploy!\"\nchannel = \"#deploys\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("invalid workflow name"), "{err}");
+    let err = load(
+        "[[workflow]]\nname = \"a\"\nchannel = \"#a\"\n[[workflow]]\nname = \"a\"\nchannel = \"#b\"\n",
+        &[("GREENLIGHT_LISTEN", "nope")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("defined twice") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn notify_digests_and_alerts_load_and_are_checked() {
+    let c = load(
+        r##"
+public_url = "https://greenlight.example.com/"
+[alerts]
+channel = "#ops"
+
+[[workflow]]
+name = "payments"
+channel = "#payments"
+notify = "digest"
+digest_interval = "10m"
+
+[[workflow.rule]]
+name = "small"
+when = "params.amount < 500"
+decision = "approve"
+
+[[workflow.rule]]
+name = "tiny"
+when = "params.amount < 5"
+decision = "approve"
+notify = "silent"
+
+[[alert]]
+name = "runaway"
+kind = "auto_decisions"
+rule = "small"
+above = 1000
+within = "10m"
+
+[[alert]]
+name = "one-bot"
+kind = "requests"
+workflow = "payments"
+per_requester = true
+above = 100
+within = "1m"
+"##,
+        &[],
+    )
+    .unwrap();
+    let w = c.workflow("payments").unwrap();
+    assert_eq!(w.digest_interval.as_millis(), 600_000);
+    assert_eq!(w.notify_for("small"), Notify::Digest);
+    assert_eq!(w.notify_for("tiny"), Notify::Silent);
+    assert_eq!(
+        c.public_url.as_deref(),
+        Some("https://greenlight.example.com")
+    );
+    assert_eq!(c.alert_rules.len(), 2);
+    assert_eq!(c.alert_rules[1].kind, AlertKind::Requests);
+    let d = load("[[workflow]]\nname = \"d\"\nchannel = \"#d\"\n", &[]).unwrap();
+    assert_eq!(d.workflows[0].notify, Notify::Message);
+    assert_eq!(d.workflows[0].digest_interval.as_millis(), 300_000);
+
+    let err = load(
+        r##"
+public_url = "ftp://x"
+[[workflow]]
+name = "payments"
+channel = "#payments"
+notify = "loud"
+digest_interval = "1s"
+
+[[workflow.rule]]
+name = "promoted"
+when = "approved_in('stagin', 'version', params.version)"
+decision = "approve"
+
+[[alert]]
+name = "a"
+kind = "auto_decisions"
+above = 1
+within = "1m"
+
+[[alert]]
+name = "a"
+kind = "denials"
+workflow = "nope"
+per_requester = true
+above = 1
+within = "1s"
+"##,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        "public_url \"ftp://x\" is not an http(s) URL",
+        "unknown variant `loud`",
+        "no workflow \"stagin\" to look back at",
+        "needs rule = ",
+        "alert \"a\" is defined twice",
+        "workflow \"nope\" is not configured",
+        "per_requester applies to kind = \"requests\" only",
+        "within must be at least 10s",
+        "[[alert]] needs somewhere to post",
+    ] {
+        assert!(err.contains(want), "{want}:\n{err}");
+    }
+}
+
+#[test]
+fn policies_load_with_their_defaults_and_rules_compile() {
+    let c = load(
+        r##"
+[[workflow]]
+name = "payments"
+channel = "C0PAYMENTS"
+approvers = ["U0ALICE", "S0SRE"]
+approvals_required = 2
+expires_in = "1h"
+on_expiry = "deny"
+remind_after = "15m"
+escalate_to = "U0ERIN"
+
+[[workflow.rule]]
+name = "small-payment"
+when = "params.amount < 500 && params.currency == 'USD'"
+decision = "approve"
+
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+"##,
+        &[],
+    )
+    .unwrap();
+    let p = c.workflow("payments").unwrap();
+    assert_eq!(p.approvers.len(), 2);
+    assert_eq!(p.policy().approvals_required, 2);
+    assert_eq!(p.on_expiry, OnExpiry::Deny);
+    assert_eq!(p.rules.len(), 1);
+    assert_eq!(p.rules[0].verdict, Verdict::Approve);
+    let d = c.workflow("deploy").unwrap();
+    assert_eq!(d.policy(), Policy::default());
+    assert!(d.rules.is_empty() && d.approvers.is_empty() && !d.confirm);
+}
+
+#[test]
+fn every_problem_is_listed_with_its_place() {
+    let err = load(
+        r##"
+[[workflow]]
+name = "payments"
+channel = "payments"
+expires_in = "1x"
+
+[[workflow.rule]]
+name = "broken"
+when = "params.amount <"
+decision = "approve"
+
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+approvers = ["U0ALICE"]
+approvals_required = 2
+escalate_to = "S0SRE"
+
+[[workflow.rule]]
+name = "typo"
+when = "param.amount < 5"
+decision = "approve"
+"##,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("invalid channel"), "{err}");
+    assert!(
+        err.contains(":5:14: error: invalid duration \"1x\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(":9:24: error: workflow \"payments\", rule \"broken\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            ":16:1: error: workflow \"deploy\": approvals_required = 2 but only 1 approver"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(":17:1: error: workflow \"deploy\": escalate_to needs remind_after"),
+        "{err}"
+    );
+    assert!(err.contains("unknown name `param`"), "{err}");
+    // The caret sits under `param`, column 9 of line 21.
+    assert!(err.contains(":21:9:"), "{err}");
+    assert!(
+        err.contains("   21 | when = \"param.amount < 5\"\n      |         ^"),
+        "{err}"
+    );
+    assert!(!err.contains("TOML parse error"), "{err}");
+    assert!(err.ends_with("6 problems in the configuration"), "{err}");
+}
+
+/// Everything a newcomer hit one batch at a time, in one pass, sorted by line.
+#[test]
+fn one_pass_reports_everything_in_line_order() {
+    let err = load(
+        r##"
+[delivery]
+max_attempts = 0
+colour = "green"
+
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+approvers = ["U0ALICE"]
+approvals_required = 3
+escalate_to = "U0BOSS"
+mystery = 1
+
+[[workflow.rule]]
+name = "r"
+when = "parms.x > 1"
+decision = "approve"
+
+[[workflow.on_approve]]
+name = "Deploy"
+url = "https://ci.example.com/job?token=${NOT_SET_ANYWHERE}&v={{nope}}"
+
+[[workflow.on_deny]]
+url = "https://ci.example.com/"
+body = '{"v": {{params.v}}}'
+
+[[workflow]]
+channel = "#other"
+expires_in = "soon"
+"##,
+        &[],
+    )
+    .unwrap_err();
+    let problems = err.problems();
+    let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "{err}");
+    let text = err.to_string();
+    for (line, what) in [
+        (3, "max_attempts must be at least 1"),
+        (4, "unknown field `colour`"),
+        (10, "approvals_required = 3 but only 1 approver"),
+        (11, "escalate_to needs remind_after"),
+        (12, "unknown field `mystery`"),
+        (16, "unknown name `parms`"),
+        (21, "unknown placeholder {{nope}}"),
+        (25, "not valid JSON once filled in"),
+        (27, "missing field `name`"),
+        (29, "invalid duration \"soon\""),
+    ] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.line == line && p.message.contains(what)),
+            "line {line}: {what}\n{text}"
+        );
+    }
+    // Every problem names the file, line and column.
+    for p in problems {
+        assert!(p.place.contains("greenlight.toml:"), "{p}");
+    }
+}
+
+#[test]
+fn no_workflow_is_refused_with_a_pasteable_snippet() {
+    let c = Config::load_with(|_| None).unwrap();
+    let p = c.workflow_problem().expect("no workflows is a problem");
+    assert!(p.message.contains(WORKFLOW_SNIPPET), "{p}");
+    let snippet: toml::Table = toml::from_str(WORKFLOW_SNIPPET).unwrap();
+    assert_eq!(snippet["workflow"][0]["channel"].as_str(), Some("#deploy"));
+}
+
+/// The commented example in the repository stays valid as the config grows.
+#[test]
+fn the_shipped_example_config_is_clean() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/greenlight.toml"
+    );
+    let c = Config::load_with(|k| (k == "GREENLIGHT_CONFIG").then(|| path.to_owned()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.workflow_problem().is_none());
+    let deploy = c.workflow("deploy").unwrap();
+    assert_eq!(deploy.rules.len(), 2);
+    assert_eq!(deploy.on_approve.len(), 1);
+    assert_eq!(c.alert_rules.len(), 2);
+}
+
+#[test]
+fn secrets_do_not_print() {
+    let s = Secret::new("xoxb-very-secret");
+    assert!(!format!("{s:?}").contains("very-secret"));
+}
