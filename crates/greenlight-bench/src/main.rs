@@ -6,6 +6,7 @@ mod db;
 mod load;
 mod procs;
 mod report;
+mod rows;
 mod scenarios;
 
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! target next to them; printed as a markdown table and written as JSON.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -106,6 +107,15 @@ pub fn ms(v: Option<f64>) -> String {
 
 pub fn mb(bytes: Option<u64>) -> String {
     bytes.map_or("-".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6))
+}
+
+pub(crate) fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s} s")
+    }
 }
 
 pub fn rate(v: f64) -> String {
