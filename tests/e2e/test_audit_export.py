@@ -1,6 +1,6 @@
 """The audit log checked by a third party: `greenlight audit export` of what `greenlight dev`
-wrote, verified by the Python verifier printed in the README (read from README.md, not copied
-here), which must also catch an edited line."""
+wrote, verified by the Python verifier printed in docs/operations.md (read from that file, not
+copied here), which must also catch an edited line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import REPO, greenlight_bin, hermetic_env, wait_for
 
 
 def readme_verifier() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "operations.md").read_text()
     section = text[text.index("### Verifying an export") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 

@@ -1,5 +1,5 @@
 //! greenlight-bench: greenlight against the seed Flask bot, same run, same machine, with the
-//! sandbox (in this process) as Slack. See the README's "Benchmarks" section for the method.
+//! sandbox (in this process) as Slack. See docs/benchmarks.md for the method.
 #![forbid(unsafe_code)]
 
 mod db;

@@ -141,7 +141,7 @@ fn a_quick_run_fills_every_row() {
     } else {
         println!(
             "the peer's rows were skipped: set GREENLIGHT_BENCH_PEER_APP to the seed Flask bot's \
-             app.py to include them (see the README's Benchmarks section)"
+             app.py to include them (see docs/benchmarks.md)"
         );
     }
 

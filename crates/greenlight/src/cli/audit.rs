@@ -21,7 +21,7 @@ Examples:
 pub(super) const BACKUP_AFTER: &str = "\
 SQLite only: the copy is taken with VACUUM INTO, a consistent snapshot even while the server
 writes. To restore, stop the server and put the copy in place of the database file (or point
-GREENLIGHT_DATABASE_URL at it). For PostgreSQL use pg_dump (see the README).
+GREENLIGHT_DATABASE_URL at it). For PostgreSQL use pg_dump (see docs/operations.md).
 
 Environment:
   GREENLIGHT_DATABASE_URL  sqlite:PATH [default: sqlite:greenlight.db]";
@@ -44,7 +44,7 @@ enum AuditCommand {
     /// that was edited, deleted, reordered or inserted.
     Verify,
     /// Write the chained log as JSON Lines with each entry's hash and previous hash, for a
-    /// third party to verify offline (the README has a verifier).
+    /// third party to verify offline (docs/operations.md has a verifier).
     Export {
         /// Only entries after this audit id (the `id` of the last line of an earlier export).
         #[arg(long, default_value_t = 0)]

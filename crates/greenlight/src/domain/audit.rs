@@ -1,7 +1,7 @@
 //! The audit log's hash chain: each entry's hash covers a canonical form of its content and
 //! the previous entry's hash, so an entry edited, deleted, reordered or inserted afterwards
 //! breaks every hash after it. The canonical form is plain enough to recompute anywhere (the
-//! README has a Python verifier):
+//! "Verifying an export" section of docs/operations.md has a Python verifier):
 //!
 //! `hash = hex(SHA-256(UTF-8 of the compact JSON array
 //!        [id, at, request_id, event, actor, data_json, prev_hash]))`

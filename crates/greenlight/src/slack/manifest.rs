@@ -1,6 +1,6 @@
 //! The Slack app greenlight needs, as an app manifest: what `greenlight slack-manifest` prints
-//! and the README's set-up follows. The bot scopes, events and the slash command are listed
-//! here once, each with the reason greenlight needs it, so the manifest, the README and the code
+//! and the set-up in docs/slack.md follows. The bot scopes, events and the slash command are listed
+//! here once, each with the reason greenlight needs it, so the manifest, docs/slack.md and the code
 //! that calls Slack cannot drift apart.
 //!
 //! The fields follow Slack's app manifest reference (`display_information`, `features`,

@@ -904,7 +904,7 @@ impl Store for PostgresStore {
 
     async fn backup(&self, _path: &std::path::Path) -> StoreResult<()> {
         Err(StoreError::Unsupported(
-            "greenlight backup copies SQLite databases; back up PostgreSQL with pg_dump (see the README)",
+            "greenlight backup copies SQLite databases; back up PostgreSQL with pg_dump (see docs/operations.md)",
         ))
     }
 
