@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Service, ServiceResult};
 use crate::config::{Alert, AlertKind};
-use crate::slack::render;
+use crate::slack::{mrkdwn, render};
 use crate::store::{Effect, NewAudit};
 
 /// How often the counts are looked at.
@@ -61,7 +61,7 @@ impl Service {
             let what = describe(alert, &scope, requester.as_deref(), count);
             let text = format!(
                 ":rotating_light: Alert *{}*: {what}",
-                render::escape_within(&alert.name, 100)
+                mrkdwn::escape_within(&alert.name, 100)
             );
             let audit = [NewAudit {
                 request_id: None,
@@ -101,7 +101,7 @@ impl Service {
 
 /// What tripped it, in words (mrkdwn, escaped).
 fn describe(alert: &Alert, scope: &str, requester: Option<&str>, count: i64) -> String {
-    let scope = render::escape_within(scope, 100);
+    let scope = mrkdwn::escape_within(scope, 100);
     let within = alert.within;
     let above = alert.above;
     match alert.kind {
@@ -114,7 +114,7 @@ fn describe(alert: &Alert, scope: &str, requester: Option<&str>, count: i64) -> 
         AlertKind::Requests => match (alert.per_requester, requester) {
             (true, Some(r)) => format!(
                 "{} made {count} requests in workflow *{scope}* in the last {within} (above {above})",
-                render::who(&render::escape_within(r, 100))
+                render::who(&mrkdwn::escape_within(r, 100))
             ),
             (true, None) => format!(
                 "{count} requests without a requester in workflow *{scope}* in the last {within} (above {above})"

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use slack_morphism::prelude::*;
 
 use crate::domain::{Request, Status};
-use crate::slack::render::{self, Look, escape, escape_within, md};
+use crate::slack::mrkdwn::{self, escape, escape_within};
+use crate::slack::render::{self, Look, md};
 
 /// A slash command payload, read leniently: Slack adds fields over time, and greenlight reads
 /// only these.
@@ -80,7 +81,7 @@ fn ephemeral(text: String, blocks: Vec<SlackBlock>) -> Value {
 
 fn section(text: String) -> SlackBlock {
     SlackSectionBlock::new()
-        .with_text(md(render::truncate(&text, 3000)))
+        .with_text(md(mrkdwn::truncate(&text, 3000)))
         .into()
 }
 

@@ -5,7 +5,8 @@
 use slack_morphism::prelude::*;
 
 use crate::domain::{Request, Status};
-use crate::slack::render::{self, Look, escape_within, md, who};
+use crate::slack::mrkdwn::{self, escape_within};
+use crate::slack::render::{self, Look, md, who};
 
 /// Block ids of the Home tab's button rows: this prefix and the request id (unique per view).
 pub const HOME_ACTIONS_BLOCK: &str = "greenlight.home";
@@ -32,13 +33,13 @@ fn header(text: &str) -> SlackBlock {
 
 fn section(text: String) -> SlackBlock {
     SlackSectionBlock::new()
-        .with_text(md(render::truncate(&text, 3000)))
+        .with_text(md(mrkdwn::truncate(&text, 3000)))
         .into()
 }
 
 fn context(text: String) -> SlackBlock {
     SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-        SlackBlockMarkDownText::new(render::truncate(&text, 3000)),
+        SlackBlockMarkDownText::new(mrkdwn::truncate(&text, 3000)),
     )])
     .into()
 }
@@ -98,7 +99,7 @@ pub fn view(tab: &HomeTab) -> SlackView {
         let names: Vec<String> = tab
             .unchecked
             .iter()
-            .map(|w| format!("*{}*", render::escape(w)))
+            .map(|w| format!("*{}*", mrkdwn::escape(w)))
             .collect();
         blocks.push(context(format!(
             ":warning: greenlight could not look up who approves in {} just now; their requests are missing here until the next refresh.",

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod home;
 pub mod interaction;
 pub mod manifest;
+pub mod mrkdwn;
 pub mod render;
 pub mod signature;
 pub mod socket_mode;

@@ -308,7 +308,8 @@ fn a_request_url_must_be_https_and_the_transports_exclude_each_other() {
 #[test]
 fn the_readme_names_exactly_the_manifests_scopes() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/slack.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/slack.md"))
+            .unwrap();
     let start = readme
         .find("## Running against real Slack")
         .expect("the section");

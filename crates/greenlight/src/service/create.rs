@@ -1,0 +1,301 @@
+//! Creating a request: the workflow's policy, its rules (run in passes while they ask history),
+//! the idempotency key, and the first message and callbacks, written in one transaction.
+
+use sha2::{Digest, Sha256};
+
+use super::{Event, Service, ServiceError, ServiceResult};
+use crate::config::Workflow;
+use crate::domain::{
+    ChannelRef, DecisionKind, DurationSpec, NewRequest, Notify, Params, Request, RequestId,
+    WorkflowName,
+};
+use crate::rules::{self, RuleInput};
+use crate::store::{ApiKey, CreateOutcome, Delivery, DigestWindow, Effect, Idempotency, NewAudit};
+
+/// A validated request to create an approval.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CreateInput {
+    pub workflow: Option<WorkflowName>,
+    pub title: String,
+    pub details: Option<String>,
+    pub params: Params,
+    pub requester: Option<String>,
+    pub callback_url: Option<String>,
+    pub expires_in: Option<DurationSpec>,
+    /// Another channel than the workflow's, where the workflow allows it.
+    pub channel: Option<ChannelRef>,
+    /// The caller's own JSON object, kept and handed back, never shown in Slack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The agent tool call the request asks about (MCP's permission prompt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<crate::domain::ToolCall>,
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
+}
+
+impl Service {
+    /// Creates a request; with it come its deliveries as written (`None`: an earlier create
+    /// with the same idempotency key made it, and this one wrote nothing).
+    pub async fn create(
+        &self,
+        input: CreateInput,
+        key: &ApiKey,
+    ) -> ServiceResult<(Request, Option<Vec<Delivery>>)> {
+        self.take_create(key)?;
+        let workflow = self.workflow(input.workflow.as_ref())?;
+        if input.channel.is_some() && !workflow.allow_channel_override {
+            return Err(ServiceError::ChannelOverrideNotAllowed(
+                workflow.name.to_string(),
+            ));
+        }
+        let now = self.now();
+        let idempotency = input.idempotency_key.as_ref().map(|k| Idempotency {
+            api_key: key.id.clone(),
+            key: k.clone(),
+            fingerprint: fingerprint(&input),
+        });
+        // DurationSpec is bounded to a year, so this cannot leave jiff's range.
+        let after = |d: DurationSpec| {
+            jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok()
+        };
+        let expires_at = input.expires_in.or(workflow.expires_in).and_then(after);
+        let remind_at = workflow.remind_after.and_then(after);
+        let evaluation = self
+            .evaluate_rules(
+                workflow,
+                &input.params,
+                input.requester.as_deref(),
+                &input.title,
+                now,
+            )
+            .await?;
+        let mut request = Request::new(
+            RequestId::generate_at(now.as_millisecond()),
+            NewRequest {
+                workflow: workflow.name.clone(),
+                title: input.title,
+                details: input.details,
+                params: input.params,
+                requester: input.requester,
+                channel: input.channel.unwrap_or_else(|| workflow.channel.clone()),
+                expires_at,
+                callback_url: input.callback_url,
+                remind_at,
+            },
+            now,
+        );
+        request.metadata = input.metadata;
+        request.tool_call = input.tool_call;
+        request.created_by = Some(key.id.clone());
+        let mut audit = vec![NewAudit {
+            request_id: Some(request.id.clone()),
+            event: Event::Created.as_str(),
+            actor: key.name.clone(),
+            data: serde_json::json!({
+                "workflow": request.workflow,
+                "title": request.title,
+                "api_key": key.id,
+            }),
+        }];
+        for failure in &evaluation.failures {
+            tracing::warn!(workflow = %workflow.name, rule = %failure.rule, error = %failure.error, "rule failed; counted as no match");
+            audit.push(NewAudit {
+                request_id: Some(request.id.clone()),
+                event: "rule.failed",
+                actor: failure.rule.clone(),
+                data: serde_json::json!({ "error": failure.error }),
+            });
+        }
+        let mut decided = None;
+        let mut notify = Notify::Message;
+        if let Some(m) = &evaluation.decision {
+            notify = workflow.notify_for(&m.rule);
+            let status = request.decide_by_rule(&m.rule, m.verdict, m.summary.clone(), now)?;
+            audit.push(NewAudit {
+                request_id: Some(request.id.clone()),
+                event: Event::Decided(status).as_str(),
+                actor: m.rule.clone(),
+                data: serde_json::json!({
+                    "rule": m.rule,
+                    "kind": DecisionKind::Policy,
+                    "verdict": m.verdict,
+                    "reason": m.summary,
+                    "notify": notify,
+                }),
+            });
+            decided = Some(status);
+        }
+        let mut effects = self.effects_for(&request, Event::Created);
+        if notify != Notify::Message {
+            effects.retain(|e| !matches!(e, Effect::SlackPost { .. }));
+        }
+        if notify == Notify::Digest {
+            let window = DigestWindow::at(
+                request.channel.as_str(),
+                now.as_millisecond(),
+                workflow.digest_interval.as_millis(),
+            );
+            effects.push(Effect::SlackDigest {
+                key: window.key.clone(),
+                channel: window.channel,
+            });
+            request.digest_key = Some(window.key);
+        }
+        effects.extend(self.home_refreshes(&request).await);
+        if let Some(status) = decided {
+            // Callbacks and hooks hear of the decision too; the post already shows it.
+            effects.extend(
+                self.effects_for(&request, Event::Decided(status))
+                    .into_iter()
+                    .filter(|e| !matches!(e, Effect::SlackUpdate { .. })),
+            );
+        }
+        let outcome = self
+            .store
+            .create_request(
+                &request,
+                idempotency.as_ref(),
+                &audit,
+                &effects,
+                now.as_millisecond(),
+            )
+            .await;
+        match outcome {
+            Ok(CreateOutcome::Created(deliveries)) => {
+                metrics::counter!("greenlight_requests_created_total").increment(1);
+                match &evaluation.decision {
+                    Some(m) => {
+                        tracing::info!(request = %request.id, workflow = %request.workflow, status = request.status.as_str(), rule = %m.rule, "request created and decided by a rule")
+                    }
+                    None => {
+                        tracing::info!(request = %request.id, workflow = %request.workflow, title = %request.title, "request created")
+                    }
+                }
+                if let Some(status) = decided {
+                    metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Policy.as_str()).increment(1);
+                }
+                self.outbox.notify_one();
+                Ok((request, Some(deliveries)))
+            }
+            Ok(CreateOutcome::Existing(existing)) => Ok((*existing, None)),
+            Ok(CreateOutcome::KeyReused) => Err(ServiceError::IdempotencyKeyReused),
+            // Two tries with the same key raced; the loser finds the winner's request.
+            Err(e) if e.is_unique_violation() => {
+                match self
+                    .store
+                    .create_request(
+                        &request,
+                        idempotency.as_ref(),
+                        &[],
+                        &[],
+                        now.as_millisecond(),
+                    )
+                    .await?
+                {
+                    CreateOutcome::Existing(existing) => Ok((*existing, None)),
+                    CreateOutcome::KeyReused => Err(ServiceError::IdempotencyKeyReused),
+                    CreateOutcome::Created(deliveries) => Ok((request, Some(deliveries))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs the workflow's rules over what a create asks, with the live signals (when a rule
+    /// reads them) and the history the rules ask about, in as many passes as that takes.
+    pub(super) async fn evaluate_rules(
+        &self,
+        workflow: &Workflow,
+        params: &Params,
+        requester: Option<&str>,
+        title: &str,
+        now: jiff::Timestamp,
+    ) -> ServiceResult<rules::Evaluation> {
+        if workflow.rules.is_empty() {
+            return Ok(rules::Evaluation::default());
+        }
+        let signals: Vec<crate::domain::Signal> = if workflow.rules.iter().any(|r| r.reads_signals)
+        {
+            let mut all = self.store.signals().await?;
+            all.retain(|s| s.is_live(now));
+            all
+        } else {
+            Vec::new()
+        };
+        let mut history = rules::History::default();
+        let mut pass = 0;
+        loop {
+            pass += 1;
+            let mut evaluation = rules::evaluate(
+                &workflow.rules,
+                &RuleInput {
+                    params,
+                    requester,
+                    workflow: workflow.name.as_str(),
+                    title,
+                    now,
+                    signals: &signals,
+                    history: &history,
+                },
+            );
+            if evaluation.wanted.is_empty() {
+                return Ok(evaluation);
+            }
+            if pass >= rules::MAX_HISTORY_PASSES {
+                evaluation.failures.push(rules::RuleFailure {
+                    rule: "(history)".into(),
+                    error: format!(
+                        "the rules asked history {} rounds of questions without deciding; counted as no match",
+                        rules::MAX_HISTORY_PASSES
+                    ),
+                });
+                evaluation.wanted.clear();
+                return Ok(evaluation);
+            }
+            for call in std::mem::take(&mut evaluation.wanted) {
+                let answer = self.ask_history(&call, now).await?;
+                history.insert(call, answer);
+            }
+        }
+    }
+
+    /// One history question of a rule, answered by the store.
+    pub(super) async fn ask_history(
+        &self,
+        call: &rules::HistoryCall,
+        now: jiff::Timestamp,
+    ) -> ServiceResult<rules::HistoryAnswer> {
+        use rules::{HistoryAnswer, HistoryCall};
+        let now = now.as_millisecond();
+        Ok(match call {
+            HistoryCall::ApprovedIn {
+                workflow,
+                param,
+                value,
+            } => HistoryAnswer::Bool(self.store.approved_with(workflow, param, value).await?),
+            HistoryCall::CountRequests {
+                workflow,
+                within_ms,
+            } => HistoryAnswer::Count(
+                self.store
+                    .count_created(workflow, now.saturating_sub(*within_ms))
+                    .await?,
+            ),
+            HistoryCall::CountDenials {
+                workflow,
+                within_ms,
+            } => HistoryAnswer::Count(
+                self.store
+                    .count_denied(workflow, now.saturating_sub(*within_ms))
+                    .await?,
+            ),
+        })
+    }
+}
+
+/// A digest of what a create call asked for, to catch an idempotency key reused for another body.
+fn fingerprint(input: &CreateInput) -> String {
+    let canonical = serde_json::to_vec(input).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
+}

@@ -1,0 +1,130 @@
+//! What a change to a request sets off: the Slack post or update, reminders, signed callbacks
+//! and action hooks, planned here and written in the change's own transaction.
+
+use super::Service;
+use crate::domain::{Request, Status};
+use crate::slack::render;
+use crate::store::Effect;
+
+/// A change to a request: its audit event name and what it sets off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Created,
+    /// A vote was counted but did not decide (N of M).
+    VoteRecorded,
+    Decided(Status),
+    Cancelled,
+    /// A reminder (its number) was posted in the thread.
+    Reminded(u32),
+    /// The workflow no longer sends reminders.
+    RemindersStopped,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Created => "request.created",
+            Event::VoteRecorded => "vote.recorded",
+            Event::Decided(status) => status_event(status),
+            Event::Cancelled => "request.cancelled",
+            Event::Reminded(_) => "request.reminded",
+            Event::RemindersStopped => "request.reminders_stopped",
+        }
+    }
+}
+
+impl Service {
+    /// `effects_for`, plus refreshes of the open Home tabs the change shows on.
+    pub(super) async fn effects_of(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let mut effects = self.effects_for(request, event);
+        if matches!(
+            event,
+            Event::VoteRecorded | Event::Decided(_) | Event::Cancelled
+        ) {
+            effects.extend(self.home_refreshes(request).await);
+        }
+        effects
+    }
+
+    /// Everything a change sets off, in one place. Written in the same transaction as the
+    /// change, delivered by the outbox worker.
+    pub(super) fn effects_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let request_id = request.id.clone();
+        let mut effects = Vec::new();
+        match event {
+            Event::Created => effects.push(Effect::SlackPost { request_id }),
+            Event::VoteRecorded | Event::Decided(_) | Event::Cancelled => {
+                effects.push(Effect::SlackUpdate { request_id })
+            }
+            Event::RemindersStopped => return effects,
+            Event::Reminded(n) => {
+                let workflow = self.workflow_of(request);
+                effects.push(Effect::SlackThreadReply {
+                    request_id,
+                    text: render::reminder_text(
+                        request,
+                        workflow.map_or(&[][..], |w| w.approvers.as_slice()),
+                        workflow.and_then(|w| w.escalate_to.as_ref()),
+                        n,
+                        self.now(),
+                    ),
+                });
+                return effects;
+            }
+        }
+        effects.extend(self.callbacks_for(request, event));
+        effects
+    }
+
+    /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,
+    /// the workflow's action hooks.
+    pub(super) fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
+        let callback = request.callback_url.iter().map(|u| (u, true));
+        let configured = workflow
+            .into_iter()
+            .flat_map(|w| w.webhooks.iter().map(|u| (u, false)));
+        let targets: Vec<(&String, bool)> = callback.chain(configured).collect();
+        // The body (the whole request as JSON) only when someone is to receive it: most
+        // changes have no callback, and this runs on every vote.
+        let (body, webhook_id) = if targets.is_empty() {
+            Default::default()
+        } else {
+            (
+                crate::policy::webhook::payload(event.as_str(), request, self.now()),
+                crate::policy::webhook::new_message_id(),
+            )
+        };
+        let mut effects: Vec<Effect> = targets
+            .into_iter()
+            .map(|(url, guarded)| Effect::Webhook {
+                request_id: request.id.clone(),
+                url: url.clone(),
+                guarded,
+                event: event.as_str().to_owned(),
+                webhook_id: webhook_id.clone(),
+                body: body.clone(),
+            })
+            .collect();
+        let hooks = match (event, workflow) {
+            (Event::Decided(Status::Approved), Some(w)) => w.on_approve.as_slice(),
+            (Event::Decided(Status::Denied), Some(w)) => w.on_deny.as_slice(),
+            _ => &[],
+        };
+        effects.extend(hooks.iter().map(|hook| Effect::ActionHook {
+            request_id: request.id.clone(),
+            hook: hook.clone(),
+        }));
+        effects
+    }
+}
+
+fn status_event(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "vote.recorded",
+        Status::Approved => "request.approved",
+        Status::Denied => "request.denied",
+        Status::Expired => "request.expired",
+        Status::Cancelled => "request.cancelled",
+    }
+}
