@@ -88,7 +88,7 @@ async fn list(after: i64, limit: u32) -> ExitCode {
     }
 }
 
-async fn verify(store: &dyn store::Store) -> ExitCode {
+async fn verify(store: &dyn store::AuditLog) -> ExitCode {
     let now = jiff::Timestamp::now().as_millisecond();
     match crate::service::audit::verify(store, now).await {
         Err(e) => fail(e),
@@ -116,7 +116,7 @@ async fn verify(store: &dyn store::Store) -> ExitCode {
     }
 }
 
-async fn export(store: &dyn store::Store, after: i64) -> ExitCode {
+async fn export(store: &dyn store::AuditLog, after: i64) -> ExitCode {
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -135,7 +135,7 @@ async fn export(store: &dyn store::Store, after: i64) -> ExitCode {
     }
 }
 
-async fn backup_to(store: &dyn store::Store, path: &std::path::Path) -> ExitCode {
+async fn backup_to(store: &dyn store::Admin, path: &std::path::Path) -> ExitCode {
     if path.exists() {
         eprintln!("error: {} exists; backup writes a new file", path.display());
         return ExitCode::from(exit::USAGE);

@@ -66,7 +66,7 @@ pub(super) async fn copy_db(args: CopyDbArgs) -> ExitCode {
 }
 
 /// The configured secret, or the stored one (generated now if the server never ran).
-pub(super) async fn webhook_secret(config: &Config, store: &dyn store::Store) -> ExitCode {
+pub(super) async fn webhook_secret(config: &Config, store: &dyn store::Admin) -> ExitCode {
     match crate::delivery::webhook_secret(config, store).await {
         Ok(secret) => {
             println!("{}", secret.expose());

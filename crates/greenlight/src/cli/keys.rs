@@ -29,7 +29,7 @@ pub(super) enum KeysCommand {
     },
 }
 
-pub(super) async fn keys(cmd: KeysCommand, store: &dyn store::Store) -> ExitCode {
+pub(super) async fn keys(cmd: KeysCommand, store: &dyn store::ApiKeys) -> ExitCode {
     match cmd {
         KeysCommand::Create { name, scopes } => {
             let name = name.trim().to_owned();

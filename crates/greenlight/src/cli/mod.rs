@@ -152,7 +152,9 @@ async fn run(command: Command) -> ExitCode {
         Command::Ask(args) => ask::ask(args).await,
         Command::Audit(args) => audit::audit(args).await,
         Command::Backup(args) => audit::backup(args).await,
-        Command::WebhookSecret => with_store(db::webhook_secret).await,
+        Command::WebhookSecret => {
+            with_store(async |config, store| db::webhook_secret(config, store).await).await
+        }
         Command::CopyDb(args) => db::copy_db(args).await,
         Command::Requests(cmd) => requests::requests(cmd).await,
         Command::SlackManifest(args) => slack::slack_manifest(args),

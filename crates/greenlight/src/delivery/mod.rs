@@ -25,8 +25,8 @@ use crate::domain::{Clock, Millis, SlackRef};
 use crate::policy::webhook::{self, WebhookSecret};
 use crate::slack::{SlackApi, mrkdwn, render};
 use crate::store::{
-    ActionResult, Coordination, Effect, Job, JobReport, JobResult, Lane, NewAudit, Store,
-    StoreError,
+    ActionResult, Admin, Coordination, Digests, Effect, Job, JobReport, JobResult, Lane, NewAudit,
+    Outbox, Requests, Store, StoreError,
 };
 
 const SLACK_IN_FLIGHT: usize = 48;
@@ -107,7 +107,7 @@ impl Settings {
 /// The configured webhook secret, or the one generated on first start and kept in the store.
 pub async fn webhook_secret(
     config: &Config,
-    store: &dyn Store,
+    store: &dyn Admin,
 ) -> Result<WebhookSecret, StoreError> {
     if let Some(configured) = &config.delivery.webhook_secret {
         // The loader checked the format already.
@@ -190,8 +190,12 @@ enum Step {
     Pointless(String),
 }
 
+/// The store as the worker uses it, one role each: it claims and finishes outbox jobs, reads
+/// the request a message shows, and sums up digests.
 pub struct Worker {
-    store: Arc<dyn Store>,
+    outbox: Arc<dyn Outbox>,
+    requests: Arc<dyn Requests>,
+    digests: Arc<dyn Digests>,
     home: Arc<dyn HomeTabs>,
     /// Pacing, 429 pauses and message leases, shared by every process that delivers.
     shared: Arc<dyn Coordination>,
@@ -224,7 +228,9 @@ impl Worker {
     ) -> Arc<Self> {
         Arc::new(Self {
             shared: store.coordination(),
-            store,
+            outbox: store.clone(),
+            requests: store.clone(),
+            digests: store,
             home,
             slack,
             clock,
@@ -255,7 +261,7 @@ impl Worker {
     /// Delivers until `shutdown`; then lets the deliveries in flight finish for up to `grace`
     /// and frees the leases it still holds, so other replicas take those jobs at once.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
-        match self.store.recover_leases().await {
+        match self.outbox.recover_leases().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "resuming deliveries interrupted by a crash"),
             Err(e) => tracing::error!(error = %e, "cannot release stale outbox leases"),
@@ -281,7 +287,7 @@ impl Worker {
                 continue;
             }
             let jobs = match self
-                .store
+                .outbox
                 .claim_jobs(&self.owner, &free, self.now(), self.settings.lease_ms)
                 .await
             {
@@ -333,7 +339,7 @@ impl Worker {
             );
             tasks.abort_all();
         }
-        match self.store.release_leases(&self.owner).await {
+        match self.outbox.release_leases(&self.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "released outbox leases for other replicas"),
             Err(e) => tracing::warn!(error = %e, "cannot release outbox leases; they will run out"),
@@ -344,7 +350,7 @@ impl Worker {
     /// lane's jobs wait for its deliveries to end), at most a second.
     async fn idle_sleep(&self, lanes: &[Lane]) -> Duration {
         let now = self.now();
-        let next = self.store.next_job_due(lanes, now).await.ok().flatten();
+        let next = self.outbox.next_job_due(lanes, now).await.ok().flatten();
         let ms = next.map_or(1000, |due| (due - now).clamp(5, 1000));
         Duration::from_millis(u64::try_from(ms).unwrap_or(1000))
     }
@@ -380,7 +386,7 @@ impl Worker {
             _ => tracing::debug!(job = job.id, kind, outcome, "delivery attempt"),
         }
         let report = self.report(&job, out);
-        if let Err(e) = self.store.finish_job(job.id, self.now(), &report).await {
+        if let Err(e) = self.outbox.finish_job(job.id, self.now(), &report).await {
             // The lease runs out and the job is tried again: at least once, never lost.
             tracing::error!(job = job.id, error = %e, "cannot record delivery result");
         }

@@ -260,7 +260,7 @@ impl Worker {
             ));
         }
         let started = self.now();
-        let summary = self.store.digest_summary(key).await.map_err(transient)?;
+        let summary = self.digests.digest_summary(key).await.map_err(transient)?;
         let cost = self.now() - started;
         {
             let mut costs = self.digest_costs.lock().unwrap_or_else(|e| e.into_inner());
@@ -272,7 +272,7 @@ impl Worker {
             costs.insert(key.to_owned(), (started, cost));
         }
         let (text, blocks) = render::digest(&window, &summary, self.settings.public_url.as_deref());
-        let posted = self.store.digest_message(key).await.map_err(transient)?;
+        let posted = self.digests.digest_message(key).await.map_err(transient)?;
         match posted {
             Some(at) => {
                 self.slack
@@ -296,7 +296,7 @@ impl Worker {
                         ts,
                         "adopted the digest an interrupted attempt posted"
                     );
-                    self.store
+                    self.digests
                         .set_digest_message(&window, &channel, &ts)
                         .await
                         .map_err(transient)?;
@@ -314,7 +314,7 @@ impl Worker {
                         .slack
                         .post_tagged(target, text, blocks, Some(&tag))
                         .await?;
-                    self.store
+                    self.digests
                         .set_digest_message(&window, &channel, &ts)
                         .await
                         .map_err(transient)?;
@@ -323,7 +323,7 @@ impl Worker {
         }
         // A decision that committed while this rendering was under way may have collapsed
         // into this job: render again rather than leave the message behind.
-        let after = self.store.digest_summary(key).await.map_err(transient)?;
+        let after = self.digests.digest_summary(key).await.map_err(transient)?;
         if after.total != summary.total {
             return Ok(Step::Wait(
                 self.now() + crate::store::DIGEST_UPDATE_DELAY_MS,
@@ -388,7 +388,7 @@ impl Worker {
         request: &crate::domain::Request,
     ) -> Result<Vec<slack_morphism::prelude::SlackBlock>, SlackCallError> {
         let results = self
-            .store
+            .outbox
             .action_results(&request.id)
             .await
             .map_err(|e| SlackCallError::Transient(e.to_string()))?;
@@ -470,7 +470,7 @@ impl Worker {
         };
         if request.slack.is_none() {
             let post = self
-                .store
+                .outbox
                 .deliveries(id)
                 .await
                 .map_err(|e| SlackCallError::Transient(e.to_string()))?
@@ -513,7 +513,7 @@ impl Worker {
         &self,
         id: &RequestId,
     ) -> Result<Option<crate::domain::Request>, SlackCallError> {
-        self.store
+        self.requests
             .get_request(id)
             .await
             .map_err(|e| SlackCallError::Transient(e.to_string()))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{GENESIS, Millis, entry_hash};
-use crate::store::{AuditEvent, ChainLink, Store, StoreResult};
+use crate::store::{AuditEvent, AuditLog, ChainLink, StoreResult};
 
 /// Entries chained per transaction.
 const CHAIN_BATCH: u32 = 5_000;
@@ -19,7 +19,7 @@ pub const CHAIN_GRACE_MS: Millis = 60_000;
 const PAGE: u32 = 10_000;
 
 /// Chains everything not chained yet; returns how many entries it chained.
-pub async fn chain_all(store: &dyn Store) -> StoreResult<u64> {
+pub async fn chain_all(store: &dyn AuditLog) -> StoreResult<u64> {
     let mut total = 0;
     loop {
         let n = store.chain_audit(CHAIN_BATCH).await?;
@@ -31,7 +31,7 @@ pub async fn chain_all(store: &dyn Store) -> StoreResult<u64> {
 }
 
 /// The server's chainer: new entries get their place in the chain within a quarter second.
-pub async fn keep_chaining(store: std::sync::Arc<dyn Store>, stop: CancellationToken) {
+pub async fn keep_chaining(store: std::sync::Arc<dyn AuditLog>, stop: CancellationToken) {
     loop {
         if let Err(e) = chain_all(store.as_ref()).await {
             tracing::warn!(error = %e, "cannot chain audit entries; trying again");
@@ -76,7 +76,7 @@ pub enum Broken {
 
 /// Walks the whole chain in order, then looks for entries outside it.
 pub async fn verify(
-    store: &dyn Store,
+    store: &dyn AuditLog,
     now: Millis,
 ) -> StoreResult<Result<Intact, (Broken, Intact)>> {
     let mut intact = Intact::default();
@@ -151,7 +151,7 @@ pub fn export_line(entry: &AuditEvent) -> serde_json::Value {
 /// Every chained entry after the chain position of entry `after_id` (0: from the start), in
 /// chain order, handed to `line` one by one.
 pub async fn export(
-    store: &dyn Store,
+    store: &dyn AuditLog,
     after_id: i64,
     mut line: impl FnMut(&AuditEvent) -> std::io::Result<()>,
 ) -> StoreResult<Result<u64, std::io::Error>> {
