@@ -1,5 +1,6 @@
 //! Wiring: store, service, Slack client, delivery worker and HTTP server, run side by side and
 //! stopped together by one cancellation token.
+//! Imports the adapters and everything below them; only the CLI (and the tests) import it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};

@@ -1,6 +1,7 @@
 //! greenlight's client of its own HTTP API, for whatever runs beside a server rather than in it:
 //! the CLI's `ask`, `requests` and `audit`, and an MCP stdio server. It knows the routes, the
 //! bearer key and the error format; it prints nothing and knows nothing of the command line.
+//! Imports the HTTP adapter's response types and the domain; only the CLI imports it.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The command line: one binary for the server and its clients. This file holds the parser, the
 //! dispatch and what the commands share; each group of commands has a file of its own.
+//! The top layer: it may import every module; nothing imports it.
 
 mod ask;
 mod audit;

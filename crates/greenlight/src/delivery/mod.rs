@@ -6,6 +6,8 @@
 //! Here: the scheduling loop (claims per lane, leases, backoff, the attempt's report). The
 //! senders live beside it: `slack_jobs.rs` (Slack's Web API) and `http_jobs.rs` (callbacks and
 //! action hooks), through `outbound.rs` (the SSRF-guarded HTTP client).
+//! Imports the Slack adapter, the config, the store, the pure policy and the domain; the
+//! service and the app use it.
 
 mod http_jobs;
 pub mod outbound;

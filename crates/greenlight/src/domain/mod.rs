@@ -1,5 +1,6 @@
 //! The approval domain: requests, votes and the state machine that turns votes into exactly one
 //! decision. Nothing here does I/O or knows about HTTP, SQL or Slack.
+//! Imports nothing of the crate: every other module may import it.
 
 mod audit;
 mod clock;

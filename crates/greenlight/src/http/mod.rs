@@ -1,4 +1,5 @@
 //! The HTTP adapter. Every route is listed in `router()`.
+//! Imports the service and the layers below it; never `mcp` (adapters meet in the service).
 
 pub mod auth;
 pub mod error;

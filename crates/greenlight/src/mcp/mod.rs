@@ -3,6 +3,7 @@
 //! API's Bearer keys), calling the service layer directly; and as `greenlight mcp` beside the
 //! agent (stdio), a client of a greenlight server over its HTTP API. Either way the server's
 //! use cases decide: approvers, N-of-M, rules, expiry and audit are those of the HTTP API.
+//! Imports the service and the layers below it; never `http`.
 
 mod local;
 mod remote;

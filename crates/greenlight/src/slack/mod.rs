@@ -1,5 +1,6 @@
 //! The Slack adapter: request signatures, interaction payloads, message rendering and the Web
 //! API client. The domain never sees a Slack type.
+//! Imports the store's and the domain's types only; the service and delivery use it.
 
 mod client;
 pub mod commands;

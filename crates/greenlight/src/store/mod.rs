@@ -2,6 +2,7 @@
 //! audit log, ...), which `Store` gathers. The domain decides; the store only writes what was
 //! decided, atomically with its audit entries and outbox jobs, and refuses a write whose request
 //! changed in between (compare-and-set on the request's version).
+//! Imports the domain and the pure policy (`policy`) only; every layer above may use it.
 
 mod admin;
 mod alerts;
