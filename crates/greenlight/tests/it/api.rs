@@ -206,15 +206,7 @@ async fn health_readiness_and_metrics() {
             .unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("greenlight_requests_created_total"),
         "{metrics}"

@@ -303,15 +303,7 @@ async fn an_error_that_cannot_heal_is_shown_on_the_request_and_announced_once() 
         2,
         "one post, one alert, nothing more"
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("greenlight_outbox_dead_total"),
         "{metrics}"

@@ -6,14 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenlight::app::Application;
-use greenlight::config::{Config, Secret, Workflow};
+use greenlight::config::{Secret, Workflow};
 use greenlight::domain::SystemClock;
 use greenlight_sandbox::{
     CommandResponse, HomeClick, Sandbox, SandboxConfig, SandboxHandle, Transport, View,
 };
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 
@@ -134,15 +132,7 @@ async fn an_approver_opens_home_approves_there_and_the_message_and_tab_follow() 
     .await;
     assert!(text(&after).contains("Approved"), "{}", text(&after));
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("greenlight_home_publishes_total"),
         "{metrics}"
@@ -476,25 +466,23 @@ async fn show_help_and_unknown_subcommands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn home_and_commands_over_socket_mode() {
     init();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:{}", dir.path().join("greenlight.db").display());
     let sb_config = SandboxConfig::for_tests();
     let app_token = sb_config.app_token.clone().unwrap();
     let sandbox = Sandbox::start(sb_config).await.unwrap();
     // Nothing listens here: a payload that fell back to HTTP would fail.
     sandbox.set_interactivity_url(format!("http://{}/slack/interactions", free_port()));
-    let mut config: Config = config(&sandbox, &db_url, "unused");
-    config.slack.signing_secret = None;
-    config.slack.app_token = Some(Secret::new(app_token));
-    config.workflows[0].approvers = approvers(&["S0SRE"]);
-    let app = Application::build(&config, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let key = create_key(&db_url, "ci", &[greenlight::store::Scope::Admin]).await;
-    let http = reqwest::Client::new();
+    let app = boot(
+        sandbox.clone(),
+        TestDb::sqlite(),
+        None,
+        |c| {
+            c.slack.signing_secret = None;
+            c.slack.app_token = Some(Secret::new(app_token));
+            c.workflows[0].approvers = approvers(&["S0SRE"]);
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
     sandbox
         .wait_until(Duration::from_secs(20), |sb| {
             (sb.open_connections() >= 1).then_some(())
@@ -502,15 +490,7 @@ async fn home_and_commands_over_socket_mode() {
         .await
         .expect("a Socket Mode connection");
 
-    let (status, req) = call(
-        &http,
-        &base,
-        &key,
-        reqwest::Method::POST,
-        "/v1/requests",
-        Some(json!({"title": "Over the socket"})),
-    )
-    .await;
+    let (status, req) = app.create(json!({"title": "Over the socket"})).await;
     assert_eq!(status, 201, "{req}");
     let id = req["id"].as_str().unwrap().to_owned();
     let msg = posted(&sandbox, &id).await;
@@ -551,8 +531,7 @@ async fn home_and_commands_over_socket_mode() {
     })
     .await;
 
-    shutdown.cancel();
-    let _ = server.await;
+    app.stop().await;
 }
 
 /// A Home tab Slack will not take (the app's Home tab is off) is given up at once, audited,

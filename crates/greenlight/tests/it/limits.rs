@@ -49,17 +49,9 @@ async fn a_key_over_its_pace_gets_429_with_retry_after_and_others_do_not() {
     )
     .await;
     assert_eq!(status, 201);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap();
     assert!(
-        metrics
-            .text()
+        app.metrics()
             .await
-            .unwrap()
             .contains("greenlight_rate_limited_total")
     );
 }

@@ -501,15 +501,7 @@ async fn an_alert_fires_once_per_window_and_again_in_the_next() {
         sorted,
         ["deploy-flood", "deploy-flood", "one-bot", "rule-runaway"]
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("greenlight_alerts_fired_total{alert=\"deploy-flood\"} 2"),
         "{}",

@@ -326,15 +326,7 @@ async fn a_replayed_request_is_acked_and_does_nothing() {
     let got = app.get(&id).await;
     assert_eq!(got["decisions"].as_array().unwrap().len(), 1, "{got}");
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("greenlight_slack_replays_total"),
         "{metrics}"

@@ -3,13 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use greenlight::app::Application;
 use greenlight::config::Secret;
 use greenlight::domain::SystemClock;
 use greenlight_sandbox::{Click, Sandbox, SandboxConfig, Transport};
 use reqwest::Method;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 
@@ -25,8 +23,6 @@ async fn wait_for_connections(sandbox: &greenlight_sandbox::SandboxHandle, n: us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_restart() {
     init();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite:{}", dir.path().join("greenlight.db").display());
     let sb_config = SandboxConfig::for_tests();
     let app_token = sb_config
         .app_token
@@ -36,22 +32,23 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
     // Nothing listens here: a click that fell back to HTTP would fail.
     sandbox.set_interactivity_url(format!("http://{}/slack/interactions", free_port()));
 
-    let mut config = config(&sandbox, &db_url, "unused");
-    config.slack.signing_secret = None;
-    config.slack.app_token = Some(Secret::new(app_token));
-    let app = Application::build(&config, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let key = create_key(&db_url, "ci", &[greenlight::store::Scope::Admin]).await;
-    let http = reqwest::Client::new();
+    let app = boot(
+        sandbox.clone(),
+        TestDb::sqlite(),
+        None,
+        |c| {
+            c.slack.signing_secret = None;
+            c.slack.app_token = Some(Secret::new(app_token));
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
     wait_for_connections(&sandbox, 1).await;
 
     // Without a signing secret the HTTP endpoint is off, not open.
-    let res = http
-        .post(format!("{base}/slack/interactions"))
+    let res = app
+        .http
+        .post(format!("{}/slack/interactions", app.base))
         .body("payload=%7B%7D")
         .send()
         .await
@@ -59,17 +56,9 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
     assert_eq!(res.status(), 404);
 
     let create = |title: &'static str| {
-        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        let app = &app;
         async move {
-            let (s, b) = call(
-                &http,
-                &base,
-                &key,
-                Method::POST,
-                "/v1/requests",
-                Some(json!({"title": title})),
-            )
-            .await;
+            let (s, b) = app.create(json!({"title": title})).await;
             assert_eq!(s, 201, "{b}");
             b["id"].as_str().unwrap().to_owned()
         }
@@ -77,7 +66,7 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
 
     // Creates a request, clicks it in `sandbox` over the socket and returns the decided request.
     let decide = |sandbox: greenlight_sandbox::SandboxHandle, title: &'static str, action, user| {
-        let (http, base, key, create) = (http.clone(), base.clone(), key.clone(), &create);
+        let (app, create) = (&app, &create);
         async move {
             let id = create(title).await;
             let msg = posted(&sandbox, &id).await;
@@ -88,7 +77,7 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
             assert_eq!(out.transport, Transport::SocketMode);
             assert!(out.acked(), "{out:?}");
             let path = format!("/v1/requests/{id}?wait=5");
-            call(&http, &base, &key, Method::GET, &path, None).await.1
+            app.call(Method::GET, &path, None).await.1
         }
     };
 
@@ -129,6 +118,5 @@ async fn clicks_arrive_over_socket_mode_and_survive_disconnects_and_a_sandbox_re
     .await;
     assert_eq!(got["status"], "approved");
 
-    shutdown.cancel();
-    let _ = server.await;
+    app.stop().await;
 }
