@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,7 +50,8 @@ where
     M::Future: Send + 'static,
 {
     let mcp = Router::new()
-        .route_service("/mcp", mcp)
+        .route_service(MCP_ROUTE, mcp)
+        .layer(middleware::from_fn(mcp_body))
         .layer(middleware::from_fn_with_state(state.clone(), mcp_auth));
     let (api, _) = api_routes().split_for_parts();
     api.route("/slack/interactions", post(slack::receive))
@@ -60,13 +62,18 @@ where
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::from_fn(track))
-        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
+/// The largest request body any route reads; past it, 413 `payload_too_large`.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// `GET /v1/signals/{name}`, as axum matches it.
 const SIGNAL_ROUTE: &str = "/v1/signals/{*name}";
+
+const MCP_ROUTE: &str = "/mcp";
 
 /// The documented API: each handler registered with the path and method its
 /// `#[utoipa::path]` declares, so the routes and `openapi::document()` cannot disagree.
@@ -124,6 +131,30 @@ async fn mcp_auth(
     }
 }
 
+/// Reads an MCP call's body before rmcp does, within the API's size limit, and answers input
+/// that is not one JSON-RPC message with HTTP 400 and a JSON-RPC parse error (-32700), without
+/// an id.
+async fn mcp_body(req: Request, next: Next) -> Response {
+    use axum::extract::FromRequest;
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body =
+        match error::ApiBytes::from_request(Request::from_parts(parts.clone(), body), &()).await {
+            Ok(error::ApiBytes(body)) => body,
+            Err(e) => return e.into_response(),
+        };
+    if let Err(e) = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&body) {
+        let error = rmcp::model::JsonRpcError::new(
+            None,
+            rmcp::model::ErrorData::parse_error(format!("not one JSON-RPC message: {e}"), None),
+        );
+        return (axum::http::StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
+    next.run(Request::from_parts(parts, body.into())).await
+}
+
 /// How long past its `wait` a long-poll may take (reading and answering around the wait).
 const LONG_POLL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -135,7 +166,7 @@ async fn time_limit(
     req: Request,
     next: Next,
 ) -> Response {
-    let limit = if req.uri().path() == "/mcp" {
+    let limit = if req.uri().path() == MCP_ROUTE {
         state.mcp_timeout
     } else {
         long_poll_wait(req.uri())

@@ -6,13 +6,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote};
 use crate::service::intake::CreateBody;
 use crate::service::{CreateInput, VoteResult};
@@ -310,7 +309,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Request)?;
     let id = parse_id(&id)?;
@@ -319,7 +318,15 @@ pub async fn cancel(
         CancelBody::default()
     } else {
         serde_json::from_slice::<Option<CancelBody>>(&body)
-            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+            .map_err(|e| {
+                // As `ApiJson` answers: JSON that does not fit the body (an unknown field, a
+                // wrong type) is `invalid_request`, text that is not JSON `invalid_json`.
+                let code = match e.classify() {
+                    serde_json::error::Category::Data => "invalid_request",
+                    _ => "invalid_json",
+                };
+                ApiError::bad_request(code, e.to_string())
+            })?
             .unwrap_or_default()
     };
     let reason = non_empty("reason", body.reason, 1000)?;

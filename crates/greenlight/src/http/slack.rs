@@ -9,10 +9,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiBytes, ApiError};
 use crate::service::commands::{self, CommandError};
 use crate::service::home::{self, EventError};
 use crate::service::interactions::{self, InteractionError};
@@ -76,7 +75,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Response {
     let started = std::time::Instant::now();
     let response = handle(&state, &headers, &body)
         .await
@@ -87,7 +90,11 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
 
 /// `POST /slack/commands`: a slash command, form-encoded and signed like every Slack request;
 /// answered in the ack with an ephemeral message.
-pub async fn command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Response {
     let started = std::time::Instant::now();
     let response = handle_command(&state, &headers, &body)
         .await

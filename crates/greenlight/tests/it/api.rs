@@ -110,6 +110,33 @@ async fn bad_requests_get_stable_error_codes() {
         (got, err["error"]["code"].as_str()),
         (400, Some("invalid_request"))
     );
+    // A cancel's body reads like every other: a field it does not know is `invalid_request`,
+    // JSON cut short is `invalid_json`.
+    for (body, code) in [
+        (
+            "{\"reason\": \"x\", \"colour\": \"red\"}",
+            "invalid_request",
+        ),
+        ("{\"reason\": 5}", "invalid_request"),
+        ("[1]", "invalid_request"),
+        ("{\"reason\": ", "invalid_json"),
+    ] {
+        let res = app
+            .http
+            .post(format!(
+                "{}/v1/requests/req_01JD3K6Z7Q8R9S0T1V2W3X4Y5Z/cancel",
+                app.base
+            ))
+            .bearer_auth(&app.key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{body}");
+        let err: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{body}: {err}");
+    }
     let (status, list) = app.call(Method::GET, "/v1/requests", None).await;
     assert_eq!(status, 200);
     assert!(

@@ -123,6 +123,50 @@ async fn a_body_that_never_finishes_is_cut_off_with_a_503() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// Every body over the limit (1 MiB) is a 413 in the API's error format, on every route that
+/// reads one, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_body_over_the_limit_is_413_payload_too_large_in_json() {
+    let app = spawn_app().await;
+    let id = app.create_ok("Not cancelled").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = app.audit().await.len();
+    let big = format!("{{\"title\":\"{}\"}}", "a".repeat(1024 * 1024));
+    let paths = [
+        "/v1/requests".to_owned(),
+        format!("/v1/requests/{id}/decisions"),
+        format!("/v1/requests/{id}/cancel"),
+        "/v1/signals".to_owned(),
+        "/slack/interactions".to_owned(),
+        "/slack/events".to_owned(),
+        "/slack/commands".to_owned(),
+        "/mcp".to_owned(),
+    ];
+    for path in paths {
+        let res = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&app.key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, 413, "{path}: {text}");
+        let body: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: {text:?} is not JSON: {e}"));
+        assert_eq!(body["error"]["code"], "payload_too_large", "{path}");
+        assert!(body["error"]["message"].is_string(), "{path}");
+    }
+    assert_eq!(app.audit().await.len(), before);
+    assert_eq!(app.get(&id).await["status"], "pending");
+}
+
 /// The probe's attack: many sockets that connect and send nothing, against a process with few
 /// file descriptors. They are closed after the header timeout, the process never runs out of
 /// descriptors, and real requests are served.

@@ -281,3 +281,65 @@ async fn without_a_valid_key_mcp_is_refused_before_any_message() {
     let refused = call(&client, "request_approval", json!({"title": "x"})).await;
     assert_eq!(structured(&refused)["error"]["code"], "forbidden");
 }
+
+/// The probe's inputs that rmcp answered with 415 in plain text: whatever is not one JSON-RPC
+/// message is HTTP 400 with a JSON-RPC parse error (-32700, no id), and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_input_is_http_400_with_a_json_rpc_parse_error() {
+    let app = spawn_app().await;
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_vec();
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":{}{}}}}}"#,
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let mut invalid_utf8 = br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":""#.to_vec();
+    invalid_utf8.extend_from_slice(b"\xff\xfe\"}}");
+    let cases: [(&str, Vec<u8>); 6] = [
+        ("not JSON", br#"{"jsonrpc":"2.0","#.to_vec()),
+        ("too deep", deep.into_bytes()),
+        ("invalid UTF-8", invalid_utf8),
+        (
+            "1e400",
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":1e400}}"#.to_vec(),
+        ),
+        ("a batch", [b"[".as_slice(), &ping, b"]"].concat()),
+        ("not a message", br#"{"hello":"world"}"#.to_vec()),
+    ];
+    let before = app.audit().await.len();
+    for (what, body) in cases {
+        let res = app
+            .http
+            .post(format!("{}/mcp", app.base))
+            .bearer_auth(&app.key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 400, "{what}");
+        assert_eq!(res.headers()["content-type"], "application/json", "{what}");
+        let answer: Value = res.json().await.unwrap();
+        assert_eq!(answer["jsonrpc"], "2.0", "{what}: {answer}");
+        assert_eq!(answer["error"]["code"], -32700, "{what}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{what}: {answer}");
+        assert!(
+            answer.get("id").is_none_or(Value::is_null),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(app.audit().await.len(), before);
+    // The same message, whole, is answered.
+    let res = app
+        .http
+        .post(format!("{}/mcp", app.base))
+        .bearer_auth(&app.key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+}

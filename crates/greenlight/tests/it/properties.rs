@@ -1,6 +1,6 @@
-//! Property tests against the edges that take outside input: the config loader and the API's
-//! request bodies and queries. Bad input is never a panic or a 5xx; it is a 4xx with a stable
-//! code, and it changes nothing.
+//! Property tests against the edges that take outside input: the config loader, the API's
+//! request bodies and queries, and the MCP endpoint's bodies. Bad input is never a panic or a
+//! 5xx; it is a 4xx with a stable code, and it changes nothing.
 
 use std::sync::Arc;
 
@@ -501,5 +501,156 @@ fn query_strings_never_break_the_lists() {
             })
             .unwrap();
     }
+    rt.block_on(Arc::try_unwrap(api).ok().unwrap().app.stop());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The MCP endpoint
+
+/// What a body sent to `POST /mcp` must get.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// It is not one JSON-RPC message: HTTP 400 with a JSON-RPC parse error.
+    ParseError,
+    /// A message, or something shaped like one: anything but a 5xx.
+    Answer,
+}
+
+/// A JSON-RPC call with odd parts. No tool that waits: no `wait_seconds` (`json_value`'s keys
+/// cannot spell it) and no `permission_prompt`.
+fn mcp_message() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![3 => Just(json!(1)), 1 => Just(json!("a")), 1 => json_value()],
+        prop_oneof![
+            Just("tools/call"),
+            Just("tools/list"),
+            Just("ping"),
+            Just("initialize"),
+            Just("nope"),
+        ],
+        prop_oneof![
+            Just("request_approval"),
+            Just("get_approval"),
+            Just("cancel_approval"),
+            Just("list_pending_approvals"),
+            Just("nope"),
+        ],
+        json_value(),
+    )
+        .prop_map(|(id, method, tool, arguments)| {
+            json!({"jsonrpc": "2.0", "id": id, "method": method,
+                   "params": {"name": tool, "arguments": arguments}})
+        })
+}
+
+/// Bodies for `POST /mcp`: calls with odd parts, JSON that is no message, text that is not JSON,
+/// and the probe's cases: a batch, `1e400`, invalid UTF-8, nesting too deep, a message cut short.
+fn mcp_body() -> impl Strategy<Value = (Vec<u8>, Expect)> {
+    let parse_error = |bytes: Vec<u8>| (bytes, Expect::ParseError);
+    let message_with = |inner: &[u8]| {
+        let inner = inner.to_vec();
+        mcp_message().prop_map(move |m| {
+            let text = m.to_string();
+            // The message with `"x":<inner>` as its first parameter.
+            let at = text.find("\"params\":{").unwrap() + "\"params\":{".len();
+            let mut bytes = text.as_bytes()[..at].to_vec();
+            bytes.extend_from_slice(b"\"x\":");
+            bytes.extend_from_slice(&inner);
+            bytes.push(b',');
+            bytes.extend_from_slice(&text.as_bytes()[at..]);
+            (bytes, Expect::ParseError)
+        })
+    };
+    let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+    prop_oneof![
+        4 => mcp_message().prop_map(|m| (m.to_string().into_bytes(), Expect::Answer)),
+        1 => json_value().prop_map(|v| {
+            let expect = if v.is_object() { Expect::Answer } else { Expect::ParseError };
+            (v.to_string().into_bytes(), expect)
+        }),
+        1 => "\\PC{0,50}".prop_map(|t| {
+            let expect = match serde_json::from_str::<Value>(&t) {
+                Ok(Value::Object(_)) => Expect::Answer,
+                _ => Expect::ParseError,
+            };
+            (t.into_bytes(), expect)
+        }),
+        1 => proptest::collection::vec(mcp_message(), 0..3)
+            .prop_map(move |batch| parse_error(Value::Array(batch).to_string().into_bytes())),
+        1 => message_with(b"1e400"),
+        1 => message_with(b"\"\xff\xfe\""),
+        1 => message_with(deep.as_bytes()),
+        1 => (mcp_message(), any::<proptest::sample::Index>()).prop_map(|(m, cut)| {
+            let text = m.to_string();
+            (text.as_bytes()[..cut.index(text.len())].to_vec(), Expect::ParseError)
+        }),
+    ]
+}
+
+impl Api {
+    /// POSTs `body` to `/mcp` as an MCP client would, and checks the contract: no 5xx; a 4xx is
+    /// the API's error body or a JSON-RPC error, and changes nothing; input that is not one
+    /// JSON-RPC message is HTTP 400 with a parse error (-32700).
+    async fn check_mcp(&self, body: Vec<u8>, expect: Expect) -> Result<(), TestCaseError> {
+        let shown = String::from_utf8_lossy(&body)
+            .chars()
+            .take(300)
+            .collect::<String>();
+        let before = self.audit_len().await;
+        let res = self
+            .app
+            .http
+            .post(format!("{}/mcp", self.app.base))
+            .bearer_auth(&self.app.key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        prop_assert!(status < 500, "{shown}: {status} {text}");
+        if expect == Expect::ParseError {
+            prop_assert_eq!(status, 400, "{}: {}", shown, text);
+        }
+        if (400..500).contains(&status) {
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("{shown}: {status} {text}: {e}")))?;
+            let api_error = v["error"]["code"]
+                .as_str()
+                .is_some_and(|c| KNOWN_CODES.contains(&c));
+            let rpc_error = v["jsonrpc"] == "2.0" && v["error"]["code"].is_i64();
+            prop_assert!(api_error || rpc_error, "{shown}: {status} {text}");
+            prop_assert!(v["error"]["message"].is_string(), "{text}");
+            if expect == Expect::ParseError {
+                prop_assert_eq!(
+                    v["error"]["code"].as_i64(),
+                    Some(-32700),
+                    "{}: {}",
+                    shown,
+                    text
+                );
+            }
+            prop_assert_eq!(
+                self.audit_len().await,
+                before,
+                "{} changed the audit log",
+                shown
+            );
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn mcp_bodies_never_break_the_endpoint_and_unparsable_ones_are_parse_errors() {
+    let (rt, api) = start();
+    rt.block_on(api.app.create_ok("Deploy"));
+    runner(128)
+        .run(&mcp_body(), |(body, expect)| {
+            rt.block_on(api.check_mcp(body, expect))
+        })
+        .unwrap();
     rt.block_on(Arc::try_unwrap(api).ok().unwrap().app.stop());
 }
