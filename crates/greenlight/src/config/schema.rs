@@ -147,7 +147,8 @@ pub struct LimitsConfig {
     pub max_waiters: u32,
     /// A connection must send its request headers within this long, or it is closed.
     pub header_timeout: DurationSpec,
-    /// Longest time to answer a request other than a long-poll.
+    /// Longest time to answer a request other than a wait for a decision (a long-poll, an MCP
+    /// call); every request body is read within it.
     pub request_timeout: DurationSpec,
 }
 

@@ -35,7 +35,8 @@ pub struct AppState {
     /// Shared: the state is cloned for every request.
     pub signing_secret: Option<Arc<Secret>>,
     pub metrics: PrometheusHandle,
-    /// Longest answer to anything but a long-poll (`[limits] request_timeout`).
+    /// Longest answer to anything but a wait for a decision (`[limits] request_timeout`);
+    /// every body, an MCP call's too, is read within it.
     pub request_timeout: std::time::Duration,
     /// Longest MCP call: a permission prompt waits up to `[mcp] permission_timeout`.
     pub mcp_timeout: std::time::Duration,
@@ -51,7 +52,7 @@ where
 {
     let mcp = Router::new()
         .route_service(MCP_ROUTE, mcp)
-        .layer(middleware::from_fn(mcp_body))
+        .layer(middleware::from_fn_with_state(state.clone(), mcp_body))
         .layer(middleware::from_fn_with_state(state.clone(), mcp_auth));
     let (api, _) = api_routes().split_for_parts();
     api.route("/slack/interactions", post(slack::receive))
@@ -72,6 +73,9 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// `GET /v1/signals/{name}`, as axum matches it.
 const SIGNAL_ROUTE: &str = "/v1/signals/{*name}";
+
+/// The long-poll, `GET /v1/requests/{id}?wait=N`, as axum matches it.
+const LONG_POLL_ROUTE: &str = "/v1/requests/{id}";
 
 const MCP_ROUTE: &str = "/mcp";
 
@@ -131,20 +135,25 @@ async fn mcp_auth(
     }
 }
 
-/// Reads an MCP call's body before rmcp does, within the API's size limit, and answers input
-/// that is not one JSON-RPC message with HTTP 400 and a JSON-RPC parse error (-32700), without
-/// an id.
-async fn mcp_body(req: Request, next: Next) -> Response {
+/// Reads an MCP call's body before rmcp does, within `request_timeout` (only the wait for a
+/// decision may take longer than that) and the API's size limit, and answers input that is not
+/// one JSON-RPC message with HTTP 400 and a JSON-RPC parse error (-32700), without an id.
+async fn mcp_body(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     use axum::extract::FromRequest;
     if req.method() != Method::POST {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let body =
-        match error::ApiBytes::from_request(Request::from_parts(parts.clone(), body), &()).await {
-            Ok(error::ApiBytes(body)) => body,
-            Err(e) => return e.into_response(),
-        };
+    let read = error::ApiBytes::from_request(Request::from_parts(parts.clone(), body), &state);
+    let body = match tokio::time::timeout(state.request_timeout, read).await {
+        Ok(Ok(error::ApiBytes(body))) => body,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => return timed_out(state.request_timeout),
+    };
     if let Err(e) = serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&body) {
         let error = rmcp::model::JsonRpcError::new(
             None,
@@ -158,41 +167,43 @@ async fn mcp_body(req: Request, next: Next) -> Response {
 /// How long past its `wait` a long-poll may take (reading and answering around the wait).
 const LONG_POLL_MARGIN: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Bounds every request, reading its body included: `request_timeout`, or for a long-poll
-/// (`?wait=N`) the wait it asked for plus a margin. A slow-loris body or a stuck handler gets
-/// a 503 instead of holding its connection.
+/// Bounds every request, reading its body included, by `request_timeout`. Only a wait for a
+/// decision may take longer: the long-poll gets the wait its handler reads from the query plus
+/// a margin, and an MCP call `[mcp] permission_timeout` plus a minute (its body is still read
+/// within `request_timeout`, by `mcp_body`). A slow-loris body or a stuck handler gets a 503
+/// instead of holding its connection.
 async fn time_limit(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let limit = if req.uri().path() == MCP_ROUTE {
-        state.mcp_timeout
-    } else {
-        long_poll_wait(req.uri())
-            .map(|w| std::time::Duration::from_secs(w.min(MAX_WAIT_SECS)) + LONG_POLL_MARGIN)
-            .unwrap_or(state.request_timeout)
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let limit = match route {
+        Some(MCP_ROUTE) => state.mcp_timeout,
+        Some(LONG_POLL_ROUTE) if matches!(*req.method(), Method::GET | Method::HEAD) => {
+            requests::long_poll_wait(req.uri())
+                .map_or(state.request_timeout, |wait| wait + LONG_POLL_MARGIN)
+        }
+        _ => state.request_timeout,
     };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => {
-            metrics::counter!("greenlight_http_timeouts_total").increment(1);
-            error::ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!("the request took longer than {limit:?}"),
-            )
-            .into_response()
-        }
+        Err(_) => timed_out(limit),
     }
 }
 
-/// The `wait` of a `GET` long-poll, if the query has one.
-fn long_poll_wait(uri: &axum::http::Uri) -> Option<u64> {
-    uri.query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("wait="))
-        .and_then(|w| w.parse().ok())
+/// The answer to a request that ran past its time limit.
+fn timed_out(limit: std::time::Duration) -> Response {
+    metrics::counter!("greenlight_http_timeouts_total").increment(1);
+    error::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!("the request took longer than {limit:?}"),
+    )
+    .into_response()
 }
 
 /// Counts and times requests by route pattern (not raw path, which would explode the labels).

@@ -152,6 +152,27 @@ pub struct GetQuery {
     wait: Option<i64>,
 }
 
+impl GetQuery {
+    /// How long the long-poll waits, if it is one.
+    fn wait(&self) -> Result<Option<Duration>, ApiError> {
+        let secs = self.wait.map(u64::try_from).transpose().map_err(|_| {
+            ApiError::bad_request("invalid_query", "wait must be 0 or more seconds")
+        })?;
+        Ok(secs
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(s.min(MAX_WAIT_SECS))))
+    }
+}
+
+/// The wait `GET /v1/requests/{id}` will take for this URI's query, read as its handler reads
+/// it (`?wai%74=10` is `wait=10`); none when it is no long-poll or its query is refused.
+pub fn long_poll_wait(uri: &axum::http::Uri) -> Option<Duration> {
+    axum::extract::Query::<GetQuery>::try_from_uri(uri)
+        .ok()?
+        .wait()
+        .ok()?
+}
+
 /// `GET /v1/requests/{id}`: a request, its deliveries and its action results; with `wait`, a
 /// long-poll that returns as soon as it is decided.
 #[utoipa::path(
@@ -177,15 +198,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    let wait =
-        q.wait.map(u64::try_from).transpose().map_err(|_| {
-            ApiError::bad_request("invalid_query", "wait must be 0 or more seconds")
-        })?;
-    let request = match wait.filter(|w| *w > 0) {
-        Some(secs) => {
-            let wait = Duration::from_secs(secs.min(MAX_WAIT_SECS));
-            state.service.wait(&id, wait).await?
-        }
+    let request = match q.wait()? {
+        Some(wait) => state.service.wait(&id, wait).await?,
         None => state.service.get(&id).await?,
     };
     Ok(Json(full_view(&state, &request, key).await?).into_response())

@@ -101,26 +101,97 @@ async fn long_polls_past_the_cap_get_429_too_many_waiters() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_never_finishes_is_cut_off_with_a_503() {
-    let app = spawn_app_with(|c| c.limits.request_timeout = "1s".parse().unwrap()).await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /v1/requests HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"title\":",
-        app.key
-    );
+/// Sends `head` (request headers and the start of a body that never finishes) and waits up to
+/// `patience` for the answer: what the server said, and how long it took.
+async fn slow_body(addr: &str, head: String, patience: Duration) -> (String, Duration) {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket.write_all(head.as_bytes()).await.unwrap();
     let started = Instant::now();
     let mut answer = vec![0; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+    let n = tokio::time::timeout(patience, socket.read(&mut answer))
         .await
-        .expect("answered, not left hanging")
+        .unwrap_or_else(|_| panic!("left hanging past {patience:?}: {head}"))
         .unwrap();
-    let text = String::from_utf8_lossy(&answer[..n]);
-    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    assert!(text.contains("\"timeout\""), "{text}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    (
+        String::from_utf8_lossy(&answer[..n]).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The probe's finds: `?wait=20` stretched the limit of every route (35 s for a body to the
+/// Slack receiver, which needs no key), and a body to `/mcp` from a `read` key was held for
+/// `permission_timeout` + 60 s. Reading a body is bounded by `request_timeout` everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_finishes_is_cut_off_at_request_timeout_on_every_route() {
+    let app = spawn_app_with(|c| c.limits.request_timeout = "1s".parse().unwrap()).await;
+    let id = app.create_ok("Held open").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reader = create_key(&app.db_url, "reader", &[Scope::Read]).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let json = "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"title\":";
+    let form =
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\npayload=";
+    let bearer = |key: &str| format!("Authorization: Bearer {key}\r\n");
+    let cases = [
+        ("/v1/requests".to_owned(), bearer(&app.key), json),
+        ("/v1/requests?wait=20".to_owned(), bearer(&app.key), json),
+        (
+            format!("/v1/requests/{id}/cancel?wait=20"),
+            bearer(&app.key),
+            json,
+        ),
+        (
+            "/slack/interactions?wait=20".to_owned(),
+            String::new(),
+            form,
+        ),
+        ("/slack/events?wait=20".to_owned(), String::new(), json),
+        ("/slack/commands?wait=20".to_owned(), String::new(), form),
+        (
+            "/mcp".to_owned(),
+            format!(
+                "{}Accept: application/json, text/event-stream\r\n",
+                bearer(&reader)
+            ),
+            json,
+        ),
+    ];
+    let answers = futures::future::join_all(cases.into_iter().map(|(path, auth, rest)| {
+        let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{rest}");
+        let addr = addr.clone();
+        async move { (path, slow_body(&addr, head, Duration::from_secs(8)).await) }
+    }))
+    .await;
+    for (path, (text, took)) in answers {
+        assert!(text.starts_with("HTTP/1.1 503"), "{path}: {text}");
+        assert!(text.contains("\"timeout\""), "{path}: {text}");
+        assert!(took < Duration::from_secs(5), "{path}: took {took:?}");
+    }
+}
+
+/// Only the long-poll gets a longer limit, from the `wait` its handler reads: `?wai%74=2` is
+/// `wait=2` to both, so a 2 s wait under a 1 s `request_timeout` is answered, not cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_takes_its_limit_from_the_wait_its_handler_reads() {
+    let app = spawn_app_with(|c| c.limits.request_timeout = "1s".parse().unwrap()).await;
+    let id = app.create_ok("Waited on").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for query in ["wait=2", "wai%74=2"] {
+        let started = Instant::now();
+        let (status, body) = app
+            .call(Method::GET, &format!("/v1/requests/{id}?{query}"), None)
+            .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("pending")),
+            "?{query}: {body}"
+        );
+        assert!(started.elapsed() >= Duration::from_secs(2), "?{query}");
+    }
 }
 
 /// Every body over the limit (1 MiB) is a 413 in the API's error format, on every route that

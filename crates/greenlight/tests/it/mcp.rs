@@ -343,3 +343,24 @@ async fn unparsable_input_is_http_400_with_a_json_rpc_parse_error() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
 }
+
+/// Only the body is bounded by `request_timeout`: a tool's wait for a decision may be longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_may_wait_for_a_decision_longer_than_request_timeout() {
+    let app = spawn_app_with(|c| c.limits.request_timeout = "1s".parse().unwrap()).await;
+    let client = connect(&app, &app.key).await;
+    let asked = call(&client, "request_approval", json!({"title": "Wait for me"})).await;
+    let id = structured(&asked)["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let got = call(
+        &client,
+        "get_approval",
+        json!({"request_id": id, "wait_seconds": 2}),
+    )
+    .await;
+    assert_eq!(structured(&got)["status"], "pending", "{got:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}

@@ -471,6 +471,9 @@ fn query() -> impl Strategy<Value = String> {
             Just("status"),
             Just("workflow"),
             Just("before"),
+            Just("wait"),
+            // `wait`, percent-encoded: the handler and the time limit must read it alike.
+            Just("wai%74"),
             Just("x"),
         ],
         prop_oneof![
@@ -489,10 +492,21 @@ fn query() -> impl Strategy<Value = String> {
 }
 
 #[test]
-fn query_strings_never_break_the_lists() {
+fn query_strings_never_break_the_lists_or_the_long_poll() {
     let (rt, api) = start();
     rt.block_on(api.app.create_ok("Deploy"));
-    for path in ["/v1/requests", "/v1/audit"] {
+    // A decided request: its long-poll answers at once, whatever the wait.
+    let decided = rt.block_on(api.app.create_ok("Rotate"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rt.block_on(api.app.call(
+        Method::POST,
+        &format!("/v1/requests/{decided}/decisions"),
+        Some(json!({"verdict": "deny"})),
+    ));
+    let long_poll = format!("/v1/requests/{decided}");
+    for path in ["/v1/requests", "/v1/audit", &long_poll] {
         runner(96)
             .run(&query(), |q| {
                 let status = rt.block_on(api.check(Method::GET, &format!("{path}?{q}"), None))?;
