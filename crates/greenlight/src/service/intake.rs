@@ -29,12 +29,41 @@ fn invalid(message: impl Into<String>) -> Invalid {
     }
 }
 
-/// `value` trimmed to absent when blank, refused when longer than `max` characters.
+/// Text either store can hold. PostgreSQL's `text` and `jsonb` refuse NUL, so it is refused
+/// at the edge on both stores (the same answer whichever runs), naming the field.
+pub fn storable(field: &str, text: &str) -> Result<(), Invalid> {
+    if text.contains('\0') {
+        return Err(invalid(format!(
+            "{field} contains a NUL character (\\u0000), which cannot be stored"
+        )));
+    }
+    Ok(())
+}
+
+/// A JSON value either store can hold: no NUL in any string or key (PostgreSQL reads stored
+/// JSON as `jsonb`, which refuses `\u0000`).
+pub fn storable_json(field: &str, value: &serde_json::Value) -> Result<(), Invalid> {
+    match value {
+        serde_json::Value::String(s) => storable(field, s),
+        serde_json::Value::Array(items) => items.iter().try_for_each(|v| storable_json(field, v)),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            storable(field, k)?;
+            storable_json(field, v)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `value` trimmed to absent when blank, refused when longer than `max` characters or when it
+/// holds what cannot be stored.
 pub fn non_empty(
     field: &str,
     value: Option<String>,
     max: usize,
 ) -> Result<Option<String>, Invalid> {
+    if let Some(v) = &value {
+        storable(field, v)?;
+    }
     match value {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
@@ -52,6 +81,7 @@ pub fn metadata(
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(m)) => {
+            storable_json("metadata", &serde_json::Value::Object(m.clone()))?;
             if serde_json::to_vec(&m).map_or(0, |v| v.len()) > MAX_METADATA_BYTES {
                 return Err(invalid(format!(
                     "metadata is larger than {MAX_METADATA_BYTES} bytes"
@@ -119,6 +149,8 @@ fn tool_call(call: Option<ToolCall>) -> Result<Option<ToolCall>, Invalid> {
     if name.is_empty() || name.chars().count() > 200 {
         return Err(invalid("tool_call.name must be 1-200 characters"));
     }
+    storable("tool_call.name", name)?;
+    storable_json("tool_call.input", &call.input)?;
     if serde_json::to_vec(&call.input).map_or(0, |v| v.len()) > MAX_TOOL_INPUT_BYTES {
         return Err(invalid(format!(
             "tool_call.input is larger than {MAX_TOOL_INPUT_BYTES} bytes"
@@ -153,6 +185,10 @@ impl CreateBody {
             return Err(invalid(format!(
                 "params is larger than {MAX_PARAMS_BYTES} bytes"
             )));
+        }
+        for (k, v) in &params {
+            storable("param name", k)?;
+            storable_json(&format!("param {k:?}"), v)?;
         }
         if let Some(k) = params.keys().find(|k| k.is_empty() || k.len() > 100) {
             return Err(invalid(format!(

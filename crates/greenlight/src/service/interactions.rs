@@ -145,6 +145,9 @@ async fn submission(service: &Service, d: DenyReason) -> Result<Handled, Interac
     if d.reason.is_empty() {
         return Ok(modal_error("Please say why you deny this request."));
     }
+    if let Err(e) = super::intake::storable("the reason", &d.reason) {
+        return Ok(modal_error(&e.message));
+    }
     let reason: String = d.reason.chars().take(1000).collect();
     let vote = Vote {
         by: d.actor.user,

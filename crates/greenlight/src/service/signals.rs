@@ -41,6 +41,7 @@ impl SetSignal {
         if value.is_null() {
             return Err("value is required (a string, number, bool, list or object)".into());
         }
+        super::intake::storable_json("value", &value).map_err(|e| e.message)?;
         let size = value.to_string().len();
         if size > MAX_VALUE_BYTES {
             return Err(format!(

@@ -250,7 +250,7 @@ impl Interaction {
         user.username
             .clone()
             .or_else(|| user.name.clone())
-            .filter(|n| !n.is_empty() && n.len() <= 80)
+            .filter(|n| !n.is_empty() && n.len() <= 80 && !n.chars().any(char::is_control))
     }
 
     fn click(&self, actor: Actor) -> Result<Gesture, GestureError> {

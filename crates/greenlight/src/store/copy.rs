@@ -178,6 +178,81 @@ pub enum CopyError {
     NotEmpty(String),
     #[error("the source and the target are the same database")]
     SameDatabase,
+    /// A row the target cannot hold; nothing was written to the target.
+    #[error("{table} row {row}: {problem}; nothing was copied")]
+    Row {
+        table: &'static str,
+        /// The row's key (its first column).
+        row: String,
+        problem: String,
+    },
+}
+
+/// Columns that hold JSON as text, which PostgreSQL reads as `jsonb`.
+const JSON_COLUMNS: &[&str] = &[
+    "params",
+    "decisions",
+    "metadata",
+    "tool_call",
+    "data",
+    "payload",
+    "value",
+];
+
+/// The first cell PostgreSQL cannot hold, as (row key, problem): NUL in text, or `\u0000` in
+/// a JSON string (`jsonb` refuses it). SQLite holds both, so a SQLite file can have them.
+fn unstorable_in_postgres(
+    table: &'static str,
+    columns: &[(&str, Kind)],
+    rows: &[Vec<Cell>],
+) -> Result<(), CopyError> {
+    fn json_has_nul(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(a) => a.iter().any(json_has_nul),
+            serde_json::Value::Object(o) => {
+                o.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
+            }
+            _ => false,
+        }
+    }
+    for row in rows {
+        for ((column, _), cell) in columns.iter().zip(row) {
+            let Cell::Text(Some(text)) = cell else {
+                continue;
+            };
+            let problem = if text.contains('\0') {
+                Some(format!(
+                    "{column} holds a NUL character, which PostgreSQL cannot store"
+                ))
+            } else if JSON_COLUMNS.contains(column)
+                && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| json_has_nul(&v))
+            {
+                Some(format!(
+                    "{column} holds \\u0000 in its JSON, which PostgreSQL's jsonb cannot read"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(CopyError::Row {
+                    table,
+                    row: row_key(row),
+                    problem,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row's key as shown in errors: its first column.
+fn row_key(row: &[Cell]) -> String {
+    match row.first() {
+        Some(Cell::Text(Some(t))) => t.clone(),
+        Some(Cell::Int(Some(n))) => n.to_string(),
+        _ => "?".to_owned(),
+    }
 }
 
 impl From<sqlx::Error> for CopyError {
@@ -319,7 +394,13 @@ fn sqlite_write_all(
                 Cell::Int(v) => rusqlite::types::Value::from(*v),
                 Cell::Bool(v) => rusqlite::types::Value::from(*v),
             });
-            insert.execute(rusqlite::params_from_iter(values))?;
+            insert
+                .execute(rusqlite::params_from_iter(values))
+                .map_err(|e| CopyError::Row {
+                    table,
+                    row: row_key(row),
+                    problem: e.to_string(),
+                })?;
         }
     }
     tx.commit()?;
@@ -384,6 +465,9 @@ async fn pg_write_all(conn: &mut PgConnection, rows: &Rows) -> Result<Vec<Copied
         counts.push((table, pg_count(conn, table).await?));
     }
     not_empty(counts)?;
+    for ((table, columns), (_, table_rows)) in TABLES.iter().zip(rows) {
+        unstorable_in_postgres(table, columns, table_rows)?;
+    }
     let mut tx = conn.begin().await?;
     for ((table, columns), (_, table_rows)) in TABLES.iter().zip(rows) {
         for chunk in table_rows.chunks(BATCH) {
@@ -397,7 +481,18 @@ async fn pg_write_all(conn: &mut PgConnection, rows: &Rows) -> Result<Vec<Copied
                     };
                 }
             });
-            qb.build().execute(&mut *tx).await?;
+            qb.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| CopyError::Row {
+                    table,
+                    row: format!(
+                        "{} to {}",
+                        row_key(chunk.first().map_or(&[][..], |r| r)),
+                        row_key(chunk.last().map_or(&[][..], |r| r))
+                    ),
+                    problem: e.to_string(),
+                })?;
         }
         if columns[0] == ("id", Int) {
             // Identity columns continue after the copied ids.

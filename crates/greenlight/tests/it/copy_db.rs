@@ -215,3 +215,45 @@ fn copy_db_refuses_copying_a_database_onto_itself() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("same database"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_db_names_the_row_postgres_cannot_hold_and_copies_nothing() {
+    use sqlx::Connection;
+    // A SQLite file written by an older greenlight, which let NUL into a title and a param.
+    let app = spawn_app().await;
+    let id = app.create_ok("Deploy api v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sqlite = app.db_url.clone();
+    let _kept = app.stop().await;
+    let path = sqlite.trim_start_matches("sqlite:").to_owned();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let target = TestDb::postgres().await;
+    for (column, value) in [
+        ("title", "'Deploy ' || char(0) || 'api'"),
+        ("params", r#"'{"version":"1\u0000"}'"#),
+    ] {
+        conn.execute(
+            &format!("UPDATE requests SET title = 'Deploy api v1', params = '{{}}', {column} = {value} WHERE id = ?1"),
+            [&id],
+        )
+        .unwrap();
+        let out = greenlight(&["copy-db", "--from", &sqlite, "--to", &target.url]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{column}: {stderr}");
+        assert!(
+            stderr.contains(&format!("requests row {id}")) && stderr.contains(column),
+            "{column}: the error names neither the row nor the column: {stderr}"
+        );
+        let mut pg = sqlx::PgConnection::connect(&target.url).await.unwrap();
+        for table in ["api_keys", "requests", "audit", "outbox"] {
+            let (n,): (i64,) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&mut pg)
+                    .await
+                    .unwrap();
+            assert_eq!(n, 0, "{column}: {table} was written to");
+        }
+    }
+}

@@ -18,6 +18,7 @@ mod layers;
 mod limits;
 mod m2m;
 mod mcp;
+mod nul;
 mod openapi;
 mod ownership;
 mod policies;
