@@ -20,32 +20,6 @@ fn fast_retries(c: &mut Config) {
     c.delivery.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
 }
 
-async fn delivery_of(app: &TestApp, id: &str, kind: &str) -> Vec<Value> {
-    app.get(id).await["delivery"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
-/// Polls the API until the request's `kind` deliveries satisfy `pred`.
-async fn wait_delivery(app: &TestApp, id: &str, kind: &str, pred: impl Fn(&[Value]) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let d = delivery_of(app, id, kind).await;
-        if pred(&d) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{kind} deliveries of {id}: {d:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_that_fails_twice_arrives_three_times_with_one_id_and_a_valid_signature() {
     let machine = Receiver::start(&[500, 500], 200).await;

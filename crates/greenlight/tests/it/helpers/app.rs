@@ -268,3 +268,30 @@ pub async fn call(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// The request's deliveries of `kind` (`slack_post`, `webhook`, ...), as the API shows them.
+pub async fn delivery_of(app: &TestApp, id: &str, kind: &str) -> Vec<Value> {
+    app.get(id).await["delivery"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Polls the API until the request's `kind` deliveries satisfy `pred`.
+pub async fn wait_delivery(app: &TestApp, id: &str, kind: &str, pred: impl Fn(&[Value]) -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let d = delivery_of(app, id, kind).await;
+        if pred(&d) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind} deliveries of {id}: {d:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
