@@ -130,6 +130,39 @@ impl SlackUserId {
     }
 }
 
+/// What a machine's vote and cancel are recorded as: `key:` and the API key's name, so that
+/// no key can pass for a person (whose votes are their Slack user id).
+pub fn key_actor(name: &str) -> String {
+    format!("{KEY_ACTOR_PREFIX}{name}")
+}
+
+pub const KEY_ACTOR_PREFIX: &str = "key:";
+
+/// Why `name` cannot name a new API key, if it cannot: 1-100 characters, and nothing Slack
+/// would read as a person, a group or formatting (a Slack id, `<`, `>`, `*`, `@`, control
+/// characters). Keys made before this rule keep their names.
+pub fn key_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.chars().count() > 100 {
+        return Some("must be 1-100 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '<' | '>' | '*' | '@') || c.is_control())
+    {
+        return Some(format!(
+            "must not contain {c:?}: <, >, *, @ and control characters are Slack formatting"
+        ));
+    }
+    if is_slack_id(name, b"UWS") {
+        return Some(
+            "looks like a Slack user or group id (U…, W…, S…), so the key could pass for a person; \
+             pick a name such as ci or deploy-bot"
+                .into(),
+        );
+    }
+    None
+}
+
 impl FromStr for SlackUserId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
@@ -292,6 +325,28 @@ mod tests {
         assert!(matches!("U0ALICE".parse(), Ok(Approver::User(_))));
         assert!("C0DEPLOY".parse::<Approver>().is_err());
         assert!("@alice".parse::<Approver>().is_err());
+    }
+
+    #[test]
+    fn key_names_cannot_pass_for_a_person_or_format_a_message() {
+        for ok in ["ci", "deploy-bot", "pipeline_a", "Uploader 2", "USA-east"] {
+            assert_eq!(key_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "U0BOB",
+            "W012A3CDE",
+            "S0SRE",
+            "<@U0BOB>",
+            "*bold*",
+            "ci@example",
+            "a>b",
+            "a\nb",
+        ] {
+            assert!(key_name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(key_name_problem(&"x".repeat(101)).is_some());
+        assert_eq!(key_actor("ci"), "key:ci");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Workflow;
 use crate::delivery::HomeTabs;
-use crate::domain::{Approver, Request, SlackUserId, WorkflowName};
+use crate::domain::{Approver, DecisionKind, Request, SlackUserId, WorkflowName};
 use crate::service::{Service, ServiceError, ServiceResult};
 use crate::slack::home::HomeTab;
 use crate::slack::interaction::EventCallback;
@@ -249,7 +249,10 @@ impl Service {
             .iter()
             .filter(|v| {
                 request.requester.as_deref() == Some(v.as_str())
-                    || request.decisions.iter().any(|d| d.by == **v)
+                    || request
+                        .decisions
+                        .iter()
+                        .any(|d| d.kind == DecisionKind::User && d.by == **v)
                     || workflow.is_some_and(|w| self.may_vote_cached(w, v))
             })
             .map(|v| Effect::SlackHomeRefresh {

@@ -36,7 +36,7 @@ use tokio::sync::Notify as Wake;
 use crate::config::Workflow;
 use crate::domain::{
     Clock, DecisionKind, Policy, Request, RequestId, Standing, TIMEOUT_ACTOR, Verdict, Vote,
-    VoteOutcome, VoteRejected, WorkflowName,
+    VoteOutcome, VoteRejected, WorkflowName, key_actor,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::SlackApi;
@@ -330,7 +330,8 @@ impl Service {
         key: &ApiKey,
         reason: Option<String>,
     ) -> ServiceResult<Request> {
-        let by = key.name.as_str();
+        let by = key_actor(&key.name);
+        let by = by.as_str();
         loop {
             let mut request = self.get(id).await?;
             if request.created_by.as_ref() != Some(&key.id) && !key.allows(Scope::Admin) {
