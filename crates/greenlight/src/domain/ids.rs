@@ -128,6 +128,24 @@ impl SlackUserId {
     pub fn looks_like(s: &str) -> bool {
         is_slack_id(s, b"UW")
     }
+
+    /// The person `text` names, when it names one the way people write a Slack user: the id
+    /// (`U0ALICE`), the id in another case with at least one digit (`u0alice`; without a digit
+    /// `walter` stays a name), or a mention (`<@U0ALICE>`, `<@U0ALICE|alice>`), with spaces
+    /// around any of them.
+    pub fn named_by(text: &str) -> Option<SlackUserId> {
+        let text = text.trim();
+        let (id, mention) = match text.strip_prefix("<@").and_then(|t| t.strip_suffix('>')) {
+            Some(inner) => (inner.split('|').next().unwrap_or_default().trim(), true),
+            None => (text, false),
+        };
+        if Self::looks_like(id) {
+            return Some(Self(id.to_owned()));
+        }
+        let upper = id.to_ascii_uppercase();
+        let has_digit = id.bytes().any(|c| c.is_ascii_digit());
+        (Self::looks_like(&upper) && (mention || has_digit)).then_some(Self(upper))
+    }
 }
 
 /// What a machine's vote and cancel are recorded as: `key:` and the API key's name, so that
@@ -325,6 +343,32 @@ mod tests {
         assert!(matches!("U0ALICE".parse(), Ok(Approver::User(_))));
         assert!("C0DEPLOY".parse::<Approver>().is_err());
         assert!("@alice".parse::<Approver>().is_err());
+    }
+
+    #[test]
+    fn a_requester_names_a_person_by_id_or_mention_in_any_case() {
+        let named = |s: &str| SlackUserId::named_by(s).map(|u| u.to_string());
+        for given in [
+            "U0ALICE",
+            " U0ALICE ",
+            "u0alice",
+            "<@U0ALICE>",
+            "<@U0ALICE|alice>",
+            " <@u0alice> ",
+        ] {
+            assert_eq!(named(given).as_deref(), Some("U0ALICE"), "{given:?}");
+        }
+        assert_eq!(named("w012a3cde").as_deref(), Some("W012A3CDE"));
+        for name in [
+            "walter",
+            "deploy-bot",
+            "alice@example.com",
+            "<@alice>",
+            "<@U0ALICE",
+            "",
+        ] {
+            assert_eq!(named(name), None, "{name:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub use pacing::{Bucket, Pace};
 pub use request::{
     Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Policy, Request, SlackRef,
     Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,
+    requester_as_stored,
 };
 pub use signal::{Signal, SignalName};
 

@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, WorkflowName};
+use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, SlackUserId, WorkflowName};
 
 /// Free-form key/value parameters a machine attaches (version, amount, ...).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -170,6 +170,12 @@ pub struct Request {
 pub struct ToolCall {
     pub name: String,
     pub input: serde_json::Value,
+}
+
+/// A requester as a request keeps it: a Slack user id or mention (`<@U0ALICE>`, ` u0alice `)
+/// as the id (`U0ALICE`), anything else (an email, a pipeline's name) as given.
+pub fn requester_as_stored(requester: &str) -> String {
+    SlackUserId::named_by(requester).map_or_else(|| requester.to_owned(), |u| u.to_string())
 }
 
 /// What a machine asked for, already validated and resolved against its workflow.

@@ -125,3 +125,51 @@ async fn a_key_named_like_a_slack_user_is_refused_and_an_old_one_never_blocks_a_
     );
     app.stop().await;
 }
+
+/// A requester written as a mention, with spaces or in lower case is the same person: kept as
+/// the user id when the request is made, so they cannot approve their own request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_given_as_a_mention_cannot_approve_their_own_request() {
+    let app = spawn_app().await;
+    for (n, written) in ["<@U0ALICE>", " U0ALICE ", "u0alice", "<@U0ALICE|alice>"]
+        .into_iter()
+        .enumerate()
+    {
+        let (status, body) = app
+            .create(json!({"title": format!("Deploy #{n}"), "requester": written}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["requester"], "U0ALICE", "{written:?}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let msg = app.posted(&id).await;
+        assert!(
+            text_of(&msg).contains("requested by <@U0ALICE>"),
+            "{}",
+            text_of(&msg)
+        );
+        assert!(
+            app.click(&msg, "greenlight.approve", "U0ALICE")
+                .await
+                .acked()
+        );
+        app.sandbox
+            .wait_until(WAIT, |sb| {
+                let refusals = sb.ephemerals(CHANNEL, "U0ALICE").into_iter().filter(|e| {
+                    e.text
+                        .contains("You asked for this request, so you cannot approve it yourself")
+                });
+                (refusals.count() > n).then_some(())
+            })
+            .await
+            .unwrap_or_else(|| panic!("{written:?}: Alice is told she asked for it"));
+        let got = app.get(&id).await;
+        assert_eq!(got["status"], "pending", "{written:?}");
+        assert!(got["decisions"].as_array().unwrap().is_empty(), "{got}");
+    }
+    // A name that is not a Slack user stays as written.
+    let (status, body) = app
+        .create(json!({"title": "Nightly", "requester": "walter"}))
+        .await;
+    assert_eq!((status, body["requester"].as_str()), (201, Some("walter")));
+    app.stop().await;
+}
