@@ -148,6 +148,11 @@ impl SlackUserId {
     }
 }
 
+/// A Slack workspace (`T…`) or Enterprise Grid organization (`E…`) id.
+pub fn is_slack_team_id(s: &str) -> bool {
+    is_slack_id(s, b"TE")
+}
+
 /// What a machine's vote and cancel are recorded as: `key:` and the API key's name, so that
 /// no key can pass for a person (whose votes are their Slack user id).
 pub fn key_actor(name: &str) -> String {

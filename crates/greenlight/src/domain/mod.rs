@@ -15,7 +15,7 @@ pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};
 pub use ids::{
     ApiKeyId, Approver, ChannelRef, IdError, RequestId, SlackGroupId, SlackUserId, WorkflowName,
-    key_actor, key_name_problem,
+    is_slack_team_id, key_actor, key_name_problem,
 };
 pub use pacing::{Bucket, Pace};
 pub use request::{
