@@ -27,6 +27,11 @@ pub struct SandboxConfig {
     pub commands_url: Option<String>,
     pub team_id: String,
     pub team_domain: String,
+    /// The Enterprise Grid organization the workspace belongs to (`None`: a workspace on its
+    /// own). Then auth.test names it (`enterprise_id`), and payloads carry it as Slack
+    /// documents: `enterprise`, `team.enterprise_id`, and the organization's id as the
+    /// workspace's people's `user.team_id`.
+    pub enterprise: Option<Enterprise>,
     pub app_id: String,
     /// User id of the bot (`user` on its messages, `user_id` in auth.test).
     pub bot_user_id: String,
@@ -48,6 +53,13 @@ pub struct Channel {
     pub name: String,
 }
 
+/// An Enterprise Grid organization (`E…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enterprise {
+    pub id: String,
+    pub name: String,
+}
+
 /// A simulated person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -55,6 +67,10 @@ pub struct User {
     pub name: String,
     pub real_name: String,
     pub email: String,
+    /// The workspace of a person from another organization, in the workspace's channels
+    /// through Slack Connect (`None`: one of the workspace's own people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<String>,
 }
 
 /// A user group (`<!subteam^S...>`).
@@ -87,7 +103,14 @@ impl User {
             email: format!("{name}@example.com"),
             name,
             real_name: real_name.into(),
+            team_id: None,
         }
+    }
+
+    /// The same person, from the workspace `team_id` of another organization (Slack Connect).
+    pub fn of_team(mut self, team_id: impl Into<String>) -> Self {
+        self.team_id = Some(team_id.into());
+        self
     }
 }
 
@@ -111,6 +134,7 @@ impl Default for SandboxConfig {
             commands_url: None,
             team_id: "T0SANDBOX".into(),
             team_domain: "sandbox".into(),
+            enterprise: None,
             app_id: "A0GREENLIGHT".into(),
             bot_user_id: "U0GREENBOT".into(),
             bot_id: "B0GREENBOT".into(),
@@ -190,6 +214,21 @@ impl SandboxConfig {
 
     pub fn with_channel(mut self, channel: Channel) -> Self {
         self.channels.push(channel);
+        self
+    }
+
+    /// Adds a person (`User::new(...).of_team("T0PARTNER")` for one of another organization).
+    pub fn with_user(mut self, user: User) -> Self {
+        self.users.push(user);
+        self
+    }
+
+    /// Makes the workspace part of the Enterprise Grid organization `id`.
+    pub fn with_enterprise(mut self, id: impl Into<String>, name: impl Into<String>) -> Self {
+        self.enterprise = Some(Enterprise {
+            id: id.into(),
+            name: name.into(),
+        });
         self
     }
 

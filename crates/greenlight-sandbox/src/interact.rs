@@ -81,12 +81,38 @@ impl HomeClick {
     }
 }
 
+/// The `user` of an interaction payload. Its `team_id` is the person's own workspace: another
+/// organization's for someone in through Slack Connect, and on Enterprise Grid the
+/// organization's id (`E…`) for the workspace's own people, as Slack documents.
 pub(crate) fn user_json(shared: &Shared, user: &crate::config::User) -> Value {
-    json!({"id": user.id, "username": user.name, "name": user.name, "team_id": shared.config.team_id})
+    let c = &shared.config;
+    let team_id = match (&user.team_id, &c.enterprise) {
+        (Some(theirs), _) => theirs,
+        (None, Some(org)) => &org.id,
+        (None, None) => &c.team_id,
+    };
+    json!({"id": user.id, "username": user.name, "name": user.name, "team_id": team_id})
 }
 
-fn team_json(shared: &Shared) -> Value {
-    json!({"id": shared.config.team_id, "domain": shared.config.team_domain})
+/// The `team` of an interaction payload: the workspace the person acted from (theirs, for
+/// someone of another organization), with the organization on Enterprise Grid.
+fn team_json(shared: &Shared, user: &crate::config::User) -> Value {
+    let c = &shared.config;
+    match (&user.team_id, &c.enterprise) {
+        (Some(theirs), _) => json!({"id": theirs, "domain": theirs.to_lowercase()}),
+        (None, Some(org)) => json!({"id": c.team_id, "domain": c.team_domain,
+                                    "enterprise_id": org.id, "enterprise_name": org.name}),
+        (None, None) => json!({"id": c.team_id, "domain": c.team_domain}),
+    }
+}
+
+/// The `enterprise` of an interaction payload: the workspace's organization for its own
+/// people on Enterprise Grid, else null.
+fn enterprise_json(shared: &Shared, user: &crate::config::User) -> Value {
+    match (&user.team_id, &shared.config.enterprise) {
+        (None, Some(org)) => json!({"id": org.id, "name": org.name}),
+        _ => Value::Null,
+    }
 }
 
 /// Verification token Slack still sends in payloads (deprecated, never a secret).
@@ -152,8 +178,8 @@ pub(crate) fn block_actions_payload(shared: &Shared, click: &Click) -> Result<Va
         "api_app_id": shared.config.app_id,
         "trigger_id": shared.issue_trigger(&user.id),
         "response_url": shared.issue_response_url(&channel.id, Some(&message.ts), &user.id),
-        "team": team_json(shared),
-        "enterprise": null,
+        "team": team_json(shared, user),
+        "enterprise": enterprise_json(shared, user),
         "is_enterprise_install": false,
         "user": user_json(shared, user),
         "channel": {"id": channel.id, "name": channel.name},
@@ -201,8 +227,8 @@ pub(crate) fn home_block_actions_payload(
         "token": VERIFICATION_TOKEN,
         "api_app_id": shared.config.app_id,
         "trigger_id": shared.issue_trigger(&user.id),
-        "team": team_json(shared),
-        "enterprise": null,
+        "team": team_json(shared, user),
+        "enterprise": enterprise_json(shared, user),
         "is_enterprise_install": false,
         "user": user_json(shared, user),
         "container": {"type": "view", "view_id": view.id},
@@ -267,8 +293,8 @@ pub(crate) fn view_submission_payload(
         "token": VERIFICATION_TOKEN,
         "api_app_id": shared.config.app_id,
         "trigger_id": shared.issue_trigger(&user.id),
-        "team": team_json(shared),
-        "enterprise": null,
+        "team": team_json(shared, user),
+        "enterprise": enterprise_json(shared, user),
         "is_enterprise_install": false,
         "user": user_json(shared, user),
         "view": view_json(shared, &view, &Value::Object(state)),

@@ -96,7 +96,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-pub use config::{Channel, SandboxConfig, User, UserGroup};
+pub use config::{Channel, Enterprise, SandboxConfig, User, UserGroup};
 pub use error::SandboxError;
 pub use faults::FaultKind;
 pub use interact::{Click, HomeClick};

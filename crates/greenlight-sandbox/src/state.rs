@@ -305,7 +305,7 @@ impl Shared {
     pub fn user_json(&self, user: &User) -> Value {
         serde_json::json!({
             "id": user.id,
-            "team_id": self.config.team_id,
+            "team_id": user.team_id.as_ref().unwrap_or(&self.config.team_id),
             "name": user.name,
             "real_name": user.real_name,
             "deleted": false,

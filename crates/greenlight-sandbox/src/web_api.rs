@@ -358,9 +358,10 @@ fn blocks_arg(args: &Args) -> Result<Option<Vec<Value>>, SlackError> {
     Ok(Some(list))
 }
 
+/// Who the token is; on Enterprise Grid also the organization (`enterprise_id`).
 fn auth_test(shared: &Shared) -> Value {
     let c = &shared.config;
-    json!({
+    let mut answer = json!({
         "ok": true,
         "url": format!("https://{}.slack.com/", c.team_domain),
         "team": c.team_domain,
@@ -369,7 +370,11 @@ fn auth_test(shared: &Shared) -> Value {
         "user_id": c.bot_user_id,
         "bot_id": c.bot_id,
         "is_enterprise_install": false,
-    })
+    });
+    if let Some(org) = &c.enterprise {
+        answer["enterprise_id"] = json!(org.id);
+    }
+    answer
 }
 
 fn post_message(shared: &Shared, args: &Args) -> Result<Value, SlackError> {

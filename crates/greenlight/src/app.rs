@@ -174,6 +174,7 @@ impl Application {
                     .as_ref()
                     .map(|c| c.as_str().to_owned()),
             )
+            .with_allowed_teams(config.slack.allowed_teams.clone())
             .with_slack(slack.clone()),
         );
         let secret = crate::delivery::webhook_secret(config, store.as_ref()).await?;
@@ -258,6 +259,16 @@ impl Application {
             }
             None => None,
         };
+        // Which workspace may vote: asked now, in the background, so that a Slack slow or
+        // down at start delays nothing; a click asks again while it is not known.
+        {
+            let service = service.clone();
+            tokio::spawn(async move {
+                if let Err(e) = service.learn_workspace().await {
+                    tracing::warn!(error = %e, "cannot tell which Slack workspace greenlight is installed in; until it can (a click asks again), only clicks from [slack] allowed_teams count");
+                }
+            });
+        }
         // Deliveries get most of the time; the rest is for sockets and the database.
         let grace = self.shutdown_timeout.mul_f64(0.8);
         let worker = tokio::spawn(self.worker.clone().run(shutdown.clone(), grace));

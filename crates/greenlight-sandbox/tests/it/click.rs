@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use greenlight_sandbox::{Click, SandboxConfig, SandboxError, SandboxHandle, Transport};
+use greenlight_sandbox::{Click, SandboxConfig, SandboxError, SandboxHandle, Transport, User};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -171,6 +171,72 @@ async fn a_click_is_a_signed_block_actions_post() {
     let again = rx.payloads.recv().await.unwrap();
     assert_ne!(again["trigger_id"], p["trigger_id"]);
     assert_eq!(sb.deliveries().len(), 2);
+}
+
+/// Who clicked, and from where: a person of another organization (Slack Connect) clicks from
+/// their own workspace; on Enterprise Grid the organization is named on the team, on the
+/// payload and (as Slack documents) as the person's `team_id`.
+#[tokio::test]
+async fn a_click_names_the_workspace_and_organization_of_who_clicked() {
+    let partner = User::new("U0XAVIER", "xavier", "Xavier Xu").of_team("T0PARTNER");
+    let sb = start_with(
+        SandboxConfig::for_tests()
+            .with_signing_secret("s3cret")
+            .with_user(partner),
+    )
+    .await;
+    let mut rx = receiver("s3cret").await;
+    sb.set_interactivity_url(rx.url.clone());
+    let ts = post_approval(&sb).await;
+    for user in ["U0XAVIER", "U0ALICE"] {
+        sb.click(Click::new("C0DEPLOY", &ts, "approve", user))
+            .await
+            .unwrap();
+    }
+    let xavier = rx.payloads.recv().await.unwrap();
+    assert_eq!(xavier["user"]["team_id"], "T0PARTNER");
+    assert_eq!(
+        xavier["team"],
+        json!({"id": "T0PARTNER", "domain": "t0partner"})
+    );
+    assert_eq!(xavier["enterprise"], Value::Null);
+    let alice = rx.payloads.recv().await.unwrap();
+    assert_eq!(alice["user"]["team_id"], "T0SANDBOX");
+    assert_eq!(alice["team"]["id"], "T0SANDBOX");
+    let info = api(&sb, "users.info", json!({"user": "U0XAVIER"})).await;
+    assert_eq!(info.body["user"]["team_id"], "T0PARTNER");
+    let me = api(&sb, "auth.test", json!({})).await;
+    assert_eq!(me.body["team_id"], "T0SANDBOX");
+    assert!(me.body.get("enterprise_id").is_none(), "{}", me.body);
+
+    let grid = start_with(
+        SandboxConfig::for_tests()
+            .with_signing_secret("s3cret")
+            .with_enterprise("E0SANDBOX", "Sandbox Org"),
+    )
+    .await;
+    let mut rx = receiver("s3cret").await;
+    grid.set_interactivity_url(rx.url.clone());
+    let me = api(&grid, "auth.test", json!({})).await;
+    assert_eq!(
+        (&me.body["team_id"], &me.body["enterprise_id"]),
+        (&json!("T0SANDBOX"), &json!("E0SANDBOX"))
+    );
+    let ts = post_approval(&grid).await;
+    grid.click(Click::new("C0DEPLOY", &ts, "approve", "U0ALICE"))
+        .await
+        .unwrap();
+    let p = rx.payloads.recv().await.unwrap();
+    assert_eq!(p["user"]["team_id"], "E0SANDBOX");
+    assert_eq!(
+        p["team"],
+        json!({"id": "T0SANDBOX", "domain": "sandbox", "enterprise_id": "E0SANDBOX",
+               "enterprise_name": "Sandbox Org"})
+    );
+    assert_eq!(
+        p["enterprise"],
+        json!({"id": "E0SANDBOX", "name": "Sandbox Org"})
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{exit, fail};
-use crate::domain::ApiKeyId;
+use crate::domain::{ApiKeyId, key_name_problem};
 use crate::http::auth::{generate_key, hash_key};
 use crate::store::{self, ApiKey, Scope};
 
@@ -13,7 +13,8 @@ use crate::store::{self, ApiKey, Scope};
 pub(super) enum KeysCommand {
     /// Create a key and print it (alone) on stdout. It is stored only as a hash.
     Create {
-        /// A name for the key; shown as the actor in the audit log.
+        /// A name for the key: its votes and cancels are recorded as `key:NAME`. Not a Slack
+        /// id (U…, W…, S…) and without <, >, *, @.
         #[arg(long)]
         name: String,
         /// Comma-separated: request, read, decide, signal, admin.
@@ -33,8 +34,8 @@ pub(super) async fn keys(cmd: KeysCommand, store: &dyn store::ApiKeys) -> ExitCo
     match cmd {
         KeysCommand::Create { name, scopes } => {
             let name = name.trim().to_owned();
-            if name.is_empty() || name.len() > 100 {
-                eprintln!("error: --name must be 1-100 characters");
+            if let Some(problem) = key_name_problem(&name) {
+                eprintln!("error: --name {name:?} {problem}");
                 return ExitCode::from(exit::USAGE);
             }
             let mut parsed = Vec::new();

@@ -15,6 +15,7 @@ use super::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DATABASE_URL, DEFAULT_LISTEN,
     DEFAULT_SLACK_API_URL, Secret,
 };
+use crate::domain::is_slack_team_id;
 use crate::rules::Rule;
 
 /// The environment, or what stands in for it in tests.
@@ -246,8 +247,17 @@ fn slack(
             ),
         );
     }
+    if let Some(bad) = file.allowed_teams.iter().find(|t| !is_slack_team_id(t)) {
+        check.push(
+            Origin::File(&slack_keys, "allowed_teams"),
+            format!(
+                "[slack] allowed_teams: {bad:?} is not a Slack workspace id (T…) or Enterprise Grid organization id (E…)"
+            ),
+        );
+    }
     let slack = SlackConfig {
         socket_connections,
+        allowed_teams: file.allowed_teams,
         bot_token: env("SLACK_BOT_TOKEN").map(Secret).or(file.bot_token),
         signing_secret: env("SLACK_SIGNING_SECRET")
             .map(Secret)

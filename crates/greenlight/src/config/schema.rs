@@ -264,6 +264,9 @@ pub struct SlackConfig {
     pub api_url: String,
     /// Socket Mode connections this replica opens (Slack allows 10 per app in all).
     pub socket_connections: u32,
+    /// Workspaces (`T…`) and Enterprise Grid organizations (`E…`) whose people may vote,
+    /// besides the one greenlight is installed in (`[slack] allowed_teams`).
+    pub allowed_teams: Vec<String>,
 }
 
 impl SlackConfig {
@@ -479,4 +482,6 @@ pub(super) struct FileSlack {
     pub(super) app_token: Option<Secret>,
     pub(super) api_url: Option<String>,
     pub(super) socket_connections: Option<u32>,
+    #[serde(default)]
+    pub(super) allowed_teams: Vec<String>,
 }

@@ -360,3 +360,29 @@ fn secrets_do_not_print() {
     let s = Secret::new("xoxb-very-secret");
     assert!(!format!("{s:?}").contains("very-secret"));
 }
+
+#[test]
+fn allowed_teams_take_workspace_and_organization_ids_only() {
+    let workflow = "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploys\"\n";
+    let c = load(workflow, &[]).unwrap();
+    assert!(c.slack.allowed_teams.is_empty());
+    let c = load(
+        &format!("[slack]\nallowed_teams = [\"T0PARTNER\", \"E0ORG\"]\n{workflow}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.slack.allowed_teams, ["T0PARTNER", "E0ORG"]);
+    let err = load(
+        &format!("[slack]\nallowed_teams = [\"T0PARTNER\", \"U0BOB\"]\n{workflow}"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("greenlight.toml:2:1: error:"), "{err}");
+    assert!(
+        err.contains(
+            "\"U0BOB\" is not a Slack workspace id (T…) or Enterprise Grid organization id (E…)"
+        ),
+        "{err}"
+    );
+}

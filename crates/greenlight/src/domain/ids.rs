@@ -128,6 +128,62 @@ impl SlackUserId {
     pub fn looks_like(s: &str) -> bool {
         is_slack_id(s, b"UW")
     }
+
+    /// The person `text` names, when it names one the way people write a Slack user: the id
+    /// (`U0ALICE`), the id in another case with at least one digit (`u0alice`; without a digit
+    /// `walter` stays a name), or a mention (`<@U0ALICE>`, `<@U0ALICE|alice>`), with spaces
+    /// around any of them.
+    pub fn named_by(text: &str) -> Option<SlackUserId> {
+        let text = text.trim();
+        let (id, mention) = match text.strip_prefix("<@").and_then(|t| t.strip_suffix('>')) {
+            Some(inner) => (inner.split('|').next().unwrap_or_default().trim(), true),
+            None => (text, false),
+        };
+        if Self::looks_like(id) {
+            return Some(Self(id.to_owned()));
+        }
+        let upper = id.to_ascii_uppercase();
+        let has_digit = id.bytes().any(|c| c.is_ascii_digit());
+        (Self::looks_like(&upper) && (mention || has_digit)).then_some(Self(upper))
+    }
+}
+
+/// A Slack workspace (`T…`) or Enterprise Grid organization (`E…`) id.
+pub fn is_slack_team_id(s: &str) -> bool {
+    is_slack_id(s, b"TE")
+}
+
+/// What a machine's vote and cancel are recorded as: `key:` and the API key's name, so that
+/// no key can pass for a person (whose votes are their Slack user id).
+pub fn key_actor(name: &str) -> String {
+    format!("{KEY_ACTOR_PREFIX}{name}")
+}
+
+pub const KEY_ACTOR_PREFIX: &str = "key:";
+
+/// Why `name` cannot name a new API key, if it cannot: 1-100 characters, and nothing Slack
+/// would read as a person, a group or formatting (a Slack id, `<`, `>`, `*`, `@`, control
+/// characters). Keys made before this rule keep their names.
+pub fn key_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.chars().count() > 100 {
+        return Some("must be 1-100 characters".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '<' | '>' | '*' | '@') || c.is_control())
+    {
+        return Some(format!(
+            "must not contain {c:?}: <, >, *, @ and control characters are Slack formatting"
+        ));
+    }
+    if is_slack_id(name, b"UWS") {
+        return Some(
+            "looks like a Slack user or group id (U…, W…, S…), so the key could pass for a person; \
+             pick a name such as ci or deploy-bot"
+                .into(),
+        );
+    }
+    None
 }
 
 impl FromStr for SlackUserId {
@@ -292,6 +348,54 @@ mod tests {
         assert!(matches!("U0ALICE".parse(), Ok(Approver::User(_))));
         assert!("C0DEPLOY".parse::<Approver>().is_err());
         assert!("@alice".parse::<Approver>().is_err());
+    }
+
+    #[test]
+    fn a_requester_names_a_person_by_id_or_mention_in_any_case() {
+        let named = |s: &str| SlackUserId::named_by(s).map(|u| u.to_string());
+        for given in [
+            "U0ALICE",
+            " U0ALICE ",
+            "u0alice",
+            "<@U0ALICE>",
+            "<@U0ALICE|alice>",
+            " <@u0alice> ",
+        ] {
+            assert_eq!(named(given).as_deref(), Some("U0ALICE"), "{given:?}");
+        }
+        assert_eq!(named("w012a3cde").as_deref(), Some("W012A3CDE"));
+        for name in [
+            "walter",
+            "deploy-bot",
+            "alice@example.com",
+            "<@alice>",
+            "<@U0ALICE",
+            "",
+        ] {
+            assert_eq!(named(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn key_names_cannot_pass_for_a_person_or_format_a_message() {
+        for ok in ["ci", "deploy-bot", "pipeline_a", "Uploader 2", "USA-east"] {
+            assert_eq!(key_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "U0BOB",
+            "W012A3CDE",
+            "S0SRE",
+            "<@U0BOB>",
+            "*bold*",
+            "ci@example",
+            "a>b",
+            "a\nb",
+        ] {
+            assert!(key_name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(key_name_problem(&"x".repeat(101)).is_some());
+        assert_eq!(key_actor("ci"), "key:ci");
     }
 
     #[test]

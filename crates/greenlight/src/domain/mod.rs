@@ -15,11 +15,13 @@ pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};
 pub use ids::{
     ApiKeyId, Approver, ChannelRef, IdError, RequestId, SlackGroupId, SlackUserId, WorkflowName,
+    is_slack_team_id, key_actor, key_name_problem,
 };
 pub use pacing::{Bucket, Pace};
 pub use request::{
     Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Policy, Request, SlackRef,
     Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,
+    requester_as_stored,
 };
 pub use signal::{Signal, SignalName};
 

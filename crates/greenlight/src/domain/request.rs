@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ids::{ApiKeyId, ChannelRef, RequestId, WorkflowName};
+use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, SlackUserId, WorkflowName};
 
 /// Free-form key/value parameters a machine attaches (version, amount, ...).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -170,6 +170,12 @@ pub struct Request {
 pub struct ToolCall {
     pub name: String,
     pub input: serde_json::Value,
+}
+
+/// A requester as a request keeps it: a Slack user id or mention (`<@U0ALICE>`, ` u0alice `)
+/// as the id (`U0ALICE`), anything else (an email, a pipeline's name) as given.
+pub fn requester_as_stored(requester: &str) -> String {
+    SlackUserId::named_by(requester).map_or_else(|| requester.to_owned(), |u| u.to_string())
 }
 
 /// What a machine asked for, already validated and resolved against its workflow.
@@ -369,7 +375,12 @@ impl Request {
         {
             return Err(VoteRejected::SelfApproval);
         }
-        if self.decisions.iter().any(|d| d.by == vote.by) {
+        let voter = Voter::of(&vote.by, vote.kind);
+        if self
+            .decisions
+            .iter()
+            .any(|d| Voter::of(&d.by, d.kind) == voter)
+        {
             return Err(VoteRejected::AlreadyVoted { by: vote.by });
         }
         let required = policy.approvals_required.max(1);
@@ -519,6 +530,26 @@ impl Request {
     }
 }
 
+/// Who a vote is from, for "one vote each": a person and an API key never share a voter,
+/// whatever the key is named. A key's votes are recorded as `key:NAME`; ones recorded before
+/// that carry the bare name, and count as the same key.
+#[derive(Debug, PartialEq, Eq)]
+enum Voter<'a> {
+    Person(&'a str),
+    Key(&'a str),
+    Other(DecisionKind, &'a str),
+}
+
+impl<'a> Voter<'a> {
+    fn of(by: &'a str, kind: DecisionKind) -> Self {
+        match kind {
+            DecisionKind::User => Voter::Person(by),
+            DecisionKind::Machine => Voter::Key(by.strip_prefix(KEY_ACTOR_PREFIX).unwrap_or(by)),
+            other => Voter::Other(other, by),
+        }
+    }
+}
+
 fn verdict_status(verdict: Verdict) -> Status {
     match verdict {
         Verdict::Approve => Status::Approved,
@@ -630,6 +661,41 @@ mod tests {
         assert_eq!(
             r.cast(vote("U2", Verdict::Deny), &policy, now),
             Ok(VoteOutcome::Decided(Status::Denied))
+        );
+    }
+
+    #[test]
+    fn a_key_and_a_person_never_share_a_vote_whatever_the_key_is_named() {
+        let policy = Policy {
+            approvals_required: 3,
+            ..Policy::default()
+        };
+        let now = Timestamp::UNIX_EPOCH;
+        let machine = |by: &str, verdict| Vote {
+            kind: DecisionKind::Machine,
+            ..vote(by, verdict)
+        };
+        let mut r = pending();
+        // A key named like Bob, as recorded before keys had their own namespace.
+        r.cast(machine("U0BOB", Verdict::Approve), &policy, now)
+            .unwrap();
+        r.cast(machine("key:ci", Verdict::Approve), &policy, now)
+            .unwrap();
+        // Bob himself still votes, and his deny decides.
+        assert_eq!(
+            r.cast(vote("U0BOB", Verdict::Deny), &policy, now),
+            Ok(VoteOutcome::Decided(Status::Denied))
+        );
+
+        // The same key votes once, under its old bare name or its new one.
+        let mut r = pending();
+        r.cast(machine("ci", Verdict::Approve), &policy, now)
+            .unwrap();
+        assert_eq!(
+            r.cast(machine("key:ci", Verdict::Approve), &policy, now),
+            Err(VoteRejected::AlreadyVoted {
+                by: "key:ci".into()
+            })
         );
     }
 

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote};
+use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote, key_actor};
 use crate::service::intake::CreateBody;
 use crate::service::{CreateInput, VoteResult};
 use crate::store::{ActionResult, Delivery, ListFilter, Scope};
@@ -359,7 +359,7 @@ pub struct DecisionBody {
 }
 
 /// `POST /v1/requests/{id}/decisions`: a machine's vote (the `decide` scope), counted like a
-/// person's, under the same policy.
+/// person's, under the same policy, and recorded as `key:` and the key's name.
 #[utoipa::path(
     post,
     path = "/v1/requests/{id}/decisions",
@@ -389,7 +389,7 @@ pub async fn decide(
         .ok_or_else(|| invalid("verdict must be \"approve\" or \"deny\""))?;
     let reason = non_empty("reason", body.reason, 1000)?;
     let vote = Vote {
-        by: key.name.clone(),
+        by: key_actor(&key.name),
         name: None,
         kind: DecisionKind::Machine,
         verdict,

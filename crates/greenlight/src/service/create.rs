@@ -7,7 +7,7 @@ use super::{Event, Service, ServiceError, ServiceResult};
 use crate::config::Workflow;
 use crate::domain::{
     ChannelRef, DecisionKind, DurationSpec, NewRequest, Notify, Params, Request, RequestId,
-    WorkflowName,
+    WorkflowName, requester_as_stored,
 };
 use crate::rules::{self, RuleInput};
 use crate::store::{ApiKey, CreateOutcome, Delivery, DigestWindow, Effect, Idempotency, NewAudit};
@@ -55,6 +55,9 @@ impl Service {
             key: k.clone(),
             fingerprint: fingerprint(&input),
         });
+        // A person named as the requester is kept as their user id, however it was written, so
+        // that self-approval, the rules and the Home tab all see the same person.
+        let requester = input.requester.as_deref().map(requester_as_stored);
         // DurationSpec is bounded to a year, so this cannot leave jiff's range.
         let after = |d: DurationSpec| {
             jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok()
@@ -65,7 +68,7 @@ impl Service {
             .evaluate_rules(
                 workflow,
                 &input.params,
-                input.requester.as_deref(),
+                requester.as_deref(),
                 &input.title,
                 now,
             )
@@ -77,7 +80,7 @@ impl Service {
                 title: input.title,
                 details: input.details,
                 params: input.params,
-                requester: input.requester,
+                requester,
                 channel: input.channel.unwrap_or_else(|| workflow.channel.clone()),
                 expires_at,
                 callback_url: input.callback_url,

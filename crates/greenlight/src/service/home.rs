@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::Workflow;
 use crate::delivery::HomeTabs;
-use crate::domain::{Approver, Request, SlackUserId, WorkflowName};
+use crate::domain::{
+    Approver, DecisionKind, Request, SlackUserId, WorkflowName, requester_as_stored,
+};
 use crate::service::{Service, ServiceError, ServiceResult};
 use crate::slack::home::HomeTab;
 use crate::slack::interaction::EventCallback;
@@ -82,13 +84,15 @@ impl Service {
         })
     }
 
-    /// Whether the Slack user `user` asked for `request` (the requester may be an email).
+    /// Whether the Slack user `user` asked for `request` (the requester may be an email). A
+    /// request made by an earlier build may keep its requester as written (`<@U0ALICE>`): it
+    /// is read as the person it names.
     pub(super) async fn asked_by(&self, request: &Request, user: &str) -> ServiceResult<bool> {
-        let Some(requester) = &request.requester else {
+        let Some(requester) = request.requester.as_deref().map(requester_as_stored) else {
             return Ok(false);
         };
         Ok(match &self.directory {
-            Some(d) => d.user_id(requester).await?.as_deref() == Some(user),
+            Some(d) => d.user_id(&requester).await?.as_deref() == Some(user),
             None => requester == user,
         })
     }
@@ -249,7 +253,10 @@ impl Service {
             .iter()
             .filter(|v| {
                 request.requester.as_deref() == Some(v.as_str())
-                    || request.decisions.iter().any(|d| d.by == **v)
+                    || request
+                        .decisions
+                        .iter()
+                        .any(|d| d.kind == DecisionKind::User && d.by == **v)
                     || workflow.is_some_and(|w| self.may_vote_cached(w, v))
             })
             .map(|v| Effect::SlackHomeRefresh {

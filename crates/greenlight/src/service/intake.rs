@@ -113,7 +113,9 @@ pub struct CreateBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub params: Option<Params>,
-    /// Who asks: shown in the message (a person's name, a pipeline).
+    /// Who asks: shown in the message (a person's name, a pipeline). A Slack user id or
+    /// mention, in any case and with spaces around (`<@U0ALICE>`, ` u0alice `), is kept as
+    /// the id (`U0ALICE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
     pub requester: Option<String>,

@@ -2,6 +2,7 @@
 //! Socket Mode). Both transports ack with `Handled::ack_payload`.
 
 use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
+use crate::service::workspaces::Origin;
 use crate::service::{Service, ServiceError, VoteResult};
 use crate::slack::interaction::{Click, DenyReason, Gesture, GestureError, IdentityError, Place};
 use crate::slack::render::{self, REASON_BLOCK};
@@ -60,12 +61,44 @@ impl From<GestureError> for InteractionError {
 }
 
 /// Acts on what a person did in Slack, read from the payload by the adapter
-/// (`Interaction::gesture`).
+/// (`Interaction::gesture`). A click or a deny reason from a workspace that may not vote
+/// counts for nothing: the person is told, and the refusal is audited.
 pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, InteractionError> {
     match gesture {
-        Gesture::Click(c) => click(service, c).await,
-        Gesture::DenyReason(d) => submission(service, d).await,
+        Gesture::Click(c) => match service.origin(&c.actor.team).await {
+            Origin::Allowed => click(service, c).await,
+            refused => {
+                let (user, team) = (&c.actor.user, &c.actor.team);
+                service
+                    .audit_refused_vote(user, team, c.request.as_ref(), c.verdict, refused)
+                    .await?;
+                tell(service, &c.place, user, elsewhere_text(refused).into()).await?;
+                Ok(Handled::Refused(refused.code()))
+            }
+        },
+        Gesture::DenyReason(d) => match service.origin(&d.actor.team).await {
+            Origin::Allowed => submission(service, d).await,
+            refused => {
+                let (user, team) = (&d.actor.user, &d.actor.team);
+                service
+                    .audit_refused_vote(user, team, Some(&d.request), Verdict::Deny, refused)
+                    .await?;
+                Ok(modal_error(elsewhere_text(refused)))
+            }
+        },
         Gesture::Other => Ok(Handled::Ignored),
+    }
+}
+
+/// Why a click from a workspace that may not vote did not count.
+fn elsewhere_text(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Unknown => {
+            "greenlight cannot tell right now which Slack workspace may vote; your click did not count. Please try again shortly."
+        }
+        _ => {
+            "Only people of the Slack workspace greenlight is installed in may vote; your click from another workspace did not count."
+        }
     }
 }
 

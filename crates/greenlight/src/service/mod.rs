@@ -5,9 +5,10 @@
 //!
 //! Here: the `Service` itself, wait, vote, cancel and the timers. Beside it: `create.rs`
 //! (create and its rules), `effects.rs` (what a change sets off), `error.rs` (the error and its
-//! codes), `limiter.rs` (per-key pace and long-poll cap), and one file per other use case. The
-//! service imports the layers below it (delivery, slack, config, store, rules, domain) and is
-//! imported by the adapters above (http, mcp, app, cli).
+//! codes), `limiter.rs` (per-key pace and long-poll cap), `workspaces.rs` (which Slack
+//! workspaces may vote), and one file per other use case. The service imports the layers
+//! below it (delivery, slack, config, store, rules, domain) and is imported by the adapters
+//! above (http, mcp, app, cli).
 
 pub mod alerts;
 pub mod audit;
@@ -22,6 +23,7 @@ mod limiter;
 pub mod scheduler;
 pub mod signals;
 pub mod waiters;
+pub mod workspaces;
 
 pub use create::CreateInput;
 pub use effects::Event;
@@ -36,7 +38,7 @@ use tokio::sync::Notify as Wake;
 use crate::config::Workflow;
 use crate::domain::{
     Clock, DecisionKind, Policy, Request, RequestId, Standing, TIMEOUT_ACTOR, Verdict, Vote,
-    VoteOutcome, VoteRejected, WorkflowName,
+    VoteOutcome, VoteRejected, WorkflowName, key_actor,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::SlackApi;
@@ -70,6 +72,8 @@ pub struct Service {
     alerts_channel: Option<String>,
     /// Who has the Home tab open, for deciding whose tab a change refreshes.
     viewers: home::Viewers,
+    /// Which Slack workspaces' people may vote.
+    workspaces: workspaces::Workspaces,
 }
 
 /// How often a long-poll looks at its request even without a wake-up: wake-ups from other
@@ -104,6 +108,7 @@ impl Service {
             alert_rules: Vec::new(),
             alerts_channel: None,
             viewers: Default::default(),
+            workspaces: Default::default(),
         }
     }
 
@@ -330,7 +335,8 @@ impl Service {
         key: &ApiKey,
         reason: Option<String>,
     ) -> ServiceResult<Request> {
-        let by = key.name.as_str();
+        let by = key_actor(&key.name);
+        let by = by.as_str();
         loop {
             let mut request = self.get(id).await?;
             if request.created_by.as_ref() != Some(&key.id) && !key.allows(Scope::Admin) {

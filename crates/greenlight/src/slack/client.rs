@@ -31,6 +31,29 @@ struct Posted {
     ts: String,
 }
 
+/// Where the bot token is installed, as `auth.test` says: the workspace (`T…`), and the
+/// Enterprise Grid organization (`E…`) when there is one. An org-wide install may name only
+/// the organization.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Installation {
+    #[serde(default)]
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub enterprise_id: Option<String>,
+}
+
+impl Installation {
+    /// The ids whose people may vote: the workspace and its organization, those given.
+    pub fn teams(&self) -> Vec<String> {
+        [&self.team_id, &self.enterprise_id]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
 /// Slack error codes that no retry can fix.
 const PERMANENT: &[&str] = &[
     "channel_not_found",
@@ -350,10 +373,19 @@ impl SlackApi {
         Ok(None)
     }
 
-    /// Checks the token; used by `/readyz` and at start-up.
-    pub async fn auth_test(&self) -> Result<String, SlackCallError> {
+    /// `auth.test`: which workspace the bot token belongs to, and on Enterprise Grid which
+    /// organization (slack-morphism's answer type has no `enterprise_id`).
+    pub async fn auth_test(&self) -> Result<Installation, SlackCallError> {
         let session = self.client.open_session(&self.token);
-        let res = session.auth_test().await.map_err(classify)?;
-        Ok(res.team_id.to_string())
+        let found: Installation = session
+            .http_session_api
+            .http_get(
+                "auth.test",
+                &slack_morphism::SLACK_HTTP_EMPTY_GET_PARAMS.clone(),
+                Some(&slack_morphism::api::AUTH_TEST_SPECIAL_LIMIT_RATE_CTL),
+            )
+            .await
+            .map_err(classify)?;
+        Ok(found)
     }
 }

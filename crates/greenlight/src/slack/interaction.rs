@@ -107,7 +107,9 @@ pub struct Action {
 pub enum IdentityError {
     #[error("the payload has no well-formed user.id (U or W, then capital letters and digits)")]
     User,
-    #[error("the payload has no well-formed team id (T, then capital letters and digits)")]
+    #[error(
+        "the payload has no well-formed team id (user.team_id: T or E, or team.id: T, then capital letters and digits)"
+    )]
     Team,
 }
 
@@ -121,30 +123,27 @@ impl IdentityError {
     }
 }
 
-fn is_team_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    (2..=32).contains(&b.len())
-        && b[0] == b'T'
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-}
-
 impl Interaction {
-    /// Who acted: the user id and the workspace, both well-formed Slack ids.
+    /// Who acted: the user id, and the workspace they belong to, both well-formed Slack ids.
+    /// The workspace is the person's own, `user.team_id`: another organization's for someone
+    /// in a channel shared through Slack Connect, and on Enterprise Grid the organization's id
+    /// (`E…`); only a payload without it (or with it empty) falls back to `team.id`, the
+    /// workspace acted from.
     pub fn identity(&self) -> Result<(&str, &str), IdentityError> {
         let user = self
             .user
             .as_ref()
             .filter(|u| crate::domain::SlackUserId::looks_like(&u.id))
             .ok_or(IdentityError::User)?;
-        let team = self
-            .team
-            .as_ref()
-            .map(|t| t.id.as_str())
-            .or(user.team_id.as_deref())
-            .filter(|t| is_team_id(t))
-            .ok_or(IdentityError::Team)?;
+        let team = match user.team_id.as_deref().filter(|t| !t.is_empty()) {
+            Some(own) => Some(own).filter(|t| crate::domain::is_slack_team_id(t)),
+            None => self
+                .team
+                .as_ref()
+                .map(|t| t.id.as_str())
+                .filter(|t| t.starts_with('T') && crate::domain::is_slack_team_id(t)),
+        }
+        .ok_or(IdentityError::Team)?;
         Ok((&user.id, team))
     }
 
@@ -184,7 +183,8 @@ pub enum Gesture {
 pub struct Actor {
     /// A well-formed Slack user id.
     pub user: String,
-    /// A well-formed Slack team id: the workspace the user acted from.
+    /// A well-formed Slack team id: the workspace the user belongs to (`T…`), or their
+    /// Enterprise Grid organization (`E…`). Only some workspaces' people may vote.
     pub team: String,
     /// Their handle, when the payload gives one (shown beside their vote).
     pub handle: Option<String>,
@@ -426,6 +426,19 @@ mod tests {
             "type": "block_actions", "team": null, "user": {"id": "W012A3CDE", "team_id": "T0001"}
         }));
         assert_eq!(org.identity(), Ok(("W012A3CDE", "T0001")));
+        // Enterprise Grid: the person's team_id is the organization.
+        let grid = interaction(serde_json::json!({
+            "type": "block_actions", "team": {"id": "T0001", "enterprise_id": "E0ORG"},
+            "user": {"id": "W012A3CDE", "team_id": "E0ORG"}
+        }));
+        assert_eq!(grid.identity(), Ok(("W012A3CDE", "E0ORG")));
+        // Slack Connect: someone of another organization is of their own workspace, whatever
+        // workspace the payload says they acted from.
+        let partner = interaction(serde_json::json!({
+            "type": "block_actions", "team": {"id": "T0SANDBOX"},
+            "user": {"id": "U0XAVIER", "team_id": "T0PARTNER"}
+        }));
+        assert_eq!(partner.identity(), Ok(("U0XAVIER", "T0PARTNER")));
         for (user, team, err) in [
             (
                 serde_json::json!({"id": ""}),
@@ -465,6 +478,11 @@ mod tests {
             (
                 serde_json::json!({"id": "U0ALICE"}),
                 serde_json::Value::Null,
+                IdentityError::Team,
+            ),
+            (
+                serde_json::json!({"id": "U0ALICE", "team_id": "t0partner"}),
+                serde_json::json!({"id": "T1"}),
                 IdentityError::Team,
             ),
         ] {

@@ -13,4 +13,4 @@ pub mod render;
 pub mod signature;
 pub mod socket_mode;
 
-pub use client::{SlackApi, SlackCallError, Tag};
+pub use client::{Installation, SlackApi, SlackCallError, Tag};

@@ -262,7 +262,7 @@ async fn cancel_strips_the_buttons_and_later_clicks_change_nothing() {
     assert_eq!(body["status"], "cancelled");
     let text = text_of(&app.decided_message(&msg).await);
     assert!(
-        text.contains("*Cancelled* by ci") && text.contains("superseded"),
+        text.contains("*Cancelled* by key:\u{200b}ci") && text.contains("superseded"),
         "{text}"
     );
 
@@ -314,9 +314,12 @@ async fn a_machine_can_decide_with_a_decide_key() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "approved");
     assert_eq!(body["decisions"][0]["kind"], "machine");
+    // Under the key's own namespace: a key's name never passes for a person's id.
+    assert_eq!(body["decisions"][0]["by"], "key:ci");
+    assert_eq!(body["decided_by"], "key:ci");
     let text = text_of(&app.decided_message(&msg).await);
     assert!(
-        text.contains("*Approved* by ci") && text.contains("under limit"),
+        text.contains("*Approved* by key:\u{200b}ci") && text.contains("under limit"),
         "{text}"
     );
     app.stop().await;

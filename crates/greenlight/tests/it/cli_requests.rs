@@ -127,7 +127,7 @@ async fn an_operator_lists_shows_and_decides_from_the_terminal() {
     ))
     .await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(stdout(&out), "approved by ci: green in staging\n");
+    assert_eq!(stdout(&out), "approved by key:ci: green in staging\n");
     assert_eq!(app.get(&first_id).await["status"], "approved");
 
     // Voting again on a decided request changes nothing, and says who decided (exit 1).
@@ -139,7 +139,7 @@ async fn an_operator_lists_shows_and_decides_from_the_terminal() {
     .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        stderr(&out).contains("is no longer pending (approved by ci: green in staging)"),
+        stderr(&out).contains("is no longer pending (approved by key:ci: green in staging)"),
         "{out:?}"
     );
     assert_eq!(app.get(&first_id).await["status"], "approved");
@@ -153,14 +153,14 @@ async fn an_operator_lists_shows_and_decides_from_the_terminal() {
         "{shown}"
     );
     assert!(
-        shown.contains("status      approved by ci: green in staging\n"),
+        shown.contains("status      approved by key:ci: green in staging\n"),
         "{shown}"
     );
     assert!(shown.contains("title       Deploy api v1.2\n"), "{shown}");
     assert!(shown.contains("requester   U0FRANK\n"), "{shown}");
     assert!(shown.contains("votes:\n"), "{shown}");
     assert!(
-        shown.contains("  ci  machine  approve  green in staging"),
+        shown.contains("  key:ci  machine  approve  green in staging"),
         "{shown}"
     );
     assert!(shown.contains("deliveries:\n"), "{shown}");
@@ -172,7 +172,7 @@ async fn an_operator_lists_shows_and_decides_from_the_terminal() {
     .await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["id"], first_id.as_str());
-    assert_eq!(json["decisions"][0]["by"], "ci");
+    assert_eq!(json["decisions"][0]["by"], "key:ci");
 
     // Cancel the other; cancelling twice is exit 1.
     let out = run(greenlight(

@@ -74,7 +74,7 @@ async fn a_callback_that_fails_twice_arrives_three_times_with_one_id_and_a_valid
         .verify(approved.body.as_bytes(), &approved.headers)
         .unwrap();
     assert_eq!(approved.json()["type"], "request.approved");
-    assert_eq!(approved.json()["data"]["decided_by"], "ci");
+    assert_eq!(approved.json()["data"]["decided_by"], "key:ci");
     assert_ne!(approved.header("webhook-id"), got[0].header("webhook-id"));
     app.stop().await;
 }

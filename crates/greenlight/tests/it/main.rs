@@ -14,6 +14,7 @@ mod deny_reason;
 mod expiry;
 mod helpers;
 mod home;
+mod identities;
 mod layers;
 mod limits;
 mod m2m;

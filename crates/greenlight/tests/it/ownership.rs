@@ -43,7 +43,7 @@ async fn only_the_creating_key_or_an_admin_cancels_a_request() {
     let (status, body) = as_key(&alice, Method::POST, cancel.clone(), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "cancelled");
-    assert_eq!(body["decided_by"], "pipeline-a");
+    assert_eq!(body["decided_by"], "key:pipeline-a");
 
     // An admin key cancels anyone's.
     let (_, other) = as_key(

@@ -1274,6 +1274,21 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
     let own_payments = stored(&store, "payments", Some("U0ALICE"), &[]).await.id;
     let voted = stored(&store, "deploy", None, &["U0ALICE"]).await.id;
     let others_vote = stored(&store, "deploy", None, &["U0BOB"]).await.id;
+    // A machine vote by a key named like Alice (made before keys were refused such names, and
+    // recorded under the bare name then): it is not her vote, so she may still vote.
+    let mut keys_vote = request(0);
+    keys_vote.decisions.push(Decision {
+        by: "U0ALICE".into(),
+        kind: DecisionKind::Machine,
+        verdict: Verdict::Approve,
+        reason: None,
+        name: None,
+        at: jiff::Timestamp::now(),
+    });
+    store
+        .create_request(&keys_vote, None, &audit(&keys_vote), &[], now_ms())
+        .await
+        .unwrap();
     let foreign = stored(&store, "ops", None, &[]).await.id;
     let mut decided = request(0);
     decided.cancel("ops", None, jiff::Timestamp::now()).unwrap();
@@ -1292,17 +1307,17 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
     let ids: HashSet<RequestId> = page.requests.iter().map(|r| r.id.clone()).collect();
     let mut expected: HashSet<RequestId> = plain.iter().cloned().collect();
     // Self-approval is allowed in payments; someone else's vote does not hide it.
-    expected.extend([own_payments, others_vote]);
+    expected.extend([own_payments, others_vote, keys_vote.id]);
     assert_eq!(ids, expected);
     assert!(!ids.contains(&own_deploy) && !ids.contains(&voted) && !ids.contains(&foreign));
-    assert_eq!(page.total, 5);
+    assert_eq!(page.total, 6);
     assert!(
         page.requests.windows(2).all(|w| w[0].id > w[1].id),
         "newest first"
     );
 
     let bounded = store.votable_requests(&filter(2)).await.unwrap();
-    assert_eq!((bounded.requests.len(), bounded.total), (2, 5));
+    assert_eq!((bounded.requests.len(), bounded.total), (2, 6));
     let none = store
         .votable_requests(&VotableFilter {
             workflows: vec![],

@@ -233,7 +233,7 @@ impl Requests for PostgresStore {
         let (workflows, not_own_in) = (names(&f.workflows), names(&f.not_own_in));
         let matching = "FROM requests WHERE status = 'pending' AND workflow = ANY($1) \
              AND NOT (requester IS NOT NULL AND requester = $2 AND workflow = ANY($3)) \
-             AND NOT decisions::jsonb @> jsonb_build_array(jsonb_build_object('by', $2::text))";
+             AND NOT decisions::jsonb @> jsonb_build_array(jsonb_build_object('by', $2::text, 'kind', 'user'))";
         let sql = format!("SELECT {REQUEST_COLUMNS} {matching} ORDER BY id DESC LIMIT $4");
         let found = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&workflows)

@@ -21,7 +21,8 @@ const VOTABLE_MATCHING: &str = "FROM requests WHERE status = 'pending' \
      AND NOT (requester IS NOT NULL AND requester = ?2 \
               AND workflow IN (SELECT value FROM json_each(?3))) \
      AND NOT EXISTS (SELECT 1 FROM json_each(requests.decisions) d \
-                     WHERE json_extract(d.value, '$.by') = ?2)";
+                     WHERE json_extract(d.value, '$.by') = ?2 \
+                     AND json_extract(d.value, '$.kind') = 'user')";
 sql!(VOTABLE = "SELECT {REQUEST_COLUMNS} {VOTABLE_MATCHING} ORDER BY id DESC LIMIT ?4");
 sql!(VOTABLE_COUNT = "SELECT count(*) FROM (SELECT 1 {VOTABLE_MATCHING} LIMIT ?4)");
 sql!(

@@ -39,6 +39,7 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
             app_token: None,
             api_url: sandbox.api_url(),
             socket_connections: SlackConfig::DEFAULT_SOCKET_CONNECTIONS,
+            allowed_teams: Vec::new(),
         },
         workflows: vec![Workflow::new(
             "deploy".parse().unwrap(),
