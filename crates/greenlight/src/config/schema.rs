@@ -149,6 +149,11 @@ pub struct LimitsConfig {
     pub header_timeout: DurationSpec,
     /// Longest time to answer a request other than a long-poll.
     pub request_timeout: DurationSpec,
+    /// Signals stored at most; a report of a new name past it is refused with 429
+    /// `too_many_signals` (setting an existing name still works).
+    pub max_signals: u32,
+    /// How long a signal past its ttl is kept before it is deleted (with an audit entry).
+    pub signal_retention: DurationSpec,
 }
 
 impl Default for LimitsConfig {
@@ -160,6 +165,8 @@ impl Default for LimitsConfig {
             max_waiters: 1000,
             header_timeout: d("10s"),
             request_timeout: d("30s"),
+            max_signals: 10_000,
+            signal_retention: d("7d"),
         }
     }
 }

@@ -217,9 +217,7 @@ impl Service {
         }
         let signals: Vec<crate::domain::Signal> = if workflow.rules.iter().any(|r| r.reads_signals)
         {
-            let mut all = self.store.signals().await?;
-            all.retain(|s| s.is_live(now));
-            all
+            self.store.live_signals(None, now.as_millisecond()).await?
         } else {
             Vec::new()
         };
