@@ -281,3 +281,75 @@ async fn a_signal_lapsed_longer_than_its_retention_is_deleted_with_an_audit_entr
     assert!(why.contains("signal_retention (1h)"), "{why}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_see_the_signals_they_name_and_a_rule_over_all_of_them_sees_every_live_one() {
+    use greenlight::config::{Config, Workflow};
+    use greenlight::domain::Verdict;
+    let app = spawn_app_with(|c: &mut Config| {
+        c.workflows = vec![
+            Workflow::new("deploy".parse().unwrap(), "#deploy".parse().unwrap()).with_rule(
+                "green",
+                r#"signals["staging/api"].value == "green" && "staging/db" in signals"#,
+                Verdict::Approve,
+            ),
+            Workflow::new("release".parse().unwrap(), "#deploy".parse().unwrap()).with_rule(
+                "frozen",
+                r#"signals.exists(n, n.startsWith("freeze/") && signals[n].value == true)"#,
+                Verdict::Deny,
+            ),
+        ];
+    })
+    .await;
+    let ask = |workflow: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .create(json!({"workflow": workflow, "title": "Ship it"}))
+                .await;
+            assert_eq!(status, 201, "{body}");
+            body["status"].as_str().unwrap().to_owned()
+        }
+    };
+    for i in 0..40 {
+        set(
+            &app,
+            &app.key,
+            &format!("noise/{i}"),
+            json!("x".repeat(1000)),
+        )
+        .await;
+    }
+    assert_eq!(
+        set(&app, &app.key, "staging/api", json!("green")).await.0,
+        200
+    );
+    assert_eq!(ask("deploy").await, "pending", "staging/db was never set");
+    assert_eq!(set(&app, &app.key, "staging/db", json!("up")).await.0, 200);
+    assert_eq!(ask("deploy").await, "approved");
+
+    assert_eq!(ask("release").await, "pending");
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/signals",
+            Some(json!({"name": "freeze/eu", "value": true, "ttl": "1h"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ask("release").await,
+        "denied",
+        "found by iterating every live signal"
+    );
+    let (status, _) = app
+        .call(Method::DELETE, "/v1/signals/freeze/eu", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ask("release").await,
+        "pending",
+        "deleted: rules no longer see it"
+    );
+    app.stop().await;
+}
