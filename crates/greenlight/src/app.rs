@@ -166,6 +166,7 @@ impl Application {
                 config.limits.requests_per_minute_per_key,
                 config.limits.max_waiters,
             )
+            .with_signal_limits(config.limits.max_signals, config.limits.signal_retention)
             .with_alerts(
                 config.alert_rules.clone(),
                 config

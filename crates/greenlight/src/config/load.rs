@@ -356,6 +356,7 @@ fn check_limits(limits: &LimitsConfig, root: Root<'_, '_>, check: &mut Checker<'
         ),
         ("max_connections", limits.max_connections),
         ("max_waiters", limits.max_waiters),
+        ("max_signals", limits.max_signals),
     ] {
         if value == 0 {
             check.push(

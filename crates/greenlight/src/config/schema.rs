@@ -150,6 +150,11 @@ pub struct LimitsConfig {
     /// Longest time to answer a request other than a wait for a decision (a long-poll, an MCP
     /// call); every request body is read within it.
     pub request_timeout: DurationSpec,
+    /// Signals stored at most; a report of a new name past it is refused with 429
+    /// `too_many_signals` (setting an existing name still works).
+    pub max_signals: u32,
+    /// How long a signal past its ttl is kept before it is deleted (with an audit entry).
+    pub signal_retention: DurationSpec,
 }
 
 impl Default for LimitsConfig {
@@ -161,6 +166,8 @@ impl Default for LimitsConfig {
             max_waiters: 1000,
             header_timeout: d("10s"),
             request_timeout: d("30s"),
+            max_signals: 10_000,
+            signal_retention: d("7d"),
         }
     }
 }

@@ -386,3 +386,32 @@ fn allowed_teams_take_workspace_and_organization_ids_only() {
         "{err}"
     );
 }
+
+#[test]
+fn signal_limits_load_with_their_defaults_and_are_checked() {
+    let workflow = "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n";
+    let c = load(workflow, &[]).unwrap();
+    assert_eq!(c.limits.max_signals, 10_000);
+    assert_eq!(c.limits.signal_retention.to_string(), "7d");
+    let c = load(
+        &format!("[limits]\nmax_signals = 50\nsignal_retention = \"36h\"\n{workflow}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_signals, 50);
+    assert_eq!(c.limits.signal_retention.as_millis(), 36 * 3_600_000);
+    let err = load(
+        &format!("[limits]\nmax_signals = 0\nsignal_retention = \"0s\"\n{workflow}"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("greenlight.toml:2:1: error: [limits] max_signals must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("signal_retention") && err.contains("greater than zero"),
+        "{err}"
+    );
+}

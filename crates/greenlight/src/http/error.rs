@@ -116,9 +116,9 @@ impl From<ServiceError> for ApiError {
                 tracing::warn!(error = %e, "Slack lookup failed");
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ServiceError::RateLimited { .. } | ServiceError::TooManyWaiters(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ServiceError::RateLimited { .. }
+            | ServiceError::TooManyWaiters(_)
+            | ServiceError::TooManySignals(_) => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::UnknownWorkflow(_)
             | ServiceError::WorkflowRequired(_)
             | ServiceError::ChannelOverrideNotAllowed(_) => StatusCode::BAD_REQUEST,

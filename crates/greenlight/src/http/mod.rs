@@ -71,7 +71,7 @@ where
 /// The largest request body any route reads; past it, 413 `payload_too_large`.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// `GET /v1/signals/{name}`, as axum matches it.
+/// `GET` and `DELETE /v1/signals/{name}`, as axum matches them.
 const SIGNAL_ROUTE: &str = "/v1/signals/{*name}";
 
 /// The long-poll, `GET /v1/requests/{id}?wait=N`, as axum matches it.
@@ -89,9 +89,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(requests::decide))
         .routes(routes!(signals::set, signals::list))
         // Signal names hold `/` (`/v1/signals/staging/api`): axum needs a catch-all where
-        // OpenAPI has a plain parameter, so this handler is documented through `ApiDoc`'s
+        // OpenAPI has a plain parameter, so these handlers are documented through `ApiDoc`'s
         // `paths` and routed here; `openapi::tests` checks that the two agree.
-        .route(SIGNAL_ROUTE, get(signals::get))
+        .route(SIGNAL_ROUTE, get(signals::get).delete(signals::delete))
         .routes(routes!(ops::audit))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -29,7 +29,7 @@ use super::error::ErrorBody;
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     ),
-    paths(super::signals::get),
+    paths(super::signals::get, super::signals::delete),
     components(schemas(ErrorBody)),
     modifiers(&Security),
 )]
@@ -169,10 +169,9 @@ mod tests {
     #[test]
     fn the_signal_route_is_the_documented_path() {
         use utoipa::Path;
-        assert_eq!(
-            super::super::signals::__path_get::path(),
-            super::super::SIGNAL_ROUTE.replace("{*", "{")
-        );
+        let route = super::super::SIGNAL_ROUTE.replace("{*", "{");
+        assert_eq!(super::super::signals::__path_get::path(), route);
+        assert_eq!(super::super::signals::__path_delete::path(), route);
     }
 
     #[test]

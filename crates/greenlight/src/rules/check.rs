@@ -21,23 +21,49 @@ pub(super) fn is_cel_function(name: &str) -> bool {
 /// A global function call: its name, its arguments, its node id.
 type Call<'e> = (String, Vec<&'e IdedExpr>, u64);
 
-/// Global function calls and literal `signals["name"]` reads.
+/// A read of one signal named literally.
+#[derive(Debug)]
+pub(super) struct SignalRead {
+    pub(super) name: String,
+    /// The node id of the `signals` it reads from.
+    pub(super) node: u64,
+    /// `"name" in signals`: whether it is there, not its value.
+    pub(super) membership: bool,
+}
+
+/// `signals["name"]` (`index` holds `signals` and the key) or `"name" in signals` (`in` holds
+/// the key and `signals`).
+fn literal_read(func: &str, args: &[IdedExpr]) -> Option<SignalRead> {
+    let (map, key) = match (func, args) {
+        (operators::INDEX, [map, key]) | (operators::IN, [key, map]) => (map, key),
+        _ => return None,
+    };
+    let Expr::Ident(n) = &map.expr else {
+        return None;
+    };
+    match &key.expr {
+        Expr::Literal(cel::common::ast::LiteralValue::String(name)) if n == "signals" => {
+            Some(SignalRead {
+                name: name.inner().to_owned(),
+                node: map.id,
+                membership: func == operators::IN,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Global function calls and literal signal reads (`signals["name"]`, `signals.name`,
+/// `"name" in signals`).
 pub(super) fn collect_calls<'e>(
     e: &'e IdedExpr,
     calls: &mut Vec<Call<'e>>,
-    signals: &mut BTreeSet<String>,
+    signals: &mut Vec<SignalRead>,
 ) {
     match &e.expr {
         Expr::Call(call) => {
             if call.target.is_none() {
-                if call.func_name == operators::INDEX
-                    && let [first, second] = call.args.as_slice()
-                    && matches!(&first.expr, Expr::Ident(n) if n == "signals")
-                    && let Expr::Literal(cel::common::ast::LiteralValue::String(name)) =
-                        &second.expr
-                {
-                    signals.insert(name.inner().to_owned());
-                }
+                signals.extend(literal_read(&call.func_name, &call.args));
                 calls.push((call.func_name.clone(), call.args.iter().collect(), e.id));
             }
             if let Some(target) = &call.target {
@@ -49,7 +75,11 @@ pub(super) fn collect_calls<'e>(
         }
         Expr::Select(sel) => {
             if matches!(&sel.operand.expr, Expr::Ident(n) if n == "signals") {
-                signals.insert(sel.field.clone());
+                signals.push(SignalRead {
+                    name: sel.field.clone(),
+                    node: sel.operand.id,
+                    membership: false,
+                });
             }
             collect_calls(&sel.operand, calls, signals);
         }

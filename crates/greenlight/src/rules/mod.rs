@@ -6,7 +6,10 @@
 //! Rules also read what other machines reported and what happened before:
 //! - `signals["staging/api"]` has `value`, `since` (a timestamp) and `unchanged_for` (a
 //!   duration). Only live signals are there: one never set, or past its ttl, is missing, so a
-//!   rule reading it does not match, and the audit says which signal was unknown.
+//!   rule reading it does not match, and the audit says which signal was unknown. A rule that
+//!   names every signal it reads literally needs only those loaded (`SignalsRead::Named`); one
+//!   that uses `signals` otherwise (iterates it, takes its size, computes a name) needs every
+//!   live one (`SignalsRead::All`).
 //! - `approved_in(workflow, param, value)`, `count_requests(workflow, within)` and
 //!   `count_denials(workflow, within)` ask the store. Evaluation is pure, so a rule that calls
 //!   them runs in passes: the first records the calls it could not answer, the service asks
@@ -24,7 +27,7 @@ use cel::objects::Key;
 use cel::{Context, Env, IdedExpr, Value};
 use jiff::Timestamp;
 
-use crate::domain::{DurationSpec, Notify, Params, Signal, Verdict};
+use crate::domain::{DurationSpec, Notify, Params, Signal, SignalName, Verdict};
 
 mod check;
 mod history;
@@ -67,13 +70,46 @@ pub struct Rule {
     params_read: Vec<String>,
     /// How Slack hears of its decisions (`None`: the workflow's default).
     pub notify: Option<Notify>,
-    /// It reads `signals`: the service loads them before running it.
-    pub reads_signals: bool,
+    /// Which signals it reads: the service loads those before running it.
+    signals_read: SignalsRead,
     /// The signal names it reads literally (`signals["staging/api"]`), to say which one was
     /// unknown when it fails.
     signal_names: Vec<String>,
     /// The workflows its history functions name literally, for the loader to check.
     pub history_workflows: Vec<String>,
+}
+
+/// Which signals rules read, so that only those are loaded for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SignalsRead {
+    /// None: `signals` is not used.
+    #[default]
+    Nothing,
+    /// Only these (sorted, each once): every use of `signals` names its signal literally
+    /// (`signals["staging/api"]`, `signals.flag`, `has(signals.flag)`, `"staging/api" in signals`).
+    Named(Vec<SignalName>),
+    /// Any live signal: `signals` is used otherwise (`signals.exists(...)`, `size(signals)`,
+    /// `signals[params.name]`).
+    All,
+}
+
+impl SignalsRead {
+    /// What all of `rules` read together.
+    pub fn of<'r>(rules: impl IntoIterator<Item = &'r Rule>) -> Self {
+        rules.into_iter().fold(Self::Nothing, |read, rule| {
+            match (read, &rule.signals_read) {
+                (Self::All, _) | (_, Self::All) => Self::All,
+                (read, Self::Nothing) => read,
+                (Self::Nothing, named) => named.clone(),
+                (Self::Named(mut names), Self::Named(more)) => {
+                    names.extend(more.iter().cloned());
+                    names.sort_unstable();
+                    names.dedup();
+                    Self::Named(names)
+                }
+            }
+        })
+    }
 }
 
 /// Something wrong with an expression, at a byte offset into it.
@@ -156,9 +192,24 @@ impl Rule {
             &mut params_read,
         );
         let mut calls = Vec::new();
-        let mut signal_names = BTreeSet::new();
-        collect_calls(program.expression(), &mut calls, &mut signal_names);
-        let reads_signals = free.iter().any(|(name, _)| name == "signals");
+        let mut literal_reads = Vec::new();
+        collect_calls(program.expression(), &mut calls, &mut literal_reads);
+        // Reads of the rule's `signals` (not of a comprehension's variable of that name).
+        let free_signals: Vec<u64> = free
+            .iter()
+            .filter(|(name, _)| name == "signals")
+            .map(|(_, id)| *id)
+            .collect();
+        literal_reads.retain(|read| free_signals.contains(&read.node));
+        let every_use_named = free_signals
+            .iter()
+            .all(|id| literal_reads.iter().any(|read| read.node == *id));
+        // The values it reads, checked here and named when one is unknown.
+        let signal_names: BTreeSet<String> = literal_reads
+            .iter()
+            .filter(|read| !read.membership)
+            .map(|read| read.name.clone())
+            .collect();
         let mut seen = HashSet::new();
         let problems: Vec<CompileProblem> = free
             .into_iter()
@@ -253,7 +304,18 @@ impl Rule {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let reads_signals = reads_signals || !signal_names.is_empty();
+        let signals_read = if free_signals.is_empty() {
+            SignalsRead::Nothing
+        } else if every_use_named {
+            // A name that can never be set is never there: nothing to load for it.
+            let names: BTreeSet<SignalName> = literal_reads
+                .iter()
+                .filter_map(|read| read.name.parse().ok())
+                .collect();
+            SignalsRead::Named(names.into_iter().collect())
+        } else {
+            SignalsRead::All
+        };
         let mut expr = program.expression().clone();
         route_arithmetic(&mut expr);
         Ok(Self {
@@ -263,10 +325,15 @@ impl Rule {
             expr: Arc::new(expr),
             params_read: params_read.into_iter().collect(),
             notify: None,
-            reads_signals,
+            signals_read,
             signal_names: signal_names.into_iter().collect(),
             history_workflows: history_workflows.into_iter().collect(),
         })
+    }
+
+    /// Which signals it reads.
+    pub fn signals_read(&self) -> &SignalsRead {
+        &self.signals_read
     }
 
     /// Sets how Slack hears of its decisions.
@@ -314,7 +381,7 @@ impl Rule {
                 .map_err(|e| e.to_string())?;
         }
         add_history_functions(&mut ctx, history, missing, input.now)?;
-        if self.reads_signals {
+        if self.signals_read != SignalsRead::Nothing {
             ctx.add_variable_from_value("signals", signals_value(input.signals, input.now));
         }
         let params: HashMap<String, Value> = input

@@ -107,7 +107,10 @@ fn signal(name: &str, value: serde_json::Value, held_secs: i64) -> Signal {
 fn signals_have_a_value_and_how_long_it_held() {
     let when = r#"signals["staging/api"].value == "green" && signals["staging/api"].unchanged_for > duration("24h")"#;
     let r = rule("staging-green", when, Verdict::Approve);
-    assert!(r.reads_signals);
+    assert_eq!(
+        r.signals_read(),
+        &SignalsRead::Named(vec!["staging/api".parse().unwrap()])
+    );
     let p = Params::new();
     let run = |signals: &[Signal]| {
         let input = RuleInput {
@@ -152,6 +155,69 @@ fn signals_have_a_value_and_how_long_it_held() {
         ..input(&p)
     };
     assert!(evaluate(&[since], &input).decision.is_some());
+}
+
+/// A rule that names every signal it reads literally needs only those loaded; one that uses
+/// `signals` in any other way needs every live one; a workflow loads what its rules need
+/// together.
+#[test]
+fn a_rule_needs_only_the_signals_it_names() {
+    let read = |when: &str| rule("r", when, Verdict::Approve).signals_read().clone();
+    let named =
+        |names: &[&str]| SignalsRead::Named(names.iter().map(|n| n.parse().unwrap()).collect());
+    for (when, expected) in [
+        ("params.amount < 5", SignalsRead::Nothing),
+        (
+            r#"signals["b/x"].value == 1 && signals["a/y"].since < now"#,
+            named(&["a/y", "b/x"]),
+        ),
+        ("signals.flag.value == true", named(&["flag"])),
+        (
+            "has(signals.flag) && signals['flag'].value",
+            named(&["flag"]),
+        ),
+        (r#""staging/api" in signals"#, named(&["staging/api"])),
+        (
+            r#""Never A Name" in signals || signals["a"].value"#,
+            named(&["a"]),
+        ),
+        // `signals` as a whole: every live signal.
+        ("size(signals) > 2", SignalsRead::All),
+        (
+            r#"signals.exists(n, n.startsWith("freeze/") && signals[n].value == true)"#,
+            SignalsRead::All,
+        ),
+        ("signals[params.name].value == 1", SignalsRead::All),
+        ("params.name in signals", SignalsRead::All),
+        (
+            r#"signals["a"].value == 1 || size(signals) == 0"#,
+            SignalsRead::All,
+        ),
+        // A comprehension's own variable named `signals` reads no signal.
+        ("[1, 2].all(signals, signals > 0)", SignalsRead::Nothing),
+    ] {
+        assert_eq!(read(when), expected, "{when}");
+    }
+
+    let rules = |whens: &[&str]| -> Vec<Rule> {
+        whens
+            .iter()
+            .map(|w| rule("r", w, Verdict::Approve))
+            .collect()
+    };
+    assert_eq!(SignalsRead::of(&rules(&[])), SignalsRead::Nothing);
+    assert_eq!(
+        SignalsRead::of(&rules(&[
+            "params.x == 1",
+            r#"signals["b"].value == 1"#,
+            r#"signals["a"].value == 1 && signals["b"].value == 2"#,
+        ])),
+        named(&["a", "b"])
+    );
+    assert_eq!(
+        SignalsRead::of(&rules(&[r#"signals["a"].value == 1"#, "size(signals) > 0"])),
+        SignalsRead::All
+    );
 }
 
 /// History calls run in passes: the first asks, the second has the answer.

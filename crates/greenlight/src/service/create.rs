@@ -205,8 +205,8 @@ impl Service {
         }
     }
 
-    /// Runs the workflow's rules over what a create asks, with the live signals (when a rule
-    /// reads them) and the history the rules ask about, in as many passes as that takes.
+    /// Runs the workflow's rules over what a create asks, with the live signals they read
+    /// and the history the rules ask about, in as many passes as that takes.
     pub(super) async fn evaluate_rules(
         &self,
         workflow: &Workflow,
@@ -218,13 +218,13 @@ impl Service {
         if workflow.rules.is_empty() {
             return Ok(rules::Evaluation::default());
         }
-        let signals: Vec<crate::domain::Signal> = if workflow.rules.iter().any(|r| r.reads_signals)
-        {
-            let mut all = self.store.signals().await?;
-            all.retain(|s| s.is_live(now));
-            all
-        } else {
-            Vec::new()
+        // Only the signals the rules name, unless one reads `signals` as a whole; either way
+        // at most `[limits] max_signals`.
+        let at = now.as_millisecond();
+        let signals = match rules::SignalsRead::of(&workflow.rules) {
+            rules::SignalsRead::Nothing => Vec::new(),
+            rules::SignalsRead::Named(names) => self.store.live_signals(Some(&names), at).await?,
+            rules::SignalsRead::All => self.store.live_signals(None, at).await?,
         };
         let mut history = rules::History::default();
         let mut pass = 0;

@@ -37,6 +37,10 @@ pub enum ServiceError {
     },
     #[error("{0} long-polls are waiting already; try again in a moment")]
     TooManyWaiters(usize),
+    #[error(
+        "{0} signals are stored already ([limits] max_signals): delete one (DELETE /v1/signals/{{name}}) or let lapsed ones be purged; setting an existing signal still works"
+    )]
+    TooManySignals(u32),
 }
 
 impl ServiceError {
@@ -57,6 +61,7 @@ impl ServiceError {
             ServiceError::NotYourRequest(_) => "not_request_owner",
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::TooManyWaiters(_) => "too_many_waiters",
+            ServiceError::TooManySignals(_) => "too_many_signals",
         }
     }
 }

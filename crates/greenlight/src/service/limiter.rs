@@ -1,17 +1,22 @@
-//! The per-key limit on creates (a token bucket per API key) and the cap on long-polls at once.
+//! The per-key limit on creates (a token bucket per API key), the cap on long-polls at once,
+//! and how many signals there may be and how long lapsed ones are kept.
 
 use std::sync::Arc;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::store::ApiKey;
 
-/// Per-key pace of creates, and the long-polls allowed at once.
+/// Per-key pace of creates, the long-polls allowed at once, and the signals' bounds.
 pub(super) struct Limits {
     pub(super) per_minute: u32,
-    buckets:
+    pub(super) buckets:
         std::sync::Mutex<std::collections::HashMap<crate::domain::ApiKeyId, crate::domain::Bucket>>,
     pub(super) waiters: Arc<tokio::sync::Semaphore>,
     pub(super) max_waiters: usize,
+    /// Signals stored at most (`[limits] max_signals`).
+    pub(super) max_signals: u32,
+    /// How long a lapsed signal is kept (`[limits] signal_retention`).
+    pub(super) signal_retention: crate::domain::DurationSpec,
 }
 
 impl Limits {
@@ -21,6 +26,9 @@ impl Limits {
             buckets: Default::default(),
             waiters: Arc::new(tokio::sync::Semaphore::new(max_waiters)),
             max_waiters,
+            max_signals: 10_000,
+            signal_retention: crate::domain::DurationSpec::from_secs(7 * 24 * 3600)
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 

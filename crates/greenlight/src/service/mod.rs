@@ -125,7 +125,22 @@ impl Service {
 
     /// Creates per API key per minute, and long-polls at once (`[limits]`).
     pub fn with_limits(mut self, per_minute: u32, max_waiters: u32) -> Self {
-        self.limits = Limits::new(per_minute.max(1), max_waiters.max(1) as usize);
+        self.limits = Limits {
+            max_signals: self.limits.max_signals,
+            signal_retention: self.limits.signal_retention,
+            ..Limits::new(per_minute.max(1), max_waiters.max(1) as usize)
+        };
+        self
+    }
+
+    /// How many signals may be stored, and how long one past its ttl is kept (`[limits]`).
+    pub fn with_signal_limits(
+        mut self,
+        max_signals: u32,
+        retention: crate::domain::DurationSpec,
+    ) -> Self {
+        self.limits.max_signals = max_signals.max(1);
+        self.limits.signal_retention = retention;
         self
     }
 

@@ -1,18 +1,25 @@
 //! Signals: facts machines report for rules to read (`POST /v1/signals`). A set is a
 //! compare-and-set on when the signal was last set, so two reporters racing never lose a
 //! change or its audit entry; a change of value is audited, a refresh with the same value is
-//! not (it only moves `updated_at` and the ttl).
+//! not (it only moves `updated_at` and the ttl). They are bounded: at most `[limits]
+//! max_signals` are stored (the store checks it in the insert's own transaction), and one past
+//! its ttl for longer than `[limits] signal_retention` is deleted, as one deleted through the
+//! API is, with an audit entry.
 
 use serde::Serialize;
 
 use super::{Service, ServiceError, ServiceResult};
 use crate::domain::{DurationSpec, Signal, SignalName};
-use crate::store::{ApiKey, NewAudit};
+use crate::store::{ApiKey, NewAudit, SignalWrite};
 
 /// Largest signal value, as JSON text.
 pub const MAX_VALUE_BYTES: usize = 4096;
 /// Shortest ttl: shorter would lapse between two reports of any real reporter.
 pub const MIN_TTL_MS: i64 = 1_000;
+/// Lapsed signals deleted per purge: a full batch makes the next purge come at once.
+pub const PURGE_BATCH: u32 = 100;
+/// Who deletes a signal past its retention, in the audit.
+pub const RETENTION_ACTOR: &str = "greenlight";
 
 /// A signal as the API shows it: with whether it counts now.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -104,11 +111,21 @@ impl Service {
                 Vec::new()
             };
             let expected = previous.as_ref().map(|p| p.updated_at.as_millisecond());
-            if self
+            let written = self
                 .store
-                .put_signal(&signal, expected, &audit, now.as_millisecond())
-                .await?
-            {
+                .put_signal(
+                    &signal,
+                    expected,
+                    self.limits.max_signals,
+                    &audit,
+                    now.as_millisecond(),
+                )
+                .await?;
+            if written == SignalWrite::Full {
+                metrics::counter!("greenlight_signals_refused_total").increment(1);
+                return Err(ServiceError::TooManySignals(self.limits.max_signals));
+            }
+            if written == SignalWrite::Written {
                 if changed {
                     tracing::info!(signal = %signal.name, by = %key.name, value = %signal.value, "signal changed");
                     metrics::counter!("greenlight_signal_changes_total").increment(1);
@@ -129,11 +146,16 @@ impl Service {
         Ok(SignalView { signal, live })
     }
 
-    pub async fn signals(&self) -> ServiceResult<Vec<SignalView>> {
+    /// Up to `limit` signals by name, after `after`.
+    pub async fn signals(
+        &self,
+        after: Option<&SignalName>,
+        limit: u32,
+    ) -> ServiceResult<Vec<SignalView>> {
         let now = self.now();
         Ok(self
             .store
-            .signals()
+            .list_signals(after, limit)
             .await?
             .into_iter()
             .map(|signal| SignalView {
@@ -141,5 +163,82 @@ impl Service {
                 signal,
             })
             .collect())
+    }
+
+    /// Deletes a signal for `key`, audited; returns it as it was. Rules no longer see it, and
+    /// its name no longer counts against `[limits] max_signals`.
+    pub async fn delete_signal(
+        &self,
+        name: &SignalName,
+        key: &ApiKey,
+    ) -> ServiceResult<SignalView> {
+        loop {
+            let signal = self
+                .store
+                .signal(name)
+                .await?
+                .ok_or_else(|| ServiceError::NoSuchSignal(name.to_string()))?;
+            let now = self.now();
+            let live = signal.is_live(now);
+            let audit = [NewAudit {
+                request_id: None,
+                event: "signal.deleted",
+                actor: key.name.clone(),
+                data: serde_json::json!({
+                    "name": signal.name,
+                    "value": signal.value,
+                    "live": live,
+                    "reason": "deleted through the API",
+                    "api_key": key.id,
+                }),
+            }];
+            let at = signal.updated_at.as_millisecond();
+            if self
+                .store
+                .delete_signal(name, at, &audit, now.as_millisecond())
+                .await?
+            {
+                tracing::info!(signal = %name, by = %key.name, "signal deleted");
+                metrics::counter!("greenlight_signals_deleted_total", "reason" => "api")
+                    .increment(1);
+                return Ok(SignalView { signal, live });
+            }
+            // Set again in between: delete what it is now (or find it gone).
+        }
+    }
+
+    /// Deletes up to `PURGE_BATCH` signals past their ttl for longer than `[limits]
+    /// signal_retention`, each with an audit entry saying so; returns how many it looked at.
+    /// One set again in between is kept (the delete is a compare-and-set).
+    pub async fn purge_lapsed_signals(&self) -> ServiceResult<usize> {
+        let now = self.now();
+        let retention = self.limits.signal_retention;
+        let before = now.as_millisecond().saturating_sub(retention.as_millis());
+        let lapsed = self.store.lapsed_signals(before, PURGE_BATCH).await?;
+        for signal in &lapsed {
+            let audit = [NewAudit {
+                request_id: None,
+                event: "signal.deleted",
+                actor: RETENTION_ACTOR.to_owned(),
+                data: serde_json::json!({
+                    "name": signal.name,
+                    "value": signal.value,
+                    "live": false,
+                    "expires_at": signal.expires_at,
+                    "reason": format!("past its ttl for longer than [limits] signal_retention ({retention})"),
+                }),
+            }];
+            let at = signal.updated_at.as_millisecond();
+            if self
+                .store
+                .delete_signal(&signal.name, at, &audit, now.as_millisecond())
+                .await?
+            {
+                tracing::info!(signal = %signal.name, expired_at = ?signal.expires_at, "lapsed signal deleted after its retention");
+                metrics::counter!("greenlight_signals_deleted_total", "reason" => "retention")
+                    .increment(1);
+            }
+        }
+        Ok(lapsed.len())
     }
 }

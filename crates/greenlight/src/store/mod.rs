@@ -42,7 +42,7 @@ pub use postgres::PostgresStore;
 pub use requests::{
     CreateOutcome, Idempotency, ListFilter, Page, Requests, VOTABLE_COUNT_CAP, VotableFilter,
 };
-pub use signals::Signals;
+pub use signals::{SignalWrite, Signals};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use greenlight::config::{Config, Secret};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::*;
 use crate::receiver::Receiver;

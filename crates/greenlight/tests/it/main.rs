@@ -27,6 +27,7 @@ mod properties;
 mod receiver;
 mod replicas;
 mod rules;
+mod signals;
 mod slack_manifest;
 mod slack_security;
 mod socket_mode;

@@ -40,6 +40,7 @@ const KNOWN_CODES: &[&str] = &[
     "not_request_owner",
     "rate_limited",
     "too_many_waiters",
+    "too_many_signals",
     "timeout",
 ];
 
@@ -394,10 +395,17 @@ impl Api {
 }
 
 fn start() -> (tokio::runtime::Runtime, Arc<Api>) {
-    start_on(Backend::Sqlite)
+    start_on(Backend::Sqlite, |_| {})
 }
 
-fn start_on(backend: Backend) -> (tokio::runtime::Runtime, Arc<Api>) {
+fn start_with(customize: impl FnOnce(&mut Config)) -> (tokio::runtime::Runtime, Arc<Api>) {
+    start_on(Backend::Sqlite, customize)
+}
+
+fn start_on(
+    backend: Backend,
+    customize: impl FnOnce(&mut Config),
+) -> (tokio::runtime::Runtime, Arc<Api>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -407,7 +415,7 @@ fn start_on(backend: Backend) -> (tokio::runtime::Runtime, Arc<Api>) {
         init();
         let sandbox = start_sandbox(&random_secret()).await;
         let db = TestDb::of(backend).await;
-        boot(sandbox, db, None, |_| {}, Arc::new(SystemClock)).await
+        boot(sandbox, db, None, customize, Arc::new(SystemClock)).await
     });
     (rt, Arc::new(Api { app }))
 }
@@ -421,7 +429,7 @@ fn request_bodies_never_break_the_api_or_change_anything_when_refused() {
 }
 
 fn request_bodies_on(backend: Backend) {
-    let (rt, api) = start_on(backend);
+    let (rt, api) = start_on(backend, |_| {});
     let pending = rt.block_on(api.app.create_ok("Deploy"))["id"]
         .as_str()
         .unwrap()
@@ -481,6 +489,70 @@ fn request_bodies_on(backend: Backend) {
     rt.block_on(Arc::try_unwrap(api).ok().unwrap().app.stop());
 }
 
+/// Signal names: a few valid ones (so that sets, updates and deletes meet), near misses, and
+/// noise, as a path segment.
+fn signal_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "(staging|prod)/(api|db)[0-9]?",
+        1 => "[a-z0-9_./:-]{1,100}",
+        1 => Just("x".repeat(101)),
+        1 => "[A-Za-z0-9 _%./:-]{0,12}",
+    ]
+}
+
+/// Bodies for POST /v1/signals: anything, and near-valid reports with values up to past 4 KB
+/// and odd ttls.
+fn signal_body() -> impl Strategy<Value = Value> {
+    let value = prop_oneof![
+        3 => json_value(),
+        1 => (4070usize..4110).prop_map(|n| Value::String("v".repeat(n))),
+    ];
+    let ttl = prop_oneof![
+        Just(Value::Null),
+        Just(json!("10m")),
+        Just(json!("0s")),
+        Just(json!("999d")),
+        Just(json!(-1)),
+        Just(json!(30)),
+        "\\PC{0,8}".prop_map(Value::String),
+    ];
+    prop_oneof![
+        1 => json_value(),
+        4 => (signal_name(), value, ttl)
+            .prop_map(|(name, value, ttl)| json!({"name": name, "value": value, "ttl": ttl})),
+    ]
+}
+
+/// Reports past `[limits] max_signals`, deletes of known, unknown and invalid names, and odd
+/// bodies: never a 5xx, and a refusal (a full store's 429 `too_many_signals` included) changes
+/// nothing.
+#[test]
+fn signal_reports_and_deletes_never_break_the_api_or_change_anything_when_refused() {
+    let (rt, api) = start_with(|c| {
+        c.limits.max_signals = 4;
+        c.limits.requests_per_minute_per_key = 1_000_000;
+    });
+    let op = prop_oneof![
+        3 => body(signal_body()).prop_map(|b| (Method::POST, "/v1/signals".to_owned(), Some(b))),
+        1 => signal_name().prop_map(|n| (Method::DELETE, format!("/v1/signals/{n}"), None)),
+        1 => signal_name().prop_map(|n| (Method::GET, format!("/v1/signals/{n}"), None)),
+    ];
+    let full = std::sync::atomic::AtomicUsize::new(0);
+    runner(256)
+        .run(&op, |(method, path, b)| {
+            let status = rt.block_on(api.check(method, &path, b.as_ref()))?;
+            if status == 429 {
+                full.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(full.into_inner() > 0, "the cap was never reached");
+    let (_, list) = rt.block_on(api.app.call(Method::GET, "/v1/signals?limit=200", None));
+    assert!(list["signals"].as_array().unwrap().len() <= 4, "{list}");
+    rt.block_on(Arc::try_unwrap(api).ok().unwrap().app.stop());
+}
+
 /// Query strings: the known parameters with odd values, and noise.
 fn query() -> impl Strategy<Value = String> {
     let pair = (
@@ -501,6 +573,7 @@ fn query() -> impl Strategy<Value = String> {
             any::<u64>().prop_map(|n| n.to_string()),
             Just("pending".to_owned()),
             Just("req_01JD3K6Z7Q8R9S0T1V2W3X4Y5Z".to_owned()),
+            Just("staging/api".to_owned()),
             "[ -~]{0,12}",
         ],
     )
@@ -526,7 +599,7 @@ fn query_strings_never_break_the_lists_or_the_long_poll() {
         Some(json!({"verdict": "deny"})),
     ));
     let long_poll = format!("/v1/requests/{decided}");
-    for path in ["/v1/requests", "/v1/audit", &long_poll] {
+    for path in ["/v1/requests", "/v1/audit", "/v1/signals", &long_poll] {
         runner(96)
             .run(&query(), |q| {
                 let status = rt.block_on(api.check(Method::GET, &format!("{path}?{q}"), None))?;

@@ -948,6 +948,7 @@ async fn an_inserted_audit_entry_is_found(db: TestDb) {
 /// change carries its audit entry.
 async fn signals_are_set_by_compare_and_set(db: TestDb) {
     use greenlight::domain::{Signal, SignalName};
+    use greenlight::store::SignalWrite::{Conflict, Written};
     let store = open(&db).await;
     let name: SignalName = "staging/api".parse().unwrap();
     assert_eq!(store.signal(&name).await.unwrap(), None);
@@ -967,9 +968,19 @@ async fn signals_are_set_by_compare_and_set(db: TestDb) {
         actor: "ci".into(),
         data: serde_json::json!({"name": "staging/api"}),
     }];
-    assert!(store.put_signal(&first, None, &changed, now).await.unwrap());
-    assert!(
-        !store.put_signal(&first, None, &[], now).await.unwrap(),
+    let put = |s: &Signal, expected: Option<i64>, audit: &[NewAudit], at: i64| {
+        let (store, s, audit) = (store.clone(), s.clone(), audit.to_vec());
+        async move {
+            store
+                .put_signal(&s, expected, 100, &audit, at)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(put(&first, None, &changed, now).await, Written);
+    assert_eq!(
+        put(&first, None, &[], now).await,
+        Conflict,
         "a second insert of a new signal loses"
     );
     let (red, _) = Signal::set(
@@ -988,27 +999,273 @@ async fn signals_are_set_by_compare_and_set(db: TestDb) {
         "ops",
         t(now + 6),
     );
-    assert!(
-        store
-            .put_signal(&red, Some(now), &changed, now + 5)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .put_signal(&blue, Some(now), &changed, now + 6)
-            .await
-            .unwrap(),
+    assert_eq!(put(&red, Some(now), &changed, now + 5).await, Written);
+    assert_eq!(
+        put(&blue, Some(now), &changed, now + 6).await,
+        Conflict,
         "set on a stale read: refused"
     );
     let stored = store.signal(&name).await.unwrap().unwrap();
     assert_eq!(stored, red);
-    assert_eq!(store.signals().await.unwrap(), vec![red]);
+    assert_eq!(store.list_signals(None, 10).await.unwrap(), vec![red]);
     let audit = store.list_audit(0, 100).await.unwrap();
     assert_eq!(
         audit.iter().filter(|e| e.event == "signal.changed").count(),
         2,
         "the refused write wrote no audit"
+    );
+}
+
+/// A signal named `name`, set at `at` (ms) with an optional ttl.
+fn signal_at(name: &str, at: i64, ttl_ms: Option<i64>) -> greenlight::domain::Signal {
+    greenlight::domain::Signal::set(
+        None,
+        name.parse().unwrap(),
+        serde_json::json!({"name": name, "pad": "x".repeat(64)}),
+        ttl_ms,
+        "ci",
+        jiff::Timestamp::from_millisecond(at).unwrap(),
+    )
+    .0
+}
+
+/// `max` signals at most: of many inserts of new names racing for the last place exactly one
+/// wins, the rest are told the store is full (not that they lost a race), and nothing of theirs
+/// is written; an existing name is still set, and a delete frees a place.
+async fn the_signal_cap_holds_under_concurrency(db: TestDb) {
+    use greenlight::store::SignalWrite::{Conflict, Full, Written};
+    const MAX: u32 = 10;
+    let store = open(&db).await;
+    let now = now_ms();
+    for i in 0..MAX - 1 {
+        let s = signal_at(&format!("base/{i}"), now, None);
+        assert_eq!(
+            store.put_signal(&s, None, MAX, &[], now).await.unwrap(),
+            Written
+        );
+    }
+    let changed = |name: &str| NewAudit {
+        request_id: None,
+        event: "signal.changed",
+        actor: "ci".into(),
+        data: serde_json::json!({ "name": name }),
+    };
+    for round in 0..3 {
+        let racers: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                let name = format!("race{round}/{i}");
+                tokio::spawn(async move {
+                    let s = signal_at(&name, now, None);
+                    let audit = [changed(&name)];
+                    store.put_signal(&s, None, MAX, &audit, now).await.unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for r in racers {
+            outcomes.push(r.await.unwrap());
+        }
+        let won = outcomes.iter().filter(|w| **w == Written).count();
+        assert_eq!(won, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.iter().all(|w| *w == Written || *w == Full),
+            "{outcomes:?}"
+        );
+        let all = store.list_signals(None, 200).await.unwrap();
+        assert_eq!(all.len(), MAX as usize, "round {round}");
+        let audit = store.list_audit(0, 1000).await.unwrap();
+        assert_eq!(audit.len(), round + 1, "only the winner's audit entry");
+        // Free the place the winner took, for the next round.
+        let winner = all
+            .iter()
+            .find(|s| s.name.as_str().starts_with("race"))
+            .unwrap();
+        let at = winner.updated_at.as_millisecond();
+        assert!(
+            store
+                .delete_signal(&winner.name, at, &[], now)
+                .await
+                .unwrap()
+        );
+    }
+
+    // Full again: a new name is refused; an existing name is still set, and inserting it
+    // again is a lost race (set it instead), not "full".
+    let last = signal_at("last", now, None);
+    assert_eq!(
+        store.put_signal(&last, None, MAX, &[], now).await.unwrap(),
+        Written
+    );
+    let refused = signal_at("refused", now, None);
+    assert_eq!(
+        store
+            .put_signal(&refused, None, MAX, &[], now)
+            .await
+            .unwrap(),
+        Full
+    );
+    assert_eq!(store.signal(&refused.name).await.unwrap(), None);
+    let existing = signal_at("base/0", now + 1, None);
+    assert_eq!(
+        store
+            .put_signal(&existing, Some(now), MAX, &[], now + 1)
+            .await
+            .unwrap(),
+        Written
+    );
+    assert_eq!(
+        store
+            .put_signal(&existing, None, MAX, &[], now + 1)
+            .await
+            .unwrap(),
+        Conflict
+    );
+    assert_eq!(
+        store.list_signals(None, 200).await.unwrap().len(),
+        MAX as usize
+    );
+}
+
+/// The list pages by name; rules read the live signals, all of them or only those named.
+async fn signals_page_by_name_and_live_ones_are_read_by_name(db: TestDb) {
+    use greenlight::domain::SignalName;
+    let store = open(&db).await;
+    let now = now_ms();
+    let names = ["a", "a/b", "a:c", "a_d", "a.e", "b-1", "b0", "z"];
+    for (i, name) in names.iter().enumerate() {
+        // Every other one lapsed a second ago.
+        let s = if i % 2 == 0 {
+            signal_at(name, now, None)
+        } else {
+            signal_at(name, now - 61_000, Some(60_000))
+        };
+        assert_eq!(
+            store.put_signal(&s, None, 100, &[], now).await.unwrap(),
+            greenlight::store::SignalWrite::Written
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<SignalName> = None;
+    loop {
+        let page = store.list_signals(after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|s| s.name.clone());
+        seen.extend(page.into_iter().map(|s| s.name.to_string()));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), names.len(), "each once: {seen:?}");
+    assert_eq!(
+        store.list_signals(None, 200).await.unwrap().len(),
+        names.len()
+    );
+
+    let live = |found: Vec<greenlight::domain::Signal>| {
+        let mut n: Vec<String> = found.into_iter().map(|s| s.name.to_string()).collect();
+        n.sort_unstable();
+        n
+    };
+    let all = store.live_signals(None, now).await.unwrap();
+    let mut expected: Vec<&str> = names.iter().step_by(2).copied().collect();
+    expected.sort_unstable();
+    assert_eq!(live(all), expected);
+    let asked: Vec<SignalName> = ["a", "a/b", "b0", "never"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let named = store.live_signals(Some(&asked), now).await.unwrap();
+    assert_eq!(live(named), ["a", "b0"], "named, and live");
+    assert!(store.live_signals(Some(&[]), now).await.unwrap().is_empty());
+}
+
+/// Lapsed signals are found longest lapsed first; a delete is a compare-and-set on when the
+/// signal was last set, and writes its audit entry only when it deletes.
+async fn lapsed_signals_are_found_and_deleted_by_compare_and_set(db: TestDb) {
+    use greenlight::store::SignalWrite::Written;
+    let store = open(&db).await;
+    let now = now_ms();
+    let hour = 3_600_000;
+    for (name, set_at, ttl) in [
+        ("old", now - 10 * hour, Some(hour)),
+        ("older", now - 20 * hour, Some(hour)),
+        ("recent", now - 2 * hour, Some(hour)),
+        ("live", now, Some(hour)),
+        ("forever", now - 30 * hour, None),
+    ] {
+        let s = signal_at(name, set_at, ttl);
+        assert_eq!(
+            store.put_signal(&s, None, 100, &[], set_at).await.unwrap(),
+            Written
+        );
+    }
+    let names = |found: Vec<greenlight::domain::Signal>| {
+        found
+            .into_iter()
+            .map(|s| s.name.to_string())
+            .collect::<Vec<_>>()
+    };
+    // Lapsed more than 5 hours ago: the two old ones, the longest lapsed first.
+    let before = now - 5 * hour;
+    assert_eq!(
+        names(store.lapsed_signals(before, 10).await.unwrap()),
+        ["older", "old"]
+    );
+    assert_eq!(
+        names(store.lapsed_signals(before, 1).await.unwrap()),
+        ["older"]
+    );
+    assert_eq!(
+        names(store.lapsed_signals(now, 10).await.unwrap()),
+        ["older", "old", "recent"]
+    );
+
+    let deleted = [NewAudit {
+        request_id: None,
+        event: "signal.deleted",
+        actor: "greenlight".into(),
+        data: serde_json::json!({"name": "old"}),
+    }];
+    let old = store
+        .signal(&"old".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let at = old.updated_at.as_millisecond();
+    assert!(
+        !store
+            .delete_signal(&old.name, at + 1, &deleted, now)
+            .await
+            .unwrap(),
+        "set since it was read: kept"
+    );
+    assert!(
+        store
+            .delete_signal(&old.name, at, &deleted, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_signal(&old.name, at, &deleted, now)
+            .await
+            .unwrap(),
+        "gone"
+    );
+    assert_eq!(store.signal(&old.name).await.unwrap(), None);
+    let audit = store.list_audit(0, 100).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.event == "signal.deleted").count(),
+        1,
+        "only the delete that deleted is audited"
+    );
+    assert_eq!(
+        names(store.lapsed_signals(before, 10).await.unwrap()),
+        ["older"]
     );
 }
 
@@ -1525,6 +1782,9 @@ store_tests!(
     a_deleted_or_reordered_audit_entry_is_found,
     an_inserted_audit_entry_is_found,
     signals_are_set_by_compare_and_set,
+    the_signal_cap_holds_under_concurrency,
+    signals_page_by_name_and_live_ones_are_read_by_name,
+    lapsed_signals_are_found_and_deleted_by_compare_and_set,
     history_is_counted,
     digests_sum_up_their_requests,
     alerts_fire_once_per_window,

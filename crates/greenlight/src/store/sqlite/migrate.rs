@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "machine to machine", "0013_machine_to_machine.sql"),
     migration!(14, "digest counts", "0014_digest_counts.sql"),
     migration!(15, "drop outbox due", "0015_drop_outbox_due.sql"),
+    migration!(16, "signal retention", "0016_signal_retention.sql"),
 ];
 
 /// sqlx's own table, created the same way.

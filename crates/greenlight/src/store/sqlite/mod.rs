@@ -244,6 +244,7 @@ impl Entries {
 mod tests {
     use super::outbox::{CLAIM_LANE, DELIVERIES, NEXT_DUE_IN_LANE};
     use super::requests::{GET_REQUEST, REQUESTS_BY};
+    use super::signals::{LAPSED_SIGNALS, PAGE_OF_SIGNALS};
     use super::{Database, INSERT_COLLAPSING_JOB, migrate};
 
     /// A migrated database file, opened as the store opens every connection.
@@ -321,6 +322,14 @@ mod tests {
             (
                 sqlite(shared::COUNT_DECIDED_BY),
                 "USING INDEX requests_decider (decided_by=? AND decided_at>?)",
+            ),
+            (
+                PAGE_OF_SIGNALS.clone(),
+                "USING INDEX sqlite_autoindex_signals_1 (name>?)",
+            ),
+            (
+                LAPSED_SIGNALS.clone(),
+                "USING INDEX signals_expires (expires_at<?)",
             ),
             (
                 sqlite(shared::DIGEST_BY_RULE),
