@@ -72,6 +72,29 @@ pub enum Broken {
         "entry {id} is in no chain position although it was written {age_s} s ago: it was inserted outside greenlight"
     )]
     Inserted { id: i64, age_s: i64 },
+    #[error(
+        "entry {id} (chain position {seq}) is dated {behind_s} s before the entry before it: it was not written in order"
+    )]
+    Backdated { id: i64, seq: i64, behind_s: i64 },
+    #[error("entry {id} is dated {ahead_s} s in the future")]
+    Future { id: i64, ahead_s: i64 },
+}
+
+/// How far the clocks of greenlight's writers (replicas, or one process's concurrent writes)
+/// may disagree: an entry may be dated this much before the one chained before it, or this
+/// much ahead of the verifier's clock, before it counts as forged.
+pub const CLOCK_SKEW_MS: Millis = 60_000;
+
+/// An entry dated more than the skew ahead of `now`.
+fn future(id: i64, at: Millis, now: Millis) -> Result<(), Broken> {
+    let ahead = at - now;
+    if ahead > CLOCK_SKEW_MS {
+        return Err(Broken::Future {
+            id,
+            ahead_s: ahead / 1000,
+        });
+    }
+    Ok(())
 }
 
 /// Walks the whole chain in order, then looks for entries outside it.
@@ -82,6 +105,7 @@ pub async fn verify(
     let mut intact = Intact::default();
     let mut expected = 1;
     let mut prev = GENESIS.to_owned();
+    let mut prev_at = None;
     loop {
         let page = store.audit_chain(expected - 1, PAGE).await?;
         if page.is_empty() {
@@ -91,6 +115,19 @@ pub async fn verify(
             if let Err(broken) = check(link, expected, &prev) {
                 return Ok(Err((broken, intact)));
             }
+            let at = link.entry.as_ref().map_or(0, |e| e.at.as_millisecond());
+            let dated = future(link.audit_id, at, now).and_then(|()| match prev_at {
+                Some(before) if at < before - CLOCK_SKEW_MS => Err(Broken::Backdated {
+                    id: link.audit_id,
+                    seq: link.seq,
+                    behind_s: (before - at) / 1000,
+                }),
+                _ => Ok(()),
+            });
+            if let Err(broken) = dated {
+                return Ok(Err((broken, intact)));
+            }
+            prev_at = Some(at);
             intact.entries += 1;
             intact.head = Some((link.seq, link.hash.clone()));
             prev = link.hash.clone();
@@ -98,6 +135,9 @@ pub async fn verify(
         }
     }
     for entry in store.unchained_audit(PAGE).await? {
+        if let Err(broken) = future(entry.id, entry.at.as_millisecond(), now) {
+            return Ok(Err((broken, intact)));
+        }
         let age = now - entry.at.as_millisecond();
         if age > CHAIN_GRACE_MS {
             return Ok(Err((

@@ -215,3 +215,72 @@ async fn a_backup_taken_under_load_is_consistent_and_its_chain_verifies() {
         .unwrap();
     assert!(!listed.is_empty());
 }
+
+/// Inserts an audit entry the way someone with the database file would, the server stopped.
+fn forge(db_url: &str, at_ms: i64, request_id: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db_url.trim_start_matches("sqlite:")).unwrap();
+    conn.execute(
+        "INSERT INTO audit (at, request_id, event, actor, data) VALUES (?1, ?2, 'request.approved', 'U0ALICE', '{}')",
+        rusqlite::params![at_ms, request_id],
+    )
+    .unwrap();
+    conn.last_insert_rowid()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_forged_entry_dated_before_its_predecessor_even_after_a_restart() {
+    let app = spawn_app().await;
+    let id = app.create_ok("Deploy api v5").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chained(&app).await;
+    let key = app.key.clone();
+    let sandbox = app.sandbox.clone();
+    let db = app.stop().await;
+    // The probe's forgery: "approved by U0ALICE", dated an hour before the entry it follows.
+    let an_hour_ago = jiff::Timestamp::now().as_millisecond() - 3_600_000;
+    let forged = forge(&db.url, an_hour_ago, &id);
+    // One start and stop of the server: today's start-up chainer links it into the chain.
+    let app = boot(
+        sandbox,
+        db,
+        Some(key),
+        |_| {},
+        std::sync::Arc::new(greenlight::domain::SystemClock),
+    )
+    .await;
+    chained(&app).await;
+    let db_url = app.db_url.clone();
+    let _db = app.stop().await;
+    let verified = greenlight_on(&db_url, &["audit", "verify"]);
+    assert_eq!(verified.status.code(), Some(1), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).contains(&format!("entry {forged} (chain position"))
+            && stdout(&verified).contains("before the entry before it"),
+        "{}",
+        stdout(&verified)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_an_entry_dated_in_the_future() {
+    let app = spawn_app().await;
+    let id = app.create_ok("Deploy api v6").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chained(&app).await;
+    let db_url = app.db_url.clone();
+    let _db = app.stop().await;
+    let a_year_ahead = jiff::Timestamp::now().as_millisecond() + 365 * 86_400_000;
+    let forged = forge(&db_url, a_year_ahead, &id);
+    let verified = greenlight_on(&db_url, &["audit", "verify"]);
+    assert_eq!(verified.status.code(), Some(1), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).contains(&format!("entry {forged} is dated"))
+            && stdout(&verified).contains("in the future"),
+        "{}",
+        stdout(&verified)
+    );
+}
