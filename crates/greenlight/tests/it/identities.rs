@@ -18,6 +18,19 @@ use tokio::process::Command;
 
 use crate::helpers::*;
 
+/// `POST /v1/requests/{id}/decisions` approving with another key than the app's own.
+async fn approve_with(app: &TestApp, key: &str, id: &str) -> (u16, Value) {
+    call(
+        &app.http,
+        &app.base,
+        key,
+        Method::POST,
+        &format!("/v1/requests/{id}/decisions"),
+        Some(json!({"verdict": "approve"})),
+    )
+    .await
+}
+
 async fn keys_create(db_url: &str, name: &str) -> Output {
     let mut cmd = Command::new(bin());
     cmd.args(["keys", "create", "--name", name, "--scopes", "decide"])
@@ -65,15 +78,7 @@ async fn a_key_named_like_a_slack_user_is_refused_and_an_old_one_never_blocks_a_
         .unwrap()
         .to_owned();
     let msg = app.posted(&id).await;
-    let (status, body) = call(
-        &app.http,
-        &app.base,
-        &old,
-        Method::POST,
-        &format!("/v1/requests/{id}/decisions"),
-        Some(json!({"verdict": "approve"})),
-    )
-    .await;
+    let (status, body) = approve_with(&app, &old, &id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "pending");
     assert_eq!(body["decisions"][0]["by"], "key:U0BOB");
@@ -116,15 +121,7 @@ async fn a_key_named_like_a_slack_user_is_refused_and_an_old_one_never_blocks_a_
         .wait_for_message(CHANNEL, &msg.ts, |m| text_of(m).contains("1 of 2"), WAIT)
         .await
         .expect("Bob's approval is shown");
-    let (status, body) = call(
-        &app.http,
-        &app.base,
-        &old,
-        Method::POST,
-        &format!("/v1/requests/{id}/decisions"),
-        Some(json!({"verdict": "approve"})),
-    )
-    .await;
+    let (status, body) = approve_with(&app, &old, &id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         (body["status"].as_str(), body["decided_by"].as_str()),
