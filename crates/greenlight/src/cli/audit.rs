@@ -100,7 +100,7 @@ async fn verify(store: &dyn store::AuditLog) -> ExitCode {
             println!("audit log intact: {} entries chained{head}", intact.entries);
             if intact.pending > 0 {
                 println!(
-                    "{} entries from the last minute are not chained yet",
+                    "{} entries greenlight wrote are waiting for their chain position (a running server chains them within a second; `greenlight migrate` chains them now)",
                     intact.pending
                 );
             }

@@ -273,6 +273,7 @@ impl Worker {
             .map(|lane| (*lane, Arc::new(Semaphore::new(self.lane_size(*lane)))))
             .collect();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut claims = crate::store::Retrying::new("claim outbox jobs");
         loop {
             while tasks.try_join_next().is_some() {}
             let free: Vec<(Lane, u32)> = lanes
@@ -293,10 +294,20 @@ impl Worker {
                 .claim_jobs(&self.owner, &free, self.now(), self.settings.lease_ms)
                 .await
             {
-                Ok(jobs) => jobs,
+                Ok(jobs) => {
+                    claims.succeeded();
+                    jobs
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot claim outbox jobs");
-                    Vec::new()
+                    // The database failing (a full disk): wait longer each time, capped, and
+                    // log once in a while; a new job (a write that landed) tries at once.
+                    let wait = claims.failed(&e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
                 }
             };
             if !jobs.is_empty() {

@@ -17,7 +17,7 @@ pub use ids::{
     ApiKeyId, Approver, ChannelRef, IdError, RequestId, SlackGroupId, SlackUserId, WorkflowName,
     is_slack_team_id, key_actor, key_name_problem,
 };
-pub use pacing::{Bucket, Pace};
+pub use pacing::{Backoff, Bucket, Pace, Throttle};
 pub use request::{
     Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Policy, Request, SlackRef,
     Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,

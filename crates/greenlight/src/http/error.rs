@@ -32,7 +32,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: `invalid_request`, `invalid_json`, `invalid_query`, `unauthorized`,
-    /// `forbidden`, `not_found`, `conflict`, `rate_limited`, `timeout`, ...
+    /// `forbidden`, `not_found`, `conflict`, `rate_limited`, `timeout`,
+    /// `storage_unavailable`, ...
     #[schema(example = "invalid_request")]
     pub code: String,
     pub message: String,
@@ -59,6 +60,19 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// The database cannot take writes for now (a full disk, I/O errors, unreachable): 503
+    /// `storage_unavailable` with `Retry-After`; nothing was changed, and the same request may
+    /// be sent again.
+    pub fn storage_unavailable(err: &dyn std::fmt::Display) -> Self {
+        crate::store::log_unavailable(err);
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the database cannot take writes right now (disk full or failing); nothing was changed: try again later",
+        )
+        .with_retry_after(STORAGE_RETRY_AFTER_SECS)
     }
 
     pub fn internal(err: &dyn std::fmt::Display) -> Self {
@@ -95,8 +109,14 @@ impl From<crate::service::intake::Invalid> for ApiError {
     }
 }
 
+/// What a 503 `storage_unavailable` asks the client to wait.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            return ApiError::storage_unavailable(&e);
+        }
         ApiError::internal(&e)
     }
 }
@@ -106,6 +126,9 @@ impl From<ServiceError> for ApiError {
         let msg = e.to_string();
         let code = e.code();
         let status = match &e {
+            ServiceError::Store(store) if store.is_unavailable() => {
+                return ApiError::storage_unavailable(store);
+            }
             ServiceError::Store(_) => return ApiError::internal(&e),
             ServiceError::NotFound(_) | ServiceError::NoSuchSignal(_) => StatusCode::NOT_FOUND,
             ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,

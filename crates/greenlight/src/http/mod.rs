@@ -64,8 +64,24 @@ where
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         .with_state(state)
+}
+
+/// A server error, logged once: a 503 says the database or Slack is unavailable, which the
+/// code that answered it logs already (a full disk at most once every ten seconds), so
+/// tower-http's own line per response would turn a full disk into a flood.
+fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    if matches!(class, Class::StatusCode(code) if code == axum::http::StatusCode::SERVICE_UNAVAILABLE)
+    {
+        return;
+    }
+    tracing::error!(classification = %class, latency_ms = latency.as_millis(), "response failed");
 }
 
 /// The largest request body any route reads; past it, 413 `payload_too_large`.

@@ -35,24 +35,39 @@ pub struct AuditPage {
 /// timeouts of their own, and a hung database must read as not ready, not as no answer.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Ready when the database answers.
+/// Ready when the database answers and takes writes.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready: the database answers", body = String, content_type = "text/plain", example = "ready"),
-        (status = 503, description = "The database does not answer", body = String, content_type = "text/plain", example = "database unavailable"),
+        (status = 200, description = "Ready: the database answers and takes writes", body = String, content_type = "text/plain", example = "ready"),
+        (status = 503, description = "The database does not answer, or writes to it fail (a full disk) and the probe's write did not land either", body = String, content_type = "text/plain", example = "database unavailable"),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let probe = tokio::time::timeout(
-        READY_TIMEOUT,
-        state.service.store().next_job_due(&Lane::ALL, 0),
-    )
-    .await;
+    let store = state.service.store();
+    // While writes fail (the writer saw a full disk), only a write that lands makes this
+    // process ready again: a read would answer from what is already there.
+    let probe = if store.writes_failing() {
+        let now = state.service.clock().now().as_millisecond();
+        tokio::time::timeout(READY_TIMEOUT, store.probe_write(now)).await
+    } else {
+        tokio::time::timeout(READY_TIMEOUT, async {
+            store.next_job_due(&Lane::ALL, 0).await.map(drop)
+        })
+        .await
+    };
     match probe {
-        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) if e.is_unavailable() && store.writes_failing() => {
+            crate::store::log_unavailable(&e);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable: writes to the database fail (disk full or failing)",
+            )
+                .into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()

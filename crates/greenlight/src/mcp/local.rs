@@ -90,6 +90,13 @@ struct AsKey {
 
 fn failure(e: ServiceError) -> ToolFailure {
     if let ServiceError::Store(store) = &e {
+        if store.is_unavailable() {
+            crate::store::log_unavailable(store);
+            return ToolFailure::new(
+                "storage_unavailable",
+                "the database cannot take writes right now (disk full or failing); nothing was changed: try again later",
+            );
+        }
         tracing::error!(error = %store, "an MCP call hit a database error");
         return ToolFailure::new("internal", "internal error; see the server log");
     }

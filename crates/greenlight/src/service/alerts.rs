@@ -131,13 +131,18 @@ pub async fn keep_checking(service: Arc<Service>, shutdown: CancellationToken) {
     if service.alert_rules.is_empty() {
         return;
     }
+    let mut checks = crate::store::Retrying::new("check the alerts");
     loop {
-        if let Err(e) = service.check_alerts().await {
-            tracing::error!(error = %e, "cannot check the alerts");
-        }
+        let wait = match service.check_alerts().await {
+            Ok(_) => {
+                checks.succeeded();
+                CHECK_EVERY
+            }
+            Err(e) => checks.failed(&e).max(CHECK_EVERY),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

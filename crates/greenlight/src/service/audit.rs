@@ -13,9 +13,6 @@ use crate::store::{AuditEvent, AuditLog, ChainLink, StoreResult};
 const CHAIN_BATCH: u32 = 5_000;
 /// How often the server looks for entries to chain.
 pub const CHAIN_EVERY: Duration = Duration::from_millis(250);
-/// An entry that is still not chained this long after it was written was not written by a
-/// running greenlight (whose chainer runs every quarter second): it was inserted from outside.
-pub const CHAIN_GRACE_MS: Millis = 60_000;
 const PAGE: u32 = 10_000;
 
 /// Chains everything not chained yet; returns how many entries it chained.
@@ -32,13 +29,18 @@ pub async fn chain_all(store: &dyn AuditLog) -> StoreResult<u64> {
 
 /// The server's chainer: new entries get their place in the chain within a quarter second.
 pub async fn keep_chaining(store: std::sync::Arc<dyn AuditLog>, stop: CancellationToken) {
+    let mut chaining = crate::store::Retrying::new("chain audit entries");
     loop {
-        if let Err(e) = chain_all(store.as_ref()).await {
-            tracing::warn!(error = %e, "cannot chain audit entries; trying again");
-        }
+        let wait = match chain_all(store.as_ref()).await {
+            Ok(_) => {
+                chaining.succeeded();
+                CHAIN_EVERY
+            }
+            Err(e) => chaining.failed(&e).max(CHAIN_EVERY),
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(CHAIN_EVERY) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     // What the last moments wrote, before the database closes.
@@ -51,7 +53,8 @@ pub struct Intact {
     pub entries: u64,
     /// The last position and its hash: what to keep elsewhere to anchor the log.
     pub head: Option<(i64, String)>,
-    /// Entries written in the last minute that are not chained yet.
+    /// Entries greenlight wrote that wait for the chainer (PostgreSQL chains within a second
+    /// of the write while a server runs; SQLite chains as it writes).
     pub pending: u64,
 }
 
@@ -69,9 +72,11 @@ pub enum Broken {
     )]
     Unlinked { id: i64, seq: i64 },
     #[error(
-        "entry {id} is in no chain position although it was written {age_s} s ago: it was inserted outside greenlight"
+        "entry {id} is in no chain position and greenlight never queued it for one: it was inserted outside greenlight"
     )]
-    Inserted { id: i64, age_s: i64 },
+    Inserted { id: i64 },
+    #[error("entry {id} (chain position {seq}) cannot be read: {problem}")]
+    Unreadable { id: i64, seq: i64, problem: String },
     #[error(
         "entry {id} (chain position {seq}) is dated {behind_s} s before the entry before it: it was not written in order"
     )]
@@ -134,19 +139,15 @@ pub async fn verify(
             expected = link.seq + 1;
         }
     }
+    // Greenlight chains what it writes (SQLite: in the same transaction; PostgreSQL: queued in
+    // the same transaction, chained within a second): an unchained entry it did not queue came
+    // from outside, however old or new it is.
     for entry in store.unchained_audit(PAGE).await? {
-        if let Err(broken) = future(entry.id, entry.at.as_millisecond(), now) {
+        if let Err(broken) = future(entry.id, entry.at_ms.unwrap_or(0), now) {
             return Ok(Err((broken, intact)));
         }
-        let age = now - entry.at.as_millisecond();
-        if age > CHAIN_GRACE_MS {
-            return Ok(Err((
-                Broken::Inserted {
-                    id: entry.id,
-                    age_s: age / 1000,
-                },
-                intact,
-            )));
+        if !entry.pending {
+            return Ok(Err((Broken::Inserted { id: entry.id }, intact)));
         }
         intact.pending += 1;
     }
@@ -160,6 +161,13 @@ fn check(link: &ChainLink, expected: i64, prev: &str) -> Result<(), Broken> {
     }
     if link.prev_hash != prev {
         return Err(Broken::Unlinked { id, seq });
+    }
+    if let Some(problem) = &link.unreadable {
+        return Err(Broken::Unreadable {
+            id,
+            seq,
+            problem: problem.clone(),
+        });
     }
     let Some(entry) = &link.entry else {
         return Err(Broken::Deleted { id, seq });

@@ -47,6 +47,7 @@ impl ServiceError {
     /// The stable, machine-readable code every adapter shows (HTTP, MCP).
     pub fn code(&self) -> &'static str {
         match self {
+            ServiceError::Store(e) if e.is_unavailable() => "storage_unavailable",
             ServiceError::Store(_) => "internal",
             ServiceError::NotFound(_) | ServiceError::NoSuchSignal(_) => "not_found",
             ServiceError::UnknownWorkflow(_) => "unknown_workflow",

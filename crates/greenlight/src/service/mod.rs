@@ -385,8 +385,14 @@ impl Service {
     pub async fn run_timers(&self) -> ServiceResult<usize> {
         let due = self.store.due_requests(self.now_ms(), 100).await?;
         for id in &due {
-            if let Err(e) = self.settle_timers(id).await {
-                tracing::error!(request = %id, error = %e, "cannot expire or remind");
+            match self.settle_timers(id).await {
+                Ok(()) => {}
+                // The database cannot take writes: the rest would fail the same way; the
+                // scheduler backs off and tries them all again.
+                Err(ServiceError::Store(e)) if e.is_unavailable() => {
+                    return Err(ServiceError::Store(e));
+                }
+                Err(e) => tracing::error!(request = %id, error = %e, "cannot expire or remind"),
             }
         }
         Ok(due.len())

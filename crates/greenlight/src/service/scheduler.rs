@@ -29,6 +29,7 @@ impl Scheduler {
 
     pub async fn run(self, shutdown: CancellationToken) {
         let mut next_purge = jiff::Timestamp::MIN;
+        let mut timers = crate::store::Retrying::new("look for expired requests");
         loop {
             if self.service.clock().now() >= next_purge {
                 match self.service.purge_lapsed_signals().await {
@@ -41,15 +42,22 @@ impl Scheduler {
                     }
                 }
             }
-            match self.service.run_timers().await {
+            let wait = match self.service.run_timers().await {
                 // A full batch: more may be due, look again at once.
-                Ok(n) if n >= 100 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot look for expired requests"),
-            }
+                Ok(n) if n >= 100 => {
+                    timers.succeeded();
+                    continue;
+                }
+                Ok(_) => {
+                    timers.succeeded();
+                    TICK
+                }
+                // The database failing: wait longer each time (capped), log once in a while.
+                Err(e) => timers.failed(&e).max(TICK),
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

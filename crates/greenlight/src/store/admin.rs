@@ -34,6 +34,17 @@ pub trait Admin: Send + Sync {
 
     /// A consistent copy of the whole database at `path`, taken while writes go on.
     async fn backup(&self, path: &std::path::Path) -> StoreResult<()>;
+
+    /// Whether writes fail for want of storage (a full disk, I/O errors) and none has landed
+    /// since, as this process saw (SQLite's writer sees every write; on PostgreSQL, whose
+    /// server owns its disk, an unreachable database shows in any query instead).
+    fn writes_failing(&self) -> bool {
+        false
+    }
+
+    /// One small write (the time of the last readiness probe, in `meta`): while writes fail,
+    /// `/readyz` turns green again only when this lands.
+    async fn probe_write(&self, now: Millis) -> StoreResult<()>;
 }
 
 /// What every process that delivers to Slack must agree on: Slack's limits are per app, not

@@ -12,15 +12,16 @@ use crate::domain::RequestId;
 pub trait AuditLog: Send + Sync {
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 
-    /// Adds up to `limit` entries not yet in the hash chain to its end, oldest first; returns
-    /// how many. With several replicas one of them chains at a time (the others get 0).
+    /// Adds up to `limit` of the entries greenlight queued for the hash chain to its end, oldest
+    /// first; returns how many. Only queued entries: an entry written behind greenlight's back
+    /// is never chained. With several replicas one of them chains at a time (the others get 0).
     async fn chain_audit(&self, limit: u32) -> StoreResult<u32>;
 
     /// Chain positions after `after_seq`, in order, with their entries.
     async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<ChainLink>>;
 
     /// Entries that are in no chain position, oldest first.
-    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<Unchained>>;
 }
 
 #[derive(Debug, Clone)]
@@ -39,8 +40,8 @@ pub struct AuditEvent {
     pub event: String,
     pub actor: String,
     pub data: serde_json::Value,
-    /// The entry's place in the hash chain, and the hashes (absent until chained, which the
-    /// server does within a second of the write).
+    /// The entry's place in the hash chain, and the hashes (on SQLite written with the entry;
+    /// on PostgreSQL within a second of the write).
     pub seq: Option<i64>,
     pub prev_hash: Option<String>,
     pub hash: Option<String>,
@@ -70,4 +71,16 @@ pub struct ChainLink {
     pub prev_hash: String,
     pub hash: String,
     pub entry: Option<AuditEvent>,
+    /// Why the entry could not be read (then `entry` is `None` although the entry is there).
+    pub unreadable: Option<String>,
+}
+
+/// An entry in no chain position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchained {
+    pub id: i64,
+    /// `None`: the stored time is not a number.
+    pub at_ms: Option<i64>,
+    /// Whether greenlight queued it for the chain (it wrote it); if not, it came from outside.
+    pub pending: bool,
 }

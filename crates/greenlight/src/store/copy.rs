@@ -149,6 +149,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("hash", Text),
         ],
     ),
+    ("audit_pending", &[("audit_id", Int)]),
     ("meta", &[("key", Text), ("value", Text)]),
 ];
 

@@ -9,6 +9,7 @@ mod alerts;
 mod audit;
 pub mod copy;
 mod digests;
+mod health;
 mod history;
 mod home;
 mod keys;
@@ -28,8 +29,9 @@ use crate::domain::Millis;
 
 pub use admin::{Admin, Coordination, DecisionFeed};
 pub use alerts::Alerts;
-pub use audit::{AuditEvent, AuditLog, ChainLink, NewAudit};
+pub use audit::{AuditEvent, AuditLog, ChainLink, NewAudit, Unchained};
 pub use digests::{DigestEntry, DigestSummary, DigestWindow, Digests, SlackMessageRef};
+pub use health::{LogThrottle, Retrying, WriteHealth, log_unavailable};
 pub use history::History;
 pub use home::Home;
 pub use keys::{ApiKey, ApiKeys, Scope};

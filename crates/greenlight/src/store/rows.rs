@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::{
     ActionResult, ApiKey, Attempt, AuditEvent, ChainLink, Delivery, Effect, Job, JobState, Scope,
-    StoreError, StoreResult, ts_from_millis,
+    StoreError, StoreResult, Unchained, ts_from_millis,
 };
 use crate::domain::{Decision, IdError, Params, Request, SlackRef, Status};
 
@@ -145,6 +145,10 @@ pub fn scopes_text(key: &ApiKey) -> String {
     scopes.join(",")
 }
 
+/// The readiness probe's write: the time of the last probe.
+pub const PROBE_WRITE: &str = "INSERT INTO meta (key, value) VALUES ('ready_probe', $1) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
 /// Audit entries with their chain positions, if any.
 pub const AUDIT_SELECT: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
      c.seq, c.prev_hash, c.hash FROM audit a LEFT JOIN audit_chain c ON c.audit_id = a.id";
@@ -196,15 +200,22 @@ pub struct ChainRow {
     pub event: Option<String>,
     pub actor: Option<String>,
     pub data: Option<String>,
+    /// What could not be read of the entry's columns, if anything.
+    #[sqlx(skip)]
+    pub unreadable: Option<String>,
 }
 
 impl TryFrom<ChainRow> for ChainLink {
     type Error = StoreError;
 
+    /// An entry that cannot be read (a time that is no time, data that is no JSON) is kept
+    /// as unreadable, for `audit verify` to name, rather than failing the whole page.
     fn try_from(row: ChainRow) -> StoreResult<ChainLink> {
+        let mut unreadable = row.unreadable;
         let entry = match (row.at, row.event, row.actor, row.data) {
+            _ if unreadable.is_some() => None,
             (Some(at), Some(event), Some(actor), Some(data)) => {
-                Some(AuditEvent::try_from(AuditRow {
+                let read = AuditEvent::try_from(AuditRow {
                     id: row.audit_id,
                     at,
                     request_id: row.request_id,
@@ -214,7 +225,14 @@ impl TryFrom<ChainRow> for ChainLink {
                     seq: Some(row.seq),
                     prev_hash: Some(row.prev_hash.clone()),
                     hash: Some(row.hash.clone()),
-                })?)
+                });
+                match read {
+                    Ok(entry) => Some(entry),
+                    Err(e) => {
+                        unreadable = Some(e.to_string());
+                        None
+                    }
+                }
             }
             _ => None,
         };
@@ -224,6 +242,7 @@ impl TryFrom<ChainRow> for ChainLink {
             prev_hash: row.prev_hash,
             hash: row.hash,
             entry,
+            unreadable,
         })
     }
 }
@@ -244,11 +263,36 @@ pub fn link(
         .collect()
 }
 
-/// Audit entries in no chain position after `low`, oldest first (the chainer's batch).
-pub const UNCHAINED_AFTER: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
+/// Audit entries greenlight wrote that wait for their chain position, oldest first (the
+/// chainer's batch).
+pub const PENDING: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
      CAST(NULL AS BIGINT) AS seq, CAST(NULL AS TEXT) AS prev_hash, CAST(NULL AS TEXT) AS hash \
-     FROM audit a WHERE a.id > $1 \
-     AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.audit_id = a.id) ORDER BY a.id LIMIT $2";
+     FROM audit_pending p JOIN audit a ON a.id = p.audit_id ORDER BY a.id LIMIT $1";
+
+/// Audit entries in no chain position, oldest first, and whether greenlight queued them.
+pub const UNCHAINED: &str = "SELECT a.id, a.at, \
+     EXISTS (SELECT 1 FROM audit_pending p WHERE p.audit_id = a.id) AS pending \
+     FROM audit a WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.audit_id = a.id) \
+     ORDER BY a.id LIMIT $1";
+
+/// `at` is `None` when the column holds something that is not a number (SQLite stores what
+/// it is given).
+#[derive(sqlx::FromRow)]
+pub struct UnchainedRow {
+    pub id: i64,
+    pub at: Option<i64>,
+    pub pending: bool,
+}
+
+impl From<UnchainedRow> for Unchained {
+    fn from(row: UnchainedRow) -> Self {
+        Unchained {
+            id: row.id,
+            at_ms: row.at,
+            pending: row.pending,
+        }
+    }
+}
 
 #[derive(sqlx::FromRow)]
 pub struct JobRow {

@@ -167,15 +167,7 @@ async fn hooks_fill_templates_keep_the_token_secret_and_report_on_the_message() 
     // The token is nowhere: not in the audit log, the API, or the server's own log.
     let mut seen = audit.to_string();
     for id in [&approved_id, &denied_id] {
-        let (_, r) = call(
-            &http,
-            &base,
-            &key,
-            Method::GET,
-            &format!("/v1/requests/{id}"),
-            None,
-        )
-        .await;
+        let (_, r) = get_request(&http, &base, &key, id).await;
         seen.push_str(&r.to_string());
     }
     let (_, list) = call(&http, &base, &key, Method::GET, "/v1/requests", None).await;

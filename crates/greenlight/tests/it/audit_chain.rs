@@ -1,5 +1,6 @@
 //! The audit log as evidence, through the real binary: `audit verify` and `audit export` on
-//! what a running server wrote, a database from before the chain upgraded by `migrate`, and
+//! what a running server wrote, a database an earlier version left unchained upgraded by
+//! `migrate`, entries forged or made unreadable behind its back, and
 //! `backup` taken under load whose copy verifies.
 
 use std::process::Output;
@@ -9,15 +10,6 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-fn greenlight_on(db_url: &str, args: &[&str]) -> Output {
-    std::process::Command::new(bin())
-        .args(args)
-        .env("GREENLIGHT_DATABASE_URL", db_url)
-        .env_remove("GREENLIGHT_CONFIG")
-        .output()
-        .expect("greenlight runs")
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -85,8 +77,9 @@ async fn a_running_server_chains_its_log_and_the_export_carries_the_hashes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_chains_a_log_written_before_the_chain_existed() {
-    // A database whose entries predate the chain: written, then their chain removed.
+async fn migrate_chains_what_an_earlier_version_left_unchained() {
+    // A database an earlier version wrote and stopped before its background chainer ran:
+    // written, then the chain positions and the queue this version adds removed.
     let db = TestDb::sqlite();
     let store = greenlight::store::connect(&db.url).await.unwrap();
     let service = greenlight::service::Service::new(
@@ -119,7 +112,12 @@ async fn migrate_chains_a_log_written_before_the_chain_existed() {
         let chained: i64 = conn
             .query_row("SELECT count(*) FROM audit_chain", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(chained, 0, "no server ran, so nothing is chained yet");
+        assert_eq!(chained, 3, "this version chains each entry as it writes it");
+        conn.execute_batch(
+            "DROP TRIGGER audit_chain_no_delete; DELETE FROM audit_chain; \
+             DROP TABLE audit_pending; DELETE FROM _sqlx_migrations WHERE version = 17;",
+        )
+        .unwrap();
     }
     let migrated = greenlight_on(&db.url, &["migrate"]);
     assert!(migrated.status.success());
@@ -227,37 +225,86 @@ fn forge(db_url: &str, at_ms: i64, request_id: &str) -> i64 {
     conn.last_insert_rowid()
 }
 
+/// The probe's forgery: "approved by U0ALICE" inserted with the server stopped. greenlight
+/// chains only what it wrote, so the entry stays outside the chain through any number of
+/// restarts, and `verify` reports it before and after, whatever its date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_a_forged_entry_dated_before_its_predecessor_even_after_a_restart() {
+async fn verify_reports_a_forged_entry_before_and_after_restarts() {
+    for (dated, ago_ms) in [("an hour before its predecessor", 3_600_000), ("now", 0)] {
+        let app = spawn_app().await;
+        let id = app.create_ok("Deploy api v5").await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let written = chained(&app).await.len();
+        let key = app.key.clone();
+        let sandbox = app.sandbox.clone();
+        let db = app.stop().await;
+        let forged = forge(
+            &db.url,
+            jiff::Timestamp::now().as_millisecond() - ago_ms,
+            &id,
+        );
+        let reported = |out: &Output| {
+            assert_eq!(out.status.code(), Some(1), "{dated}: {}", stdout(out));
+            assert!(
+                stdout(out).contains(&format!("entry {forged} is in no chain position"))
+                    && stdout(out).contains("inserted outside greenlight"),
+                "{dated}: {}",
+                stdout(out)
+            );
+        };
+        reported(&greenlight_on(&db.url, &["audit", "verify"]));
+        // Two starts and stops of the server, with a write in between.
+        let mut db = db;
+        for round in 0..2 {
+            let app = boot(
+                sandbox.clone(),
+                db,
+                Some(key.clone()),
+                |_| {},
+                std::sync::Arc::new(greenlight::domain::SystemClock),
+            )
+            .await;
+            app.create_ok(&format!("Deploy api v5.{round}")).await;
+            // Everything greenlight wrote is chained; the forged entry is not.
+            let events = app.audit().await;
+            assert!(events.len() > written + 1 + round, "{events:?}");
+            for e in &events {
+                assert_eq!(
+                    e["hash"].is_string(),
+                    e["id"].as_i64() != Some(forged),
+                    "{dated}: {e}"
+                );
+            }
+            db = app.stop().await;
+            reported(&greenlight_on(&db.url, &["audit", "verify"]));
+        }
+        assert_eq!(greenlight_on(&db.url, &["migrate"]).status.code(), Some(0));
+        reported(&greenlight_on(&db.url, &["audit", "verify"]));
+    }
+}
+
+/// An entry whose time is not a time is named with exit 1, not a failure to read (exit 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_an_unreadable_entry() {
     let app = spawn_app().await;
-    let id = app.create_ok("Deploy api v5").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    chained(&app).await;
-    let key = app.key.clone();
-    let sandbox = app.sandbox.clone();
-    let db = app.stop().await;
-    // The probe's forgery: "approved by U0ALICE", dated an hour before the entry it follows.
-    let an_hour_ago = jiff::Timestamp::now().as_millisecond() - 3_600_000;
-    let forged = forge(&db.url, an_hour_ago, &id);
-    // One start and stop of the server: today's start-up chainer links it into the chain.
-    let app = boot(
-        sandbox,
-        db,
-        Some(key),
-        |_| {},
-        std::sync::Arc::new(greenlight::domain::SystemClock),
-    )
-    .await;
-    chained(&app).await;
+    app.create_ok("Deploy api v7").await;
+    app.create_ok("Deploy api v8").await;
+    let first = chained(&app).await[0]["id"].as_i64().unwrap();
     let db_url = app.db_url.clone();
     let _db = app.stop().await;
+    let conn = rusqlite::Connection::open(db_url.trim_start_matches("sqlite:")).unwrap();
+    conn.execute_batch(&format!(
+        "DROP TRIGGER audit_no_update; UPDATE audit SET at = 'yesterday' WHERE id = {first}"
+    ))
+    .unwrap();
+    drop(conn);
     let verified = greenlight_on(&db_url, &["audit", "verify"]);
     assert_eq!(verified.status.code(), Some(1), "{}", stdout(&verified));
     assert!(
-        stdout(&verified).contains(&format!("entry {forged} (chain position"))
-            && stdout(&verified).contains("before the entry before it"),
+        stdout(&verified).contains(&format!("entry {first} (chain position 1) cannot be read"))
+            && stdout(&verified).contains("time is text"),
         "{}",
         stdout(&verified)
     );

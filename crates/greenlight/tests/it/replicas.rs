@@ -560,15 +560,7 @@ async fn two_replicas_on_socket_mode_take_clicks_whichever_socket_slack_picks() 
                 .await
                 .unwrap();
             assert!(ack.acked(), "{ack:?}");
-            let (_, got) = call(
-                &http,
-                &base,
-                &key,
-                Method::GET,
-                &format!("/v1/requests/{id}"),
-                None,
-            )
-            .await;
+            let (_, got) = get_request(&http, &base, &key, &id).await;
             assert_eq!(got["status"], "approved", "{got}");
         }
     };

@@ -809,13 +809,35 @@ async fn chained_log(db: &TestDb, n: usize) -> Arc<dyn Store> {
             .await
             .unwrap();
     }
+    // SQLite chains each entry as it writes it; PostgreSQL queues it for the chainer.
+    let chained = greenlight::service::audit::chain_all(store.as_ref())
+        .await
+        .unwrap();
     assert_eq!(
-        greenlight::service::audit::chain_all(store.as_ref())
-            .await
-            .unwrap(),
-        n as u64
+        chained,
+        if db.url.starts_with("sqlite:") {
+            0
+        } else {
+            n as u64
+        }
+    );
+    let listed = store.list_audit(0, 1000).await.unwrap();
+    assert_eq!(listed.len(), n);
+    assert!(
+        listed.iter().all(|e| e.seq.is_some()),
+        "every entry is chained"
     );
     store
+}
+
+/// A fresh database of the same kind as `db`.
+async fn another(db: &TestDb) -> TestDb {
+    TestDb::of(if db.url.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    })
+    .await
 }
 
 async fn verdict(
@@ -891,12 +913,7 @@ async fn a_deleted_or_reordered_audit_entry_is_found(db: TestDb) {
         "the entry now at position 2 is not the one hashed there"
     );
     // Deleted outright.
-    let db2 = TestDb::of(if db.url.starts_with("sqlite:") {
-        Backend::Sqlite
-    } else {
-        Backend::Postgres
-    })
-    .await;
+    let db2 = another(&db).await;
     let store = chained_log(&db2, 5).await;
     let listed = store.list_audit(0, 10).await.unwrap();
     let third = listed[2].id;
@@ -923,25 +940,69 @@ async fn a_deleted_or_reordered_audit_entry_is_found(db: TestDb) {
     );
 }
 
-/// An entry written behind greenlight's back, long enough ago that a running server would
-/// have chained it, is reported as inserted; a fresh one is only pending.
+/// An entry written behind greenlight's back is reported as inserted at once, however old or
+/// new, and the chainer never chains it; an entry greenlight queued but has not chained yet
+/// is only pending.
 async fn an_inserted_audit_entry_is_found(db: TestDb) {
-    let store = chained_log(&db, 3).await;
-    let long_ago = now_ms() - 3_600_000;
+    use greenlight::service::audit::{Broken, chain_all, verify};
+    for at in [now_ms() - 3_600_000, now_ms()] {
+        let db = another(&db).await;
+        let store = chained_log(&db, 3).await;
+        let insert = format!(
+            "INSERT INTO audit (at, request_id, event, actor, data) VALUES ({at}, NULL, 'request.approved', 'mallory', '{{}}')"
+        );
+        tamper(&db, &insert, &insert).await;
+        let forged = store.list_audit(0, 100).await.unwrap().last().unwrap().id;
+        for _ in 0..2 {
+            let found = verify(store.as_ref(), now_ms()).await.unwrap();
+            assert_eq!(
+                found.map_err(|(broken, _)| broken),
+                Err(Broken::Inserted { id: forged }),
+                "dated {at}"
+            );
+            // What a start does: the chainer leaves it alone.
+            assert_eq!(chain_all(store.as_ref()).await.unwrap(), 0);
+        }
+        let unchained = store.unchained_audit(10).await.unwrap();
+        assert_eq!(unchained.len(), 1);
+        assert!(!unchained[0].pending);
+    }
+    // Queued by greenlight (as PostgreSQL's writes do) but not chained yet: pending, and
+    // chained by the next pass.
+    let db = another(&db).await;
+    let store = chained_log(&db, 2).await;
     let insert = format!(
-        "INSERT INTO audit (at, request_id, event, actor, data) VALUES ({long_ago}, NULL, 'request.approved', 'mallory', '{{}}')"
+        "INSERT INTO audit (at, request_id, event, actor, data) VALUES ({}, NULL, 'request.created', 'U0BOB', '{{}}'); \
+         INSERT INTO audit_pending (audit_id) SELECT MAX(id) FROM audit;",
+        now_ms()
     );
     tamper(&db, &insert, &insert).await;
-    let found = greenlight::service::audit::verify(store.as_ref(), now_ms())
-        .await
-        .unwrap();
-    assert!(
-        matches!(
-            found,
-            Err((greenlight::service::audit::Broken::Inserted { .. }, _))
-        ),
-        "{found:?}"
-    );
+    let intact = verify(store.as_ref(), now_ms()).await.unwrap().unwrap();
+    assert_eq!((intact.entries, intact.pending), (2, 1));
+    assert_eq!(chain_all(store.as_ref()).await.unwrap(), 1);
+    let intact = verify(store.as_ref(), now_ms()).await.unwrap().unwrap();
+    assert_eq!((intact.entries, intact.pending), (3, 0));
+}
+
+/// An entry whose columns cannot be read (data that is not JSON, a time out of any calendar)
+/// is named, not a failure to read the log.
+async fn an_unreadable_audit_entry_is_named(db: TestDb) {
+    use greenlight::service::audit::Broken;
+    for edit in ["data = '{not json'", "at = 9000000000000000000"] {
+        let db = another(&db).await;
+        let store = chained_log(&db, 3).await;
+        let second = store.list_audit(0, 10).await.unwrap()[1].id;
+        tamper(
+            &db,
+            &format!("{SQLITE_UNGUARDED} UPDATE audit SET {edit} WHERE id = {second}"),
+            &format!("{PG_UNGUARDED} UPDATE audit SET {edit} WHERE id = {second}"),
+        )
+        .await;
+        match verdict(store.as_ref()).await {
+            Err(Broken::Unreadable { id, seq, .. }) => assert_eq!((id, seq), (second, 2), "{edit}"),
+            other => panic!("{edit}: {other:?}"),
+        }
+    }
 }
 
 /// Signals: the compare-and-set on `updated_at` lets one of two racing writers win, and a
@@ -1781,6 +1842,7 @@ store_tests!(
     the_audit_chain_names_the_first_tampered_entry,
     a_deleted_or_reordered_audit_entry_is_found,
     an_inserted_audit_entry_is_found,
+    an_unreadable_audit_entry_is_named,
     signals_are_set_by_compare_and_set,
     the_signal_cap_holds_under_concurrency,
     signals_page_by_name_and_live_ones_are_read_by_name,

@@ -88,6 +88,14 @@ impl Admin for PostgresStore {
         "postgres"
     }
 
+    async fn probe_write(&self, now: Millis) -> StoreResult<()> {
+        sqlx::query(crate::store::rows::PROBE_WRITE)
+            .bind(now.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn backup(&self, _path: &std::path::Path) -> StoreResult<()> {
         Err(StoreError::Unsupported(
             "greenlight backup copies SQLite databases; back up PostgreSQL with pg_dump (see docs/operations.md)",

@@ -1,4 +1,5 @@
-//! PostgreSQL: the audit log and its hash chain, extended by one replica at a time.
+//! PostgreSQL: the audit log and its hash chain, extended by one replica at a time with the
+//! entries the writing transactions queued in `audit_pending`.
 
 use async_trait::async_trait;
 
@@ -7,8 +8,6 @@ use crate::store::rows;
 
 /// The advisory lock of the audit chainer ("glaudt").
 const CHAIN_LOCK: i64 = 0x676c_6175_6474;
-/// How far below the highest chained id the chainer looks for entries committed late.
-const CHAIN_LOOKBACK: i64 = 100_000;
 
 #[async_trait]
 impl AuditLog for PostgresStore {
@@ -35,28 +34,24 @@ impl AuditLog for PostgresStore {
         if !ours {
             return Ok(0);
         }
-        let last: Option<(i64, String, i64)> = sqlx::query_as(
-            "SELECT seq, hash, (SELECT MAX(audit_id) FROM audit_chain) FROM audit_chain \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        // Ids are handed out before commit, so an entry can commit after a later one was
-        // chained: look back a window below the highest chained id.
-        let after = last.as_ref().map_or(0, |l| (l.2 - CHAIN_LOOKBACK).max(0));
-        let found: Vec<rows::AuditRow> = sqlx::query_as(rows::UNCHAINED_AFTER)
-            .bind(after)
+        // Only what greenlight queued: an entry inserted behind its back stays unchained, for
+        // `audit verify` to report.
+        let found: Vec<rows::AuditRow> = sqlx::query_as(rows::PENDING)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
         if found.is_empty() {
             return Ok(0);
         }
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
         let entries = found
             .into_iter()
             .map(AuditEvent::try_from)
             .collect::<StoreResult<Vec<_>>>()?;
-        let links = rows::link(last.map(|(seq, hash, _)| (seq, hash)), &entries);
+        let links = rows::link(last, &entries);
         let mut qb = Statement::new("INSERT INTO audit_chain (seq, audit_id, prev_hash, hash) ");
         qb.push_values(&links, |mut row, (seq, id, prev, hash)| {
             row.push_bind(*seq)
@@ -65,6 +60,11 @@ impl AuditLog for PostgresStore {
                 .push_bind(hash.clone());
         });
         qb.build().execute(&mut *tx).await?;
+        let ids: Vec<i64> = links.iter().map(|l| l.1).collect();
+        sqlx::query("DELETE FROM audit_pending WHERE audit_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(u32::try_from(links.len()).unwrap_or(u32::MAX))
     }
@@ -82,12 +82,11 @@ impl AuditLog for PostgresStore {
         found.into_iter().map(ChainLink::try_from).collect()
     }
 
-    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        let found: Vec<rows::AuditRow> = sqlx::query_as(rows::UNCHAINED_AFTER)
-            .bind(0_i64)
+    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<Unchained>> {
+        let found: Vec<rows::UnchainedRow> = sqlx::query_as(rows::UNCHAINED)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        found.into_iter().map(AuditEvent::try_from).collect()
+        Ok(found.into_iter().map(Unchained::from).collect())
     }
 }

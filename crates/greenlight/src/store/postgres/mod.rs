@@ -157,7 +157,11 @@ fn push_audit_and_effects(
                 .push_bind(i as i64)
                 .push(")");
         }
-        qb.push(") AS v(at, request_id, event, actor, data, ord) ORDER BY v.ord)");
+        // Queued for the chainer in the same statement: it chains exactly what greenlight wrote.
+        qb.push(
+            ") AS v(at, request_id, event, actor, data, ord) ORDER BY v.ord RETURNING id), \
+             audit_queued AS (INSERT INTO audit_pending (audit_id) SELECT id FROM audit_rows)",
+        );
     }
     if !effects.is_empty() {
         qb.push(", job_rows AS (INSERT INTO outbox (request_id, kind, lane, collapse_key, payload, next_attempt_at, created_at, updated_at) SELECT v.request_id, v.kind, v.lane, v.collapse_key, v.payload, v.due, ")

@@ -9,6 +9,10 @@ use rusqlite::params;
 use super::rows::one;
 use super::*;
 
+shared_sql! {
+    PROBE_WRITE = crate::store::rows::PROBE_WRITE;
+}
+
 #[async_trait]
 impl Admin for SqliteStore {
     async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
@@ -35,6 +39,20 @@ impl Admin for SqliteStore {
 
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn writes_failing(&self) -> bool {
+        self.health.failing()
+    }
+
+    async fn probe_write(&self, now: Millis) -> StoreResult<()> {
+        let value = now.to_string();
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(&PROBE_WRITE)?.execute(params![value])?;
+                Ok(())
+            })
+            .await
     }
 
     async fn backup(&self, path: &std::path::Path) -> StoreResult<()> {

@@ -1,4 +1,5 @@
-//! SQLite: the audit log and its hash chain, which the writer extends in id order.
+//! SQLite: the audit log and its hash chain, which the writer extends in the transaction that
+//! writes each entry.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
@@ -17,19 +18,53 @@ sql!(
 );
 
 shared_sql! {
-    UNCHAINED = shared::UNCHAINED_AFTER;
+    PENDING = shared::PENDING;
+    UNCHAINED = shared::UNCHAINED;
 }
 
-/// Chains the next entries. One writer commits in id order, so nothing below the last chained
-/// id can still appear.
-fn chain_in(conn: &Connection, limit: u32) -> StoreResult<u32> {
-    let last: Option<(i64, String, i64)> = first(
+/// The chain's last position and hash, if any.
+fn chain_head(conn: &Connection) -> StoreResult<Option<(i64, String)>> {
+    first(
         conn,
-        "SELECT seq, hash, audit_id FROM audit_chain ORDER BY seq DESC LIMIT 1",
+        "SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1",
         [],
-    )?;
-    let after = last.as_ref().map_or(0, |l| l.2);
-    let found: Vec<shared::AuditRow> = all(conn, &UNCHAINED, params![after, i64::from(limit)])?;
+    )
+}
+
+fn insert_link(
+    conn: &Connection,
+    (seq, id, prev, hash): &(i64, i64, String, String),
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_chain (seq, audit_id, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![seq, id, prev, hash])?;
+    Ok(())
+}
+
+/// Chains entries the writer has just inserted, in the same transaction, in the order written.
+pub(super) fn chain_written(
+    conn: &Connection,
+    entries: &[crate::domain::AuditContent<'_>],
+) -> StoreResult<()> {
+    let (mut seq, mut prev) = chain_head(conn)?.unwrap_or((0, crate::domain::GENESIS.to_owned()));
+    for content in entries {
+        seq += 1;
+        let hash = crate::domain::entry_hash(content, &prev);
+        let link = (
+            seq,
+            content.id,
+            std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        );
+        insert_link(conn, &link)?;
+    }
+    Ok(())
+}
+
+/// Chains the next queued entries (those an earlier version left unchained).
+fn chain_in(conn: &Connection, limit: u32) -> StoreResult<u32> {
+    let found: Vec<shared::AuditRow> = all(conn, &PENDING, params![i64::from(limit)])?;
     if found.is_empty() {
         return Ok(0);
     }
@@ -37,12 +72,11 @@ fn chain_in(conn: &Connection, limit: u32) -> StoreResult<u32> {
         .into_iter()
         .map(AuditEvent::try_from)
         .collect::<StoreResult<Vec<_>>>()?;
-    let links = shared::link(last.map(|(seq, hash, _)| (seq, hash)), &entries);
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO audit_chain (seq, audit_id, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for (seq, id, prev, hash) in &links {
-        insert.execute(params![seq, id, prev, hash])?;
+    let links = shared::link(chain_head(conn)?, &entries);
+    let mut done = conn.prepare_cached("DELETE FROM audit_pending WHERE audit_id = ?1")?;
+    for link in &links {
+        insert_link(conn, link)?;
+        done.execute(params![link.1])?;
     }
     Ok(u32::try_from(links.len()).unwrap_or(u32::MAX))
 }
@@ -73,12 +107,12 @@ impl AuditLog for SqliteStore {
             .await
     }
 
-    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+    async fn unchained_audit(&self, limit: u32) -> StoreResult<Vec<Unchained>> {
         self.readers
             .read(move |conn| {
-                let found: Vec<shared::AuditRow> =
-                    all(conn, &UNCHAINED, params![0_i64, i64::from(limit)])?;
-                found.into_iter().map(AuditEvent::try_from).collect()
+                let found: Vec<shared::UnchainedRow> =
+                    all(conn, &UNCHAINED, params![i64::from(limit)])?;
+                Ok(found.into_iter().map(Unchained::from).collect())
             })
             .await
     }

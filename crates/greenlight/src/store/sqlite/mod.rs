@@ -42,6 +42,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
     coordination: Arc<LocalCoordination>,
+    /// Whether writes fail for want of storage, as the writer last found.
+    health: Arc<WriteHealth>,
 }
 
 /// Where the file is, and how every connection to it is set up.
@@ -107,7 +109,8 @@ impl SqliteStore {
             let mut conn = db.open()?;
             migrate::run(&mut conn)?;
         }
-        let writer = Writer::start(db.clone())?;
+        let health = Arc::new(WriteHealth::default());
+        let writer = Writer::start(db.clone(), health.clone())?;
         // Readers never write, so they never wait for the writer (WAL).
         let quick = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
         let readers = Readers::start(&db, READERS, quick)?;
@@ -115,6 +118,7 @@ impl SqliteStore {
             writer,
             readers,
             coordination: Arc::default(),
+            health,
         })
     }
 }
@@ -171,9 +175,18 @@ fn opt_int(n: Option<i64>) -> Value {
     n.map_or(Value::Null, Value::Integer)
 }
 
+/// An audit entry's columns, ready to write and to hash.
+struct AuditValues {
+    at: i64,
+    request_id: Option<String>,
+    event: &'static str,
+    actor: String,
+    data: String,
+}
+
 /// Audit entries and outbox jobs to write in the transaction of the change that caused them.
 struct Entries {
-    audit: Vec<Values>,
+    audit: Vec<AuditValues>,
     /// Whether the job collapses into a waiting one, and its row.
     jobs: Vec<(bool, Values)>,
 }
@@ -183,13 +196,13 @@ impl Entries {
         let audit = audit
             .iter()
             .map(|a| {
-                Ok(vec![
-                    Value::Integer(now),
-                    opt_text(a.request_id.as_ref().map(RequestId::as_str)),
-                    text(a.event),
-                    text(a.actor.as_str()),
-                    text(to_json(&a.data)?),
-                ])
+                Ok(AuditValues {
+                    at: now,
+                    request_id: a.request_id.as_ref().map(|id| id.as_str().to_owned()),
+                    event: a.event,
+                    actor: a.actor.clone(),
+                    data: to_json(&a.data)?,
+                })
             })
             .collect::<StoreResult<_>>()?;
         let jobs = effects
@@ -218,13 +231,30 @@ impl Entries {
     }
 
     /// Writes them, and gives each job's id in the order of the effects (`None`: it collapsed
-    /// into a job already waiting).
+    /// into a job already waiting). Each audit entry gets its place in the hash chain in the
+    /// same transaction: the chain holds exactly what greenlight wrote.
     fn write_jobs(&self, conn: &Connection) -> StoreResult<Vec<Option<i64>>> {
         if !self.audit.is_empty() {
             let mut insert = conn.prepare_cached(INSERT_AUDIT)?;
-            for row in &self.audit {
-                insert.execute(params_from_iter(row))?;
+            let mut written = Vec::with_capacity(self.audit.len());
+            for a in &self.audit {
+                insert.execute(rusqlite::params![
+                    a.at,
+                    a.request_id,
+                    a.event,
+                    a.actor,
+                    a.data
+                ])?;
+                written.push(crate::domain::AuditContent {
+                    id: conn.last_insert_rowid(),
+                    at_ms: a.at,
+                    request_id: a.request_id.as_deref(),
+                    event: a.event,
+                    actor: &a.actor,
+                    data_json: &a.data,
+                });
             }
+            audit::chain_written(conn, &written)?;
         }
         let mut ids = Vec::with_capacity(self.jobs.len());
         for (collapsing, row) in &self.jobs {

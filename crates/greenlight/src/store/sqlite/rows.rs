@@ -1,12 +1,13 @@
 //! The shared row types (`store::rows`) read from a rusqlite row, column by column in the
 //! order their `SELECT`s name them.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Params, Row};
 
 use super::super::DigestEntry;
 use super::super::rows::{
     ActionRow, ApiKeyRow, AttemptRow, AuditRow, ChainRow, DeliveryRow, JobRow, RequestRow,
-    SignalRow,
+    SignalRow, UnchainedRow,
 };
 use super::StoreResult;
 
@@ -102,7 +103,6 @@ in_column_order! {
     }
     ApiKeyRow { id, name, scopes, created_at, revoked_at }
     AuditRow { id, at, request_id, event, actor, data, seq, prev_hash, hash }
-    ChainRow { seq, audit_id, prev_hash, hash, at, request_id, event, actor, data }
     JobRow { id, payload, attempts, claims, created_at }
     DeliveryRow {
         id, kind, payload, state, attempts, last_error, next_attempt_at, created_at, updated_at,
@@ -111,4 +111,76 @@ in_column_order! {
     ActionRow { name, ok, summary, attempts, at }
     SignalRow { name, value, since, updated_at, set_by, expires_at }
     DigestEntry { id, title, status, decided_by, requester }
+}
+
+/// SQLite keeps whatever a column is given, so an entry edited from outside may hold a time
+/// that is text or data that is a number: such a column is read as absent and named in
+/// `unreadable`, so that `audit verify` names the entry instead of failing to read the chain.
+impl FromRow for ChainRow {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        let mut unreadable = Vec::new();
+        let mut int = |i: usize, name: &str| -> rusqlite::Result<Option<i64>> {
+            Ok(match row.get_ref(i)? {
+                ValueRef::Integer(n) => Some(n),
+                ValueRef::Null => None,
+                other => {
+                    unreadable.push(format!(
+                        "its {name} is {}, not a number",
+                        other.data_type().to_string().to_lowercase()
+                    ));
+                    None
+                }
+            })
+        };
+        let at = int(4, "time")?;
+        let mut text = |i: usize, name: &str| -> rusqlite::Result<Option<String>> {
+            Ok(match row.get_ref(i)? {
+                ValueRef::Text(t) => match std::str::from_utf8(t) {
+                    Ok(t) => Some(t.to_owned()),
+                    Err(_) => {
+                        unreadable.push(format!("its {name} is not UTF-8"));
+                        None
+                    }
+                },
+                ValueRef::Null => None,
+                other => {
+                    unreadable.push(format!(
+                        "its {name} is {}, not text",
+                        other.data_type().to_string().to_lowercase()
+                    ));
+                    None
+                }
+            })
+        };
+        let request_id = text(5, "request id")?;
+        let event = text(6, "event")?;
+        let actor = text(7, "actor")?;
+        let data = text(8, "data")?;
+        Ok(ChainRow {
+            seq: row.get(0)?,
+            audit_id: row.get(1)?,
+            prev_hash: row.get(2)?,
+            hash: row.get(3)?,
+            at,
+            request_id,
+            event,
+            actor,
+            data,
+            unreadable: (!unreadable.is_empty()).then(|| unreadable.join(", ")),
+        })
+    }
+}
+
+/// As for `ChainRow`: a time that is not a number reads as `None`.
+impl FromRow for UnchainedRow {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(UnchainedRow {
+            id: row.get(0)?,
+            at: match row.get_ref(1)? {
+                ValueRef::Integer(n) => Some(n),
+                _ => None,
+            },
+            pending: row.get(2)?,
+        })
+    }
 }

@@ -14,7 +14,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Database, StoreError, StoreResult, exec};
+use std::sync::Arc;
+
+use super::{Database, LogThrottle, StoreError, StoreResult, WriteHealth, exec};
 
 /// Most operations one commit carries; bounds the time the write lock is held.
 const MAX_BATCH: usize = 512;
@@ -24,8 +26,9 @@ const MAX_BATCH: usize = 512;
 trait Operation: Send {
     /// Runs on the write connection; true if it failed, so its writes must not land.
     fn run(&mut self, conn: &Connection) -> bool;
-    /// Answers the caller: `commit` says whether the batch's commit is on disk.
-    fn complete(self: Box<Self>, commit: Result<(), String>);
+    /// Answers the caller: `commit` says whether the batch's commit is on disk. True if the
+    /// answer is a failure for want of storage (`StoreError::is_unavailable`).
+    fn complete(self: Box<Self>, commit: Result<(), String>) -> bool;
 }
 
 type Op = Box<dyn Operation>;
@@ -49,14 +52,16 @@ where
         failed
     }
 
-    fn complete(self: Box<Self>, commit: Result<(), String>) {
+    fn complete(self: Box<Self>, commit: Result<(), String>) -> bool {
         let answer = match (self.result, commit) {
             (None, _) => Err(not_applied()),
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(_)), Err(e)) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
             (Some(Ok(v)), Ok(())) => Ok(v),
         };
+        let storage = answer.as_ref().is_err_and(StoreError::is_unavailable);
         let _ = self.reply.send(answer);
+        storage
     }
 }
 
@@ -77,12 +82,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(db: Database) -> StoreResult<Self> {
+    pub fn start(db: Database, health: Arc<WriteHealth>) -> StoreResult<Self> {
         let conn = db.open()?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &db, rx))
+            .spawn(move || run(conn, &db, rx, &health))
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the database writer: {e}"))
             })?;
@@ -131,7 +136,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, db: &Database, mut rx: mpsc::Receiver<Msg>) {
+fn run(mut conn: Connection, db: &Database, mut rx: mpsc::Receiver<Msg>, health: &WriteHealth) {
     let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(16);
@@ -150,8 +155,20 @@ fn run(mut conn: Connection, db: &Database, mut rx: mpsc::Receiver<Msg>) {
                 }
                 _ => None,
             };
-            let ops = run_batch(&conn, batch, &mut more);
+            let changes = conn.total_changes();
+            let (ops, storage_failed) = run_batch(&conn, batch, &mut more);
             metrics::histogram!("greenlight_sqlite_batch_size").record(ops as f64);
+            if storage_failed {
+                if health.failed() {
+                    tracing::error!(
+                        "writes to the database fail (disk full or failing): answering 503 storage_unavailable and /readyz red until a write lands"
+                    );
+                }
+            } else if conn.total_changes() > changes
+                && let Some(failures) = health.succeeded()
+            {
+                recovered(&conn, failures);
+            }
             if !conn.is_autocommit() {
                 // A transaction the batch could not end: start over on a fresh connection.
                 conn = match reopen(db) {
@@ -168,6 +185,39 @@ fn run(mut conn: Connection, db: &Database, mut rx: mpsc::Receiver<Msg>) {
             let _ = done.send(());
             return;
         }
+    }
+}
+
+/// Logs a batch that failed, at most once every ten seconds with how many failed meanwhile:
+/// on a full disk every batch fails, hundreds a second under load.
+fn batch_failed(e: &dyn std::fmt::Display, what: &str) {
+    static THROTTLE: LogThrottle = LogThrottle::new();
+    if let Some(times) = THROTTLE.hit() {
+        tracing::error!(error = %e, times, "{what} (logged at most once every 10 s)");
+    }
+}
+
+/// Writes land again: the write-ahead log, which grew while checkpoints could not write the
+/// database file, is folded back and truncated, returning its space to the disk.
+fn recovered(conn: &Connection, failures: u64) {
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    });
+    match checkpoint {
+        Ok((0, _)) => tracing::warn!(
+            failures,
+            "writes to the database land again; the write-ahead log is checkpointed and truncated"
+        ),
+        Ok((_, frames)) => tracing::warn!(
+            failures,
+            frames,
+            "writes to the database land again; the write-ahead log could not be truncated yet (readers busy)"
+        ),
+        Err(e) => tracing::warn!(
+            failures,
+            error = %e,
+            "writes to the database land again; checkpointing the write-ahead log failed"
+        ),
     }
 }
 
@@ -190,7 +240,12 @@ fn reopen(db: &Database) -> Option<Connection> {
 /// copy each page it touches into the statement journal first. If one fails, the transaction
 /// is rolled back and the batch runs again with each operation in a savepoint, so that only the
 /// failing one fails. Operations not run are answered with an error.
-fn run_batch(conn: &Connection, mut batch: Vec<Op>, more: &mut dyn FnMut() -> Option<Op>) -> usize {
+/// Also says whether any operation failed for want of storage.
+fn run_batch(
+    conn: &Connection,
+    mut batch: Vec<Op>,
+    more: &mut dyn FnMut() -> Option<Op>,
+) -> (usize, bool) {
     let commit = match run_plain(conn, &mut batch, more) {
         Plain::Done(commit) => commit,
         Plain::OneFailed => {
@@ -199,10 +254,11 @@ fn run_batch(conn: &Connection, mut batch: Vec<Op>, more: &mut dyn FnMut() -> Op
         }
     };
     let ops = batch.len();
+    let mut storage_failed = false;
     for op in batch {
-        op.complete(commit.clone());
+        storage_failed |= op.complete(commit.clone());
     }
-    ops
+    (ops, storage_failed)
 }
 
 enum Plain {
@@ -218,7 +274,7 @@ fn run_plain(
     more: &mut dyn FnMut() -> Option<Op>,
 ) -> Plain {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
+        batch_failed(&e, "cannot begin a write transaction");
         return Plain::Done(Err(e.to_string()));
     }
     let mut next = 0;
@@ -247,7 +303,7 @@ fn run_plain(
 /// The batch again, each operation in a savepoint.
 fn run_isolated(conn: &Connection, batch: &mut [Op]) -> Result<(), String> {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, ops = batch.len(), "cannot begin a write transaction");
+        batch_failed(&e, "cannot begin a write transaction");
         return Err(e.to_string());
     }
     for op in batch.iter_mut() {
@@ -261,13 +317,13 @@ fn run_isolated(conn: &Connection, batch: &mut [Op]) -> Result<(), String> {
             Ok(true) => exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op")),
             Ok(false) => exec(conn, "RELEASE op"),
             Err(e) => {
-                tracing::error!(error = %e, "a write batch failed; rolling it back");
+                batch_failed(&e, "a write batch failed; rolling it back");
                 let _ = exec(conn, "ROLLBACK");
                 return Err(e);
             }
         };
         if let Err(e) = ended {
-            tracing::error!(error = %e, "a write batch failed; rolling it back");
+            batch_failed(&e, "a write batch failed; rolling it back");
             let _ = exec(conn, "ROLLBACK");
             return Err(e.to_string());
         }
@@ -279,7 +335,7 @@ fn run_isolated(conn: &Connection, batch: &mut [Op]) -> Result<(), String> {
 fn end(conn: &Connection) -> Result<(), String> {
     let commit = exec(conn, "COMMIT").map_err(|e| e.to_string());
     if let Err(e) = &commit {
-        tracing::error!(error = %e, "a write batch failed; rolling it back");
+        batch_failed(&e, "a write batch failed; rolling it back");
         let _ = exec(conn, "ROLLBACK");
     }
     commit
@@ -304,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_fails_after_writing_leaves_nothing_and_its_batch_lands() {
         let (_dir, db) = database();
-        let w = Writer::start(db).unwrap();
+        let w = Writer::start(db, Arc::default()).unwrap();
         w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
         let writes = (0..50).map(|i| {
             let w = w.clone();
@@ -328,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn writes_that_arrive_while_a_batch_runs_join_its_transaction() {
         let (_dir, db) = database();
-        let w = Writer::start(db.clone()).unwrap();
+        let w = Writer::start(db.clone(), Arc::default()).unwrap();
         w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
         // The first write holds the batch open until the others are queued behind it.
         let (running, is_running) = std::sync::mpsc::channel();
@@ -380,7 +436,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_write_fails_and_the_writer_goes_on() {
         let (_dir, db) = database();
-        let w = Writer::start(db).unwrap();
+        let w = Writer::start(db, Arc::default()).unwrap();
         w.execute("CREATE TABLE t (x INTEGER)", ()).await.unwrap();
         let panicked = w.write(|_| -> StoreResult<()> { panic!("a bug in a write") });
         assert!(panicked.await.is_err());

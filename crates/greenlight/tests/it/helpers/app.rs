@@ -247,6 +247,19 @@ impl TestApp {
     }
 }
 
+/// `GET /v1/requests/{id}` with `key`.
+pub async fn get_request(http: &reqwest::Client, base: &str, key: &str, id: &str) -> (u16, Value) {
+    call(
+        http,
+        base,
+        key,
+        reqwest::Method::GET,
+        &format!("/v1/requests/{id}"),
+        None,
+    )
+    .await
+}
+
 pub async fn call(
     http: &reqwest::Client,
     base: &str,

@@ -24,6 +24,16 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_greenlight"))
 }
 
+/// The CLI on the database at `db_url`, with no config file: `audit verify`, `migrate`, ...
+pub fn greenlight_on(db_url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .env("GREENLIGHT_DATABASE_URL", db_url)
+        .env_remove("GREENLIGHT_CONFIG")
+        .output()
+        .expect("greenlight runs")
+}
+
 pub fn write_config(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("greenlight.toml");
     std::fs::write(
