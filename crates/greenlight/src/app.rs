@@ -176,8 +176,14 @@ impl Application {
                     .map(|c| c.as_str().to_owned()),
             )
             .with_allowed_teams(config.slack.allowed_teams.clone())
+            .with_issuer(config.public_url.as_deref())
             .with_slack(slack.clone()),
         );
+        // The first start makes the key decision receipts are signed with.
+        service.ensure_signing_key().await.map_err(|e| match e {
+            crate::service::ServiceError::Store(e) => AppError::Store(e),
+            other => AppError::Outbound(other.to_string()),
+        })?;
         let secret = crate::delivery::webhook_secret(config, store.as_ref()).await?;
         let settings = crate::delivery::Settings::from_config(config, secret)
             .map_err(|e| AppError::Outbound(e.to_string()))?;

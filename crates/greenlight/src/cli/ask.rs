@@ -64,6 +64,10 @@ pub(super) struct AskArgs {
     /// Print the request as JSON instead of the id and outcome.
     #[arg(long)]
     json: bool,
+    /// With --wait: write the decision's signed receipt (a JWS) to FILE, for the executor to
+    /// check with `greenlight receipt verify FILE`.
+    #[arg(long, value_name = "FILE", requires = "wait")]
+    receipt: Option<std::path::PathBuf>,
 }
 
 fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
@@ -161,6 +165,14 @@ pub(super) async fn ask(args: AskArgs) -> ExitCode {
         progress.clear();
     }
     let status = request["status"].as_str().unwrap_or("unknown").to_owned();
+    if let (Some(path), Some(receipt)) = (&args.receipt, request["receipt"].as_str())
+        && let Err(e) = std::fs::write(path, format!("{receipt}\n"))
+    {
+        return fail(format!(
+            "cannot write the receipt to {}: {e}",
+            path.display()
+        ));
+    }
     if args.json {
         println!("{request}");
     } else if args.wait {

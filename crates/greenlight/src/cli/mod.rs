@@ -9,6 +9,7 @@ mod db;
 mod dev;
 mod keys;
 mod mcp;
+mod receipt;
 mod requests;
 mod serve;
 mod slack;
@@ -84,6 +85,12 @@ enum Command {
     /// Copy a SQLite database to PATH while the server runs (a consistent snapshot).
     #[command(after_help = audit::BACKUP_AFTER)]
     Backup(audit::BackupArgs),
+    /// Check a decision receipt offline: signature, expiry, and the params about to be run.
+    #[command(subcommand, after_help = receipt::RECEIPT_AFTER)]
+    Receipt(receipt::ReceiptCommand),
+    /// The keys that sign decision receipts (works directly on the database).
+    #[command(subcommand, after_help = DATABASE_ENV)]
+    SigningKey(receipt::SigningKeyCommand),
     /// Print the `whsec_...` secret that signs callbacks, for receivers to verify them.
     #[command(after_help = DATABASE_ENV)]
     WebhookSecret,
@@ -153,6 +160,10 @@ async fn run(command: Command) -> ExitCode {
         Command::Ask(args) => ask::ask(args).await,
         Command::Audit(args) => audit::audit(args).await,
         Command::Backup(args) => audit::backup(args).await,
+        Command::Receipt(cmd) => receipt::receipt(cmd).await,
+        Command::SigningKey(cmd) => {
+            with_store(async |_, store| receipt::signing_key(cmd, store).await).await
+        }
         Command::WebhookSecret => {
             with_store(async |config, store| db::webhook_secret(config, store).await).await
         }

@@ -327,6 +327,9 @@ pub struct Workflow {
     /// How long one digest message stands for (`notify = "digest"`).
     #[serde(default = "default_digest_interval")]
     pub digest_interval: DurationSpec,
+    /// How long an executor should act on a decision's signed receipt (its `exp`).
+    #[serde(default = "default_receipt_ttl")]
+    pub receipt_ttl: DurationSpec,
 }
 
 fn one() -> u32 {
@@ -334,6 +337,14 @@ fn one() -> u32 {
 }
 
 pub const DEFAULT_DIGEST_INTERVAL: &str = "5m";
+
+pub const DEFAULT_RECEIPT_TTL: &str = "1h";
+
+pub fn default_receipt_ttl() -> DurationSpec {
+    DEFAULT_RECEIPT_TTL
+        .parse()
+        .unwrap_or_else(|_| unreachable!())
+}
 
 fn default_digest_interval() -> DurationSpec {
     DEFAULT_DIGEST_INTERVAL
@@ -376,6 +387,7 @@ impl Workflow {
             on_deny: Vec::new(),
             notify: Notify::default(),
             digest_interval: default_digest_interval(),
+            receipt_ttl: default_receipt_ttl(),
         }
     }
 
@@ -433,6 +445,14 @@ impl Workflow {
             out.push((
                 "digest_interval",
                 format!("workflow {name:?}: digest_interval must be between 10s and 24h"),
+            ));
+        }
+        if self.receipt_ttl.as_millis() < 1_000 {
+            out.push((
+                "receipt_ttl",
+                format!(
+                    "workflow {name:?}: receipt_ttl must be at least 1s (how long an executor may act on a decision's receipt)"
+                ),
             ));
         }
         if self.escalate_to.is_some() && self.remind_after.is_none() {

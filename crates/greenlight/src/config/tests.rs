@@ -331,6 +331,23 @@ expires_in = "soon"
 }
 
 #[test]
+fn a_receipt_ttl_under_a_second_is_refused_and_the_default_is_an_hour() {
+    let ok = load(
+        "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ok.workflows[0].receipt_ttl.as_millis(), 3_600_000);
+    let err = load(
+        "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\nreceipt_ttl = \"500ms\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("receipt_ttl must be at least 1s"), "{err}");
+}
+
+#[test]
 fn no_workflow_is_refused_with_a_pasteable_snippet() {
     let c = Config::load_with(|_| None).unwrap();
     let p = c.workflow_problem().expect("no workflows is a problem");

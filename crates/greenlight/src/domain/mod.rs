@@ -7,6 +7,7 @@ mod clock;
 mod duration;
 mod ids;
 mod pacing;
+mod receipt;
 mod request;
 mod signal;
 
@@ -18,6 +19,7 @@ pub use ids::{
     is_slack_team_id, key_actor, key_name_problem,
 };
 pub use pacing::{Backoff, Bucket, Pace, Throttle};
+pub use receipt::{ReceiptClaims, params_sha256};
 pub use request::{
     Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Policy, Request, SlackRef,
     Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,

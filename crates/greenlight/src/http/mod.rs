@@ -101,6 +101,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(requests::create, requests::list))
         .routes(routes!(requests::get))
+        .routes(routes!(requests::receipt))
         .routes(routes!(requests::cancel))
         .routes(routes!(requests::decide))
         .routes(routes!(signals::set, signals::list))
@@ -111,6 +112,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::audit))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::jwks))
         .routes(routes!(ops::metrics))
         .routes(routes!(openapi::serve))
 }

@@ -79,6 +79,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /.well-known/jwks.json`: the public keys decision receipts are signed with (no key
+/// needed): the current one, and older ones for as long as receipts they signed may live.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "A JWK Set of Ed25519 public keys (`kty` OKP, `crv` Ed25519, `alg` EdDSA)", body = Object, content_type = "application/json"),
+    ),
+)]
+pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys = state.service.jwks().await?;
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=60")],
+        axum::Json(keys),
+    )
+        .into_response())
+}
+
 /// `GET /metrics`: Prometheus metrics.
 #[utoipa::path(
     get,

@@ -87,6 +87,7 @@ pub async fn create(
         Some(delivery) => (
             StatusCode::CREATED,
             RequestView {
+                receipt: state.service.receipt(&request).await?,
                 request: shown(&request, key),
                 delivery,
                 actions: Vec::new(),
@@ -106,6 +107,7 @@ async fn full_view(
     key: &crate::store::ApiKey,
 ) -> Result<RequestView, ApiError> {
     Ok(RequestView {
+        receipt: state.service.receipt(request).await?,
         request: shown(request, key),
         delivery: state.service.store().deliveries(&request.id).await?,
         actions: state.service.store().action_results(&request.id).await?,
@@ -122,6 +124,53 @@ pub struct RequestView {
     pub delivery: Vec<Delivery>,
     /// What its action hooks did.
     pub actions: Vec<ActionResult>,
+    /// Once decided: the signed decision receipt, a compact JWS (EdDSA) an executor can check
+    /// itself against `/.well-known/jwks.json` (see `GET /v1/requests/{id}/receipt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+/// `{"receipt": "<jws>"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptView {
+    /// A compact JWS (EdDSA, Ed25519) whose claims are `iss`, `sub` (the request id), `iat`,
+    /// `exp`, `workflow`, `status`, `decided_by`, `decided_at`, `params_sha256` (hex SHA-256
+    /// of `params` as RFC 8785 canonical JSON) and `requester`; the header's `kid` names its
+    /// key in `/.well-known/jwks.json`.
+    pub receipt: String,
+}
+
+/// `GET /v1/requests/{id}/receipt`: the signed receipt of a decided request.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}/receipt",
+    tag = "requests",
+    operation_id = "get_receipt",
+    security(("api_key" = [])),
+    params(("id" = String, Path, description = "The request's id (`req_...`)")),
+    responses(
+        (status = 200, description = "The receipt", body = ReceiptView),
+        (status = 401, description = "No API key or a wrong one", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 404, description = "No such request (`not_found`), or it is still pending (`not_decided`)", body = ErrorBody),
+    ),
+)]
+pub async fn receipt(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let id = parse_id(&id)?;
+    let request = state.service.get(&id).await?;
+    match state.service.receipt(&request).await? {
+        Some(receipt) => Ok(Json(ReceiptView { receipt }).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_decided",
+            format!("request {id} is still pending: its receipt is signed when it is decided"),
+        )),
+    }
 }
 
 /// A page of requests, newest first.

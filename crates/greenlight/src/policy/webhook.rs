@@ -77,15 +77,24 @@ pub fn new_message_id() -> String {
 
 /// The body of a callback: `{"type", "timestamp", "data": <the request>}`, fixed when the event
 /// happens so that every retry sends the same bytes.
-pub fn payload(event: &str, request: &Request, at: jiff::Timestamp) -> String {
+pub fn payload(
+    event: &str,
+    request: &Request,
+    at: jiff::Timestamp,
+    receipt: Option<&str>,
+) -> String {
     // Receivers (the workflow's webhooks as much as the caller's own) get the request without
     // the credentials a callback URL may carry.
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "type": event,
         "timestamp": at,
         "data": redacted(request),
-    })
-    .to_string()
+    });
+    // Once decided: the signed decision receipt (`GET /v1/requests/{id}/receipt`).
+    if let Some(receipt) = receipt {
+        body["receipt"] = receipt.into();
+    }
+    body.to_string()
 }
 
 /// A URL as others may see it: scheme, host, port and path; no user, password, query or

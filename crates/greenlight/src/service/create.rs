@@ -129,7 +129,7 @@ impl Service {
             });
             decided = Some(status);
         }
-        let mut effects = self.effects_for(&request, Event::Created);
+        let mut effects = self.effects_for(&request, Event::Created).await;
         if notify != Notify::Message {
             effects.retain(|e| !matches!(e, Effect::SlackPost { .. }));
         }
@@ -150,6 +150,7 @@ impl Service {
             // Callbacks and hooks hear of the decision too; the post already shows it.
             effects.extend(
                 self.effects_for(&request, Event::Decided(status))
+                    .await
                     .into_iter()
                     .filter(|e| !matches!(e, Effect::SlackUpdate { .. })),
             );

@@ -36,7 +36,7 @@ impl Event {
 impl Service {
     /// `effects_for`, plus refreshes of the open Home tabs the change shows on.
     pub(super) async fn effects_of(&self, request: &Request, event: Event) -> Vec<Effect> {
-        let mut effects = self.effects_for(request, event);
+        let mut effects = self.effects_for(request, event).await;
         if matches!(
             event,
             Event::VoteRecorded | Event::Decided(_) | Event::Cancelled
@@ -48,7 +48,7 @@ impl Service {
 
     /// Everything a change sets off, in one place. Written in the same transaction as the
     /// change, delivered by the outbox worker.
-    pub(super) fn effects_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+    pub(super) async fn effects_for(&self, request: &Request, event: Event) -> Vec<Effect> {
         let request_id = request.id.clone();
         let mut effects = Vec::new();
         match event {
@@ -72,13 +72,13 @@ impl Service {
                 return effects;
             }
         }
-        effects.extend(self.callbacks_for(request, event));
+        effects.extend(self.callbacks_for(request, event).await);
         effects
     }
 
     /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,
     /// the workflow's action hooks.
-    pub(super) fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+    pub(super) async fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
         let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
         let callback = request.callback_url.iter().map(|u| (u, true));
         let configured = workflow
@@ -90,8 +90,21 @@ impl Service {
         let (body, webhook_id) = if targets.is_empty() {
             Default::default()
         } else {
+            // A decision's callback carries its signed receipt.
+            let receipt = match self.receipt(request).await {
+                Ok(receipt) => receipt,
+                Err(e) => {
+                    tracing::warn!(request = %request.id, error = %e, "cannot sign the receipt; the callback goes without it (GET /v1/requests/{{id}}/receipt has it)");
+                    None
+                }
+            };
             (
-                crate::policy::webhook::payload(event.as_str(), request, self.now()),
+                crate::policy::webhook::payload(
+                    event.as_str(),
+                    request,
+                    self.now(),
+                    receipt.as_deref(),
+                ),
                 crate::policy::webhook::new_message_id(),
             )
         };

@@ -20,6 +20,7 @@ pub mod home;
 pub mod intake;
 pub mod interactions;
 mod limiter;
+pub mod receipts;
 pub mod scheduler;
 pub mod signals;
 pub mod waiters;
@@ -37,8 +38,8 @@ use tokio::sync::Notify as Wake;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Clock, DecisionKind, Policy, Request, RequestId, Standing, TIMEOUT_ACTOR, Verdict, Vote,
-    VoteOutcome, VoteRejected, WorkflowName, key_actor,
+    Clock, DecisionKind, Millis, Policy, Request, RequestId, Standing, TIMEOUT_ACTOR, Verdict,
+    Vote, VoteOutcome, VoteRejected, WorkflowName, key_actor,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::SlackApi;
@@ -74,6 +75,8 @@ pub struct Service {
     viewers: home::Viewers,
     /// Which Slack workspaces' people may vote.
     workspaces: workspaces::Workspaces,
+    /// Signs decision receipts and publishes their keys.
+    receipts: receipts::Receipts,
 }
 
 /// How often a long-poll looks at its request even without a wake-up: wake-ups from other
@@ -94,7 +97,9 @@ impl Service {
         workflows: Vec<Workflow>,
         outbox: Arc<Wake>,
     ) -> Self {
+        let receipts = receipts::Receipts::new(store.clone(), "greenlight".to_owned());
         Self {
+            receipts,
             store,
             clock,
             workflows,
@@ -110,6 +115,46 @@ impl Service {
             viewers: Default::default(),
             workspaces: Default::default(),
         }
+    }
+
+    /// Who signs receipts (`iss`): the server's `public_url`.
+    pub fn with_issuer(mut self, public_url: Option<&str>) -> Self {
+        if let Some(url) = public_url {
+            self.receipts = receipts::Receipts::new(self.store.clone(), url.to_owned());
+        }
+        self
+    }
+
+    /// Makes the first receipt signing key if the database has none (the first start).
+    pub async fn ensure_signing_key(&self) -> ServiceResult<()> {
+        Ok(self.receipts.ensure_key(self.now_ms()).await?)
+    }
+
+    /// The signed receipt of a decided request (`None` while it is pending).
+    pub async fn receipt(&self, request: &Request) -> ServiceResult<Option<String>> {
+        Ok(self
+            .receipts
+            .sign(request, self.receipt_ttl_ms(request))
+            .await?)
+    }
+
+    fn receipt_ttl_ms(&self, request: &Request) -> Millis {
+        self.workflow_of(request)
+            .map_or_else(crate::config::default_receipt_ttl, |w| w.receipt_ttl)
+            .as_millis()
+    }
+
+    /// The public keys receipts are signed with (`/.well-known/jwks.json`): each old key stays
+    /// until the longest `receipt_ttl` has passed since it was replaced.
+    pub async fn jwks(&self) -> ServiceResult<serde_json::Value> {
+        let keep = self
+            .workflows
+            .iter()
+            .map(|w| w.receipt_ttl.as_millis())
+            .max()
+            .unwrap_or(0)
+            .max(crate::config::default_receipt_ttl().as_millis());
+        Ok(self.receipts.jwks(self.now_ms(), keep).await?)
     }
 
     /// The anomaly alerts to check, and the channel they fire into.

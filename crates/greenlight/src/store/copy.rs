@@ -150,6 +150,15 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
         ],
     ),
     ("audit_pending", &[("audit_id", Int)]),
+    (
+        "signing_keys",
+        &[
+            ("kid", Text),
+            ("created_at", Int),
+            ("seed", Text),
+            ("public_key", Text),
+        ],
+    ),
     ("meta", &[("key", Text), ("value", Text)]),
 ];
 

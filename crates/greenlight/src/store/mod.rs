@@ -19,6 +19,7 @@ mod postgres;
 mod requests;
 mod rows;
 mod signals;
+mod signing;
 mod sqlite;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub use requests::{
     CreateOutcome, Idempotency, ListFilter, Page, Requests, VOTABLE_COUNT_CAP, VotableFilter,
 };
 pub use signals::{SignalWrite, Signals};
+pub use signing::{SigningKeys, StoredSigningKey};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,7 @@ pub trait Store:
     + Alerts
     + Home
     + Admin
+    + SigningKeys
     + Send
     + Sync
     + 'static
@@ -151,6 +154,7 @@ impl<T> Store for T where
         + Alerts
         + Home
         + Admin
+        + SigningKeys
         + Send
         + Sync
         + 'static

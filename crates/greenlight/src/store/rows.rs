@@ -145,6 +145,11 @@ pub fn scopes_text(key: &ApiKey) -> String {
     scopes.join(",")
 }
 
+pub const LIST_SIGNING_KEYS: &str =
+    "SELECT kid, created_at, seed, public_key FROM signing_keys ORDER BY created_at, kid";
+pub const INSERT_SIGNING_KEY: &str =
+    "INSERT INTO signing_keys (kid, created_at, seed, public_key) VALUES ($1, $2, $3, $4)";
+
 /// The readiness probe's write: the time of the last probe.
 pub const PROBE_WRITE: &str = "INSERT INTO meta (key, value) VALUES ('ready_probe', $1) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";

@@ -24,6 +24,7 @@ mod openapi;
 mod ownership;
 mod policies;
 mod properties;
+mod receipts;
 mod receiver;
 mod replicas;
 mod rules;

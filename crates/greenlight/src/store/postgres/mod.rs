@@ -15,6 +15,7 @@ mod keys;
 mod outbox;
 mod requests;
 mod signals;
+mod signing;
 
 use std::str::FromStr;
 use std::sync::Arc;

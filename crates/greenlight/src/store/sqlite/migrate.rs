@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(15, "drop outbox due", "0015_drop_outbox_due.sql"),
     migration!(16, "signal retention", "0016_signal_retention.sql"),
     migration!(17, "audit pending", "0017_audit_pending.sql"),
+    migration!(18, "signing keys", "0018_signing_keys.sql"),
 ];
 
 /// sqlx's own table, created the same way.

@@ -19,6 +19,7 @@ mod reader;
 mod requests;
 mod rows;
 mod signals;
+mod signing;
 mod writer;
 
 use std::path::PathBuf;

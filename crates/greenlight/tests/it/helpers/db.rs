@@ -56,6 +56,16 @@ impl TestDb {
         }
     }
 
+    /// Another handle on a database some other `TestDb` owns (a second replica): dropping it
+    /// drops nothing.
+    pub fn existing(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            postgres: None,
+            _dir: None,
+        }
+    }
+
     pub async fn of(backend: Backend) -> Self {
         match backend {
             Backend::Sqlite => Self::sqlite(),
