@@ -256,6 +256,11 @@ class DevProcess:
 @pytest.fixture
 def dev(spawn, tmp_path) -> DevProcess:
     """`greenlight dev` on free ports with a fresh SQLite file and a key chosen here."""
+    return start_dev(spawn, tmp_path)
+
+
+def start_dev(spawn, tmp_path, **extra_env: str) -> DevProcess:
+    """`greenlight dev` as the `dev` fixture starts it, with more environment (a config file)."""
     api_port, page_port = free_port(), free_port()
     d = DevProcess(
         child=None,  # type: ignore[arg-type]
@@ -268,6 +273,7 @@ def dev(spawn, tmp_path) -> DevProcess:
         GREENLIGHT_SANDBOX_LISTEN=f"127.0.0.1:{page_port}",
         GREENLIGHT_DATABASE_URL=f"sqlite:{tmp_path / 'greenlight.db'}",
         GREENLIGHT_TOKEN=d.key,
+        **extra_env,
     )
     d.child = spawn("greenlight-dev", [str(greenlight_bin()), "dev"], env)
     wait_listening(d.child, f"{d.api}/readyz")

@@ -14,7 +14,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from conftest import greenlight_bin, hermetic_env, http, wait_for
+from conftest import greenlight_bin, hermetic_env, http, start_dev, wait_for
 
 
 @asynccontextmanager
@@ -136,3 +136,39 @@ def test_mcp_without_a_key_is_refused(dev):
         r = http("POST", f"{dev.api}/mcp", body, {"Accept": "application/json, text/event-stream", **headers})
         assert r.status == 401, r.body
         assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_stdio_permission_prompts_follow_the_servers_mcp_settings(spawn, tmp_path):
+    """`greenlight mcp` with no flags, against a server with two workflows and `[mcp]`
+    settings: the prompt lands in `permission_workflow` and expires after
+    `permission_timeout`, as it would over HTTP (it used to fail with workflow_required)."""
+    config = tmp_path / "greenlight.toml"
+    config.write_text(
+        '[[workflow]]\nname = "deploy"\nchannel = "#deploy"\n\n'
+        '[[workflow]]\nname = "agents"\nchannel = "#ops"\n\n'
+        '[mcp]\npermission_workflow = "agents"\npermission_timeout = "3s"\n'
+    )
+    dev = start_dev(spawn, tmp_path, GREENLIGHT_CONFIG=str(config))
+
+    async def story():
+        async with over_stdio(dev) as session:
+            result = await session.call_tool(
+                "permission_prompt", {"tool_name": "Bash", "input": {"command": "terraform apply"}}
+            )
+            assert not result.is_error, result
+            answer = json.loads(result.content[0].text)
+            assert answer["behavior"] == "deny", answer
+            assert "expired" in answer["message"], answer
+
+    anyio.run(story)
+    requests = dev.call("GET", "/v1/requests?limit=10").json()["requests"]
+    asked = [r for r in requests if r.get("tool_call")]
+    assert len(asked) == 1, requests
+    assert asked[0]["workflow"] == "agents"
+    assert asked[0]["status"] == "expired"
+    from datetime import datetime
+
+    created = datetime.fromisoformat(asked[0]["created_at"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(asked[0]["expires_at"].replace("Z", "+00:00"))
+    assert abs((expires - created).total_seconds() - 3) < 0.5
+

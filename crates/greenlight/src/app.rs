@@ -177,6 +177,7 @@ impl Application {
             )
             .with_allowed_teams(config.slack.allowed_teams.clone())
             .with_issuer(config.public_url.as_deref())
+            .with_permissions(&config.mcp)
             .with_slack(slack.clone()),
         );
         // The first start makes the key decision receipts are signed with.
@@ -221,7 +222,7 @@ impl Application {
                     .permission_workflow
                     .as_ref()
                     .map(|w| w.to_string()),
-                timeout: config.mcp.permission_timeout.as_duration(),
+                timeout: Some(config.mcp.permission_timeout.as_duration()),
             },
             worker,
             slack,

@@ -9,12 +9,14 @@ use crate::domain::DurationSpec;
 
 #[derive(Debug, Args)]
 pub(super) struct McpArgs {
-    /// The workflow permission_prompt asks in [default: the server's default workflow].
+    /// The workflow permission_prompt asks in [default: the server's [mcp]
+    /// permission_workflow, else its default workflow].
     #[arg(long, env = "GREENLIGHT_MCP_PERMISSION_WORKFLOW")]
     permission_workflow: Option<String>,
-    /// How long permission_prompt waits for a person before it answers deny.
-    #[arg(long, default_value = "10m", env = "GREENLIGHT_MCP_PERMISSION_TIMEOUT")]
-    permission_timeout: DurationSpec,
+    /// How long permission_prompt waits for a person before it answers deny [default: the
+    /// server's [mcp] permission_timeout, 10m unless set].
+    #[arg(long, env = "GREENLIGHT_MCP_PERMISSION_TIMEOUT")]
+    permission_timeout: Option<DurationSpec>,
 }
 
 pub(super) const MCP_AFTER: &str = "\
@@ -43,7 +45,7 @@ pub(super) async fn mcp(args: McpArgs) -> ExitCode {
     };
     let settings = crate::mcp::PermissionSettings {
         workflow: args.permission_workflow,
-        timeout: args.permission_timeout.as_duration(),
+        timeout: args.permission_timeout.map(DurationSpec::as_duration),
     };
     let backend = match crate::mcp::OverApi::new(&base, &token, settings) {
         Ok(b) => b,

@@ -65,9 +65,10 @@ pub trait Approvals: Send + Sync {
 /// Where `permission_prompt` asks, and for how long it waits.
 #[derive(Debug, Clone)]
 pub struct PermissionSettings {
-    /// The workflow (none: the server's default workflow).
+    /// The workflow (none: the server's `[mcp] permission_workflow`, else its default one).
     pub workflow: Option<String>,
-    pub timeout: Duration,
+    /// How long a person has (none: the server's `[mcp] permission_timeout`).
+    pub timeout: Option<Duration>,
 }
 
 /// Gives each tool call its backend: the server's own service (with the caller's key from the
@@ -340,7 +341,6 @@ impl GreenlightMcp {
             Err(f) => return Ok(failed(&f)),
         };
         let settings = self.backends.permissions();
-        let timeout = settings.timeout;
         let mut metadata = serde_json::Map::new();
         if let Some(id) = &args.tool_use_id {
             metadata.insert("tool_use_id".into(), Value::String(id.clone()));
@@ -359,7 +359,9 @@ impl GreenlightMcp {
                 .collect(),
             ),
             requester: agent,
-            expires_in: DurationSpec::from_secs(timeout.as_secs().max(1)).ok(),
+            expires_in: settings
+                .timeout
+                .and_then(|t| DurationSpec::from_secs(t.as_secs().max(1)).ok()),
             // A retried prompt for the same tool use finds the same request.
             idempotency_key: args
                 .tool_use_id
@@ -375,6 +377,18 @@ impl GreenlightMcp {
         let decided = async {
             let created = backend.create(body, Some(call)).await?;
             let id = created["id"].as_str().unwrap_or_default().to_owned();
+            // Wait until the request expires (the server set when), and a little longer for
+            // its expiry to be recorded.
+            let expires_in = created["expires_at"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|at| {
+                    let ms = at.as_millisecond() - jiff::Timestamp::now().as_millisecond();
+                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                });
+            let timeout = expires_in
+                .or(settings.timeout)
+                .unwrap_or(Duration::from_secs(600));
             let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(5);
             let mut request = created;
             while request["status"] == "pending" {

@@ -43,7 +43,16 @@ impl Service {
         key: &ApiKey,
     ) -> ServiceResult<(Request, Option<Vec<Delivery>>)> {
         self.take_create(key)?;
-        let workflow = self.workflow(input.workflow.as_ref())?;
+        // A permission prompt (a tool call) that names no workflow lands in `[mcp]
+        // permission_workflow` and expires after `[mcp] permission_timeout`, whichever
+        // transport it came by: the server's settings govern, not the agent's machine.
+        let asks_permission = input.tool_call.is_some();
+        let named = input.workflow.as_ref().or(if asks_permission {
+            self.permissions.workflow.as_ref()
+        } else {
+            None
+        });
+        let workflow = self.workflow(named)?;
         if input.channel.is_some() && !workflow.allow_channel_override {
             return Err(ServiceError::ChannelOverrideNotAllowed(
                 workflow.name.to_string(),
@@ -62,7 +71,12 @@ impl Service {
         let after = |d: DurationSpec| {
             jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok()
         };
-        let expires_at = input.expires_in.or(workflow.expires_in).and_then(after);
+        let expires_in = match input.expires_in {
+            Some(d) => Some(d),
+            None if asks_permission => Some(self.permissions.timeout),
+            None => workflow.expires_in,
+        };
+        let expires_at = expires_in.and_then(after);
         let remind_at = workflow.remind_after.and_then(after);
         let evaluation = self
             .evaluate_rules(

@@ -77,6 +77,26 @@ pub struct Service {
     workspaces: workspaces::Workspaces,
     /// Signs decision receipts and publishes their keys.
     receipts: receipts::Receipts,
+    /// `[mcp]`: where a permission prompt lands and when it expires.
+    permissions: PermissionDefaults,
+}
+
+/// `[mcp] permission_workflow` and `permission_timeout`, applied to every request that carries
+/// a tool call and names no workflow (or no expiry), whichever transport brought it.
+#[derive(Debug, Clone)]
+pub struct PermissionDefaults {
+    pub workflow: Option<WorkflowName>,
+    pub timeout: crate::domain::DurationSpec,
+}
+
+impl Default for PermissionDefaults {
+    fn default() -> Self {
+        let mcp = crate::config::McpConfig::default();
+        Self {
+            workflow: mcp.permission_workflow,
+            timeout: mcp.permission_timeout,
+        }
+    }
 }
 
 /// How often a long-poll looks at its request even without a wake-up: wake-ups from other
@@ -100,6 +120,7 @@ impl Service {
         let receipts = receipts::Receipts::new(store.clone(), "greenlight".to_owned());
         Self {
             receipts,
+            permissions: PermissionDefaults::default(),
             store,
             clock,
             workflows,
@@ -115,6 +136,15 @@ impl Service {
             viewers: Default::default(),
             workspaces: Default::default(),
         }
+    }
+
+    /// `[mcp]`: where permission prompts land and when they expire.
+    pub fn with_permissions(mut self, mcp: &crate::config::McpConfig) -> Self {
+        self.permissions = PermissionDefaults {
+            workflow: mcp.permission_workflow.clone(),
+            timeout: mcp.permission_timeout,
+        };
+        self
     }
 
     /// Who signs receipts (`iss`): the server's `public_url`.

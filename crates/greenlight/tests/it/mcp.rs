@@ -364,3 +364,42 @@ async fn a_tool_may_wait_for_a_decision_longer_than_request_timeout() {
     assert_eq!(structured(&got)["status"], "pending", "{got:?}");
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
+
+/// `[mcp]` governs every transport: a request carrying a tool call (a permission prompt, here
+/// over the plain API as `greenlight mcp` sends it) that names no workflow lands in
+/// `permission_workflow` and expires after `permission_timeout`; one without a tool call is
+/// unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_with_no_workflow_follows_the_mcp_settings() {
+    let app = spawn_app_with(|c| {
+        c.workflows.push(greenlight::config::Workflow::new(
+            "agents".parse().unwrap(),
+            "#ops".parse().unwrap(),
+        ));
+        c.mcp.permission_workflow = Some("agents".parse().unwrap());
+        c.mcp.permission_timeout = "2m".parse().unwrap();
+    })
+    .await;
+    let (status, body) = app
+        .create(json!({
+            "title": "Allow claude to run Bash",
+            "tool_call": {"name": "Bash", "input": {"command": "ls"}},
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["workflow"], "agents");
+    let at = |k: &str| {
+        body[k]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    assert_eq!(
+        at("expires_at").as_millisecond() - at("created_at").as_millisecond(),
+        120_000
+    );
+    let (status, body) = app.create(json!({"title": "Deploy api"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "workflow_required");
+}
