@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -95,12 +96,30 @@ class RootFs:
 
     image: Image
     path: Path
+    prepared: bool = False
+
+    def prepare(self) -> None:
+        """What every container runtime adds to an image's files before it starts it: the basic
+        devices and /etc/hosts. greenlight needs /dev/random and /dev/urandom: in a static binary
+        dlsym finds nothing, so the getrandom crate (under ring) does not see glibc's getrandom()
+        and reads the files instead. /proc, which runtimes mount too, is left out: greenlight
+        does without it."""
+        if self.prepared:
+            return
+        dev = self.path / "dev"
+        dev.mkdir(mode=0o755)
+        for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)):
+            os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            os.chmod(dev / name, 0o666)
+        (self.path / "etc" / "hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")
+        self.prepared = True
 
     def run(self, request, name: str, args: list[str], env: dict, capture: bool = False) -> Child:
         """Starts the image's entrypoint with `args` as a container runtime would with the image's
         config: chroot into the root filesystem, chdir to WorkingDir, drop to User (no
         supplementary groups), the image's Env plus `env` and nothing from this process. Its
         output goes to a log attached to a failure report (stdout to a pipe with `capture`)."""
+        self.prepare()
         uid, gid = (int(x) for x in self.image.config["User"].split(":"))
         root, workdir = str(self.path), self.image.config.get("WorkingDir") or "/"
 
