@@ -100,9 +100,9 @@ class RootFs:
 
     def prepare(self) -> None:
         """What every container runtime adds to an image's files before it starts it: the basic
-        devices and /etc/hosts. greenlight needs /dev/random and /dev/urandom: in a static binary
-        dlsym finds nothing, so the getrandom crate (under ring) does not see glibc's getrandom()
-        and reads the files instead. /proc, which runtimes mount too, is left out: greenlight
+        devices and /etc/hosts. greenlight needs /dev/random and /dev/urandom: the getrandom crate
+        (0.3, under rand) looks glibc's getrandom() up with dlsym, which finds nothing in a static
+        binary, so it reads the files instead. /proc, which runtimes mount too, is left out: greenlight
         does without it."""
         if self.prepared:
             return
