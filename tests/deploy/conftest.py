@@ -108,7 +108,8 @@ class RootFs:
             return
         dev = self.path / "dev"
         dev.mkdir(mode=0o755)
-        for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)):
+        devices = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+        for name, (major, minor) in devices.items():
             os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
             os.chmod(dev / name, 0o666)
         (self.path / "etc" / "hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")

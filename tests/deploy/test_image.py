@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -142,7 +143,8 @@ def pending_message(page: str, title: str) -> dict | None:
 
 
 def click_approve(page: str, ts: str) -> None:
-    r = http("POST", f"{page}/_sandbox/click", {"channel": "C0DEPLOY", "message_ts": ts, "action_id": APPROVE, "user": "U0BOB"})
+    click = {"channel": "C0DEPLOY", "message_ts": ts, "action_id": APPROVE, "user": "U0BOB"}
+    r = http("POST", f"{page}/_sandbox/click", click)
     assert r.status == 200, r.body
 
 
@@ -173,15 +175,31 @@ def test_inside_the_image_greenlight_listens_on_all_addresses_on_8080(request, r
     rootfs.prepare()
     log = open(request.node.e2e_tmp / "dev-defaults.log", "wb")
     popen = subprocess.Popen(
-        ["unshare", "--net", "chroot", "--userspec=65532:65532", str(rootfs.path), *rootfs.image.config["Entrypoint"], "dev"],
+        ["unshare", "--net", "chroot", "--userspec=65532:65532", str(rootfs.path), *rootfs.image.config["Entrypoint"]]
+        + ["dev"],
         env={**rootfs.image.env, "GREENLIGHT_TOKEN": "gl_" + os.urandom(32).hex()},
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
     child = Child("greenlight dev (image, its defaults)", popen, request.node.e2e_tmp / "dev-defaults.log")
     request.node.e2e_children.append(child)
-    wait_for("dev to listen", lambda: (child.assert_running(), {"0.0.0.0:8080", "0.0.0.0:8090"} <= listening(popen.pid))[1])
+
+    def on_all_addresses():
+        child.assert_running()
+        return {"0.0.0.0:8080", "0.0.0.0:8090"} <= listening(popen.pid)
+
+    wait_for("dev to listen", on_all_addresses)
     stop_within(child, 15)
+
+
+def readme_ask_arguments() -> list[str]:
+    """The arguments of the README quick start's `cargo run ... -- ask ...` command."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("\n## Quick start") :]
+    section = section[: section.find("\n## ", 1)]
+    line = next(line for line in section.splitlines() if " -- ask " in line)
+    words = shlex.split(line)
+    return words[words.index("--") + 1 :]
 
 
 def test_the_quick_start_works_against_dev_from_the_image(request, rootfs):
@@ -189,21 +207,32 @@ def test_the_quick_start_works_against_dev_from_the_image(request, rootfs):
     key = "gl_" + os.urandom(32).hex()
     # Loopback and ports of the test's choosing instead of the image's 0.0.0.0:8080 and 8090;
     # the database is the image's default, /data/greenlight.db.
-    dev = rootfs.run(request, "greenlight dev (image)", ["dev"], {
+    env = {
         "GREENLIGHT_LISTEN": f"127.0.0.1:{api}",
         "GREENLIGHT_SANDBOX_LISTEN": f"127.0.0.1:{page}",
         "GREENLIGHT_TOKEN": key,
-    })
-    url, printed_key = wait_for("dev to print the export line", lambda: (dev.assert_running(), EXPORT.search(dev.log()))[1], timeout=20).groups()
+    }
+    dev = rootfs.run(request, "greenlight dev (image)", ["dev"], env)
+
+    def printed_export():
+        dev.assert_running()
+        return EXPORT.search(dev.log())
+
+    url, printed_key = wait_for("dev to print the export line", printed_export, timeout=20).groups()
     assert (url, printed_key) == (f"http://127.0.0.1:{api}", key)
     wait_listening(dev, f"{url}/readyz")
     wait_listening(dev, f"http://127.0.0.1:{page}/_sandbox/state")
 
-    # The README's `ask`, with the export dev printed, from the image as well.
-    ask = rootfs.run(request, "greenlight ask (image)",
-                     ["ask", "--workflow", "deploy", "--title", "Deploy api v1.2", "--param", "version=1.2", "--wait"],
-                     {"GREENLIGHT_URL": url, "GREENLIGHT_TOKEN": printed_key}, capture=True)
-    message = wait_for("the approval message in the sandbox", lambda: (ask.assert_running(), pending_message(f"http://127.0.0.1:{page}", "Deploy api v1.2"))[1])
+    # The README's `ask` (its arguments read from the Quick start), with the export dev printed,
+    # from the image as well.
+    env = {"GREENLIGHT_URL": url, "GREENLIGHT_TOKEN": printed_key}
+    ask = rootfs.run(request, "greenlight ask (image)", readme_ask_arguments(), env, capture=True)
+
+    def posted():
+        ask.assert_running()
+        return pending_message(f"http://127.0.0.1:{page}", "Deploy api v1.2")
+
+    message = wait_for("the approval message in the sandbox", posted)
     click_approve(f"http://127.0.0.1:{page}", message["ts"])
     out, _ = ask.popen.communicate(timeout=30)
     lines = out.strip().splitlines()
@@ -225,11 +254,12 @@ def test_serve_from_the_image_reaches_postgresql_and_slack_by_name(request, root
 
     api, slack = free_port(), free_port()
     secret = {"SLACK_BOT_TOKEN": "xoxb-image-" + os.urandom(8).hex(), "SLACK_SIGNING_SECRET": os.urandom(16).hex()}
-    sandbox = rootfs.run(request, "greenlight sandbox (image)", ["sandbox"], {
+    sandbox_env = {
         **secret,
         "GREENLIGHT_SANDBOX_LISTEN": f"127.0.0.1:{slack}",
         "GREENLIGHT_SANDBOX_INTERACTIVITY_URL": f"http://localhost:{api}/slack/interactions",
-    })
+    }
+    sandbox = rootfs.run(request, "greenlight sandbox (image)", ["sandbox"], sandbox_env)
     page = f"http://127.0.0.1:{slack}"
     wait_listening(sandbox, f"{page}/_sandbox/state")
 
@@ -242,18 +272,19 @@ def test_serve_from_the_image_reaches_postgresql_and_slack_by_name(request, root
     }
     migrate = rootfs.run(request, "greenlight migrate (image)", ["migrate"], server_env)
     assert migrate.popen.wait(timeout=60) == 0, migrate.log()
-    keys = rootfs.run(request, "greenlight keys create (image)",
-                      ["keys", "create", "--name", "image-test", "--scopes", "request,read"], server_env, capture=True)
+    create_key = ["keys", "create", "--name", "image-test", "--scopes", "request,read"]
+    keys = rootfs.run(request, "greenlight keys create (image)", create_key, server_env, capture=True)
     key = keys.popen.communicate(timeout=30)[0].strip()
     assert keys.popen.returncode == 0 and key.startswith("gl_"), keys.log()
 
     serve = rootfs.run(request, "greenlight serve (image)", ["serve"], server_env)
     wait_listening(serve, f"http://127.0.0.1:{api}/readyz")
     auth = {"Authorization": f"Bearer {key}"}
-    r = http("POST", f"http://127.0.0.1:{api}/v1/requests", {"workflow": "deploy", "title": "Deploy from the image"}, auth)
+    body = {"workflow": "deploy", "title": "Deploy from the image"}
+    r = http("POST", f"http://127.0.0.1:{api}/v1/requests", body, auth)
     assert r.status == 201, r.body
     request_id = r.json()["id"]
-    message = wait_for("the message posted through Slack's URL by name", lambda: pending_message(page, "Deploy from the image"))
+    message = wait_for("the message, posted to Slack by name", lambda: pending_message(page, "Deploy from the image"))
     click_approve(page, message["ts"])
     decided = http("GET", f"http://127.0.0.1:{api}/v1/requests/{request_id}?wait=20", headers=auth).json()
     assert decided["status"] == "approved" and decided["decided_by"] == "U0BOB", decided

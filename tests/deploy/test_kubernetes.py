@@ -60,11 +60,14 @@ def test_every_resource_validates_against_a_current_kubernetes():
 def test_the_validator_refuses_a_misspelt_field(tmp_path):
     # The check above is only worth something if strict validation catches a typo.
     doc = yaml.safe_load((DIR / "deployment.yaml").read_text())
-    doc["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = doc["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")
+    c = doc["spec"]["template"]["spec"]["containers"][0]
+    c["readinesProbe"] = c.pop("readinessProbe")
     bad = tmp_path / "deployment.yaml"
     bad.write_text(yaml.safe_dump(doc))
     validate = Path(sys.executable).with_name("kubernetes-validate")
-    done = subprocess.run([str(validate), "--strict", "-k", KUBERNETES, str(bad)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(validate), "--strict", "-k", KUBERNETES, str(bad)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0 and "readinesProbe" in done.stdout + done.stderr
 
 
@@ -83,7 +86,10 @@ def test_two_replicas_probe_readyz_and_healthz_and_drain_within_the_grace_period
     assert c["readinessProbe"]["timeoutSeconds"] >= 3
 
     toml = greenlight_toml()
-    shutdown = duration_seconds(toml.get("shutdown_timeout", "")) if "shutdown_timeout" in toml else default_shutdown_timeout_seconds()
+    if "shutdown_timeout" in toml:
+        shutdown = duration_seconds(toml["shutdown_timeout"])
+    else:
+        shutdown = default_shutdown_timeout_seconds()
     pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert pre_stop >= 1, "no time for load balancers to drop the pod before SIGTERM"
@@ -142,7 +148,9 @@ def test_the_configmap_is_a_valid_config_and_fits_slacks_socket_mode_limit(tmp_p
     path = tmp_path / "greenlight.toml"
     path.write_text(resources()["ConfigMap"]["data"]["greenlight.toml"])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GREENLIGHT_", "SLACK_"))}
-    check = subprocess.run([binary, "check", "--config", str(path)], capture_output=True, text=True, env=env, timeout=30)
+    check = subprocess.run(
+        [binary, "check", "--config", str(path)], capture_output=True, text=True, env=env, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
