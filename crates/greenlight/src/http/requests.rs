@@ -356,6 +356,10 @@ pub struct DecisionBody {
     /// Why (at most 1,000 characters).
     #[schema(max_length = 1000)]
     reason: Option<String>,
+    /// The open stage this vote is for (a `[[workflow.stage]]` name); by default the first
+    /// open stage. A stage that is not open is refused with 409 `stage_not_open`.
+    #[schema(max_length = 40)]
+    stage: Option<String>,
 }
 
 /// `POST /v1/requests/{id}/decisions`: a machine's vote (the `decide` scope), counted like a
@@ -374,7 +378,7 @@ pub struct DecisionBody {
         (status = 401, description = "No API key or a wrong one", body = ErrorBody),
         (status = 403, description = "The policy does not let this key vote, or it lacks the `decide` scope", body = ErrorBody),
         (status = 404, description = "No such request", body = ErrorBody),
-        (status = 409, description = "Already decided, or this key already voted", body = ErrorBody),
+        (status = 409, description = "Already decided, this key already voted, or `stage` names no open stage", body = ErrorBody),
     ),
 )]
 pub async fn decide(
@@ -388,12 +392,14 @@ pub async fn decide(
     let verdict = Verdict::parse(&body.verdict)
         .ok_or_else(|| invalid("verdict must be \"approve\" or \"deny\""))?;
     let reason = non_empty("reason", body.reason, 1000)?;
+    let stage = non_empty("stage", body.stage, 40)?;
     let vote = Vote {
         by: key_actor(&key.name),
         name: None,
         kind: DecisionKind::Machine,
         verdict,
         reason,
+        stage,
     };
     let request = match state.service.vote(&id, vote).await? {
         VoteResult::Decided(r) | VoteResult::Counted(r) => r,

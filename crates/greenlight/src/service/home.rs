@@ -69,19 +69,30 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Service {
-    /// Whether `user` may vote in `workflow` at all: one of its approvers (directly or through
-    /// a user group), or anyone when it names none. What the vote itself checks, too.
+    /// Whether `user` may vote in `workflow` at all: one of the approvers of one of its
+    /// stages (directly or through a user group), or anyone when it names none.
     pub(super) async fn may_vote_in(&self, workflow: &Workflow, user: &str) -> ServiceResult<bool> {
-        Ok(match &self.directory {
-            Some(d) => d.is_approver(&workflow.approvers, user).await?,
-            None => {
-                workflow.approvers.is_empty()
-                    || workflow
-                        .approvers
-                        .iter()
-                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
+        Ok(!self.stages_of(workflow, user).await?.is_empty())
+    }
+
+    /// The stages of `workflow` whose approvers include `user` (directly or through a user
+    /// group); a workflow naming no approvers lets anyone vote. What the vote itself checks.
+    pub(super) async fn stages_of(
+        &self,
+        workflow: &Workflow,
+        user: &str,
+    ) -> ServiceResult<Vec<String>> {
+        let mut named = Vec::new();
+        for stage in workflow.stages().iter() {
+            let listed = match &self.directory {
+                Some(d) => d.is_approver(&stage.approvers, user).await?,
+                None => listed_directly(&stage.approvers, user),
+            };
+            if listed {
+                named.push(stage.name.clone());
             }
-        })
+        }
+        Ok(named)
     }
 
     /// Whether the Slack user `user` asked for `request` (the requester may be an email). A
@@ -267,19 +278,19 @@ impl Service {
     }
 
     fn may_vote_cached(&self, workflow: &Workflow, user: &str) -> bool {
-        match &self.directory {
-            Some(d) => d
-                .is_approver_cached(&workflow.approvers, user)
-                .unwrap_or(true),
-            None => {
-                workflow.approvers.is_empty()
-                    || workflow
-                        .approvers
-                        .iter()
-                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
-            }
-        }
+        workflow.stages().iter().any(|stage| match &self.directory {
+            Some(d) => d.is_approver_cached(&stage.approvers, user).unwrap_or(true),
+            None => listed_directly(&stage.approvers, user),
+        })
     }
+}
+
+/// Whether `approvers` lets `user` vote without asking Slack: it names them, or nobody.
+fn listed_directly(approvers: &[Approver], user: &str) -> bool {
+    approvers.is_empty()
+        || approvers
+            .iter()
+            .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
 }
 
 /// Why an event was not taken.

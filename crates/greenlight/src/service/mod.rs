@@ -22,6 +22,7 @@ pub mod interactions;
 mod limiter;
 pub mod scheduler;
 pub mod signals;
+pub mod stages;
 pub mod waiters;
 pub mod workspaces;
 
@@ -37,8 +38,8 @@ use tokio::sync::Notify as Wake;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Clock, DecisionKind, Policy, Request, RequestId, Standing, TIMEOUT_ACTOR, Verdict, Vote,
-    VoteOutcome, VoteRejected, WorkflowName, key_actor,
+    Clock, DecisionKind, Policy, Request, RequestId, StageSet, Standing, TIMEOUT_ACTOR, Verdict,
+    Vote, VoteOutcome, VoteRejected, WorkflowName, key_actor,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::SlackApi;
@@ -162,7 +163,7 @@ impl Service {
     pub fn with_slack(mut self, slack: SlackApi) -> Self {
         let directory = Directory::new(slack.clone(), directory::DEFAULT_TTL);
         directory.warm(self.workflows.iter().flat_map(|w| {
-            w.approvers.iter().filter_map(|a| match a {
+            w.all_approvers().filter_map(|a| match a {
                 crate::domain::Approver::Group(g) => Some(g.to_string()),
                 crate::domain::Approver::User(_) => None,
             })
@@ -235,11 +236,11 @@ impl Service {
         if vote.kind != DecisionKind::User {
             return Ok(Standing::APPROVER);
         }
-        let is_approver = self.may_vote_in(workflow, &vote.by).await?;
+        let stages = self.stages_of(workflow, &vote.by).await?;
         let asks_about_self = vote.verdict == Verdict::Approve && !workflow.allow_self_approval;
         let is_requester = asks_about_self && self.asked_by(request, &vote.by).await?;
         Ok(Standing {
-            is_approver,
+            stages: StageSet::Named(stages),
             is_requester,
         })
     }
@@ -303,7 +304,7 @@ impl Service {
             let expected = request.version;
             let policy = self.policy(&request);
             let now = self.now();
-            let outcome = request.cast_as(vote.clone(), standing, &policy, now)?;
+            let outcome = request.cast_as(vote.clone(), standing.clone(), &policy, now)?;
             let event = match outcome {
                 VoteOutcome::Decided(status) => Event::Decided(status),
                 VoteOutcome::Counted { .. } => Event::VoteRecorded,

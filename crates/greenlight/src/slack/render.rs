@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use slack_morphism::prelude::*;
 
 use super::mrkdwn::{clean, code_block, escape, escape_within, truncate};
-use crate::domain::{Approver, DecisionKind, Request, SlackUserId, Status};
+use crate::domain::{Approver, DecisionKind, Request, SlackUserId, StageProgress, Status};
 
 pub const APPROVE_ACTION: &str = "greenlight.approve";
 pub const DENY_ACTION: &str = "greenlight.deny";
@@ -160,6 +160,35 @@ pub fn mention(a: &Approver) -> String {
         Approver::User(u) => format!("<@{u}>"),
         Approver::Group(g) => format!("<!subteam^{g}>"),
     }
+}
+
+/// A stage and who may approve in it, for the lines that name whom a request waits for.
+pub type StageOf<'a> = (&'a StageProgress, &'a [Approver]);
+
+/// "Waiting for *security*: 0 of 2 from @ciso, @security-team": the open stages and whom they
+/// wait for (mrkdwn with mentions; plain ids where mrkdwn is not shown, as in modal errors).
+pub fn waiting_for(stages: &[StageOf<'_>], mrkdwn: bool) -> String {
+    let lines: Vec<String> = stages
+        .iter()
+        .map(|(stage, approvers)| {
+            let from: Vec<String> = approvers
+                .iter()
+                .map(|a| if mrkdwn { mention(a) } else { a.to_string() })
+                .collect();
+            let name = escape_within(&stage.name, 40);
+            let name = if mrkdwn { format!("*{name}*") } else { name };
+            let mut line = format!(
+                "Waiting for {name}: {} of {}",
+                stage.approvals.len(),
+                stage.approvals_required
+            );
+            if !from.is_empty() {
+                line.push_str(&format!(" from {}", from.join(", ")));
+            }
+            line
+        })
+        .collect();
+    lines.join("; ")
 }
 
 /// The thread reply nudging the approvers; `escalate_to` joins from the second reminder.
@@ -585,6 +614,7 @@ mod tests {
                 kind: DecisionKind::User,
                 verdict: Verdict::Deny,
                 reason: Some("not <now>".into()),
+                stage: None,
             },
             &Policy::default(),
             Timestamp::from_second(1_700_000_100).unwrap(),

@@ -235,6 +235,7 @@ async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
                     Verdict::Deny
                 },
                 reason: None,
+                stage: None,
             };
             service.vote(&id, vote).await
         }
@@ -1510,6 +1511,7 @@ async fn stored(
             reason: None,
             name: None,
             at: jiff::Timestamp::now(),
+            stage: None,
         });
     }
     store
@@ -1541,6 +1543,7 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
         reason: None,
         name: None,
         at: jiff::Timestamp::now(),
+        stage: None,
     });
     store
         .create_request(&keys_vote, None, &audit(&keys_vote), &[], now_ms())
