@@ -26,7 +26,7 @@ pub use sandbox::SandboxSettings;
 pub use schema::{
     Alert, AlertKind, AlertsConfig, DEFAULT_DIGEST_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT,
     DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, RuleSpec,
-    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Workflow,
+    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Stage, Workflow,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

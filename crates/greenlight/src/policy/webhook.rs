@@ -78,14 +78,27 @@ pub fn new_message_id() -> String {
 /// The body of a callback: `{"type", "timestamp", "data": <the request>}`, fixed when the event
 /// happens so that every retry sends the same bytes.
 pub fn payload(event: &str, request: &Request, at: jiff::Timestamp) -> String {
+    payload_of_stage(event, None, request, at)
+}
+
+/// `payload`, with the stage an event is about (`stage.approved`) beside `type`.
+pub fn payload_of_stage(
+    event: &str,
+    stage: Option<&str>,
+    request: &Request,
+    at: jiff::Timestamp,
+) -> String {
     // Receivers (the workflow's webhooks as much as the caller's own) get the request without
     // the credentials a callback URL may carry.
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "type": event,
         "timestamp": at,
         "data": redacted(request),
-    })
-    .to_string()
+    });
+    if let Some(stage) = stage {
+        body["stage"] = stage.into();
+    }
+    body.to_string()
 }
 
 /// A URL as others may see it: scheme, host, port and path; no user, password, query or

@@ -18,6 +18,9 @@ pub enum Event {
     Reminded(u32),
     /// The workflow no longer sends reminders.
     RemindersStopped,
+    /// A stage of a workflow with stages got its approvals (callbacks only; the vote that
+    /// did it is `VoteRecorded` or `Decided`).
+    StageApproved,
 }
 
 impl Event {
@@ -29,6 +32,7 @@ impl Event {
             Event::Cancelled => "request.cancelled",
             Event::Reminded(_) => "request.reminded",
             Event::RemindersStopped => "request.reminders_stopped",
+            Event::StageApproved => "stage.approved",
         }
     }
 }
@@ -57,13 +61,14 @@ impl Service {
                 effects.push(Effect::SlackUpdate { request_id })
             }
             Event::RemindersStopped => return effects,
+            Event::StageApproved => return self.callbacks_for(request, event),
             Event::Reminded(n) => {
                 let workflow = self.workflow_of(request);
                 effects.push(Effect::SlackThreadReply {
                     request_id,
                     text: render::reminder_text(
                         request,
-                        workflow.map_or(&[][..], |w| w.approvers.as_slice()),
+                        &self.open_approvers(request),
                         workflow.and_then(|w| w.escalate_to.as_ref()),
                         n,
                         self.now(),
@@ -79,6 +84,16 @@ impl Service {
     /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,
     /// the workflow's action hooks.
     pub(super) fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        self.callbacks_about(request, event, None)
+    }
+
+    /// `callbacks_for`, with the stage the event is about in the body.
+    pub(super) fn callbacks_about(
+        &self,
+        request: &Request,
+        event: Event,
+        stage: Option<&str>,
+    ) -> Vec<Effect> {
         let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
         let callback = request.callback_url.iter().map(|u| (u, true));
         let configured = workflow
@@ -91,7 +106,12 @@ impl Service {
             Default::default()
         } else {
             (
-                crate::policy::webhook::payload(event.as_str(), request, self.now()),
+                crate::policy::webhook::payload_of_stage(
+                    event.as_str(),
+                    stage,
+                    request,
+                    self.now(),
+                ),
                 crate::policy::webhook::new_message_id(),
             )
         };

@@ -309,8 +309,9 @@ impl Service {
                 VoteOutcome::Decided(status) => Event::Decided(status),
                 VoteOutcome::Counted { .. } => Event::VoteRecorded,
             };
-            let effects = self.effects_of(&request, event).await;
-            let audit = [NewAudit {
+            let mut effects = self.effects_of(&request, event).await;
+            let counted_for = request.decisions.last().and_then(|d| d.stage.clone());
+            let mut audit = vec![NewAudit {
                 request_id: Some(request.id.clone()),
                 event: event.as_str(),
                 actor: vote.by.clone(),
@@ -318,8 +319,13 @@ impl Service {
                     "verdict": vote.verdict,
                     "kind": vote.kind,
                     "reason": vote.reason,
+                    "stage": counted_for,
                 }),
             }];
+            let (stage_audit, stage_effects) =
+                self.stage_changes(Some(&current), &request, Some(&vote.by));
+            audit.extend(stage_audit);
+            effects.extend(stage_effects);
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())

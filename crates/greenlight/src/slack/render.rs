@@ -191,6 +191,27 @@ pub fn waiting_for(stages: &[StageOf<'_>], mrkdwn: bool) -> String {
     lines.join("; ")
 }
 
+/// The thread reply telling a stage's approvers it is their turn.
+pub fn stage_opened_text(r: &Request, stage: &StageProgress, approvers: &[Approver]) -> String {
+    let who: Vec<String> = approvers.iter().map(mention).collect();
+    let mut text = String::new();
+    if !who.is_empty() {
+        text.push_str(&format!("{} ", who.join(" ")));
+    }
+    text.push_str(&format!(
+        ":arrow_forward: Stage *{}* is open: *{}* needs {} approval{} from you.",
+        escape_within(&stage.name, 40),
+        escape_within(&r.title, 200),
+        stage.approvals_required,
+        if stage.approvals_required == 1 {
+            ""
+        } else {
+            "s"
+        },
+    ));
+    text
+}
+
 /// The thread reply nudging the approvers; `escalate_to` joins from the second reminder.
 pub fn reminder_text(
     r: &Request,

@@ -32,4 +32,5 @@ mod slack_manifest;
 mod slack_security;
 mod socket_mode;
 mod spoofing;
+mod stages;
 mod store;
