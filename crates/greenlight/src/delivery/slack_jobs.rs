@@ -396,7 +396,7 @@ impl Worker {
             .settings
             .looks
             .get(request.workflow.as_str())
-            .copied()
+            .cloned()
             .unwrap_or_default();
         let mut blocks = render::blocks_with(request, &look);
         blocks.extend(render::action_results(&results));

@@ -137,6 +137,12 @@ async fn sequential_stages_are_clicked_in_order_and_an_early_click_is_told_whom_
         json!(["U0ERIN", "U0ALICE", "U0BOB"])
     );
     // The owners are told it is their turn, in the thread.
+    let text = text_of(&msg);
+    assert!(
+        text.contains(":hourglass_flowing_sand: *owners* 0/1: waiting for <!subteam^S0SRE>")
+            && text.contains("*security* 0/2: opens when *owners* is approved"),
+        "{text}"
+    );
     let reply = replied(&app.sandbox, &msg.ts, "Stage *owners* is open").await;
     assert!(reply.contains("<!subteam^S0SRE>"), "{reply}");
 
@@ -164,6 +170,26 @@ async fn sequential_stages_are_clicked_in_order_and_an_early_click_is_told_whom_
         statuses(&got),
         pairs(&[("owners", "approved"), ("security", "open")])
     );
+    // The message shows every stage with its progress.
+    let shown = app
+        .sandbox
+        .wait_for_message(
+            CHANNEL,
+            &msg.ts,
+            |m| text_of(m).contains("*owners* 1/1"),
+            WAIT,
+        )
+        .await
+        .expect("the message shows the owners' approval");
+    let text = text_of(&shown);
+    assert!(
+        text.contains(":white_check_mark: *owners* 1/1: <@U0CAROL>")
+            && text.contains(
+                ":hourglass_flowing_sand: *security* 0/2: waiting for <@U0ERIN>, <@U0ALICE>, <@U0BOB>"
+            ),
+        "{text}"
+    );
+    assert!(has_buttons(&shown));
     assert_eq!(got["stages"][0]["approvals"][0]["by"], "U0CAROL");
     // Dave, the other owner, is in no open stage now.
     approve(&app, &msg, "U0DAVE").await;
