@@ -338,7 +338,14 @@ async fn two_denials_deny_when_denials_required_is_two(backend: Backend) {
 }
 
 async fn a_machine_names_an_open_stage_or_is_refused(backend: Backend) {
-    let app = spawn(backend, owners_then_security).await;
+    let machine = crate::receiver::Receiver::start(&[], 200).await;
+    let hook = machine.url("/greenlight");
+    let app = spawn(backend, |c| {
+        owners_then_security(c);
+        c.delivery.allow_private_targets = true;
+        deploy(c).webhooks = vec![hook];
+    })
+    .await;
     let id = create(&app, "Ship it").await;
     let path = format!("/v1/requests/{id}/decisions");
     let vote_for = |stage: &'static str| {
@@ -359,6 +366,25 @@ async fn a_machine_names_an_open_stage_or_is_refused(backend: Backend) {
         statuses(&body),
         pairs(&[("owners", "approved"), ("security", "open")])
     );
+    // Callbacks hear of the stage met, naming it, beside the vote's own event.
+    let got = machine
+        .wait_for(WAIT, |r| {
+            r.iter().any(|r| r.json()["type"] == "stage.approved")
+        })
+        .await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(types.contains(&"vote.recorded".to_owned()), "{types:?}");
+    let stage = got
+        .iter()
+        .map(|r| r.json())
+        .find(|b| b["type"] == "stage.approved")
+        .unwrap();
+    assert_eq!(stage["stage"], "owners");
+    assert_eq!(stage["data"]["id"], id.as_str());
+    assert_eq!(stage["data"]["status"], "pending");
     // One vote per key per request, whatever stage it names.
     let (status, body) = vote_for("security").await;
     assert_eq!(status, 409, "{body}");
