@@ -699,8 +699,12 @@ impl Request {
     }
 }
 
-/// Whether `decision` counts for the policy's stage at `index`.
+/// Whether `decision` counts for the policy's stage at `index`: only votes do (a rule's or the
+/// clock's decision is no approval of a stage).
 fn counts_for(decision: &Decision, policy: &Policy, index: usize) -> bool {
+    if !matches!(decision.kind, DecisionKind::User | DecisionKind::Machine) {
+        return false;
+    }
     match &decision.stage {
         Some(stage) => policy.stages[index].name == *stage,
         None => index == 0,
@@ -1125,6 +1129,18 @@ mod tests {
             Ok(VoteOutcome::Decided(Status::Denied))
         );
         assert_eq!(r.stages(&policy)[0].status, StageStatus::Denied);
+    }
+
+    #[test]
+    fn a_rule_or_the_clock_approves_no_stage() {
+        let policy = Policy::single(2);
+        let mut r = pending();
+        r.cast(vote("U1", Verdict::Approve), &policy, at(1)).unwrap();
+        r.expire(OnExpiry::Approve, at(3600)).unwrap();
+        let stage = &r.stages(&policy)[0];
+        assert_eq!(stage.approvals.len(), 1);
+        assert_eq!(stage.status, StageStatus::Waiting);
+        assert!(r.open_stages(&policy).is_empty());
     }
 
     #[test]
