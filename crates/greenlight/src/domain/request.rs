@@ -1135,7 +1135,8 @@ mod tests {
     fn a_rule_or_the_clock_approves_no_stage() {
         let policy = Policy::single(2);
         let mut r = pending();
-        r.cast(vote("U1", Verdict::Approve), &policy, at(1)).unwrap();
+        r.cast(vote("U1", Verdict::Approve), &policy, at(1))
+            .unwrap();
         r.expire(OnExpiry::Approve, at(3600)).unwrap();
         let stage = &r.stages(&policy)[0];
         assert_eq!(stage.approvals.len(), 1);
