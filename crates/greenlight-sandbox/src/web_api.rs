@@ -343,7 +343,17 @@ fn channel_arg<'a>(
 /// conversations.open does with `users` (or `channel`, an im's id); a multi-person direct
 /// message is not emulated.
 fn conversations_open(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
-    let user = match (str_arg(args, "users"), str_arg(args, "channel")) {
+    // A comma-separated string, as documented; JSON bodies may carry an array.
+    let users = match args.get("users") {
+        Some(Value::Array(list)) => Some(
+            list.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => str_arg(args, "users"),
+    };
+    let user = match (users.filter(|u| !u.is_empty()), str_arg(args, "channel")) {
         (Some(users), _) => {
             let ids: Vec<&str> = users.split(',').map(str::trim).collect();
             if ids.len() > 8 {

@@ -304,6 +304,11 @@ pub struct Workflow {
     /// Denials (from voters of open stages) that deny a request.
     #[serde(default = "one")]
     pub denials_required: u32,
+    /// The requester (a Slack user id, or an email Slack knows) gets a direct message with the
+    /// outcome when a person, a machine or the clock decides. Unset: on for a workflow with
+    /// stages, off for one without (which behaves as before stages existed).
+    #[serde(default)]
+    pub notify_requester: Option<bool>,
     #[serde(default)]
     pub allow_self_approval: bool,
     /// Deny opens a modal asking why.
@@ -439,6 +444,7 @@ impl Workflow {
             stages: Vec::new(),
             stages_order: StagesOrder::default(),
             denials_required: 1,
+            notify_requester: None,
             allow_self_approval: false,
             require_deny_reason: false,
             confirm: false,
@@ -464,6 +470,11 @@ impl Workflow {
             .find(|r| r.name == rule)
             .and_then(|r| r.notify)
             .unwrap_or(self.notify)
+    }
+
+    /// Whether its requesters are told the outcome in a direct message (`notify_requester`).
+    pub fn tells_requester(&self) -> bool {
+        self.notify_requester.unwrap_or_else(|| self.has_stages())
     }
 
     /// Whether the workflow is written with `[[workflow.stage]]`.

@@ -3,7 +3,7 @@
 //! method on a 429.
 
 use super::{Outcome, Step, WAIT_FOR_POST_MS, Worker};
-use crate::domain::{Millis, Pace, RequestId, SlackRef};
+use crate::domain::{Millis, Pace, RequestId, SlackRef, SlackUserId};
 use crate::slack::{SlackCallError, Tag, render};
 use crate::store::{DigestWindow, Effect, Job, JobState, StoreError};
 
@@ -121,6 +121,7 @@ impl Worker {
             Effect::SlackThreadReply { request_id, text } => {
                 self.thread_reply(request_id, text, now).await
             }
+            Effect::SlackDirectMessage { to, text, .. } => self.direct_message(to, text).await,
             Effect::SlackEphemeral {
                 channel,
                 user,
@@ -404,6 +405,24 @@ impl Worker {
     }
 
     /// A reply in the request's thread; waits for the message to be posted first.
+    /// Tells one person something in the app's direct message with them; an email nobody in
+    /// Slack has leaves nobody to tell.
+    async fn direct_message(&self, to: &str, text: &str) -> Result<Step, SlackCallError> {
+        let user = if SlackUserId::looks_like(to) {
+            to.to_owned()
+        } else {
+            match self.slack.user_by_email(to).await? {
+                Some(user) => user,
+                None => return Ok(Step::Sent),
+            }
+        };
+        let channel = self.slack.open_dm(&user).await?;
+        self.slack
+            .post_message(&channel, text.to_owned(), render::notice(text))
+            .await
+            .map(|_| Step::Sent)
+    }
+
     async fn thread_reply(
         &self,
         id: &RequestId,

@@ -2,7 +2,7 @@
 //! and action hooks, planned here and written in the change's own transaction.
 
 use super::Service;
-use crate::domain::{Request, Status};
+use crate::domain::{DecisionKind, Request, SlackUserId, Status};
 use crate::slack::render;
 use crate::store::Effect;
 
@@ -78,7 +78,27 @@ impl Service {
             }
         }
         effects.extend(self.callbacks_for(request, event));
+        if let Event::Decided(_) = event {
+            effects.extend(self.requester_told(request));
+        }
         effects
+    }
+
+    /// The requester's direct message with the outcome (`notify_requester`), when a person, a
+    /// machine or the clock decided; a rule's decision is told as its workflow's `notify` says.
+    fn requester_told(&self, request: &Request) -> Option<Effect> {
+        let workflow = self.workflow_of(request)?;
+        let requester = request.requester.as_deref()?;
+        let by_rule = request
+            .decisions
+            .last()
+            .is_some_and(|d| d.kind == DecisionKind::Policy);
+        let reachable = SlackUserId::looks_like(requester) || requester.contains('@');
+        (workflow.tells_requester() && !by_rule && reachable).then(|| Effect::SlackDirectMessage {
+            request_id: request.id.clone(),
+            to: requester.to_owned(),
+            text: render::requester_outcome(request),
+        })
     }
 
     /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,

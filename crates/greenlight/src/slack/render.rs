@@ -459,6 +459,16 @@ pub fn stage_lines(r: &Request, staged: &StagedLook) -> String {
     lines.join("\n")
 }
 
+/// The direct message telling the requester how their request ended, who decided and why.
+pub fn requester_outcome(r: &Request) -> String {
+    format!(
+        "Your request *{}* (`{}`) is decided:\n{}",
+        escape_within(&r.title, 200),
+        r.id,
+        outcome_with_reason(r)
+    )
+}
+
 /// How a decided request ended, with the deny reason quoted under it.
 pub fn outcome_with_reason(r: &Request) -> String {
     let mut line = outcome_line(r);

@@ -117,6 +117,7 @@ on_both_stores!(
     parallel_sre_and_security_a_person_in_both_satisfies_one,
     two_denials_deny_when_denials_required_is_two,
     a_machine_names_an_open_stage_or_is_refused,
+    the_requester_is_told_the_outcome_in_a_direct_message,
 );
 
 async fn sequential_stages_are_clicked_in_order_and_an_early_click_is_told_whom_it_waits_for(
@@ -408,5 +409,106 @@ async fn a_machine_names_an_open_stage_or_is_refused(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stages"][1]["approvals"][0]["by"], "key:release-bot");
     assert_eq!(body["status"], "pending");
+    app.stop().await;
+}
+
+/// The requester (a user id, or an email Slack knows) of a workflow with stages is told how
+/// their request ended, who decided and why, in the app's direct message with them; a
+/// workflow without stages does so only with `notify_requester = true`.
+async fn the_requester_is_told_the_outcome_in_a_direct_message(backend: Backend) {
+    let app = spawn(backend, |c| {
+        deploy(c).stages = vec![stage("reviewers", &["U0BOB", "U0ALICE"], 1)];
+        let quiet = Workflow::new("quiet".parse().unwrap(), "#deploy".parse().unwrap());
+        let mut told = Workflow::new("told".parse().unwrap(), "#deploy".parse().unwrap());
+        told.notify_requester = Some(true);
+        c.workflows.extend([quiet, told]);
+    })
+    .await;
+    let frank = app.sandbox.dm_channel("U0FRANK");
+    let (status, req) = app
+        .create(json!({"workflow": "deploy", "title": "Deploy api", "requester": "U0FRANK"}))
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let id = req["id"].as_str().unwrap().to_owned();
+    let msg = app.posted(&id).await;
+    approve(&app, &msg, "U0BOB").await;
+    let told = app
+        .sandbox
+        .wait_until(WAIT, |sb| sb.messages(&frank).into_iter().next())
+        .await
+        .expect("Frank is told in a direct message");
+    assert!(
+        told.text.contains("*Deploy api*") && told.text.contains("*Approved* by <@U0BOB>"),
+        "{}",
+        told.text
+    );
+    assert!(!app.sandbox.calls_to("conversations.open").is_empty());
+
+    // Asked by email, denied with a reason: the email is looked up, the reason quoted.
+    let (status, req) = app
+        .create(json!({"workflow": "deploy", "title": "Drop <tables>", "requester": "dave@example.com"}))
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let id = req["id"].as_str().unwrap();
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/requests/{id}/decisions"),
+            Some(json!({"verdict": "deny", "reason": "not *today*"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let dave = app.sandbox.dm_channel("U0DAVE");
+    let told = app
+        .sandbox
+        .wait_until(WAIT, |sb| sb.messages(&dave).into_iter().next())
+        .await
+        .expect("Dave is told in a direct message");
+    assert!(
+        told.text.contains("Drop &lt;tables&gt;") && told.text.contains("*Denied* by key:"),
+        "{}",
+        told.text
+    );
+    assert!(
+        told.text.contains("\n>") && told.text.contains("today"),
+        "{}",
+        told.text
+    );
+
+    // A workflow without stages tells only when it says so.
+    let (status, req) = app
+        .create(json!({"workflow": "told", "title": "Reboot", "requester": "U0CAROL"}))
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let msg = app.posted(req["id"].as_str().unwrap()).await;
+    approve(&app, &msg, "U0BOB").await;
+    let carol = app.sandbox.dm_channel("U0CAROL");
+    app.sandbox
+        .wait_until(WAIT, |sb| sb.messages(&carol).into_iter().next())
+        .await
+        .expect("Carol is told in a direct message");
+    // One that does not say so keeps today's behaviour: nothing in Erin's direct message.
+    let (status, req) = app
+        .create(json!({"workflow": "quiet", "title": "Restart", "requester": "U0ERIN"}))
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let id = req["id"].as_str().unwrap().to_owned();
+    let msg = app.posted(&id).await;
+    approve(&app, &msg, "U0BOB").await;
+    app.decided_message(&msg).await;
+    wait_delivery(&app, &id, "slack_update", |d| {
+        d.iter().all(|j| j["state"] == "done")
+    })
+    .await;
+    assert!(
+        app.sandbox
+            .messages(&app.sandbox.dm_channel("U0ERIN"))
+            .is_empty()
+    );
+    assert!(
+        delivery_of(&app, &id, "slack_direct_message")
+            .await
+            .is_empty()
+    );
     app.stop().await;
 }
