@@ -25,7 +25,7 @@ pub use problems::Problem;
 pub use sandbox::SandboxSettings;
 pub use schema::{
     Alert, AlertKind, AlertsConfig, DEFAULT_DIGEST_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT,
-    DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, RuleSpec,
+    DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, NotifyApprovers, RuleSpec,
     SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Stage, Workflow,
 };
 

@@ -304,6 +304,10 @@ pub struct Workflow {
     /// Denials (from voters of open stages) that deny a request.
     #[serde(default = "one")]
     pub denials_required: u32,
+    /// Where a stage's approvers are told it is their turn: the thread (always), and with
+    /// `"dm"` also a copy of the message with its buttons in each one's direct message.
+    #[serde(default)]
+    pub notify_approvers: NotifyApprovers,
     /// The requester (a Slack user id, or an email Slack knows) gets a direct message with the
     /// outcome when a person, a machine or the clock decides. Unset: on for a workflow with
     /// stages, off for one without (which behaves as before stages existed).
@@ -349,6 +353,18 @@ pub struct Workflow {
 
 fn one() -> u32 {
     1
+}
+
+/// `notify_approvers`: how the approvers of a stage that opens are told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyApprovers {
+    /// A thread reply under the request's message mentioning them.
+    #[default]
+    Thread,
+    /// The thread reply, and a copy of the message with its buttons in each one's direct
+    /// message (user groups expanded).
+    Dm,
 }
 
 /// The longest stage name (it is shown in Slack messages and ephemerals).
@@ -444,6 +460,7 @@ impl Workflow {
             stages: Vec::new(),
             stages_order: StagesOrder::default(),
             denials_required: 1,
+            notify_approvers: NotifyApprovers::default(),
             notify_requester: None,
             allow_self_approval: false,
             require_deny_reason: false,

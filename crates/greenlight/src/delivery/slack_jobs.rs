@@ -78,9 +78,9 @@ impl Worker {
             Err(e) => return self.retry_or_give_up(job, now, e.to_string()),
         }
         let message = match &job.effect {
-            Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
-                Some(request_id.to_string())
-            }
+            Effect::SlackPost { request_id }
+            | Effect::SlackUpdate { request_id }
+            | Effect::SlackDmCopies { request_id, .. } => Some(request_id.to_string()),
             Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
             Effect::SlackHomeRefresh { user, .. } => Some(format!("home:{user}")),
             _ => None,
@@ -122,6 +122,10 @@ impl Worker {
                 self.thread_reply(request_id, text, now).await
             }
             Effect::SlackDirectMessage { to, text, .. } => self.direct_message(to, text).await,
+            Effect::SlackDmCopies {
+                request_id,
+                approvers,
+            } => self.dm_copies(request_id, approvers).await,
             Effect::SlackEphemeral {
                 channel,
                 user,
@@ -404,7 +408,50 @@ impl Worker {
         Ok(blocks)
     }
 
-    /// A reply in the request's thread; waits for the message to be posted first.
+    /// Posts the request's message, with its buttons, in each approver's direct message (user
+    /// groups expanded) and keeps each copy on the request, so that every rewrite of the
+    /// message rewrites them too (this job holds the message's lease, so no rewrite runs
+    /// meanwhile). A retry skips the people who have their copy already.
+    async fn dm_copies(
+        &self,
+        id: &RequestId,
+        approvers: &[String],
+    ) -> Result<Step, SlackCallError> {
+        let Some(request) = self.load(id).await? else {
+            return Err(SlackCallError::Permanent(format!("request {id} not found")));
+        };
+        let mut people: Vec<String> = Vec::new();
+        for approver in approvers {
+            let members = if SlackUserId::looks_like(approver) {
+                vec![approver.clone()]
+            } else {
+                self.slack.usergroup_members(approver).await?
+            };
+            for person in members {
+                if !people.contains(&person) {
+                    people.push(person);
+                }
+            }
+        }
+        let blocks = self.blocks(&request).await?;
+        for person in people {
+            let channel = self.slack.open_dm(&person).await?;
+            if request.slack_copies.iter().any(|c| c.channel == channel) {
+                continue;
+            }
+            let text = render::fallback_text(&request);
+            let (channel, ts) = self
+                .slack
+                .post_message(&channel, text, blocks.clone())
+                .await?;
+            self.requests
+                .add_slack_copy(id, &channel, &ts)
+                .await
+                .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+        }
+        Ok(Step::Sent)
+    }
+
     /// Tells one person something in the app's direct message with them; an email nobody in
     /// Slack has leaves nobody to tell.
     async fn direct_message(&self, to: &str, text: &str) -> Result<Step, SlackCallError> {
@@ -423,6 +470,7 @@ impl Worker {
             .map(|_| Step::Sent)
     }
 
+    /// A reply in the request's thread; waits for the message to be posted first.
     async fn thread_reply(
         &self,
         id: &RequestId,
@@ -517,15 +565,25 @@ impl Worker {
             return Ok(Step::Pointless("the message was never posted".into()));
         };
         let blocks = self.blocks(&request).await?;
+        let text = render::fallback_text(&request);
         self.slack
-            .update_message(
-                &slack.channel,
-                &slack.ts,
-                render::fallback_text(&request),
-                blocks,
-            )
-            .await
-            .map(|()| Step::Sent)
+            .update_message(&slack.channel, &slack.ts, text.clone(), blocks.clone())
+            .await?;
+        // Every copy in a direct message shows the same; one Slack refuses for good (the
+        // person left) does not hold back the others.
+        for copy in &request.slack_copies {
+            let updated = self
+                .slack
+                .update_message(&copy.channel, &copy.ts, text.clone(), blocks.clone())
+                .await;
+            match updated {
+                Err(SlackCallError::Permanent(e)) => {
+                    tracing::warn!(request = %id, channel = %copy.channel, error = %e, "cannot rewrite a direct-message copy");
+                }
+                other => other?,
+            }
+        }
+        Ok(Step::Sent)
     }
 
     pub(super) async fn load(

@@ -120,7 +120,7 @@ pub struct Decision {
 }
 
 /// Where the request's Slack message lives, once it has been posted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlackRef {
     pub channel: String,
     pub ts: String,
@@ -145,6 +145,9 @@ pub struct Request {
     /// The channel the workflow posts to (an id or `#name`).
     pub channel: ChannelRef,
     pub slack: Option<SlackRef>,
+    /// Copies of the message in people's direct messages, rewritten with it.
+    #[serde(skip)]
+    pub slack_copies: Vec<SlackRef>,
     pub callback_url: Option<String>,
     /// The caller's own JSON object (an agent's run id, a pipeline's build), kept with the
     /// request and handed back; never shown in Slack.
@@ -356,6 +359,7 @@ impl Request {
             expires_at: new.expires_at,
             channel: new.channel,
             slack: None,
+            slack_copies: Vec::new(),
             callback_url: new.callback_url,
             metadata: None,
             tool_call: None,

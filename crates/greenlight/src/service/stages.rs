@@ -1,6 +1,7 @@
 //! A request's stages as its workflow has them: where each stands and who approves in it, for
 //! the API, the message, the thread replies and the ephemeral of a click that counts for none.
 
+use crate::config::NotifyApprovers;
 use crate::domain::{Approver, Request, StageProgress, StageStatus};
 use crate::service::{Event, Service};
 use crate::slack::render;
@@ -80,7 +81,13 @@ impl Service {
     ) -> (Vec<NewAudit>, Vec<Effect>) {
         let mut audit = Vec::new();
         let mut effects = Vec::new();
-        if !self.workflow_of(after).is_some_and(|w| w.has_stages()) {
+        let Some(workflow) = self.workflow_of(after) else {
+            return (audit, effects);
+        };
+        // A workflow without stages tells nobody but as before, unless it asks for copies.
+        let staged = workflow.has_stages();
+        let copies = workflow.notify_approvers == NotifyApprovers::Dm;
+        if !staged && !copies {
             return (audit, effects);
         }
         let was = before.map(|b| self.stages_of_request(b));
@@ -105,19 +112,21 @@ impl Service {
                     "approvals_required": stage.progress.approvals_required,
                 }),
             };
-            match stage.progress.status {
-                StageStatus::Approved if then != Some(StageStatus::Approved) => {
-                    audit.push(entry(Event::StageApproved.as_str()));
-                    effects.extend(self.callbacks_about(after, Event::StageApproved, Some(name)));
-                }
-                StageStatus::Open if then != Some(StageStatus::Open) => {
-                    audit.push(entry(STAGE_OPENED));
-                    effects.push(Effect::SlackThreadReply {
-                        request_id: after.id.clone(),
-                        text: render::stage_opened_text(after, &stage.progress, &stage.approvers),
-                    });
-                }
-                _ => {}
+            let now = stage.progress.status;
+            let became = |status: StageStatus| now == status && then != Some(status);
+            if staged && became(StageStatus::Approved) {
+                audit.push(entry(Event::StageApproved.as_str()));
+                effects.extend(self.callbacks_about(after, Event::StageApproved, Some(name)));
+            }
+            if staged && became(StageStatus::Open) {
+                audit.push(entry(STAGE_OPENED));
+                effects.push(Effect::SlackThreadReply {
+                    request_id: after.id.clone(),
+                    text: render::stage_opened_text(after, &stage.progress, &stage.approvers),
+                });
+            }
+            if copies && became(StageStatus::Open) {
+                effects.extend(dm_copies(after, &stage.approvers));
             }
         }
         (audit, effects)
@@ -183,4 +192,13 @@ impl Service {
             denials_required,
         }
     }
+}
+
+/// The copies of the message for a stage's approvers (`notify_approvers = "dm"`); none for a
+/// stage that names nobody (anyone in the channel).
+fn dm_copies(request: &Request, approvers: &[Approver]) -> Option<Effect> {
+    (!approvers.is_empty()).then(|| Effect::SlackDmCopies {
+        request_id: request.id.clone(),
+        approvers: approvers.iter().map(ToString::to_string).collect(),
+    })
 }

@@ -25,7 +25,7 @@ pub const BOT_SCOPES: &[BotScope] = &[
     },
     BotScope {
         name: "im:write",
-        why: "open the app's direct message with a requester, to tell them the outcome",
+        why: "open the app's direct message with a requester or an approver",
     },
     BotScope {
         name: "users:read",

@@ -118,6 +118,7 @@ on_both_stores!(
     two_denials_deny_when_denials_required_is_two,
     a_machine_names_an_open_stage_or_is_refused,
     the_requester_is_told_the_outcome_in_a_direct_message,
+    dm_copies_decide_like_the_message_and_all_show_the_outcome,
 );
 
 async fn sequential_stages_are_clicked_in_order_and_an_early_click_is_told_whom_it_waits_for(
@@ -510,5 +511,98 @@ async fn the_requester_is_told_the_outcome_in_a_direct_message(backend: Backend)
             .await
             .is_empty()
     );
+    app.stop().await;
+}
+
+/// Waits for a message with buttons in `user`'s direct message with the app.
+async fn dm_copy(sandbox: &SandboxHandle, user: &str) -> Message {
+    let dm = sandbox.dm_channel(user);
+    sandbox
+        .wait_until(WAIT, |sb| sb.messages(&dm).into_iter().find(has_buttons))
+        .await
+        .unwrap_or_else(|| panic!("{user} got a copy with buttons"))
+}
+
+/// `notify_approvers = "dm"`: each approver of the stage that opens (groups expanded) gets the
+/// message with its own buttons; a click there counts as one on the channel's message, and
+/// every copy ends showing the outcome.
+async fn dm_copies_decide_like_the_message_and_all_show_the_outcome(backend: Backend) {
+    let app = spawn(backend, |c| {
+        let w = deploy(c);
+        w.notify_approvers = greenlight::config::NotifyApprovers::Dm;
+        w.stages = vec![
+            stage("owners", &["S0SRE"], 1),
+            stage("security", &["U0ERIN"], 1),
+        ];
+    })
+    .await;
+    let id = create(&app, "Deploy api").await;
+    let msg = app.posted(&id).await;
+    let carol = dm_copy(&app.sandbox, "U0CAROL").await;
+    let dave = dm_copy(&app.sandbox, "U0DAVE").await;
+    assert!(
+        text_of(&carol).contains("Deploy api"),
+        "{}",
+        text_of(&carol)
+    );
+    // Security is not open yet: Erin has no copy.
+    assert!(
+        app.sandbox
+            .messages(&app.sandbox.dm_channel("U0ERIN"))
+            .is_empty()
+    );
+
+    // Carol approves in her direct message: it counts, and security's turn comes.
+    let clicked = app
+        .sandbox
+        .click(greenlight_sandbox::Click::new(
+            &carol.channel,
+            &carol.ts,
+            "greenlight.approve",
+            "U0CAROL",
+        ))
+        .await
+        .expect("click delivered");
+    assert!(clicked.acked());
+    let erin = dm_copy(&app.sandbox, "U0ERIN").await;
+    let got = app.get(&id).await;
+    assert_eq!(got["stages"][0]["approvals"][0]["by"], "U0CAROL");
+    // Dave's copy follows the message too.
+    app.sandbox
+        .wait_for_message(
+            &dave.channel,
+            &dave.ts,
+            |m| text_of(m).contains("*owners* 1/1"),
+            WAIT,
+        )
+        .await
+        .expect("Dave's copy shows Carol's approval");
+
+    let clicked = app
+        .sandbox
+        .click(greenlight_sandbox::Click::new(
+            &erin.channel,
+            &erin.ts,
+            "greenlight.approve",
+            "U0ERIN",
+        ))
+        .await
+        .expect("click delivered");
+    assert!(clicked.acked());
+    let done = app.decided_message(&msg).await;
+    assert!(
+        text_of(&done).contains("*Approved* by <@U0ERIN>"),
+        "{}",
+        text_of(&done)
+    );
+    for copy in [&carol, &dave, &erin] {
+        let shown = app
+            .sandbox
+            .wait_for_message(&copy.channel, &copy.ts, |m| !has_buttons(m), WAIT)
+            .await
+            .unwrap_or_else(|| panic!("the copy in {} shows the outcome", copy.channel));
+        assert!(text_of(&shown).contains("*Approved* by <@U0ERIN>"));
+    }
+    assert_eq!(app.get(&id).await["status"], "approved");
     app.stop().await;
 }

@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(14, "digest counts", "0014_digest_counts.sql"),
     migration!(15, "drop outbox due", "0015_drop_outbox_due.sql"),
     migration!(16, "signal retention", "0016_signal_retention.sql"),
+    migration!(17, "slack copies", "0017_slack_copies.sql"),
 ];
 
 /// sqlx's own table, created the same way.
