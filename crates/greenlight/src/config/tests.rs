@@ -425,6 +425,8 @@ name = "prod"
 channel = "#deploy"
 stages_order = "parallel"
 denials_required = 2
+notify_approvers = "dm"
+notify_requester = false
 
 [[workflow.stage]]
 name = "owners"
@@ -450,6 +452,21 @@ approvals_required = 2
     assert_eq!(names, [("owners", 1), ("security", 2)]);
     assert_eq!(w.stages()[1].approvers.len(), 2);
     assert_eq!(w.all_approvers().count(), 3);
+    assert_eq!(w.notify_approvers, NotifyApprovers::Dm);
+    assert!(!w.tells_requester());
+    let plain = Workflow::new("plain".parse().unwrap(), "#d".parse().unwrap());
+    assert_eq!(plain.notify_approvers, NotifyApprovers::Thread);
+    assert!(
+        !plain.tells_requester(),
+        "a workflow without stages keeps today's behaviour"
+    );
+    let err = load(
+        "[[workflow]]\nname = \"w\"\nchannel = \"#d\"\nnotify_approvers = \"email\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown variant `email`"), "{err}");
 }
 
 #[test]

@@ -293,6 +293,27 @@ async fn parallel_sre_and_security_a_person_in_both_satisfies_one(backend: Backe
     let got = app.get(&id).await;
     assert_eq!(got["status"], "approved", "{got}");
     assert_eq!(got["decisions"].as_array().unwrap().len(), 2, "{got}");
+
+    // Two clicks that would each meet the last stage: one decision, the other told.
+    let id = create(&app, "Rotate the keys").await;
+    let msg = app.posted(&id).await;
+    approve(&app, &msg, "U0DAVE").await;
+    let (a, b) = tokio::join!(
+        app.click(&msg, "greenlight.approve", "U0ERIN"),
+        app.click(&msg, "greenlight.approve", "U0ALICE"),
+    );
+    assert!(a.acked() && b.acked());
+    app.decided_message(&msg).await;
+    let got = app.get(&id).await;
+    assert_eq!(got["status"], "approved", "{got}");
+    let decisions = got["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2, "{got}");
+    let late = if got["decided_by"] == "U0ERIN" {
+        "U0ALICE"
+    } else {
+        "U0ERIN"
+    };
+    told(&app.sandbox, late, "already approved").await;
     app.stop().await;
 }
 
