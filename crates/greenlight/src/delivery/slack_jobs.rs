@@ -33,6 +33,9 @@ fn post_tag(id: &RequestId) -> Tag {
     }
 }
 
+/// Most renderings of one message a single update job sends (see `update`).
+const MAX_REWRITES: usize = 3;
+
 impl Worker {
     fn method(effect: &Effect) -> &'static str {
         match effect {
@@ -560,12 +563,34 @@ impl Worker {
                 _ => {}
             }
         }
-        let Some(slack) = &request.slack else {
+        if request.slack.is_none() {
             // The post failed for good (and raised its own alert): nothing to update.
             return Ok(Step::Pointless("the message was never posted".into()));
+        }
+        // A change committed while this job was being claimed may have counted on it (its
+        // update collapsed into this one) yet not be in what was read: read again after the
+        // rewrite and rewrite once more while the request moves on.
+        for _ in 0..MAX_REWRITES {
+            self.rewrite(id, &request).await?;
+            match self.load(id).await? {
+                Some(latest) if latest.version != request.version => request = latest,
+                _ => break,
+            }
+        }
+        Ok(Step::Sent)
+    }
+
+    /// Rewrites the request's message, and every copy of it in direct messages, to show it.
+    async fn rewrite(
+        &self,
+        id: &RequestId,
+        request: &crate::domain::Request,
+    ) -> Result<(), SlackCallError> {
+        let Some(slack) = &request.slack else {
+            return Ok(());
         };
-        let blocks = self.blocks(&request).await?;
-        let text = render::fallback_text(&request);
+        let blocks = self.blocks(request).await?;
+        let text = render::fallback_text(request);
         self.slack
             .update_message(&slack.channel, &slack.ts, text.clone(), blocks.clone())
             .await?;
@@ -583,7 +608,7 @@ impl Worker {
                 other => other?,
             }
         }
-        Ok(Step::Sent)
+        Ok(())
     }
 
     pub(super) async fn load(
