@@ -91,6 +91,8 @@ async fn state(State(s): State<Arc<Shared>>) -> Json<Value> {
         "bot_user_id": c.bot_user_id,
         "bot_id": c.bot_id,
         "channels": c.channels,
+        "dms": s.dms.iter().map(|d| json!({"id": d.id,
+            "user": s.dm_user(&d.id).map(|u| u.id.clone())})).collect::<Vec<_>>(),
         "users": c.users,
         "usergroups": c.usergroups,
         "interactivity_url": s.interactivity_url(),

@@ -182,7 +182,11 @@ pub(crate) fn block_actions_payload(shared: &Shared, click: &Click) -> Result<Va
         "enterprise": enterprise_json(shared, user),
         "is_enterprise_install": false,
         "user": user_json(shared, user),
-        "channel": {"id": channel.id, "name": channel.name},
+        // Slack names a direct message's channel "directmessage" in payloads.
+        "channel": {"id": channel.id, "name": match shared.dm_user(&channel.id) {
+            Some(_) => "directmessage",
+            None => channel.name.as_str(),
+        }},
         "container": container,
         "message": shared.message_json(&message, false),
         "state": {"values": {}},

@@ -7,7 +7,9 @@
 //! - `POST|GET /api/<method>`: the Web API (auth.test, chat.postMessage, chat.update,
 //!   chat.postEphemeral, views.open, views.publish, users.info, users.lookupByEmail,
 //!   users.list, usergroups.list, usergroups.users.list, conversations.info,
-//!   conversations.list, conversations.history, conversations.replies, apps.connections.open).
+//!   conversations.list, conversations.history, conversations.replies, conversations.open
+//!   (a 1:1 direct message with the app, `D` + the user id without its `U`),
+//!   apps.connections.open).
 //!   JSON or form bodies, Slack's error names, token checks (`not_authed`, `invalid_auth`,
 //!   `not_allowed_token_type`). Messages keep `metadata`; history pages with `limit`,
 //!   `cursor`, `oldest`, `latest`, `inclusive` and returns metadata only with
@@ -127,7 +129,13 @@ impl Sandbox {
             source,
         })?;
         let cancel = CancellationToken::new();
+        let dms = config
+            .users
+            .iter()
+            .map(|u| Channel::new(events::dm_channel_id(&u.id), format!("dm-{}", u.name)))
+            .collect();
         let shared = Arc::new(Shared {
+            dms,
             interactivity_url: RwLock::new(config.interactivity_url.clone()),
             events_url: RwLock::new(config.events_url.clone()),
             commands_url: RwLock::new(config.commands_url.clone()),

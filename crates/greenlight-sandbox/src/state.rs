@@ -32,12 +32,17 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     pub sockets: SocketHub,
     pub cancel: CancellationToken,
+    /// The app's direct-message channel with each user (`D…`, see `events::dm_channel_id`):
+    /// found by id only, opened with conversations.open.
+    pub dms: Vec<Channel>,
 }
 
 #[derive(Default)]
 pub(crate) struct Store {
     /// Per channel id, every message (top level and replies) in ts order.
     pub messages: HashMap<String, Vec<Message>>,
+    /// Direct-message channels conversations.open has opened.
+    pub opened_dms: std::collections::HashSet<String>,
     pub ephemerals: Vec<EphemeralMessage>,
     pub views: Vec<View>,
     /// Each user's published Home tab (views.publish), by user id.
@@ -180,13 +185,22 @@ impl Shared {
         format!("http://{}", self.addr)
     }
 
-    /// A channel by id, `#name` or `name`.
+    /// A channel by id, `#name` or `name`; or the app's direct message with a user, by id.
     pub fn channel(&self, key: &str) -> Option<&Channel> {
         let name = key.strip_prefix('#').unwrap_or(key);
         self.config
             .channels
             .iter()
             .find(|c| c.id == key || c.name == name)
+            .or_else(|| self.dms.iter().find(|d| d.id == key))
+    }
+
+    /// The user a direct-message channel is with, if `channel` is one.
+    pub fn dm_user(&self, channel: &str) -> Option<&User> {
+        self.config
+            .users
+            .iter()
+            .find(|u| crate::events::dm_channel_id(&u.id) == channel)
     }
 
     pub fn user(&self, id: &str) -> Option<&User> {
@@ -264,8 +278,11 @@ impl Shared {
         user: &str,
         text: &str,
     ) -> Result<Message, SandboxError> {
-        let channel = self
+        let found = self
             .channel(channel)
+            // Only its own person writes in a direct message with the app.
+            .filter(|c| self.dm_user(&c.id).is_none_or(|u| u.id == user));
+        let channel = found
             .ok_or_else(|| SandboxError::UnknownChannel(channel.to_owned()))?
             .id
             .clone();

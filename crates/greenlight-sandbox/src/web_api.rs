@@ -200,12 +200,17 @@ fn dispatch(shared: &Shared, method: &str, args: &Args) -> Result<Value, SlackEr
                 "team_id": shared.config.team_id, "users": g.users})).collect::<Vec<_>>()})),
         "conversations.info" => {
             let ch = channel_arg(shared, args)?;
-            Ok(json!({"ok": true, "channel": channel_json(ch)}))
+            let channel = match shared.dm_user(&ch.id) {
+                Some(user) => dm_json(&ch.id, &user.id),
+                None => channel_json(ch),
+            };
+            Ok(json!({"ok": true, "channel": channel}))
         }
         "conversations.list" => Ok(json!({"ok": true,
             "channels": shared.config.channels.iter().map(channel_json).collect::<Vec<_>>(),
             "response_metadata": {"next_cursor": ""}})),
         "conversations.history" => history(shared, args),
+        "conversations.open" => conversations_open(shared, args),
         "conversations.replies" => replies(shared, args),
         "apps.connections.open" => Ok(json!({"ok": true, "url": shared.sockets.open_url(shared)})),
         _ => Err("unknown_method".into()),
@@ -332,6 +337,56 @@ fn channel_arg<'a>(
     str_arg(args, "channel")
         .and_then(|c| shared.channel(&c))
         .ok_or_else(|| "channel_not_found".into())
+}
+
+/// Opens (or resumes) the app's 1:1 direct message with one user, as Slack's
+/// conversations.open does with `users` (or `channel`, an im's id); a multi-person direct
+/// message is not emulated.
+fn conversations_open(shared: &Shared, args: &Args) -> Result<Value, SlackError> {
+    // A comma-separated string, as documented; JSON bodies may carry an array.
+    let users = match args.get("users") {
+        Some(Value::Array(list)) => Some(
+            list.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        _ => str_arg(args, "users"),
+    };
+    let user = match (users.filter(|u| !u.is_empty()), str_arg(args, "channel")) {
+        (Some(users), _) => {
+            let ids: Vec<&str> = users.split(',').map(str::trim).collect();
+            if ids.len() > 8 {
+                return Err("too_many_users".into());
+            }
+            if ids.len() > 1 {
+                return Err("method_not_supported_for_channel_type".into());
+            }
+            shared
+                .user(ids[0])
+                .ok_or_else(|| SlackError::from("user_not_found"))?
+        }
+        (None, Some(channel)) => shared
+            .dm_user(&channel)
+            .ok_or_else(|| SlackError::from("channel_not_found"))?,
+        (None, None) => return Err("users_list_not_supplied".into()),
+    };
+    let id = crate::events::dm_channel_id(&user.id);
+    let already_open = !lock(&shared.store).opened_dms.insert(id.clone());
+    let channel = if bool_arg(args, "return_im") {
+        dm_json(&id, &user.id)
+    } else {
+        json!({"id": id})
+    };
+    Ok(
+        json!({"ok": true, "no_op": already_open, "already_open": already_open,
+        "channel": channel}),
+    )
+}
+
+fn dm_json(id: &str, user: &str) -> Value {
+    json!({"id": id, "is_im": true, "is_channel": false, "is_private": true, "user": user,
+        "is_archived": false, "is_open": true, "created": 1_700_000_000})
 }
 
 fn channel_json(c: &crate::config::Channel) -> Value {

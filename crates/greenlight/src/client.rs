@@ -157,10 +157,14 @@ impl GreenlightClient {
         id: &RequestId,
         verdict: Verdict,
         reason: Option<&str>,
+        stage: Option<&str>,
     ) -> Result<Value, ClientError> {
         let mut body = serde_json::json!({"verdict": verdict.as_str()});
         if let Some(r) = reason {
             body["reason"] = r.into();
+        }
+        if let Some(s) = stage {
+            body["stage"] = s.into();
         }
         let url = self.url(&format!("/v1/requests/{id}/decisions"));
         self.send(self.http.post(url).json(&body)).await

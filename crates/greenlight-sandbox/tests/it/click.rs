@@ -485,3 +485,72 @@ async fn clicks_through_the_control_api() {
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "button_not_found");
 }
+
+/// conversations.open gives the app's direct message with one person; a message posted there
+/// is shown to that person (the state lists it), and a click on it is a block_actions POST
+/// from a `directmessage` channel, as Slack sends it.
+#[tokio::test]
+async fn a_direct_message_opens_holds_buttons_and_is_clicked_like_a_channel_message() {
+    let (sb, mut rx) = setup().await;
+    let missing = api(&sb, "conversations.open", json!({})).await;
+    assert_eq!(missing.body["error"], "users_list_not_supplied");
+    let nobody = api(&sb, "conversations.open", json!({"users": "U0NOBODY"})).await;
+    assert_eq!(nobody.body["error"], "user_not_found");
+    let group = api(&sb, "conversations.open", json!({"users": "U0ALICE,U0BOB"})).await;
+    assert_eq!(group.body["error"], "method_not_supported_for_channel_type");
+
+    let opened = api(&sb, "conversations.open", json!({"users": "U0ALICE"})).await;
+    assert_eq!(opened.body["ok"], true, "{}", opened.body);
+    let dm = opened.body["channel"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(dm, sb.dm_channel("U0ALICE"));
+    assert_eq!(opened.body["already_open"], false);
+    let again = api(
+        &sb,
+        "conversations.open",
+        json!({"channel": dm, "return_im": true}),
+    )
+    .await;
+    assert_eq!(again.body["already_open"], true);
+    assert_eq!(again.body["channel"]["is_im"], true);
+    assert_eq!(again.body["channel"]["user"], "U0ALICE");
+    let info = api(&sb, "conversations.info", json!({"channel": dm})).await;
+    assert_eq!(info.body["channel"]["is_im"], true, "{}", info.body);
+
+    let posted = api(
+        &sb,
+        "chat.postMessage",
+        json!({"channel": dm, "text": "Deploy api to prod", "blocks": approval_blocks()}),
+    )
+    .await;
+    assert_eq!(posted.body["ok"], true, "{}", posted.body);
+    let ts = posted.body["ts"].as_str().unwrap().to_owned();
+    assert_eq!(sb.messages(&dm).len(), 1);
+    let (_, state) = control(&sb, "GET", "state", json!(null)).await;
+    assert!(
+        state["dms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == dm.as_str() && d["user"] == "U0ALICE"),
+        "{state}"
+    );
+
+    let outcome = sb
+        .click(Click::new(&dm, &ts, "approve", "U0ALICE"))
+        .await
+        .unwrap();
+    assert!(outcome.acked());
+    let p = rx.payloads.recv().await.unwrap();
+    assert_eq!(p["channel"]["id"], dm.as_str());
+    assert_eq!(p["channel"]["name"], "directmessage");
+    assert_eq!(p["container"]["channel_id"], dm.as_str());
+    assert_eq!(p["actions"][0]["value"], "req_1");
+
+    let updated = api(
+        &sb,
+        "chat.update",
+        json!({"channel": dm, "ts": ts, "text": "Approved", "blocks": []}),
+    )
+    .await;
+    assert_eq!(updated.body["ok"], true, "{}", updated.body);
+}

@@ -43,7 +43,7 @@ pub(super) enum RequestsCommand {
     },
     /// Approve as a machine: the key's name is the approver (decide scope).
     #[command(after_help = REQUESTS_AFTER)]
-    Approve(VoteArgs),
+    Approve(ApproveArgs),
     /// Deny as a machine, saying why (decide scope).
     #[command(after_help = REQUESTS_AFTER)]
     Deny(DenyArgs),
@@ -84,12 +84,30 @@ pub(super) struct VoteArgs {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct ApproveArgs {
+    /// The request's id (req_...).
+    id: RequestId,
+    /// Why; shown with the decision in Slack and kept in the audit log.
+    #[arg(long)]
+    reason: Option<String>,
+    /// The open stage this vote is for (default: the first open stage).
+    #[arg(long)]
+    stage: Option<String>,
+    /// Print the request the API answered with, as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(super) struct DenyArgs {
     /// The request's id (req_...).
     id: RequestId,
     /// Why; shown with the decision in Slack and kept in the audit log.
     #[arg(long)]
     reason: String,
+    /// The open stage this vote is for (default: the first open stage).
+    #[arg(long)]
+    stage: Option<String>,
     /// Print the request the API answered with, as JSON.
     #[arg(long)]
     json: bool,
@@ -108,15 +126,15 @@ pub(super) async fn requests(cmd: RequestsCommand) -> ExitCode {
     match cmd {
         RequestsCommand::List(args) => list(&client, args).await,
         RequestsCommand::Show { id, json } => show(&client, &id, json).await,
-        RequestsCommand::Approve(VoteArgs { id, reason, json }) => {
-            let answer = client
-                .decide(&id, Verdict::Approve, reason.as_deref())
-                .await;
-            changed(&client, &id, answer, json).await
+        RequestsCommand::Approve(a) => {
+            let (reason, stage) = (a.reason.as_deref(), a.stage.as_deref());
+            let answer = client.decide(&a.id, Verdict::Approve, reason, stage).await;
+            changed(&client, &a.id, answer, a.json).await
         }
-        RequestsCommand::Deny(DenyArgs { id, reason, json }) => {
-            let answer = client.decide(&id, Verdict::Deny, Some(&reason)).await;
-            changed(&client, &id, answer, json).await
+        RequestsCommand::Deny(d) => {
+            let (reason, stage) = (Some(d.reason.as_str()), d.stage.as_deref());
+            let answer = client.decide(&d.id, Verdict::Deny, reason, stage).await;
+            changed(&client, &d.id, answer, d.json).await
         }
         RequestsCommand::Cancel(VoteArgs { id, reason, json }) => {
             let answer = client.cancel(&id, reason.as_deref()).await;

@@ -387,6 +387,12 @@ fn check_workflows(
         for (key, message) in w.problems() {
             check.push(Origin::File(&keys, key), message);
         }
+        for (j, stage) in w.stages.iter().enumerate() {
+            let stage_keys = problems::key_offsets(problems::element(item, "stage", j));
+            for (key, message) in stage.problems(w.name.as_str()) {
+                check.push(Origin::File(&stage_keys, key), message);
+            }
+        }
         let mut rule_names = HashSet::new();
         for (j, spec) in w.rule_specs.iter().enumerate() {
             let rule_keys = problems::key_offsets(problems::element(item, "rule", j));

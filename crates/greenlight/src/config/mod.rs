@@ -25,8 +25,8 @@ pub use problems::Problem;
 pub use sandbox::SandboxSettings;
 pub use schema::{
     Alert, AlertKind, AlertsConfig, DEFAULT_DIGEST_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT,
-    DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, RuleSpec,
-    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Workflow, default_receipt_ttl,
+    DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, NotifyApprovers, RuleSpec,
+    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Stage, Workflow, default_receipt_ttl,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

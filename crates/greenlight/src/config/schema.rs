@@ -5,8 +5,12 @@
 use serde::Deserialize;
 
 use super::Secret;
+use std::borrow::Cow;
+use std::collections::HashSet;
+
 use crate::domain::{
-    Approver, ChannelRef, DurationSpec, Notify, OnExpiry, Policy, Verdict, WorkflowName,
+    Approver, ChannelRef, DEFAULT_STAGE, DurationSpec, Notify, OnExpiry, Policy, StageRule,
+    StagesOrder, Verdict, WorkflowName,
 };
 use crate::policy::hooks::ActionHook;
 use crate::rules::Rule;
@@ -286,11 +290,29 @@ impl SlackConfig {
 pub struct Workflow {
     pub name: WorkflowName,
     pub channel: ChannelRef,
-    /// Slack user and user group ids; empty means anyone who can see the channel.
+    /// Slack user and user group ids; empty means anyone who can see the channel. Not with
+    /// `[[workflow.stage]]`: each stage lists its own.
     #[serde(default)]
     pub approvers: Vec<Approver>,
     #[serde(default = "one")]
     pub approvals_required: u32,
+    /// `[[workflow.stage]]`, in order; none: one stage, `approvers` / `approvals_required`.
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<Stage>,
+    #[serde(default)]
+    pub stages_order: StagesOrder,
+    /// Denials (from voters of open stages) that deny a request.
+    #[serde(default = "one")]
+    pub denials_required: u32,
+    /// Where a stage's approvers are told it is their turn: the thread (always), and with
+    /// `"dm"` also a copy of the message with its buttons in each one's direct message.
+    #[serde(default)]
+    pub notify_approvers: NotifyApprovers,
+    /// The requester (a Slack user id, or an email Slack knows) gets a direct message with the
+    /// outcome when a person, a machine or the clock decides. Unset: on for a workflow with
+    /// stages, off for one without (which behaves as before stages existed).
+    #[serde(default)]
+    pub notify_requester: Option<bool>,
     #[serde(default)]
     pub allow_self_approval: bool,
     /// Deny opens a modal asking why.
@@ -336,6 +358,80 @@ fn one() -> u32 {
     1
 }
 
+/// `notify_approvers`: how the approvers of a stage that opens are told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyApprovers {
+    /// A thread reply under the request's message mentioning them.
+    #[default]
+    Thread,
+    /// The thread reply, and a copy of the message with its buttons in each one's direct
+    /// message (user groups expanded).
+    Dm,
+}
+
+/// The longest stage name (it is shown in Slack messages and ephemerals).
+const STAGE_NAME_MAX: usize = 40;
+
+/// One `[[workflow.stage]]`: a group of approvers and how many of them must approve.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    pub name: String,
+    /// Slack user and user group ids.
+    #[serde(default)]
+    pub approvers: Vec<Approver>,
+    #[serde(default = "one")]
+    pub approvals_required: u32,
+}
+
+impl Stage {
+    fn has_groups(&self) -> bool {
+        self.approvers
+            .iter()
+            .any(|a| matches!(a, Approver::Group(_)))
+    }
+
+    /// Problems of this stage alone, each with its key.
+    pub(super) fn problems(&self, workflow: &str) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name = &self.name;
+        if name.trim().is_empty() || name.chars().count() > STAGE_NAME_MAX {
+            out.push((
+                "name",
+                format!(
+                    "workflow {workflow:?}: a stage name must be 1-{STAGE_NAME_MAX} characters, not blank"
+                ),
+            ));
+        }
+        if self.approvers.is_empty() {
+            out.push((
+                "approvers",
+                format!("workflow {workflow:?}: stage {name:?} lists no approvers"),
+            ));
+        }
+        if self.approvals_required == 0 {
+            out.push((
+                "approvals_required",
+                format!(
+                    "workflow {workflow:?}: stage {name:?}: approvals_required must be at least 1"
+                ),
+            ));
+        }
+        let people = self.approvers.len();
+        if people > 0 && !self.has_groups() && people < self.approvals_required as usize {
+            out.push((
+                "approvals_required",
+                format!(
+                    "workflow {workflow:?}: stage {name:?}: approvals_required = {} but only {people} approver(s) are listed, so it could never be met",
+                    self.approvals_required
+                ),
+            ));
+        }
+        out
+    }
+}
+
 pub const DEFAULT_DIGEST_INTERVAL: &str = "5m";
 
 pub const DEFAULT_RECEIPT_TTL: &str = "1h";
@@ -372,6 +468,11 @@ impl Workflow {
             channel,
             approvers: Vec::new(),
             approvals_required: 1,
+            stages: Vec::new(),
+            stages_order: StagesOrder::default(),
+            denials_required: 1,
+            notify_approvers: NotifyApprovers::default(),
+            notify_requester: None,
             allow_self_approval: false,
             require_deny_reason: false,
             confirm: false,
@@ -400,9 +501,48 @@ impl Workflow {
             .unwrap_or(self.notify)
     }
 
+    /// Whether its requesters are told the outcome in a direct message (`notify_requester`).
+    pub fn tells_requester(&self) -> bool {
+        self.notify_requester.unwrap_or_else(|| self.has_stages())
+    }
+
+    /// Whether the workflow is written with `[[workflow.stage]]`.
+    pub fn has_stages(&self) -> bool {
+        !self.stages.is_empty()
+    }
+
+    /// Its stages: those written, or the one a workflow without stages has (`approvers`).
+    pub fn stages(&self) -> Cow<'_, [Stage]> {
+        if self.has_stages() {
+            Cow::Borrowed(&self.stages)
+        } else {
+            Cow::Owned(vec![Stage {
+                name: DEFAULT_STAGE.to_owned(),
+                approvers: self.approvers.clone(),
+                approvals_required: self.approvals_required,
+            }])
+        }
+    }
+
+    /// Everyone named as an approver, in any stage.
+    pub fn all_approvers(&self) -> impl Iterator<Item = &Approver> {
+        self.approvers
+            .iter()
+            .chain(self.stages.iter().flat_map(|s| &s.approvers))
+    }
+
     pub fn policy(&self) -> Policy {
         Policy {
-            approvals_required: self.approvals_required,
+            stages: self
+                .stages()
+                .iter()
+                .map(|s| StageRule {
+                    name: s.name.clone(),
+                    approvals_required: s.approvals_required,
+                })
+                .collect(),
+            stages_order: self.stages_order,
+            denials_required: self.denials_required,
             allow_self_approval: self.allow_self_approval,
         }
     }
@@ -440,6 +580,7 @@ impl Workflow {
                 ),
             ));
         }
+        out.extend(self.stage_problems());
         let interval = self.digest_interval.as_millis();
         if !(10_000..=86_400_000).contains(&interval) {
             out.push((
@@ -469,6 +610,57 @@ impl Workflow {
                 out.push((
                     "webhooks",
                     format!("workflow {name:?}: webhook {url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Problems of the stages taken together (each stage's own are `Stage::problems`).
+    fn stage_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let name = self.name.as_str();
+        if self.denials_required == 0 {
+            out.push((
+                "denials_required",
+                format!("workflow {name:?}: denials_required must be at least 1"),
+            ));
+        }
+        if !self.has_stages() {
+            return out;
+        }
+        if !self.approvers.is_empty() {
+            out.push((
+                "approvers",
+                format!(
+                    "workflow {name:?}: approvers cannot be set beside [[workflow.stage]]; list them in the stages"
+                ),
+            ));
+        }
+        let mut names = HashSet::new();
+        for stage in &self.stages {
+            if !names.insert(stage.name.as_str()) {
+                out.push((
+                    "stage",
+                    format!("workflow {name:?}: stage {:?} is defined twice", stage.name),
+                ));
+            }
+        }
+        if !self.stages.iter().any(Stage::has_groups) {
+            let people: HashSet<&Approver> =
+                self.stages.iter().flat_map(|s| &s.approvers).collect();
+            let needed: u64 = self
+                .stages
+                .iter()
+                .map(|s| u64::from(s.approvals_required))
+                .sum();
+            if (people.len() as u64) < needed {
+                out.push((
+                    "stage",
+                    format!(
+                        "workflow {name:?}: its stages need {needed} approvals from distinct people but list only {} people, so no request could ever be approved",
+                        people.len()
+                    ),
                 ));
             }
         }

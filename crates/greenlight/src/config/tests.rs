@@ -193,7 +193,7 @@ channel = "#deploy"
     .unwrap();
     let p = c.workflow("payments").unwrap();
     assert_eq!(p.approvers.len(), 2);
-    assert_eq!(p.policy().approvals_required, 2);
+    assert_eq!(p.policy().stages[0].approvals_required, 2);
     assert_eq!(p.on_expiry, OnExpiry::Deny);
     assert_eq!(p.rules.len(), 1);
     assert_eq!(p.rules[0].verdict, Verdict::Approve);
@@ -431,4 +431,128 @@ fn signal_limits_load_with_their_defaults_and_are_checked() {
         err.contains("signal_retention") && err.contains("greater than zero"),
         "{err}"
     );
+}
+
+#[test]
+fn stages_load_in_order_with_their_defaults() {
+    let c = load(
+        r##"
+[[workflow]]
+name = "prod"
+channel = "#deploy"
+stages_order = "parallel"
+denials_required = 2
+notify_approvers = "dm"
+notify_requester = false
+
+[[workflow.stage]]
+name = "owners"
+approvers = ["S0SRE"]
+
+[[workflow.stage]]
+name = "security"
+approvers = ["S0SEC", "U0CISO"]
+approvals_required = 2
+"##,
+        &[],
+    )
+    .unwrap();
+    let w = c.workflow("prod").unwrap();
+    let p = w.policy();
+    assert_eq!(p.stages_order, crate::domain::StagesOrder::Parallel);
+    assert_eq!(p.denials_required, 2);
+    let names: Vec<(&str, u32)> = p
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.approvals_required))
+        .collect();
+    assert_eq!(names, [("owners", 1), ("security", 2)]);
+    assert_eq!(w.stages()[1].approvers.len(), 2);
+    assert_eq!(w.all_approvers().count(), 3);
+    assert_eq!(w.notify_approvers, NotifyApprovers::Dm);
+    assert!(!w.tells_requester());
+    let plain = Workflow::new("plain".parse().unwrap(), "#d".parse().unwrap());
+    assert_eq!(plain.notify_approvers, NotifyApprovers::Thread);
+    assert!(
+        !plain.tells_requester(),
+        "a workflow without stages keeps today's behaviour"
+    );
+    let err = load(
+        "[[workflow]]\nname = \"w\"\nchannel = \"#d\"\nnotify_approvers = \"email\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown variant `email`"), "{err}");
+}
+
+#[test]
+fn check_refuses_stages_that_could_never_be_met() {
+    let err = load(
+        r##"
+[[workflow]]
+name = "prod"
+channel = "#deploy"
+approvers = ["U0ALICE"]
+denials_required = 0
+
+[[workflow.stage]]
+name = "owners"
+approvers = ["U0ALICE", "U0BOB"]
+approvals_required = 3
+
+[[workflow.stage]]
+name = "owners"
+approvers = []
+
+[[workflow]]
+name = "impossible"
+channel = "#deploy"
+
+[[workflow.stage]]
+name = "a"
+approvers = ["U0ALICE", "U0BOB"]
+approvals_required = 2
+
+[[workflow.stage]]
+name = "b"
+approvers = ["U0ALICE", "U0BOB"]
+
+[[workflow]]
+name = "order"
+channel = "#deploy"
+stages_order = "random"
+"##,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for (line, what) in [
+        (5, "approvers cannot be set beside [[workflow.stage]]"),
+        (6, "denials_required must be at least 1"),
+        (
+            11,
+            "stage \"owners\": approvals_required = 3 but only 2 approver(s)",
+        ),
+        (8, "stage \"owners\" is defined twice"),
+        (15, "stage \"owners\" lists no approvers"),
+        (
+            21,
+            "its stages need 3 approvals from distinct people but list only 2 people",
+        ),
+        (33, "unknown variant `random`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("greenlight.toml:{line}:")) && l.contains(what)),
+            "line {line}: {what}\n{err}"
+        );
+    }
+    assert!(err.ends_with("8 problems in the configuration"), "{err}");
+    // A group in any stage makes the count unknowable: no impossibility is claimed.
+    let ok = load(
+        "[[workflow]]\nname = \"g\"\nchannel = \"#d\"\n[[workflow.stage]]\nname = \"a\"\napprovers = [\"U0A\"]\n[[workflow.stage]]\nname = \"b\"\napprovers = [\"S0SEC\", \"U0A\"]\napprovals_required = 2\n",
+        &[],
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
 }

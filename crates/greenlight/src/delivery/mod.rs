@@ -94,13 +94,7 @@ impl Settings {
             looks: config
                 .workflows
                 .iter()
-                .map(|w| {
-                    let look = render::Look {
-                        approvals_required: w.approvals_required,
-                        confirm: w.confirm,
-                    };
-                    (w.name.to_string(), look)
-                })
+                .map(|w| (w.name.to_string(), render::Look::of(w)))
                 .collect(),
         })
     }

@@ -3,7 +3,7 @@
 //! method on a 429.
 
 use super::{Outcome, Step, WAIT_FOR_POST_MS, Worker};
-use crate::domain::{Millis, Pace, RequestId, SlackRef};
+use crate::domain::{Millis, Pace, RequestId, SlackRef, SlackUserId};
 use crate::slack::{SlackCallError, Tag, render};
 use crate::store::{DigestWindow, Effect, Job, JobState, StoreError};
 
@@ -32,6 +32,9 @@ fn post_tag(id: &RequestId) -> Tag {
         value: id.to_string(),
     }
 }
+
+/// Most renderings of one message a single update job sends (see `update`).
+const MAX_REWRITES: usize = 3;
 
 impl Worker {
     fn method(effect: &Effect) -> &'static str {
@@ -78,9 +81,9 @@ impl Worker {
             Err(e) => return self.retry_or_give_up(job, now, e.to_string()),
         }
         let message = match &job.effect {
-            Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
-                Some(request_id.to_string())
-            }
+            Effect::SlackPost { request_id }
+            | Effect::SlackUpdate { request_id }
+            | Effect::SlackDmCopies { request_id, .. } => Some(request_id.to_string()),
             Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
             Effect::SlackHomeRefresh { user, .. } => Some(format!("home:{user}")),
             _ => None,
@@ -121,6 +124,11 @@ impl Worker {
             Effect::SlackThreadReply { request_id, text } => {
                 self.thread_reply(request_id, text, now).await
             }
+            Effect::SlackDirectMessage { to, text, .. } => self.direct_message(to, text).await,
+            Effect::SlackDmCopies {
+                request_id,
+                approvers,
+            } => self.dm_copies(request_id, approvers).await,
             Effect::SlackEphemeral {
                 channel,
                 user,
@@ -396,11 +404,73 @@ impl Worker {
             .settings
             .looks
             .get(request.workflow.as_str())
-            .copied()
+            .cloned()
             .unwrap_or_default();
         let mut blocks = render::blocks_with(request, &look);
         blocks.extend(render::action_results(&results));
         Ok(blocks)
+    }
+
+    /// Posts the request's message, with its buttons, in each approver's direct message (user
+    /// groups expanded) and keeps each copy on the request, so that every rewrite of the
+    /// message rewrites them too (this job holds the message's lease, so no rewrite runs
+    /// meanwhile). A retry skips the people who have their copy already.
+    async fn dm_copies(
+        &self,
+        id: &RequestId,
+        approvers: &[String],
+    ) -> Result<Step, SlackCallError> {
+        let Some(request) = self.load(id).await? else {
+            return Err(SlackCallError::Permanent(format!("request {id} not found")));
+        };
+        let mut people: Vec<String> = Vec::new();
+        for approver in approvers {
+            let members = if SlackUserId::looks_like(approver) {
+                vec![approver.clone()]
+            } else {
+                self.slack.usergroup_members(approver).await?
+            };
+            for person in members {
+                if !people.contains(&person) {
+                    people.push(person);
+                }
+            }
+        }
+        let blocks = self.blocks(&request).await?;
+        for person in people {
+            let channel = self.slack.open_dm(&person).await?;
+            if request.slack_copies.iter().any(|c| c.channel == channel) {
+                continue;
+            }
+            let text = render::fallback_text(&request);
+            let (channel, ts) = self
+                .slack
+                .post_message(&channel, text, blocks.clone())
+                .await?;
+            self.requests
+                .add_slack_copy(id, &channel, &ts)
+                .await
+                .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+        }
+        Ok(Step::Sent)
+    }
+
+    /// Tells one person something in the app's direct message with them; an email nobody in
+    /// Slack has leaves nobody to tell.
+    async fn direct_message(&self, to: &str, text: &str) -> Result<Step, SlackCallError> {
+        let user = if SlackUserId::looks_like(to) {
+            to.to_owned()
+        } else {
+            match self.slack.user_by_email(to).await? {
+                Some(user) => user,
+                None => return Ok(Step::Sent),
+            }
+        };
+        let channel = self.slack.open_dm(&user).await?;
+        self.slack
+            .post_message(&channel, text.to_owned(), render::notice(text))
+            .await
+            .map(|_| Step::Sent)
     }
 
     /// A reply in the request's thread; waits for the message to be posted first.
@@ -493,20 +563,52 @@ impl Worker {
                 _ => {}
             }
         }
-        let Some(slack) = &request.slack else {
+        if request.slack.is_none() {
             // The post failed for good (and raised its own alert): nothing to update.
             return Ok(Step::Pointless("the message was never posted".into()));
+        }
+        // A change committed while this job was being claimed may have counted on it (its
+        // update collapsed into this one) yet not be in what was read: read again after the
+        // rewrite and rewrite once more while the request moves on.
+        for _ in 0..MAX_REWRITES {
+            self.rewrite(id, &request).await?;
+            match self.load(id).await? {
+                Some(latest) if latest.version != request.version => request = latest,
+                _ => break,
+            }
+        }
+        Ok(Step::Sent)
+    }
+
+    /// Rewrites the request's message, and every copy of it in direct messages, to show it.
+    async fn rewrite(
+        &self,
+        id: &RequestId,
+        request: &crate::domain::Request,
+    ) -> Result<(), SlackCallError> {
+        let Some(slack) = &request.slack else {
+            return Ok(());
         };
-        let blocks = self.blocks(&request).await?;
+        let blocks = self.blocks(request).await?;
+        let text = render::fallback_text(request);
         self.slack
-            .update_message(
-                &slack.channel,
-                &slack.ts,
-                render::fallback_text(&request),
-                blocks,
-            )
-            .await
-            .map(|()| Step::Sent)
+            .update_message(&slack.channel, &slack.ts, text.clone(), blocks.clone())
+            .await?;
+        // Every copy in a direct message shows the same; one Slack refuses for good (the
+        // person left) does not hold back the others.
+        for copy in &request.slack_copies {
+            let updated = self
+                .slack
+                .update_message(&copy.channel, &copy.ts, text.clone(), blocks.clone())
+                .await;
+            match updated {
+                Err(SlackCallError::Permanent(e)) => {
+                    tracing::warn!(request = %id, channel = %copy.channel, error = %e, "cannot rewrite a direct-message copy");
+                }
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     pub(super) async fn load(

@@ -10,6 +10,7 @@ mod pacing;
 mod receipt;
 mod request;
 mod signal;
+mod stages;
 
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
@@ -21,11 +22,12 @@ pub use ids::{
 pub use pacing::{Backoff, Bucket, Pace, Throttle};
 pub use receipt::{ReceiptClaims, params_sha256};
 pub use request::{
-    Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Policy, Request, SlackRef,
-    Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome, VoteRejected,
-    requester_as_stored,
+    Decision, DecisionKind, NewRequest, Notify, OnExpiry, Params, Request, SlackRef, StageApproval,
+    StageProgress, StageSet, Standing, Status, TIMEOUT_ACTOR, ToolCall, Verdict, Vote, VoteOutcome,
+    VoteRejected, requester_as_stored,
 };
 pub use signal::{Signal, SignalName};
+pub use stages::{DEFAULT_STAGE, Policy, StageRule, StageStatus, StagesOrder};
 
 /// Unix time in milliseconds; the one time type the domain stores.
 pub type Millis = i64;

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, SlackUserId, WorkflowName};
+use super::stages::{Policy, StageStatus};
 
 /// Free-form key/value parameters a machine attaches (version, amount, ...).
 pub type Params = serde_json::Map<String, serde_json::Value>;
@@ -112,10 +113,14 @@ pub struct Decision {
     pub verdict: Verdict,
     pub reason: Option<String>,
     pub at: Timestamp,
+    /// The stage the vote counted for (none on votes recorded before stages, which count for
+    /// the first stage, and on decisions no person made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// Where the request's Slack message lives, once it has been posted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SlackRef {
     pub channel: String,
     pub ts: String,
@@ -140,6 +145,9 @@ pub struct Request {
     /// The channel the workflow posts to (an id or `#name`).
     pub channel: ChannelRef,
     pub slack: Option<SlackRef>,
+    /// Copies of the message in people's direct messages, rewritten with it.
+    #[serde(skip)]
+    pub slack_copies: Vec<SlackRef>,
     pub callback_url: Option<String>,
     /// The caller's own JSON object (an agent's run id, a pipeline's build), kept with the
     /// request and handed back; never shown in Slack.
@@ -201,38 +209,67 @@ pub struct Vote {
     pub kind: DecisionKind,
     pub verdict: Verdict,
     pub reason: Option<String>,
-}
-
-/// The part of a workflow's configuration that decides how votes become a decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub approvals_required: u32,
-    pub allow_self_approval: bool,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            approvals_required: 1,
-            allow_self_approval: false,
-        }
-    }
+    /// The open stage a machine's vote is for; none: the first open stage it may vote in.
+    pub stage: Option<String>,
 }
 
 /// What adapters found out about a voter before the vote (group membership, who asked): the
 /// domain decides with these facts and never looks anything up itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Standing {
-    pub is_approver: bool,
+    /// The stages the voter is one of the approvers of.
+    pub stages: StageSet,
     pub is_requester: bool,
+}
+
+/// Stages a voter may vote in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageSet {
+    /// Every stage (machines with the decide scope).
+    All,
+    /// These, by name (none: not an approver at all).
+    Named(Vec<String>),
+}
+
+impl StageSet {
+    pub fn contains(&self, stage: &str) -> bool {
+        match self {
+            StageSet::All => true,
+            StageSet::Named(names) => names.iter().any(|n| n == stage),
+        }
+    }
 }
 
 impl Standing {
     /// An allowed voter who did not ask (machines with the decide scope).
     pub const APPROVER: Standing = Standing {
-        is_approver: true,
+        stages: StageSet::All,
         is_requester: false,
     };
+}
+
+/// One stage of a request: its quorum, where it stands and who approved in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageProgress {
+    pub name: String,
+    pub approvals_required: u32,
+    pub status: StageStatus,
+    pub approvals: Vec<StageApproval>,
+}
+
+impl StageProgress {
+    pub fn is_open(&self) -> bool {
+        self.status == StageStatus::Open
+    }
+}
+
+/// An approval counted for a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageApproval {
+    pub by: String,
+    /// The person's handle, when known.
+    pub name: Option<String>,
+    pub at: Timestamp,
 }
 
 /// What happens to a request nobody decided before it expired.
@@ -271,12 +308,16 @@ impl Notify {
 /// Who is named as the decider when the clock decides.
 pub const TIMEOUT_ACTOR: &str = "timeout";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoteOutcome {
     /// The vote decided the request: it left `pending` for good.
     Decided(Status),
-    /// The vote was counted; more approvals are needed.
-    Counted { approvals: u32, required: u32 },
+    /// The vote was counted for `stage`; more votes are needed.
+    Counted {
+        stage: String,
+        approvals: u32,
+        required: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -292,6 +333,12 @@ pub enum VoteRejected {
     NotAnApprover { by: String, workflow: String },
     #[error("the requester may not approve their own request")]
     SelfApproval,
+    /// The voter is an approver of stages, but none of them is open now.
+    #[error("{by} is not an approver of an open stage (open: {})", open.join(", "))]
+    NotYourStage { by: String, open: Vec<String> },
+    /// A machine named a stage that is not open (or does not exist).
+    #[error("stage {stage:?} is not open (open: {})", open.join(", "))]
+    StageNotOpen { stage: String, open: Vec<String> },
 }
 
 impl Request {
@@ -312,6 +359,7 @@ impl Request {
             expires_at: new.expires_at,
             channel: new.channel,
             slack: None,
+            slack_copies: Vec::new(),
             callback_url: new.callback_url,
             metadata: None,
             tool_call: None,
@@ -353,10 +401,91 @@ impl Request {
         self.cast_as(vote, Standing::APPROVER, policy, now)
     }
 
-    /// Applies one vote. Only approvers vote, the requester may not approve their own request
-    /// unless the policy allows it, and each person votes once. Any deny denies; approvals
-    /// from distinct voters accumulate until the policy's quorum is met. A rejected vote leaves
-    /// the request untouched.
+    /// Which of the policy's stages are met: enough distinct approvals counted for each.
+    fn stages_met(&self, policy: &Policy) -> Vec<bool> {
+        (0..policy.stages.len())
+            .map(|i| self.stage_approvals(policy, i) >= policy.stages[i].approvals_required.max(1))
+            .collect()
+    }
+
+    /// Approvals counted for the stage at `index`; a vote recorded before stages (no stage)
+    /// counts for the first.
+    fn stage_approvals(&self, policy: &Policy, index: usize) -> u32 {
+        let n = self
+            .decisions
+            .iter()
+            .filter(|d| d.verdict == Verdict::Approve && counts_for(d, policy, index))
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn denials(&self) -> u32 {
+        let n = self
+            .decisions
+            .iter()
+            .filter(|d| {
+                d.verdict == Verdict::Deny
+                    && matches!(d.kind, DecisionKind::User | DecisionKind::Machine)
+            })
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Every stage of the policy: its quorum, status and the approvals counted for it.
+    pub fn stages(&self, policy: &Policy) -> Vec<StageProgress> {
+        let met = self.stages_met(policy);
+        let open = policy.open(&met);
+        policy
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let status = match (met[i], open[i], self.status) {
+                    (true, _, _) => StageStatus::Approved,
+                    (false, true, Status::Pending) => StageStatus::Open,
+                    (false, true, Status::Denied) => StageStatus::Denied,
+                    _ => StageStatus::Waiting,
+                };
+                StageProgress {
+                    name: rule.name.clone(),
+                    approvals_required: rule.approvals_required.max(1),
+                    status,
+                    approvals: self
+                        .decisions
+                        .iter()
+                        .filter(|d| d.verdict == Verdict::Approve && counts_for(d, policy, i))
+                        .map(|d| StageApproval {
+                            by: d.by.clone(),
+                            name: d.name.clone(),
+                            at: d.at,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The names of the stages open now (none once the request is decided).
+    pub fn open_stages(&self, policy: &Policy) -> Vec<String> {
+        if self.status != Status::Pending {
+            return Vec::new();
+        }
+        let met = self.stages_met(policy);
+        policy
+            .open(&met)
+            .into_iter()
+            .zip(&policy.stages)
+            .filter(|(open, _)| *open)
+            .map(|(_, s)| s.name.clone())
+            .collect()
+    }
+
+    /// Applies one vote. Each person (and each key) votes once per request, and that vote
+    /// counts for one open stage: the one a machine names, or the first open stage, in the
+    /// policy's order, whose approvers include the voter. Nobody else votes, and the requester
+    /// may not approve their own request unless the policy allows it. The request is approved
+    /// when every stage has its quorum of distinct approvals, denied when the policy's number
+    /// of denials is reached. A rejected vote leaves the request untouched.
     pub fn cast_as(
         &mut self,
         vote: Vote,
@@ -365,16 +494,6 @@ impl Request {
         now: Timestamp,
     ) -> Result<VoteOutcome, VoteRejected> {
         self.ensure_pending()?;
-        if !standing.is_approver {
-            return Err(VoteRejected::NotAnApprover {
-                by: vote.by,
-                workflow: self.workflow.to_string(),
-            });
-        }
-        if standing.is_requester && vote.verdict == Verdict::Approve && !policy.allow_self_approval
-        {
-            return Err(VoteRejected::SelfApproval);
-        }
         let voter = Voter::of(&vote.by, vote.kind);
         if self
             .decisions
@@ -383,10 +502,15 @@ impl Request {
         {
             return Err(VoteRejected::AlreadyVoted { by: vote.by });
         }
-        let required = policy.approvals_required.max(1);
+        let stage = self.stage_of(&vote, &standing, policy)?;
+        if standing.is_requester && vote.verdict == Verdict::Approve && !policy.allow_self_approval
+        {
+            return Err(VoteRejected::SelfApproval);
+        }
         let verdict = vote.verdict;
         let by = vote.by.clone();
         let reason = vote.reason.clone();
+        let stage_name = policy.stages[stage].name.clone();
         self.decisions.push(Decision {
             by: vote.by,
             name: vote.name,
@@ -394,12 +518,16 @@ impl Request {
             verdict,
             reason: vote.reason,
             at: now,
+            stage: Some(stage_name.clone()),
         });
-        let approvals = self.approvals();
         let decided = match verdict {
-            Verdict::Deny => Some(Status::Denied),
-            Verdict::Approve if approvals >= required => Some(Status::Approved),
-            Verdict::Approve => None,
+            Verdict::Deny if self.denials() >= policy.denials_required.max(1) => {
+                Some(Status::Denied)
+            }
+            Verdict::Approve if self.stages_met(policy).iter().all(|m| *m) => {
+                Some(Status::Approved)
+            }
+            _ => None,
         };
         match decided {
             Some(status) => {
@@ -409,10 +537,53 @@ impl Request {
             None => {
                 self.version += 1;
                 Ok(VoteOutcome::Counted {
-                    approvals,
-                    required,
+                    approvals: match verdict {
+                        Verdict::Approve => self.stage_approvals(policy, stage),
+                        Verdict::Deny => self.denials(),
+                    },
+                    required: match verdict {
+                        Verdict::Approve => policy.stages[stage].approvals_required.max(1),
+                        Verdict::Deny => policy.denials_required.max(1),
+                    },
+                    stage: stage_name,
                 })
             }
+        }
+    }
+
+    /// The index of the stage `vote` counts for, or why it counts for none.
+    fn stage_of(
+        &self,
+        vote: &Vote,
+        standing: &Standing,
+        policy: &Policy,
+    ) -> Result<usize, VoteRejected> {
+        let met = self.stages_met(policy);
+        let eligible = |i: usize| standing.stages.contains(&policy.stages[i].name);
+        let open_names = || self.open_stages(policy);
+        if let Some(wanted) = &vote.stage {
+            let open = policy.open(&met);
+            return match policy.index_of(wanted) {
+                Some(i) if open[i] && eligible(i) => Ok(i),
+                _ => Err(VoteRejected::StageNotOpen {
+                    stage: wanted.clone(),
+                    open: open_names(),
+                }),
+            };
+        }
+        if let Some(i) = policy.stage_for(&met, eligible) {
+            return Ok(i);
+        }
+        if (0..policy.stages.len()).any(eligible) {
+            Err(VoteRejected::NotYourStage {
+                by: vote.by.clone(),
+                open: open_names(),
+            })
+        } else {
+            Err(VoteRejected::NotAnApprover {
+                by: vote.by.clone(),
+                workflow: self.workflow.to_string(),
+            })
         }
     }
 
@@ -432,6 +603,7 @@ impl Request {
             verdict,
             reason: Some(summary.clone()),
             at: now,
+            stage: None,
         });
         self.finish(
             verdict_status(verdict),
@@ -468,6 +640,7 @@ impl Request {
                     verdict,
                     reason: None,
                     at: now,
+                    stage: None,
                 });
                 verdict_status(verdict)
             }
@@ -527,6 +700,18 @@ impl Request {
         self.ensure_pending()?;
         self.finish(Status::Cancelled, Some(by.to_owned()), reason, now);
         Ok(())
+    }
+}
+
+/// Whether `decision` counts for the policy's stage at `index`: only votes do (a rule's or the
+/// clock's decision is no approval of a stage).
+fn counts_for(decision: &Decision, policy: &Policy, index: usize) -> bool {
+    if !matches!(decision.kind, DecisionKind::User | DecisionKind::Machine) {
+        return false;
+    }
+    match &decision.stage {
+        Some(stage) => policy.stages[index].name == *stage,
+        None => index == 0,
     }
 }
 
@@ -590,6 +775,7 @@ mod tests {
             kind: DecisionKind::User,
             verdict,
             reason: None,
+            stage: None,
         }
     }
 
@@ -634,15 +820,13 @@ mod tests {
 
     #[test]
     fn quorum_counts_distinct_voters_and_any_deny_denies() {
-        let policy = Policy {
-            approvals_required: 2,
-            ..Policy::default()
-        };
+        let policy = Policy::single(2);
         let mut r = pending();
         let now = Timestamp::UNIX_EPOCH;
         assert_eq!(
             r.cast(vote("U1", Verdict::Approve), &policy, now),
             Ok(VoteOutcome::Counted {
+                stage: "approvers".into(),
                 approvals: 1,
                 required: 2
             })
@@ -666,10 +850,7 @@ mod tests {
 
     #[test]
     fn a_key_and_a_person_never_share_a_vote_whatever_the_key_is_named() {
-        let policy = Policy {
-            approvals_required: 3,
-            ..Policy::default()
-        };
+        let policy = Policy::single(3);
         let now = Timestamp::UNIX_EPOCH;
         let machine = |by: &str, verdict| Vote {
             kind: DecisionKind::Machine,
@@ -714,21 +895,26 @@ mod tests {
         let mut r = pending();
         let now = Timestamp::UNIX_EPOCH;
         let outsider = Standing {
-            is_approver: false,
+            stages: StageSet::Named(Vec::new()),
             is_requester: false,
         };
         assert!(matches!(
-            r.cast_as(vote("U9", Verdict::Deny), outsider, &Policy::default(), now),
+            r.cast_as(
+                vote("U9", Verdict::Deny),
+                outsider.clone(),
+                &Policy::default(),
+                now
+            ),
             Err(VoteRejected::NotAnApprover { .. })
         ));
         let requester = Standing {
-            is_approver: true,
+            stages: StageSet::All,
             is_requester: true,
         };
         assert_eq!(
             r.cast_as(
                 vote("U1", Verdict::Approve),
-                requester,
+                requester.clone(),
                 &Policy::default(),
                 now
             ),
@@ -821,5 +1007,290 @@ mod tests {
         assert_eq!(r.decided_by.as_deref(), Some("small-payment"));
         assert_eq!(r.decisions[0].kind, DecisionKind::Policy);
         assert_eq!(r.reason.as_deref(), Some("amount 120"));
+    }
+
+    fn staged(order: crate::domain::StagesOrder, quorums: &[u32]) -> Policy {
+        Policy {
+            stages: quorums
+                .iter()
+                .enumerate()
+                .map(|(i, q)| crate::domain::StageRule {
+                    name: format!("s{i}"),
+                    approvals_required: *q,
+                })
+                .collect(),
+            stages_order: order,
+            ..Policy::default()
+        }
+    }
+
+    fn listed_in(stages: &[&str]) -> Standing {
+        Standing {
+            stages: StageSet::Named(stages.iter().map(|s| (*s).to_owned()).collect()),
+            is_requester: false,
+        }
+    }
+
+    #[test]
+    fn sequential_stages_open_in_order_and_an_early_click_counts_for_nothing() {
+        use crate::domain::StagesOrder;
+        let policy = staged(StagesOrder::Sequential, &[1, 2]);
+        let now = Timestamp::UNIX_EPOCH;
+        let mut r = pending();
+        assert_eq!(r.open_stages(&policy), ["s0"]);
+        let early = r.cast_as(
+            vote("U0SEC", Verdict::Approve),
+            listed_in(&["s1"]),
+            &policy,
+            now,
+        );
+        assert_eq!(
+            early,
+            Err(VoteRejected::NotYourStage {
+                by: "U0SEC".into(),
+                open: vec!["s0".into()]
+            })
+        );
+        assert_eq!(r.version, 0);
+        r.cast_as(
+            vote("U0OWN", Verdict::Approve),
+            listed_in(&["s0"]),
+            &policy,
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.open_stages(&policy), ["s1"]);
+        let stages = r.stages(&policy);
+        assert_eq!(stages[0].status, StageStatus::Approved);
+        assert_eq!(stages[1].status, StageStatus::Open);
+        r.cast_as(
+            vote("U0SEC", Verdict::Approve),
+            listed_in(&["s1"]),
+            &policy,
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.status, Status::Pending);
+        assert_eq!(
+            r.cast_as(
+                vote("U0CISO", Verdict::Approve),
+                listed_in(&["s1"]),
+                &policy,
+                now
+            ),
+            Ok(VoteOutcome::Decided(Status::Approved))
+        );
+        assert!(
+            r.stages(&policy)
+                .iter()
+                .all(|s| s.status == StageStatus::Approved)
+        );
+    }
+
+    #[test]
+    fn a_person_in_both_parallel_stages_satisfies_only_one() {
+        use crate::domain::StagesOrder;
+        let policy = staged(StagesOrder::Parallel, &[1, 1]);
+        let now = Timestamp::UNIX_EPOCH;
+        let mut r = pending();
+        let both = listed_in(&["s0", "s1"]);
+        assert!(matches!(
+            r.cast_as(vote("U0BOTH", Verdict::Approve), both.clone(), &policy, now),
+            Ok(VoteOutcome::Counted { ref stage, .. }) if stage == "s0"
+        ));
+        assert!(matches!(
+            r.cast_as(vote("U0BOTH", Verdict::Approve), both.clone(), &policy, now),
+            Err(VoteRejected::AlreadyVoted { .. })
+        ));
+        assert_eq!(r.open_stages(&policy), ["s1"]);
+        // Another person of both groups counts for the stage that still needs them.
+        assert_eq!(
+            r.cast_as(vote("U0TWO", Verdict::Approve), both, &policy, now),
+            Ok(VoteOutcome::Decided(Status::Approved))
+        );
+        assert_eq!(r.decisions[1].stage.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn denials_required_waits_for_that_many_denials() {
+        let policy = Policy {
+            denials_required: 2,
+            ..Policy::single(3)
+        };
+        let now = Timestamp::UNIX_EPOCH;
+        let mut r = pending();
+        assert!(matches!(
+            r.cast(vote("U1", Verdict::Deny), &policy, now),
+            Ok(VoteOutcome::Counted {
+                approvals: 1,
+                required: 2,
+                ..
+            })
+        ));
+        r.cast(vote("U2", Verdict::Approve), &policy, now).unwrap();
+        assert_eq!(
+            r.cast(vote("U3", Verdict::Deny), &policy, now),
+            Ok(VoteOutcome::Decided(Status::Denied))
+        );
+        assert_eq!(r.stages(&policy)[0].status, StageStatus::Denied);
+    }
+
+    #[test]
+    fn a_rule_or_the_clock_approves_no_stage() {
+        let policy = Policy::single(2);
+        let mut r = pending();
+        r.cast(vote("U1", Verdict::Approve), &policy, at(1))
+            .unwrap();
+        r.expire(OnExpiry::Approve, at(3600)).unwrap();
+        let stage = &r.stages(&policy)[0];
+        assert_eq!(stage.approvals.len(), 1);
+        assert_eq!(stage.status, StageStatus::Waiting);
+        assert!(r.open_stages(&policy).is_empty());
+    }
+
+    #[test]
+    fn a_machine_names_an_open_stage_or_is_refused() {
+        use crate::domain::StagesOrder;
+        let policy = staged(StagesOrder::Sequential, &[1, 1]);
+        let now = Timestamp::UNIX_EPOCH;
+        let machine = |stage: Option<&str>| Vote {
+            kind: DecisionKind::Machine,
+            stage: stage.map(str::to_owned),
+            ..vote("key:ci", Verdict::Approve)
+        };
+        let mut r = pending();
+        for wrong in ["s1", "nope"] {
+            assert_eq!(
+                r.cast(machine(Some(wrong)), &policy, now),
+                Err(VoteRejected::StageNotOpen {
+                    stage: wrong.into(),
+                    open: vec!["s0".into()]
+                })
+            );
+        }
+        r.cast(machine(Some("s0")), &policy, now).unwrap();
+        assert_eq!(r.decisions[0].stage.as_deref(), Some("s0"));
+        // Votes recorded before stages count for the first one.
+        let mut old = pending();
+        old.cast(vote("U1", Verdict::Approve), &Policy::single(2), now)
+            .unwrap();
+        old.decisions[0].stage = None;
+        assert_eq!(old.stages(&Policy::single(2))[0].approvals.len(), 1);
+    }
+
+    mod properties {
+        use super::*;
+        use crate::domain::StagesOrder;
+        use proptest::prelude::*;
+
+        const PEOPLE: usize = 6;
+
+        #[derive(Debug, Clone)]
+        struct Case {
+            quorums: Vec<u32>,
+            parallel: bool,
+            denials_required: u32,
+            /// For each person, a bit per stage they are listed in.
+            listed: Vec<u8>,
+            /// (person, approves?)
+            clicks: Vec<(usize, bool)>,
+        }
+
+        fn case() -> impl Strategy<Value = Case> {
+            (1usize..=4).prop_flat_map(|n| {
+                (
+                    prop::collection::vec(1u32..=3, n),
+                    any::<bool>(),
+                    1u32..=3,
+                    prop::collection::vec(0u8..(1 << n), PEOPLE),
+                    prop::collection::vec((0..PEOPLE, prop::bool::weighted(0.8)), 0..24),
+                )
+                    .prop_map(
+                        |(quorums, parallel, denials_required, listed, clicks)| Case {
+                            quorums,
+                            parallel,
+                            denials_required,
+                            listed,
+                            clicks,
+                        },
+                    )
+            })
+        }
+
+        fn person(i: usize) -> String {
+            format!("U0P{i}")
+        }
+
+        proptest! {
+            #[test]
+            fn nobody_counts_twice_and_stages_are_met_by_distinct_people_in_order(c in case()) {
+                let order = if c.parallel { StagesOrder::Parallel } else { StagesOrder::Sequential };
+                let policy = Policy {
+                    denials_required: c.denials_required,
+                    ..staged(order, &c.quorums)
+                };
+                let stage_index = |name: &str| policy.index_of(name).unwrap();
+                let is_listed = |p: usize, stage: usize| c.listed[p] & (1 << stage) != 0;
+                let mut r = pending();
+                for (p, approves) in &c.clicks {
+                    let names: Vec<String> = (0..c.quorums.len())
+                        .filter(|s| is_listed(*p, *s))
+                        .map(|s| format!("s{s}"))
+                        .collect();
+                    let standing = Standing { stages: StageSet::Named(names), is_requester: false };
+                    let verdict = if *approves { Verdict::Approve } else { Verdict::Deny };
+                    let before = r.clone();
+                    let open_before = r.open_stages(&policy);
+                    match r.cast_as(vote(&person(*p), verdict), standing, &policy, Timestamp::UNIX_EPOCH) {
+                        Err(_) => prop_assert_eq!(&r, &before),
+                        Ok(_) => {
+                            let d = r.decisions.last().unwrap();
+                            let stage = d.stage.as_deref().unwrap();
+                            // It counted for a stage that was open and lists the voter.
+                            prop_assert!(open_before.iter().any(|s| s == stage));
+                            prop_assert!(is_listed(*p, stage_index(stage)));
+                        }
+                    }
+                }
+                // One vote per person.
+                let mut voters: Vec<&str> = r.decisions.iter().map(|d| d.by.as_str()).collect();
+                let all = voters.len();
+                voters.sort_unstable();
+                voters.dedup();
+                prop_assert_eq!(voters.len(), all);
+                // Sequential: a vote for stage k came after every earlier stage was met.
+                if !c.parallel {
+                    for (j, d) in r.decisions.iter().enumerate() {
+                        let k = stage_index(d.stage.as_deref().unwrap());
+                        for earlier in 0..k {
+                            let n = r.decisions[..j]
+                                .iter()
+                                .filter(|e| e.verdict == Verdict::Approve && e.stage.as_deref() == Some(&format!("s{earlier}")))
+                                .count();
+                            prop_assert!(n >= c.quorums[earlier] as usize);
+                        }
+                    }
+                }
+                let denials = r.decisions.iter().filter(|d| d.verdict == Verdict::Deny).count();
+                let all_met = c.quorums.iter().enumerate().all(|(s, q)| {
+                    r.decisions
+                        .iter()
+                        .filter(|d| d.verdict == Verdict::Approve && d.stage.as_deref() == Some(&format!("s{s}")))
+                        .count() >= *q as usize
+                });
+                match r.status {
+                    Status::Approved => {
+                        prop_assert!(all_met);
+                        prop_assert!(denials < c.denials_required as usize);
+                    }
+                    Status::Denied => prop_assert_eq!(denials, c.denials_required as usize),
+                    Status::Pending => {
+                        prop_assert!(!all_met);
+                        prop_assert!(denials < c.denials_required as usize);
+                    }
+                    other => prop_assert!(false, "unexpected status {other:?}"),
+                }
+            }
+        }
     }
 }

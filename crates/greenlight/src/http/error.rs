@@ -133,7 +133,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) | ServiceError::NoSuchSignal(_) => StatusCode::NOT_FOUND,
             ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::Rejected(VoteRejected::NotPending { .. })
-            | ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => StatusCode::CONFLICT,
+            | ServiceError::Rejected(VoteRejected::AlreadyVoted { .. })
+            | ServiceError::Rejected(VoteRejected::StageNotOpen { .. }) => StatusCode::CONFLICT,
             ServiceError::Rejected(_) | ServiceError::NotYourRequest(_) => StatusCode::FORBIDDEN,
             ServiceError::Lookup(e) => {
                 tracing::warn!(error = %e, "Slack lookup failed");

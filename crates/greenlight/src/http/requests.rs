@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiBytes, ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::domain::{DecisionKind, RequestId, Status, Verdict, Vote, key_actor};
 use crate::service::intake::CreateBody;
+use crate::service::stages::ApiRequest;
 use crate::service::{CreateInput, VoteResult};
 use crate::store::{ActionResult, Delivery, ListFilter, Scope};
 
@@ -88,7 +89,7 @@ pub async fn create(
             StatusCode::CREATED,
             RequestView {
                 receipt: state.service.receipt(&request).await?,
-                request: shown(&request, key),
+                request: state.service.shown(&request, key),
                 delivery,
                 actions: Vec::new(),
             },
@@ -98,8 +99,6 @@ pub async fn create(
     Ok((status, Json(view)).into_response())
 }
 
-use crate::service::visible_to as shown;
-
 /// The request with its deliveries and action results, as GET shows it.
 async fn full_view(
     state: &AppState,
@@ -108,7 +107,7 @@ async fn full_view(
 ) -> Result<RequestView, ApiError> {
     Ok(RequestView {
         receipt: state.service.receipt(request).await?,
-        request: shown(request, key),
+        request: state.service.shown(request, key),
         delivery: state.service.store().deliveries(&request.id).await?,
         actions: state.service.store().action_results(&request.id).await?,
     })
@@ -119,7 +118,7 @@ async fn full_view(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RequestView {
     #[serde(flatten)]
-    pub request: crate::domain::Request,
+    pub request: ApiRequest,
     /// Its Slack posts, callbacks and hooks: state, attempts, last error.
     pub delivery: Vec<Delivery>,
     /// What its action hooks did.
@@ -176,7 +175,7 @@ pub async fn receipt(
 /// A page of requests, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RequestPage {
-    pub requests: Vec<crate::domain::Request>,
+    pub requests: Vec<ApiRequest>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
@@ -333,7 +332,10 @@ pub async fn list(
     let next_cursor = (requests.len() == limit as usize)
         .then(|| requests.last().map(|r| r.id.to_string()))
         .flatten();
-    let requests = requests.iter().map(|r| shown(r, key)).collect();
+    let requests = requests
+        .iter()
+        .map(|r| state.service.shown(r, key))
+        .collect();
     Ok(Json(RequestPage {
         requests,
         next_cursor,
@@ -360,7 +362,7 @@ pub struct CancelBody {
     params(("id" = String, Path, description = "The request's id (`req_...`)")),
     request_body(content = Option<CancelBody>, description = "Optional: a reason"),
     responses(
-        (status = 200, description = "Cancelled", body = crate::domain::Request),
+        (status = 200, description = "Cancelled", body = ApiRequest),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "No API key or a wrong one", body = ErrorBody),
         (status = 403, description = "Not this key's request, or the key lacks the `request` scope", body = ErrorBody),
@@ -394,7 +396,7 @@ pub async fn cancel(
     };
     let reason = non_empty("reason", body.reason, 1000)?;
     let request = state.service.cancel(&id, key, reason).await?;
-    Ok(Json(shown(&request, key)).into_response())
+    Ok(Json(state.service.shown(&request, key)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -405,6 +407,10 @@ pub struct DecisionBody {
     /// Why (at most 1,000 characters).
     #[schema(max_length = 1000)]
     reason: Option<String>,
+    /// The open stage this vote is for (a `[[workflow.stage]]` name); by default the first
+    /// open stage. A stage that is not open is refused with 409 `stage_not_open`.
+    #[schema(max_length = 40)]
+    stage: Option<String>,
 }
 
 /// `POST /v1/requests/{id}/decisions`: a machine's vote (the `decide` scope), counted like a
@@ -418,12 +424,12 @@ pub struct DecisionBody {
     params(("id" = String, Path, description = "The request's id (`req_...`)")),
     request_body = DecisionBody,
     responses(
-        (status = 200, description = "The vote was counted (the request is decided when it settled it)", body = crate::domain::Request),
+        (status = 200, description = "The vote was counted (the request is decided when it settled it)", body = ApiRequest),
         (status = 400, description = "Invalid body", body = ErrorBody),
         (status = 401, description = "No API key or a wrong one", body = ErrorBody),
         (status = 403, description = "The policy does not let this key vote, or it lacks the `decide` scope", body = ErrorBody),
         (status = 404, description = "No such request", body = ErrorBody),
-        (status = 409, description = "Already decided, or this key already voted", body = ErrorBody),
+        (status = 409, description = "Already decided, this key already voted, or `stage` names no open stage", body = ErrorBody),
     ),
 )]
 pub async fn decide(
@@ -437,15 +443,17 @@ pub async fn decide(
     let verdict = Verdict::parse(&body.verdict)
         .ok_or_else(|| invalid("verdict must be \"approve\" or \"deny\""))?;
     let reason = non_empty("reason", body.reason, 1000)?;
+    let stage = non_empty("stage", body.stage, 40)?;
     let vote = Vote {
         by: key_actor(&key.name),
         name: None,
         kind: DecisionKind::Machine,
         verdict,
         reason,
+        stage,
     };
     let request = match state.service.vote(&id, vote).await? {
         VoteResult::Decided(r) | VoteResult::Counted(r) => r,
     };
-    Ok(Json(shown(&request, key)).into_response())
+    Ok(Json(state.service.shown(&request, key)).into_response())
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Approvals, Backends, GreenlightMcp, PermissionSettings, ToolFailure, ToolResult};
 use crate::domain::{RequestId, Status, ToolCall};
 use crate::service::intake::CreateBody;
-use crate::service::{Service, ServiceError, visible_to};
+use crate::service::{Service, ServiceError};
 use crate::store::{ApiKey, ListFilter, Scope};
 
 /// Backends for tool calls that arrive over HTTP: the service, as the caller's key.
@@ -116,7 +116,7 @@ impl AsKey {
     }
 
     fn view(&self, request: &crate::domain::Request) -> ToolResult<Value> {
-        serde_json::to_value(visible_to(request, &self.key))
+        serde_json::to_value(self.service.shown(request, &self.key))
             .map_err(|e| ToolFailure::new("internal", e.to_string()))
     }
 }

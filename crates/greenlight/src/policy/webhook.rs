@@ -83,6 +83,17 @@ pub fn payload(
     at: jiff::Timestamp,
     receipt: Option<&str>,
 ) -> String {
+    payload_of_stage(event, None, request, at, receipt)
+}
+
+/// `payload`, with the stage an event is about (`stage.approved`) beside `type`.
+pub fn payload_of_stage(
+    event: &str,
+    stage: Option<&str>,
+    request: &Request,
+    at: jiff::Timestamp,
+    receipt: Option<&str>,
+) -> String {
     // Receivers (the workflow's webhooks as much as the caller's own) get the request without
     // the credentials a callback URL may carry.
     let mut body = serde_json::json!({
@@ -90,6 +101,9 @@ pub fn payload(
         "timestamp": at,
         "data": redacted(request),
     });
+    if let Some(stage) = stage {
+        body["stage"] = stage.into();
+    }
     // Once decided: the signed decision receipt (`GET /v1/requests/{id}/receipt`).
     if let Some(receipt) = receipt {
         body["receipt"] = receipt.into();

@@ -144,6 +144,11 @@ impl Service {
             decided = Some(status);
         }
         let mut effects = self.effects_for(&request, Event::Created).await;
+        if decided.is_none() {
+            let (stage_audit, stage_effects) = self.stage_changes(None, &request, None);
+            audit.extend(stage_audit);
+            effects.extend(stage_effects);
+        }
         if notify != Notify::Message {
             effects.retain(|e| !matches!(e, Effect::SlackPost { .. }));
         }

@@ -2,7 +2,7 @@
 //! and action hooks, planned here and written in the change's own transaction.
 
 use super::Service;
-use crate::domain::{Request, Status};
+use crate::domain::{DecisionKind, Request, SlackUserId, Status};
 use crate::slack::render;
 use crate::store::Effect;
 
@@ -18,6 +18,9 @@ pub enum Event {
     Reminded(u32),
     /// The workflow no longer sends reminders.
     RemindersStopped,
+    /// A stage of a workflow with stages got its approvals (callbacks only; the vote that
+    /// did it is `VoteRecorded` or `Decided`).
+    StageApproved,
 }
 
 impl Event {
@@ -29,6 +32,7 @@ impl Event {
             Event::Cancelled => "request.cancelled",
             Event::Reminded(_) => "request.reminded",
             Event::RemindersStopped => "request.reminders_stopped",
+            Event::StageApproved => "stage.approved",
         }
     }
 }
@@ -57,13 +61,14 @@ impl Service {
                 effects.push(Effect::SlackUpdate { request_id })
             }
             Event::RemindersStopped => return effects,
+            Event::StageApproved => return self.callbacks_for(request, event).await,
             Event::Reminded(n) => {
                 let workflow = self.workflow_of(request);
                 effects.push(Effect::SlackThreadReply {
                     request_id,
                     text: render::reminder_text(
                         request,
-                        workflow.map_or(&[][..], |w| w.approvers.as_slice()),
+                        &self.open_approvers(request),
                         workflow.and_then(|w| w.escalate_to.as_ref()),
                         n,
                         self.now(),
@@ -73,12 +78,51 @@ impl Service {
             }
         }
         effects.extend(self.callbacks_for(request, event).await);
+        if let Event::Decided(_) = event {
+            effects.extend(self.requester_told(request));
+        }
         effects
+    }
+
+    /// The requester's direct message with the outcome (`notify_requester`), when a person, a
+    /// machine or the clock decided; a rule's decision is told as its workflow's `notify` says.
+    fn requester_told(&self, request: &Request) -> Option<Effect> {
+        let workflow = self.workflow_of(request)?;
+        let requester = request.requester.as_deref()?;
+        let by_rule = request
+            .decisions
+            .last()
+            .is_some_and(|d| d.kind == DecisionKind::Policy);
+        let reachable = SlackUserId::looks_like(requester) || requester.contains('@');
+        (workflow.tells_requester() && !by_rule && reachable).then(|| Effect::SlackDirectMessage {
+            request_id: request.id.clone(),
+            to: requester.to_owned(),
+            text: render::requester_outcome(request),
+        })
     }
 
     /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,
     /// the workflow's action hooks.
     pub(super) async fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        // A decision's callback carries its signed receipt (none while pending).
+        let receipt = match self.receipt(request).await {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                tracing::warn!(request = %request.id, error = %e, "cannot sign the receipt; the callback goes without it (GET /v1/requests/{{id}}/receipt has it)");
+                None
+            }
+        };
+        self.callbacks_about(request, event, None, receipt.as_deref())
+    }
+
+    /// `callbacks_for`, with the stage the event is about and the receipt in the body.
+    pub(super) fn callbacks_about(
+        &self,
+        request: &Request,
+        event: Event,
+        stage: Option<&str>,
+        receipt: Option<&str>,
+    ) -> Vec<Effect> {
         let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
         let callback = request.callback_url.iter().map(|u| (u, true));
         let configured = workflow
@@ -90,20 +134,13 @@ impl Service {
         let (body, webhook_id) = if targets.is_empty() {
             Default::default()
         } else {
-            // A decision's callback carries its signed receipt.
-            let receipt = match self.receipt(request).await {
-                Ok(receipt) => receipt,
-                Err(e) => {
-                    tracing::warn!(request = %request.id, error = %e, "cannot sign the receipt; the callback goes without it (GET /v1/requests/{{id}}/receipt has it)");
-                    None
-                }
-            };
             (
-                crate::policy::webhook::payload(
+                crate::policy::webhook::payload_of_stage(
                     event.as_str(),
+                    stage,
                     request,
                     self.now(),
-                    receipt.as_deref(),
+                    receipt,
                 ),
                 crate::policy::webhook::new_message_id(),
             )

@@ -57,6 +57,8 @@ impl ServiceError {
             ServiceError::Rejected(VoteRejected::AlreadyVoted { .. }) => "already_voted",
             ServiceError::Rejected(VoteRejected::NotAnApprover { .. }) => "not_an_approver",
             ServiceError::Rejected(VoteRejected::SelfApproval) => "self_approval",
+            ServiceError::Rejected(VoteRejected::NotYourStage { .. }) => "not_your_stage",
+            ServiceError::Rejected(VoteRejected::StageNotOpen { .. }) => "stage_not_open",
             ServiceError::ChannelOverrideNotAllowed(_) => "channel_override_not_allowed",
             ServiceError::Lookup(_) => "slack_unavailable",
             ServiceError::NotYourRequest(_) => "not_request_owner",

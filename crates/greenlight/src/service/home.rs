@@ -69,19 +69,24 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Service {
-    /// Whether `user` may vote in `workflow` at all: one of its approvers (directly or through
-    /// a user group), or anyone when it names none. What the vote itself checks, too.
-    pub(super) async fn may_vote_in(&self, workflow: &Workflow, user: &str) -> ServiceResult<bool> {
-        Ok(match &self.directory {
-            Some(d) => d.is_approver(&workflow.approvers, user).await?,
-            None => {
-                workflow.approvers.is_empty()
-                    || workflow
-                        .approvers
-                        .iter()
-                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
+    /// The stages of `workflow` whose approvers include `user` (directly or through a user
+    /// group); a workflow naming no approvers lets anyone vote. What the vote itself checks.
+    pub(super) async fn stages_of(
+        &self,
+        workflow: &Workflow,
+        user: &str,
+    ) -> ServiceResult<Vec<String>> {
+        let mut named = Vec::new();
+        for stage in workflow.stages().iter() {
+            let listed = match &self.directory {
+                Some(d) => d.is_approver(&stage.approvers, user).await?,
+                None => listed_directly(&stage.approvers, user),
+            };
+            if listed {
+                named.push(stage.name.clone());
             }
-        })
+        }
+        Ok(named)
     }
 
     /// Whether the Slack user `user` asked for `request` (the requester may be an email). A
@@ -99,21 +104,27 @@ impl Service {
 
     /// The pending requests `user` may vote on now, newest first, at most `limit`: those of
     /// workflows they approve in (or that name no approvers), minus the ones they asked for
-    /// where self-approval is off, minus the ones they voted on already. The Home tab and
+    /// where self-approval is off, minus the ones they voted on already, minus those of a
+    /// workflow with stages where none of their stages is open. The Home tab and
     /// `/greenlight pending` both list this; a vote is checked the same way when it comes.
     pub async fn votable(&self, user: &str, limit: u32) -> ServiceResult<Votable> {
         let mut workflows = Vec::new();
         let mut not_own_in = Vec::new();
         let mut unchecked = Vec::new();
+        // The stages they approve in, for the workflows written with stages.
+        let mut staged: Vec<(&WorkflowName, Vec<String>)> = Vec::new();
         for w in &self.workflows {
-            match self.may_vote_in(w, user).await {
-                Ok(true) => {
+            match self.stages_of(w, user).await {
+                Ok(stages) if !stages.is_empty() => {
                     workflows.push(w.name.clone());
                     if !w.allow_self_approval {
                         not_own_in.push(w.name.clone());
                     }
+                    if w.has_stages() {
+                        staged.push((&w.name, stages));
+                    }
                 }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(ServiceError::Lookup(e)) => {
                     tracing::warn!(workflow = %w.name, error = %e, "cannot tell who approves in this workflow");
                     unchecked.push(w.name.clone());
@@ -138,7 +149,15 @@ impl Service {
             let own = r.requester.as_deref().is_some_and(|q| q.contains('@'))
                 && not_own_in.contains(&r.workflow)
                 && self.asked_by(&r, user).await.unwrap_or(false);
-            if own {
+            // In a workflow with stages, only while one of their stages is open.
+            let not_their_turn = staged.iter().any(|(w, theirs)| {
+                **w == r.workflow
+                    && !r
+                        .open_stages(&self.policy(&r))
+                        .iter()
+                        .any(|open| theirs.contains(open))
+            });
+            if own || not_their_turn {
                 total = total.saturating_sub(1);
             } else {
                 requests.push(r);
@@ -170,12 +189,7 @@ impl Service {
 
     /// How a request's workflow renders it.
     pub fn look_of(&self, request: &Request) -> Look {
-        self.workflow_of(request)
-            .map(|w| Look {
-                approvals_required: w.approvals_required,
-                confirm: w.confirm,
-            })
-            .unwrap_or_default()
+        self.workflow_of(request).map(Look::of).unwrap_or_default()
     }
 
     /// `user` opened the Home tab (or clicked in it): remember it, so changes refresh it for
@@ -267,19 +281,19 @@ impl Service {
     }
 
     fn may_vote_cached(&self, workflow: &Workflow, user: &str) -> bool {
-        match &self.directory {
-            Some(d) => d
-                .is_approver_cached(&workflow.approvers, user)
-                .unwrap_or(true),
-            None => {
-                workflow.approvers.is_empty()
-                    || workflow
-                        .approvers
-                        .iter()
-                        .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
-            }
-        }
+        workflow.stages().iter().any(|stage| match &self.directory {
+            Some(d) => d.is_approver_cached(&stage.approvers, user).unwrap_or(true),
+            None => listed_directly(&stage.approvers, user),
+        })
     }
+}
+
+/// Whether `approvers` lets `user` vote without asking Slack: it names them, or nobody.
+fn listed_directly(approvers: &[Approver], user: &str) -> bool {
+    approvers.is_empty()
+        || approvers
+            .iter()
+            .any(|a| matches!(a, Approver::User(u) if u.as_str() == user))
 }
 
 /// Why an event was not taken.

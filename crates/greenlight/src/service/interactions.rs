@@ -114,6 +114,7 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
         kind: DecisionKind::User,
         verdict: c.verdict,
         reason: None,
+        stage: None,
     };
     if c.verdict == Verdict::Deny && wants_reason(service, &id).await? {
         return ask_why(service, c.trigger_id, &c.place, &id, vote).await;
@@ -121,7 +122,7 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
     let handled = match service.vote(&id, vote).await {
         Ok(VoteResult::Decided(_)) => Handled::Decided,
         Ok(VoteResult::Counted(_)) => Handled::Counted,
-        Err(e) => return refuse(service, &c.place, user, e).await,
+        Err(e) => return refuse(service, &c.place, user, &id, e).await,
     };
     if c.place == Place::Home {
         // The tab is open (the click came from it): refresh it even if it was opened long
@@ -156,7 +157,7 @@ async fn ask_why(
     let user = vote.by.clone();
     let request = match service.check_vote(id, &vote).await {
         Ok(r) => r,
-        Err(e) => return refuse(service, at, &user, e).await,
+        Err(e) => return refuse(service, at, &user, id, e).await,
     };
     let trigger = trigger.ok_or(InteractionError::Malformed("trigger_id"))?;
     let Some(slack) = service.slack().cloned() else {
@@ -188,12 +189,16 @@ async fn submission(service: &Service, d: DenyReason) -> Result<Handled, Interac
         kind: DecisionKind::User,
         verdict: Verdict::Deny,
         reason: Some(reason),
+        stage: None,
     };
     match service.vote(&d.request, vote).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
         Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
         Err(ServiceError::NotFound(_)) => Ok(modal_error(UNKNOWN)),
-        Err(ServiceError::Rejected(r)) => Ok(modal_error(&refusal_text(&r, false))),
+        Err(ServiceError::Rejected(r)) => {
+            let waiting = waiting(service, &d.request, &r, false).await;
+            Ok(modal_error(&refusal_text(&r, waiting, false)))
+        }
         Err(ServiceError::Lookup(_)) => Ok(modal_error(LOOKUP_FAILED)),
         Err(e) => Err(e.into()),
     }
@@ -209,8 +214,35 @@ fn modal_error(text: &str) -> Handled {
 const LOOKUP_FAILED: &str =
     "greenlight cannot check who may decide this request right now; please try again shortly.";
 
-/// Why a vote did not count, in words for the voter (`mrkdwn`: mentions allowed).
-fn refusal_text(r: &VoteRejected, mrkdwn: bool) -> String {
+/// Whom the request waits for, when a vote was refused for being in no open stage of a
+/// workflow with stages (none otherwise, or when the request cannot be read).
+async fn waiting(
+    service: &Service,
+    id: &RequestId,
+    r: &VoteRejected,
+    mrkdwn: bool,
+) -> Option<String> {
+    if !matches!(
+        r,
+        VoteRejected::NotYourStage { .. } | VoteRejected::NotAnApprover { .. }
+    ) {
+        return None;
+    }
+    let request = service.get(id).await.ok()?;
+    service
+        .workflow_of(&request)
+        .filter(|w| w.has_stages())
+        .map(|_| service.waiting_for(&request, mrkdwn))
+}
+
+/// Why a vote did not count, in words for the voter (`mrkdwn`: mentions allowed); `waiting`
+/// names the open stages of a workflow with stages.
+fn refusal_text(r: &VoteRejected, waiting: Option<String>, mrkdwn: bool) -> String {
+    if let Some(waiting) = waiting {
+        return format!(
+            "{waiting}. You are not an approver of an open stage, so your click did not count."
+        );
+    }
     match r {
         VoteRejected::NotPending { status, decided_by } => {
             let by = decided_by
@@ -232,6 +264,13 @@ fn refusal_text(r: &VoteRejected, mrkdwn: bool) -> String {
         VoteRejected::SelfApproval => {
             "You asked for this request, so you cannot approve it yourself.".into()
         }
+        VoteRejected::NotYourStage { open, .. } => format!(
+            "This request waits for {}; your click did not count.",
+            open.join(", ")
+        ),
+        VoteRejected::StageNotOpen { stage, .. } => {
+            format!("Stage {stage} is not open; your click did not count.")
+        }
     }
 }
 
@@ -239,18 +278,14 @@ async fn refuse(
     service: &Service,
     at: &Place,
     user: &str,
+    id: &RequestId,
     e: ServiceError,
 ) -> Result<Handled, InteractionError> {
     let (text, why) = match &e {
         ServiceError::NotFound(_) => (UNKNOWN.to_owned(), "unknown_request"),
         ServiceError::Rejected(r) => (
-            refusal_text(r, true),
-            match r {
-                VoteRejected::NotPending { .. } => "not_pending",
-                VoteRejected::AlreadyVoted { .. } => "already_voted",
-                VoteRejected::NotAnApprover { .. } => "not_an_approver",
-                VoteRejected::SelfApproval => "self_approval",
-            },
+            refusal_text(r, waiting(service, id, r, true).await, true),
+            e.code(),
         ),
         ServiceError::Lookup(_) => (LOOKUP_FAILED.to_owned(), "lookup_failed"),
         _ => return Err(e.into()),

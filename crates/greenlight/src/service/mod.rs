@@ -23,6 +23,7 @@ mod limiter;
 pub mod receipts;
 pub mod scheduler;
 pub mod signals;
+pub mod stages;
 pub mod waiters;
 pub mod workspaces;
 
@@ -38,8 +39,8 @@ use tokio::sync::Notify as Wake;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Clock, DecisionKind, Millis, Policy, Request, RequestId, Standing, TIMEOUT_ACTOR, Verdict,
-    Vote, VoteOutcome, VoteRejected, WorkflowName, key_actor,
+    Clock, DecisionKind, Millis, Policy, Request, RequestId, StageSet, Standing, TIMEOUT_ACTOR,
+    Verdict, Vote, VoteOutcome, VoteRejected, WorkflowName, key_actor,
 };
 use crate::service::waiters::Waiters;
 use crate::slack::SlackApi;
@@ -237,7 +238,7 @@ impl Service {
     pub fn with_slack(mut self, slack: SlackApi) -> Self {
         let directory = Directory::new(slack.clone(), directory::DEFAULT_TTL);
         directory.warm(self.workflows.iter().flat_map(|w| {
-            w.approvers.iter().filter_map(|a| match a {
+            w.all_approvers().filter_map(|a| match a {
                 crate::domain::Approver::Group(g) => Some(g.to_string()),
                 crate::domain::Approver::User(_) => None,
             })
@@ -310,11 +311,11 @@ impl Service {
         if vote.kind != DecisionKind::User {
             return Ok(Standing::APPROVER);
         }
-        let is_approver = self.may_vote_in(workflow, &vote.by).await?;
+        let stages = self.stages_of(workflow, &vote.by).await?;
         let asks_about_self = vote.verdict == Verdict::Approve && !workflow.allow_self_approval;
         let is_requester = asks_about_self && self.asked_by(request, &vote.by).await?;
         Ok(Standing {
-            is_approver,
+            stages: StageSet::Named(stages),
             is_requester,
         })
     }
@@ -378,13 +379,14 @@ impl Service {
             let expected = request.version;
             let policy = self.policy(&request);
             let now = self.now();
-            let outcome = request.cast_as(vote.clone(), standing, &policy, now)?;
+            let outcome = request.cast_as(vote.clone(), standing.clone(), &policy, now)?;
             let event = match outcome {
                 VoteOutcome::Decided(status) => Event::Decided(status),
                 VoteOutcome::Counted { .. } => Event::VoteRecorded,
             };
-            let effects = self.effects_of(&request, event).await;
-            let audit = [NewAudit {
+            let mut effects = self.effects_of(&request, event).await;
+            let counted_for = request.decisions.last().and_then(|d| d.stage.clone());
+            let mut audit = vec![NewAudit {
                 request_id: Some(request.id.clone()),
                 event: event.as_str(),
                 actor: vote.by.clone(),
@@ -392,8 +394,13 @@ impl Service {
                     "verdict": vote.verdict,
                     "kind": vote.kind,
                     "reason": vote.reason,
+                    "stage": counted_for,
                 }),
             }];
+            let (stage_audit, stage_effects) =
+                self.stage_changes(Some(&current), &request, Some(&vote.by));
+            audit.extend(stage_audit);
+            effects.extend(stage_effects);
             if self
                 .store
                 .save_transition(&request, expected, &audit, &effects, now.as_millisecond())

@@ -238,6 +238,14 @@ impl SlackApi {
         Ok(())
     }
 
+    /// The app's direct-message channel with `user` (conversations.open, `im:write`).
+    pub async fn open_dm(&self, user: &str) -> Result<String, SlackCallError> {
+        let session = self.client.open_session(&self.token);
+        let req = SlackApiConversationsOpenRequest::new().with_users(vec![user.to_owned().into()]);
+        let res = session.conversations_open(&req).await.map_err(classify)?;
+        Ok(res.channel.id.to_string())
+    }
+
     /// Replies in the thread of the message `thread_ts`.
     pub async fn post_thread_reply(
         &self,

@@ -24,6 +24,10 @@ pub const BOT_SCOPES: &[BotScope] = &[
         why: "post approval messages, rewrite them with the outcome, ephemerals, thread reminders",
     },
     BotScope {
+        name: "im:write",
+        why: "open the app's direct message with a requester or an approver",
+    },
+    BotScope {
         name: "users:read",
         why: "look up approvers and requesters (needed with users:read.email)",
     },

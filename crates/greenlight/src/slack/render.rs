@@ -5,7 +5,12 @@ use jiff::Timestamp;
 use slack_morphism::prelude::*;
 
 use super::mrkdwn::{clean, code_block, escape, escape_within, truncate};
-use crate::domain::{Approver, DecisionKind, Request, SlackUserId, Status};
+use std::sync::Arc;
+
+use crate::config::Workflow;
+use crate::domain::{
+    Approver, DecisionKind, Policy, Request, SlackUserId, StageProgress, StageStatus, Status,
+};
 
 pub const APPROVE_ACTION: &str = "greenlight.approve";
 pub const DENY_ACTION: &str = "greenlight.deny";
@@ -16,11 +21,20 @@ pub const REASON_BLOCK: &str = "greenlight.reason";
 pub const REASON_ACTION: &str = "reason";
 
 /// What the workflow changes about a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Look {
     pub approvals_required: u32,
     /// Buttons ask for confirmation.
     pub confirm: bool,
+    /// A workflow written with stages: the message shows each stage's progress.
+    pub stages: Option<Arc<StagedLook>>,
+}
+
+/// A workflow's stages as a message shows them: its policy and each stage's approvers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedLook {
+    pub policy: Policy,
+    pub approvers: Vec<Vec<Approver>>,
 }
 
 impl Default for Look {
@@ -28,6 +42,28 @@ impl Default for Look {
         Self {
             approvals_required: 1,
             confirm: false,
+            stages: None,
+        }
+    }
+}
+
+impl Look {
+    /// How `workflow` renders its requests.
+    pub fn of(workflow: &Workflow) -> Self {
+        let stages = workflow.has_stages().then(|| {
+            Arc::new(StagedLook {
+                policy: workflow.policy(),
+                approvers: workflow
+                    .stages()
+                    .iter()
+                    .map(|s| s.approvers.clone())
+                    .collect(),
+            })
+        });
+        Self {
+            approvals_required: workflow.approvals_required,
+            confirm: workflow.confirm,
+            stages,
         }
     }
 }
@@ -160,6 +196,56 @@ pub fn mention(a: &Approver) -> String {
         Approver::User(u) => format!("<@{u}>"),
         Approver::Group(g) => format!("<!subteam^{g}>"),
     }
+}
+
+/// A stage and who may approve in it, for the lines that name whom a request waits for.
+pub type StageOf<'a> = (&'a StageProgress, &'a [Approver]);
+
+/// "Waiting for *security*: 0 of 2 from @ciso, @security-team": the open stages and whom they
+/// wait for (mrkdwn with mentions; plain ids where mrkdwn is not shown, as in modal errors).
+pub fn waiting_for(stages: &[StageOf<'_>], mrkdwn: bool) -> String {
+    let lines: Vec<String> = stages
+        .iter()
+        .map(|(stage, approvers)| {
+            let from: Vec<String> = approvers
+                .iter()
+                .map(|a| if mrkdwn { mention(a) } else { a.to_string() })
+                .collect();
+            let name = escape_within(&stage.name, 40);
+            let name = if mrkdwn { format!("*{name}*") } else { name };
+            let mut line = format!(
+                "Waiting for {name}: {} of {}",
+                stage.approvals.len(),
+                stage.approvals_required
+            );
+            if !from.is_empty() {
+                line.push_str(&format!(" from {}", from.join(", ")));
+            }
+            line
+        })
+        .collect();
+    lines.join("; ")
+}
+
+/// The thread reply telling a stage's approvers it is their turn.
+pub fn stage_opened_text(r: &Request, stage: &StageProgress, approvers: &[Approver]) -> String {
+    let who: Vec<String> = approvers.iter().map(mention).collect();
+    let mut text = String::new();
+    if !who.is_empty() {
+        text.push_str(&format!("{} ", who.join(" ")));
+    }
+    text.push_str(&format!(
+        ":arrow_forward: Stage *{}* is open: *{}* needs {} approval{} from you.",
+        escape_within(&stage.name, 40),
+        escape_within(&r.title, 200),
+        stage.approvals_required,
+        if stage.approvals_required == 1 {
+            ""
+        } else {
+            "s"
+        },
+    ));
+    text
 }
 
 /// The thread reply nudging the approvers; `escalate_to` joins from the second reminder.
@@ -310,8 +396,12 @@ pub fn context_line(r: &Request) -> String {
     context.join(" · ")
 }
 
-/// "1 of 2 approvals: @alice", when there is progress to show (N of M, or a first approval).
+/// "1 of 2 approvals: @alice", when there is progress to show (N of M, or a first approval);
+/// for a workflow with stages, a line per stage.
 pub fn progress(r: &Request, look: &Look) -> Option<String> {
+    if let Some(staged) = &look.stages {
+        return Some(stage_lines(r, staged));
+    }
     let approvals: Vec<String> = r
         .decisions
         .iter()
@@ -327,6 +417,56 @@ pub fn progress(r: &Request, look: &Look) -> Option<String> {
         progress.push_str(&format!(": {}", approvals.join(", ")));
     }
     Some(progress)
+}
+
+/// "✅ *owners* 1/1: @carol", "⏳ *security* 0/2: waiting for @ciso, @security-team", and
+/// for a stage not open yet, the one it opens after.
+pub fn stage_lines(r: &Request, staged: &StagedLook) -> String {
+    let stages = r.stages(&staged.policy);
+    let mut lines = Vec::with_capacity(stages.len());
+    let mut before: Option<&str> = None;
+    for (i, stage) in stages.iter().enumerate() {
+        let name = escape_within(&stage.name, 40);
+        let count = format!(
+            "*{name}* {}/{}",
+            stage.approvals.len(),
+            stage.approvals_required
+        );
+        let by: Vec<String> = stage.approvals.iter().map(|a| who(&a.by)).collect();
+        let from: Vec<String> = staged
+            .approvers
+            .get(i)
+            .map(|a| a.iter().map(mention).collect())
+            .unwrap_or_default();
+        let line = match stage.status {
+            StageStatus::Approved => format!(":white_check_mark: {count}: {}", by.join(", ")),
+            StageStatus::Open => format!(
+                ":hourglass_flowing_sand: {count}: waiting for {}",
+                from.join(", ")
+            ),
+            StageStatus::Denied => format!(":no_entry: {count}"),
+            StageStatus::Waiting => match before.filter(|_| r.status == Status::Pending) {
+                Some(prev) => format!(
+                    ":double_vertical_bar: {count}: opens when *{}* is approved",
+                    escape_within(prev, 40)
+                ),
+                None => format!(":double_vertical_bar: {count}"),
+            },
+        };
+        lines.push(line);
+        before = Some(&stage.name);
+    }
+    lines.join("\n")
+}
+
+/// The direct message telling the requester how their request ended, who decided and why.
+pub fn requester_outcome(r: &Request) -> String {
+    format!(
+        "Your request *{}* (`{}`) is decided:\n{}",
+        escape_within(&r.title, 200),
+        r.id,
+        outcome_with_reason(r)
+    )
 }
 
 /// How a decided request ended, with the deny reason quoted under it.
@@ -585,6 +725,7 @@ mod tests {
                 kind: DecisionKind::User,
                 verdict: Verdict::Deny,
                 reason: Some("not <now>".into()),
+                stage: None,
             },
             &Policy::default(),
             Timestamp::from_second(1_700_000_100).unwrap(),
@@ -626,6 +767,7 @@ mod tests {
         let look = Look {
             approvals_required: 2,
             confirm: true,
+            ..Look::default()
         };
         let out = serde_json::to_string(&blocks_with(&r, &look)).unwrap();
         assert!(out.contains("0 of 2 approvals"), "{out}");

@@ -65,6 +65,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("metadata", Text),
             ("tool_call", Text),
             ("digest_key", Text),
+            ("slack_copies", Text),
         ],
     ),
     (
@@ -204,6 +205,7 @@ const JSON_COLUMNS: &[&str] = &[
     "decisions",
     "metadata",
     "tool_call",
+    "slack_copies",
     "data",
     "payload",
     "value",

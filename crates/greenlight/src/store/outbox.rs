@@ -89,6 +89,21 @@ pub enum Effect {
     },
     /// A reply in the thread of the request's message (reminders).
     SlackThreadReply { request_id: RequestId, text: String },
+    /// Copies of the request's message, with its buttons, in the direct message of each of
+    /// `approvers` (user ids, and user groups expanded when it is sent): a stage opened and its
+    /// workflow has `notify_approvers = "dm"`. Each copy is kept on the request and rewritten
+    /// with the message.
+    SlackDmCopies {
+        request_id: RequestId,
+        approvers: Vec<String>,
+    },
+    /// A direct message from the app to a person (`to`: a Slack user id, or an email looked up
+    /// when it is sent): the requester told how their request ended.
+    SlackDirectMessage {
+        request_id: RequestId,
+        to: String,
+        text: String,
+    },
     /// A signed callback (Standard Webhooks) telling a machine about one event of a request.
     /// The body is fixed when the event happens, so every retry sends the same bytes.
     Webhook {
@@ -169,6 +184,8 @@ impl Effect {
             Effect::SlackUpdate { .. } => "slack_update",
             Effect::SlackEphemeral { .. } => "slack_ephemeral",
             Effect::SlackThreadReply { .. } => "slack_thread_reply",
+            Effect::SlackDirectMessage { .. } => "slack_direct_message",
+            Effect::SlackDmCopies { .. } => "slack_dm_copies",
             Effect::Webhook { .. } => "webhook",
             Effect::ActionHook { .. } => "action_hook",
             Effect::SlackAlert { .. } => "slack_alert",
@@ -198,6 +215,10 @@ impl Effect {
                 Some(channel.clone())
             }
             Effect::SlackHomeRefresh { user, .. } => Some(format!("Home tab of {user}")),
+            Effect::SlackDirectMessage { to, .. } => Some(format!("direct message to {to}")),
+            Effect::SlackDmCopies { approvers, .. } => {
+                Some(format!("direct messages to {}", approvers.join(", ")))
+            }
             _ => None,
         }
     }
@@ -207,7 +228,9 @@ impl Effect {
             Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
                 Some(request_id)
             }
-            Effect::SlackThreadReply { request_id, .. } => Some(request_id),
+            Effect::SlackThreadReply { request_id, .. }
+            | Effect::SlackDirectMessage { request_id, .. }
+            | Effect::SlackDmCopies { request_id, .. } => Some(request_id),
             Effect::Webhook { request_id, .. } | Effect::ActionHook { request_id, .. } => {
                 Some(request_id)
             }

@@ -60,6 +60,10 @@ pub trait Requests: Send + Sync {
 
     /// Remembers where the request's message was posted.
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()>;
+
+    /// Remembers a copy of the request's message (in someone's direct message), so that every
+    /// rewrite of the message rewrites it too. Not a state change: the version stays.
+    async fn add_slack_copy(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()>;
 }
 
 /// Who created a request, and what they called it, so that a retry finds the same request.

@@ -17,7 +17,7 @@ pub const RECENT_ATTEMPTS: usize = 5;
 pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
      decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
      slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata, tool_call, \
-     digest_key";
+     digest_key, slack_copies";
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -57,6 +57,7 @@ pub struct RequestRow {
     pub metadata: Option<String>,
     pub tool_call: Option<String>,
     pub digest_key: Option<String>,
+    pub slack_copies: Option<String>,
 }
 
 impl TryFrom<RequestRow> for Request {
@@ -94,6 +95,11 @@ impl TryFrom<RequestRow> for Request {
                 .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("tool call", &e)))
                 .transpose()?,
             digest_key: row.digest_key,
+            slack_copies: row
+                .slack_copies
+                .map(|c| serde_json::from_str(&c).map_err(|e| corrupt("slack copies", &e)))
+                .transpose()?
+                .unwrap_or_default(),
             created_by: row
                 .api_key_id
                 .map(|k| k.parse().map_err(|e: IdError| corrupt("api key id", &e)))

@@ -251,3 +251,48 @@ async fn a_click_racing_the_expiry_still_makes_one_decision() {
     assert_eq!(decisions, 1);
     app.stop().await;
 }
+
+/// With stages, a reminder mentions the approvers of the stages open then, not the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_of_a_workflow_with_stages_mention_the_open_stages_approvers() {
+    let clock = TestClock::new();
+    let app = spawn_app_clocked(
+        |c: &mut Config| {
+            let w = &mut c.workflows[0];
+            w.remind_after = Some("15m".parse().unwrap());
+            w.stages = vec![
+                greenlight::config::Stage {
+                    name: "owners".into(),
+                    approvers: vec!["S0SRE".parse().unwrap()],
+                    approvals_required: 1,
+                },
+                greenlight::config::Stage {
+                    name: "security".into(),
+                    approvers: vec!["U0ERIN".parse().unwrap()],
+                    approvals_required: 1,
+                },
+            ];
+        },
+        clock.clone(),
+    )
+    .await;
+    let id = create(&app, json!({"title": "Deploy api v4"})).await;
+    let msg = app.posted(&id).await;
+    clock.advance(16 * MIN);
+    let reminder = app
+        .sandbox
+        .wait_until(WAIT, |sb| {
+            sb.thread_replies(CHANNEL, &msg.ts)
+                .into_iter()
+                .find(|m| m.text.contains("Reminder 1"))
+        })
+        .await
+        .expect("a reminder in the thread");
+    assert!(
+        reminder.text.contains("<!subteam^S0SRE>"),
+        "{}",
+        reminder.text
+    );
+    assert!(!reminder.text.contains("U0ERIN"), "{}", reminder.text);
+    app.stop().await;
+}

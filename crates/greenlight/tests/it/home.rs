@@ -565,3 +565,63 @@ async fn a_home_tab_slack_refuses_is_given_up_quietly() {
         "not retried"
     );
 }
+
+/// A workflow with stages: a request waits for someone only while one of their stages is open.
+async fn home_and_pending_follow_the_open_stage(backend: Backend) {
+    init();
+    let sandbox = start_sandbox(&random_secret()).await;
+    let app = boot(
+        sandbox,
+        TestDb::of(backend).await,
+        None,
+        |c| {
+            c.workflows[0].stages = vec![
+                greenlight::config::Stage {
+                    name: "owners".into(),
+                    approvers: approvers(&["S0SRE"]),
+                    approvals_required: 1,
+                },
+                greenlight::config::Stage {
+                    name: "security".into(),
+                    approvers: approvers(&["U0ERIN"]),
+                    approvals_required: 1,
+                },
+            ];
+        },
+        Arc::new(SystemClock),
+    )
+    .await;
+    let id = create(&app, json!({"title": "Deploy api", "requester": "U0FRANK"})).await;
+    let answer = command(&app.sandbox, "U0ERIN", "pending").await;
+    assert!(answer.contains("Nothing is waiting"), "{answer}");
+    assert!(
+        command(&app.sandbox, "U0CAROL", "pending")
+            .await
+            .contains(&id)
+    );
+    app.sandbox.open_home("U0ERIN").await.unwrap();
+    home_where(&app.sandbox, "U0ERIN", |v| waiting(v).is_empty()).await;
+
+    let msg = app.posted(&id).await;
+    assert!(app.click(&msg, APPROVE, "U0CAROL").await.acked());
+    // Security is open now: Erin's open tab follows, and so does /greenlight pending.
+    home_where(&app.sandbox, "U0ERIN", |v| waiting(v) == [id.clone()]).await;
+    assert!(
+        command(&app.sandbox, "U0ERIN", "pending")
+            .await
+            .contains(&id)
+    );
+    let answer = command(&app.sandbox, "U0DAVE", "pending").await;
+    assert!(answer.contains("Nothing is waiting"), "{answer}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_and_pending_follow_the_open_stage_on_sqlite() {
+    home_and_pending_follow_the_open_stage(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_and_pending_follow_the_open_stage_on_postgres() {
+    home_and_pending_follow_the_open_stage(Backend::Postgres).await
+}

@@ -33,5 +33,6 @@ mod slack_manifest;
 mod slack_security;
 mod socket_mode;
 mod spoofing;
+mod stages;
 mod storage_full;
 mod store;

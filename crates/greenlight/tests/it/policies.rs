@@ -4,25 +4,11 @@
 use serde_json::{Value, json};
 
 use greenlight::config::{Config, Workflow};
-use greenlight_sandbox::SandboxHandle;
 
 use crate::helpers::*;
 
 fn deploy(c: &mut Config) -> &mut Workflow {
     &mut c.workflows[0]
-}
-
-/// Waits for an ephemeral note to `user` containing `text`.
-async fn told(sandbox: &SandboxHandle, user: &str, text: &str) -> String {
-    sandbox
-        .wait_until(WAIT, |sb| {
-            sb.ephemerals(CHANNEL, user)
-                .into_iter()
-                .find(|e| e.text.contains(text))
-                .map(|e| e.text)
-        })
-        .await
-        .unwrap_or_else(|| panic!("{user} was told {text:?}"))
 }
 
 async fn create(app: &TestApp, body: Value) -> String {

@@ -221,6 +221,7 @@ fn the_manifest_follows_slacks_reference_in_both_transports() {
             m["oauth_config"]["scopes"]["bot"],
             json!([
                 "chat:write",
+                "im:write",
                 "users:read",
                 "users:read.email",
                 "usergroups:read",

@@ -160,6 +160,56 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
 
 /// 20 concurrent transitions of one request, each with its audit entry and outbox job: one
 /// wins, and only the winner's entry and job are written.
+/// Copies of a message in direct messages are kept on the request, in order, and a state change
+/// (which writes the request) neither drops them nor is stopped by them.
+async fn direct_message_copies_are_kept_through_transitions(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let r = request(2);
+    store
+        .create_request(&r, None, &audit(&r), &[], now)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_request(&r.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .slack_copies
+            .is_empty()
+    );
+    for (channel, ts) in [
+        ("D0CAROL", "1700000000.000200"),
+        ("D0DAVE", "1700000000.000300"),
+    ] {
+        store.add_slack_copy(&r.id, channel, ts).await.unwrap();
+    }
+    let mut stored = store.get_request(&r.id).await.unwrap().unwrap();
+    let expected = stored.version;
+    stored.cancel("ci", None, jiff::Timestamp::now()).unwrap();
+    assert!(
+        store
+            .save_transition(&stored, expected, &audit(&stored), &[], now)
+            .await
+            .unwrap()
+    );
+    let after = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Cancelled);
+    let copies: Vec<(&str, &str)> = after
+        .slack_copies
+        .iter()
+        .map(|c| (c.channel.as_str(), c.ts.as_str()))
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            ("D0CAROL", "1700000000.000200"),
+            ("D0DAVE", "1700000000.000300")
+        ]
+    );
+}
+
 async fn racing_transitions_write_only_the_winner(db: TestDb) {
     let store = open(&db).await;
     let now = now_ms();
@@ -235,6 +285,7 @@ async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
                     Verdict::Deny
                 },
                 reason: None,
+                stage: None,
             };
             service.vote(&id, vote).await
         }
@@ -1571,6 +1622,7 @@ async fn stored(
             reason: None,
             name: None,
             at: jiff::Timestamp::now(),
+            stage: None,
         });
     }
     store
@@ -1602,6 +1654,7 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
         reason: None,
         name: None,
         at: jiff::Timestamp::now(),
+        stage: None,
     });
     store
         .create_request(&keys_vote, None, &audit(&keys_vote), &[], now_ms())
@@ -1829,6 +1882,7 @@ store_tests!(
     twenty_concurrent_votes_make_one_decision,
     idempotent_retries_under_concurrency_make_one_request,
     outbox_claims_leases_and_attempts,
+    direct_message_copies_are_kept_through_transitions,
     message_updates_collapse,
     due_requests_are_found,
     the_first_secret_stored_wins,

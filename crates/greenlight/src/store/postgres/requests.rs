@@ -292,7 +292,38 @@ impl Requests for PostgresStore {
     }
 
     async fn set_slack_message(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3")
+        self.set_place(
+            "UPDATE requests SET slack_channel = $1, slack_ts = $2 WHERE id = $3",
+            id,
+            channel,
+            ts,
+        )
+        .await
+    }
+
+    async fn add_slack_copy(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
+        self.set_place(
+            "UPDATE requests SET slack_copies = (COALESCE(slack_copies, '[]')::jsonb \
+             || jsonb_build_array(jsonb_build_object('channel', $1::text, 'ts', $2::text)))::text \
+             WHERE id = $3",
+            id,
+            channel,
+            ts,
+        )
+        .await
+    }
+}
+
+impl PostgresStore {
+    /// Runs `sql`, which writes where a message of request `$3` is (`$1` channel, `$2` ts).
+    async fn set_place(
+        &self,
+        sql: &'static str,
+        id: &RequestId,
+        channel: &str,
+        ts: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(sql)
             .bind(channel)
             .bind(ts)
             .bind(id.as_str())

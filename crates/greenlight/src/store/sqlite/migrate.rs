@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(16, "signal retention", "0016_signal_retention.sql"),
     migration!(17, "audit pending", "0017_audit_pending.sql"),
     migration!(18, "signing keys", "0018_signing_keys.sql"),
+    migration!(19, "slack copies", "0019_slack_copies.sql"),
 ];
 
 /// sqlx's own table, created the same way.

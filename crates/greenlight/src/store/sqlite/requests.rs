@@ -324,4 +324,15 @@ impl Requests for SqliteStore {
             .await
             .map(|_| ())
     }
+
+    async fn add_slack_copy(&self, id: &RequestId, channel: &str, ts: &str) -> StoreResult<()> {
+        self.writer
+            .execute(
+                "UPDATE requests SET slack_copies = json_insert(COALESCE(slack_copies, '[]'), \
+                 '$[#]', json_object('channel', ?1, 'ts', ?2)) WHERE id = ?3",
+                (channel.to_owned(), ts.to_owned(), id.to_string()),
+            )
+            .await
+            .map(|_| ())
+    }
 }

@@ -59,3 +59,16 @@ pub fn block_actions(user: &str, message_ts: &str, action_id: &str, value: &str)
 pub fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
+
+/// Waits for an ephemeral note to `user` containing `text`.
+pub async fn told(sandbox: &SandboxHandle, user: &str, text: &str) -> String {
+    sandbox
+        .wait_until(WAIT, |sb| {
+            sb.ephemerals(CHANNEL, user)
+                .into_iter()
+                .find(|e| e.text.contains(text))
+                .map(|e| e.text)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{user} was told {text:?}"))
+}
