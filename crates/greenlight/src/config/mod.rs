@@ -26,7 +26,8 @@ pub use sandbox::SandboxSettings;
 pub use schema::{
     Alert, AlertKind, AlertsConfig, DEFAULT_DIGEST_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT,
     DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, NotifyApprovers, RuleSpec,
-    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Stage, Workflow, default_receipt_ttl,
+    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Stage, TRUST_NAMES, TrustPolicy, Workflow,
+    default_receipt_ttl,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

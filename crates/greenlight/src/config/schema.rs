@@ -704,3 +704,32 @@ pub(super) struct FileSlack {
     #[serde(default)]
     pub(super) allowed_teams: Vec<String>,
 }
+
+/// A `[[trust]]` policy: an OIDC issuer whose workload tokens are accepted wherever an API key
+/// is, with what they may do (issue 26). The verifier (`service::identity`) takes these; the
+/// loader does not read `[[trust]]` from the file yet, so none is configured today.
+#[derive(Debug, Clone)]
+pub struct TrustPolicy {
+    pub name: String,
+    /// The tokens' `iss`, exactly: `https://...`, or `http://` on a loopback address.
+    pub issuer: String,
+    /// The tokens' `aud` must contain it.
+    pub audience: String,
+    /// Where the issuer's keys are (default: discovered from
+    /// `{issuer}/.well-known/openid-configuration`).
+    pub jwks_url: Option<String>,
+    /// What an accepted token may do, as an API key's scopes.
+    pub scopes: Vec<crate::store::Scope>,
+    /// Where it may ask (empty: every workflow).
+    pub workflows: Vec<WorkflowName>,
+    /// CEL over `claims`: the token is accepted only when it holds.
+    pub when: Option<crate::rules::Predicate>,
+    /// How the request's `requester` is set, with `{{claims.NAME}}` placeholders (default:
+    /// the token's `sub`).
+    pub requester: Option<String>,
+    /// The longest a token may live (`exp - iat`).
+    pub max_token_lifetime: DurationSpec,
+}
+
+/// The names a trust policy's `when` may use.
+pub const TRUST_NAMES: &[&str] = &["claims"];

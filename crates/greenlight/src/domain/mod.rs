@@ -5,6 +5,7 @@
 mod audit;
 mod clock;
 mod duration;
+mod identity;
 mod ids;
 mod pacing;
 mod receipt;
@@ -15,6 +16,7 @@ mod stages;
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};
+pub use identity::Identity;
 pub use ids::{
     ApiKeyId, Approver, ChannelRef, IdError, RequestId, SlackGroupId, SlackUserId, WorkflowName,
     is_slack_team_id, key_actor, key_name_problem,

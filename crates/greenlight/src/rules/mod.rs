@@ -32,6 +32,7 @@ use crate::domain::{DurationSpec, Notify, Params, Signal, SignalName, Verdict};
 mod check;
 mod history;
 mod number;
+mod predicate;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +40,7 @@ use check::{collect_calls, is_cel_function, offset_of, walk};
 use history::add_history_functions;
 pub use history::{HISTORY_FUNCTIONS, History, HistoryAnswer, HistoryCall, MAX_HISTORY_PASSES};
 use number::{ARITH, arith, from_json, route_arithmetic};
+pub use predicate::Predicate;
 
 /// The names a rule's expression can use.
 pub const NAMES: [&str; 6] = ["params", "requester", "workflow", "title", "now", "signals"];
@@ -170,19 +172,48 @@ fn env() -> Arc<Env> {
     ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
 }
 
+/// `when` parsed, or where and why it does not parse.
+fn parse(when: &str) -> Result<cel::Program, Vec<CompileProblem>> {
+    env().compile(when).map_err(|errors| {
+        errors
+            .errors
+            .iter()
+            .map(|e| CompileProblem {
+                offset: offset_of(when, e.pos.0, e.pos.1),
+                message: e.msg.clone(),
+            })
+            .collect()
+    })
+}
+
+/// A problem for each free identifier (`free`, from `walk`) that is neither one of `names` nor
+/// CEL's own, each once, at its place; `who` says whose names they are ("a rule").
+fn unknown_names(
+    program: &cel::Program,
+    free: Vec<(String, u64)>,
+    names: &[&str],
+    who: &str,
+) -> Vec<CompileProblem> {
+    let mut seen = HashSet::new();
+    free.into_iter()
+        .filter(|(ident, _)| {
+            !names.contains(&ident.as_str()) && !CEL_NAMES.contains(&ident.as_str())
+        })
+        .filter(|(ident, _)| seen.insert(ident.clone()))
+        .map(|(ident, id)| CompileProblem {
+            offset: program
+                .source_info()
+                .offset_for(id)
+                .map_or(0, |(start, _)| start as usize),
+            message: format!("unknown name `{ident}`: {who} can use {}", names.join(", ")),
+        })
+        .collect()
+}
+
 impl Rule {
     /// Parses `when` and checks that it only uses the names a rule has.
     pub fn compile(name: &str, when: &str, verdict: Verdict) -> Result<Self, Vec<CompileProblem>> {
-        let program = env().compile(when).map_err(|errors| {
-            errors
-                .errors
-                .iter()
-                .map(|e| CompileProblem {
-                    offset: offset_of(when, e.pos.0, e.pos.1),
-                    message: e.msg.clone(),
-                })
-                .collect::<Vec<_>>()
-        })?;
+        let program = parse(when)?;
         let mut free = Vec::new();
         let mut params_read = BTreeSet::new();
         walk(
@@ -210,24 +241,7 @@ impl Rule {
             .filter(|read| !read.membership)
             .map(|read| read.name.clone())
             .collect();
-        let mut seen = HashSet::new();
-        let problems: Vec<CompileProblem> = free
-            .into_iter()
-            .filter(|(ident, _)| {
-                !NAMES.contains(&ident.as_str()) && !CEL_NAMES.contains(&ident.as_str())
-            })
-            .filter(|(ident, _)| seen.insert(ident.clone()))
-            .map(|(ident, id)| CompileProblem {
-                offset: program
-                    .source_info()
-                    .offset_for(id)
-                    .map_or(0, |(start, _)| start as usize),
-                message: format!(
-                    "unknown name `{ident}`: a rule can use {}",
-                    NAMES.join(", ")
-                ),
-            })
-            .collect();
+        let problems = unknown_names(&program, free, &NAMES, "a rule");
         let mut problems = problems;
         let offset = |id: u64| {
             program

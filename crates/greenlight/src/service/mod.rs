@@ -17,6 +17,7 @@ mod create;
 mod effects;
 mod error;
 pub mod home;
+pub mod identity;
 pub mod intake;
 pub mod interactions;
 mod limiter;

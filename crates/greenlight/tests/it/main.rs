@@ -20,6 +20,7 @@ mod limits;
 mod m2m;
 mod mcp;
 mod nul;
+mod oidc;
 mod openapi;
 mod ownership;
 mod policies;
