@@ -172,6 +172,28 @@ fn env() -> Arc<Env> {
     ENV.get_or_init(|| Arc::new(Env::stdlib())).clone()
 }
 
+/// A context with greenlight's arithmetic (see `number.rs`), for an expression compiled here.
+fn context<'v>() -> Result<Context<'static, 'v>, String> {
+    let mut ctx = Context::with_env(env());
+    for (name, op) in ARITH {
+        ctx.add_function(name, move |a: Value, b: Value| arith(op, a, b))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(ctx)
+}
+
+/// What `expr` gives in `ctx`, which must be true or false.
+fn truth(expr: &IdedExpr, ctx: &Context<'_, '_>) -> Result<bool, String> {
+    match Value::resolve(expr, ctx) {
+        Ok(Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(format!(
+            "the expression gave {:?}, not true or false",
+            other.type_of()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `when` parsed, or where and why it does not parse.
 fn parse(when: &str) -> Result<cel::Program, Vec<CompileProblem>> {
     env().compile(when).map_err(|errors| {
@@ -389,11 +411,7 @@ impl Rule {
         history: &Arc<History>,
         missing: &Arc<std::sync::Mutex<Vec<HistoryCall>>>,
     ) -> Result<bool, String> {
-        let mut ctx = Context::with_env(env());
-        for (name, op) in ARITH {
-            ctx.add_function(name, move |a: Value, b: Value| arith(op, a, b))
-                .map_err(|e| e.to_string())?;
-        }
+        let mut ctx = context()?;
         add_history_functions(&mut ctx, history, missing, input.now)?;
         if self.signals_read != SignalsRead::Nothing {
             ctx.add_variable_from_value("signals", signals_value(input.signals, input.now));
@@ -413,14 +431,7 @@ impl Rule {
         let now = chrono::DateTime::from_timestamp_millis(input.now.as_millisecond())
             .ok_or("now is out of range")?;
         ctx.add_variable_from_value("now", Value::Timestamp(now.fixed_offset()));
-        match Value::resolve(&self.expr, &ctx) {
-            Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "the expression gave {:?}, not true or false",
-                other.type_of()
-            )),
-            Err(e) => Err(e.to_string()),
-        }
+        truth(&self.expr, &ctx)
     }
 
     fn summary(&self, input: &RuleInput<'_>) -> String {

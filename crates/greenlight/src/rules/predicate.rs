@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use cel::{Context, IdedExpr, Value};
+use cel::{IdedExpr, Value};
 
 use super::check::walk;
-use super::number::{ARITH, arith, from_json, route_arithmetic};
-use super::{CompileProblem, env, parse, unknown_names};
+use super::number::{from_json, route_arithmetic};
+use super::{CompileProblem, context, parse, truth, unknown_names};
 
 #[derive(Debug, Clone)]
 pub struct Predicate {
@@ -48,11 +48,7 @@ impl Predicate {
     /// Runs it with `vars` (each of its names, as JSON): `Ok(true)` when it holds; an error
     /// (a missing field, a wrong type) says why it could not be decided.
     pub fn holds(&self, vars: &[(&str, &serde_json::Value)]) -> Result<bool, String> {
-        let mut ctx = Context::with_env(env());
-        for (name, op) in ARITH {
-            ctx.add_function(name, move |a: Value, b: Value| arith(op, a, b))
-                .map_err(|e| e.to_string())?;
-        }
+        let mut ctx = context()?;
         for name in self.names {
             let value = vars
                 .iter()
@@ -60,14 +56,7 @@ impl Predicate {
                 .map_or(Value::Null, |(_, v)| from_json(v));
             ctx.add_variable_from_value(*name, value);
         }
-        match Value::resolve(&self.expr, &ctx) {
-            Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "the expression gave {:?}, not true or false",
-                other.type_of()
-            )),
-            Err(e) => Err(e.to_string()),
-        }
+        truth(&self.expr, &ctx)
     }
 }
 
