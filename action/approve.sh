@@ -4,7 +4,9 @@
 # runs the same anywhere (another CI, a terminal) given those variables.
 #
 #   INPUT_SERVER_URL       greenlight base URL (required)
-#   INPUT_TOKEN            API key with the request and read scopes (required)
+#   INPUT_TOKEN            API key with the request and read scopes (required with auth token)
+#   INPUT_AUTH             token (INPUT_TOKEN) or oidc (the job's GitHub OIDC token) [token]
+#   INPUT_AUDIENCE         with oidc: the audience asked of GitHub [greenlight]
 #   INPUT_WORKFLOW         workflow name (optional when the server has one workflow)
 #   INPUT_TITLE            what is being approved (required)
 #   INPUT_DETAILS          more text under the title
@@ -210,6 +212,10 @@ human_duration() {
 
 server_url=$(trim "${INPUT_SERVER_URL:-}")
 token=$(trim "${INPUT_TOKEN:-}")
+auth=$(trim "${INPUT_AUTH:-}")
+[[ -n "$auth" ]] || auth=token
+audience=$(trim "${INPUT_AUDIENCE:-}")
+[[ -n "$audience" ]] || audience=greenlight
 workflow=$(trim "${INPUT_WORKFLOW:-}")
 title=$(trim "${INPUT_TITLE:-}")
 details=${INPUT_DETAILS:-}
@@ -232,8 +238,18 @@ fi
 [[ -n "$server_url" ]] || fail 2 "the server-url input is required (the greenlight base URL, e.g. https://greenlight.example.com)"
 [[ "$server_url" =~ ^https?://[^[:space:]]+$ ]] || fail 2 "server-url must be an http:// or https:// URL, got \"$server_url\""
 base_url=${server_url%/}
-[[ -n "$token" ]] || fail 2 "the token input is required (a greenlight API key with the request and read scopes; pass it from a secret)"
-[[ "$token" != *[[:space:]]* ]] || fail 2 "the token input contains whitespace; is it the key alone?"
+case "$auth" in
+  token)
+    [[ -n "$token" ]] || fail 2 "the token input is required (a greenlight API key with the request and read scopes; pass it from a secret), or set auth: oidc"
+    [[ "$token" != *[[:space:]]* ]] || fail 2 "the token input contains whitespace; is it the key alone?"
+    ;;
+  oidc)
+    [[ -n "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" && -n "${ACTIONS_ID_TOKEN_REQUEST_TOKEN:-}" ]] \
+      || fail 2 "auth oidc needs the job's OIDC token: give the workflow or job \`permissions: id-token: write\`"
+    [[ "$audience" =~ ^[A-Za-z0-9._:/-]+$ ]] || fail 2 "audience may hold letters, digits and . _ : / - only, got \"$audience\""
+    ;;
+  *) fail 2 "auth must be token or oidc, got \"$auth\"" ;;
+esac
 [[ -n "$title" ]] || fail 2 "the title input is required"
 timeout_s=$(duration_seconds "$timeout_text") || fail 2 "timeout must be a duration like 90s, 30m, 1h30m, 2d or a number of seconds, got \"$timeout_text\""
 ((timeout_s > 0)) || fail 2 "timeout must be greater than zero"
@@ -439,6 +455,7 @@ run_cli() {
     i=$((i + 1))
   done
   have jq && args+=(--json)
+  [[ "$auth" == oidc ]] && args+=(--oidc github --audience "$audience")
   log "asking $base_url with the greenlight CLI; waiting up to $timeout_text"
   GREENLIGHT_URL=$base_url GREENLIGHT_TOKEN=$token greenlight "${args[@]}" >"$tmp/cli.out" 2> >(tee "$tmp/cli.err" >&2) &
   child_pid=$!
@@ -490,6 +507,21 @@ run_cli() {
 umask 077
 printf 'Authorization: Bearer %s\n' "$token" >"$tmp/auth"
 
+# With auth oidc: the job's OIDC token, asked of GitHub again before every call (it expires
+# within minutes), masked before anything can print it, and kept in the same file.
+oidc_token() {
+  local sep='?' rc=0 value
+  [[ "$ACTIONS_ID_TOKEN_REQUEST_URL" == *\?* ]] && sep='&'
+  printf 'Authorization: bearer %s\n' "$ACTIONS_ID_TOKEN_REQUEST_TOKEN" >"$tmp/oidc-auth"
+  curl -sS --connect-timeout 10 --max-time 30 -H "@$tmp/oidc-auth" \
+    "${ACTIONS_ID_TOKEN_REQUEST_URL}${sep}audience=${audience}" >"$tmp/oidc.json" 2>"$tmp/curl.err" || rc=$?
+  ((rc == 0)) || fail 5 "cannot get the job's OIDC token from GitHub: $(curl_error)"
+  value=$(jq -r '.value // empty' "$tmp/oidc.json" 2>/dev/null) || value=""
+  [[ -n "$value" ]] || fail 5 "GitHub gave no OIDC token; does the job have \`permissions: id-token: write\`?"
+  on_github && printf '::add-mask::%s\n' "$value"
+  printf 'Authorization: Bearer %s\n' "$value" >"$tmp/auth"
+}
+
 # request METHOD PATH MAX_SECONDS [BODY_FILE] [IDEMPOTENCY_KEY]: sets http_code (000 when curl
 # failed), curl_rc and the body in $tmp/body. curl runs in the background (child_pid) so that a
 # signal (a cancelled job) is handled at once, not after a long-poll.
@@ -504,6 +536,7 @@ request() {
   if [[ -n "$key" ]]; then
     args+=(-H "Idempotency-Key: $key")
   fi
+  [[ "$auth" == oidc ]] && oidc_token
   : >"$tmp/body"
   : >"$tmp/headers"
   curl_rc=0
@@ -586,7 +619,13 @@ retry_pause() {
 refused() {
   local what=$1 hint=""
   case "$http_code" in
-    401) hint=" (is the token input a valid, unrevoked greenlight API key?)" ;;
+    401)
+      if [[ "$auth" == oidc ]]; then
+        hint=" (does a [[trust]] policy on the server accept this job's token, with audience $audience?)"
+      else
+        hint=" (is the token input a valid, unrevoked greenlight API key?)"
+      fi
+      ;;
     403) hint=" (the API key needs the request and read scopes)" ;;
     404) hint=" (is server-url the greenlight server's base URL?)" ;;
   esac

@@ -27,6 +27,7 @@ from conftest import (
     greenlight_bin,
     hermetic_env,
     http,
+    start_dev,
     wait_for,
     wait_listening,
 )
@@ -186,8 +187,12 @@ class Run:
         outputs = parse_github_output(self.output_path.read_text())
         summary = self.summary_path.read_text() if self.summary_path.exists() else ""
         # The key is masked before anything else is printed, and printed nowhere else.
-        assert log.startswith(f"::add-mask::{self.token}\n"), log
-        assert log.count(self.token) == 1, log
+        if self.token:
+            assert log.startswith(f"::add-mask::{self.token}\n"), log
+            assert log.count(self.token) == 1, log
+        # So is every OIDC token the step fetched (auth: oidc).
+        for masked in re.findall(r"^::add-mask::(.+)$", log, re.M):
+            assert log.count(masked) == 1, log
         return Result(code, outputs, log, summary)
 
 
@@ -765,3 +770,45 @@ def test_cli_client_timeout(dev, step, tmp_path):
     result = run.finish()
     assert result.code == 4, result.log
     assert result.outputs["approval-status"] == "timeout" and result.outputs["request-id"].startswith("req_")
+
+
+def test_oidc_auth_asks_with_the_jobs_own_token_and_no_secret(spawn, tmp_path, step):
+    from oidc_issuer import Issuer, trust_config
+
+    issuer = Issuer()
+    try:
+        config = tmp_path / "greenlight.toml"
+        config.write_text(trust_config(issuer))
+        server = start_dev(spawn, tmp_path, GREENLIGHT_CONFIG=str(config))
+        actions = {
+            "ACTIONS_ID_TOKEN_REQUEST_URL": issuer.actions_request_url,
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": issuer.request_token,
+        }
+        run = step(
+            {"server-url": server.api, "auth": "oidc", "workflow": "deploy", "title": "Deploy with OIDC"},
+            env=actions,
+        )
+        request_id = run.request_id()
+        click(server.sandbox, message_for(server.sandbox, request_id), APPROVE, "U0BOB")
+        result = run.finish()
+        assert result.code == 0, result.log
+        assert result.outputs["approval-status"] == "approved"
+        request = stored(server, request_id)
+        assert request["identity"]["trust"] == "github-acme", request
+        assert request["requester"] == "acme/shop@refs/heads/main"
+        # A fresh token for the create and for each poll after it.
+        assert issuer.tokens_handed_out >= 2
+
+        # Without `permissions: id-token: write` the runner gives no request URL: a usage error.
+        result = step({"server-url": server.api, "auth": "oidc", "title": "No permission"}).finish()
+        assert result.code == 2, result.log
+        assert "id-token: write" in result.log
+        # A token the server's policy does not accept (another audience) is a clear 401.
+        result = step(
+            {"server-url": server.api, "auth": "oidc", "audience": "elsewhere", "title": "Wrong audience"},
+            env=actions,
+        ).finish()
+        assert result.code == 5, result.log
+        assert "invalid_token" in result.log and "audience elsewhere" in result.log
+    finally:
+        issuer.stop()

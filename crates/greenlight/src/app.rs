@@ -178,6 +178,10 @@ impl Application {
             .with_allowed_teams(config.slack.allowed_teams.clone())
             .with_issuer(config.public_url.as_deref())
             .with_permissions(&config.mcp)
+            .with_trust(
+                crate::service::identity::Verifier::new(config.trust.clone())
+                    .map_err(|e| AppError::Outbound(e.to_string()))?,
+            )
             .with_slack(slack.clone()),
         );
         // The first start makes the key decision receipts are signed with.

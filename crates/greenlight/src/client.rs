@@ -26,7 +26,23 @@ const LONG_POLL_MARGIN: Duration = Duration::from_secs(30);
 pub struct GreenlightClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    credential: Credential,
+}
+
+/// Where the bearer credential comes from. Workload tokens rotate, so all but a static one are
+/// read again on every call.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An API key (or a token) given once: GREENLIGHT_TOKEN.
+    Static(String),
+    /// GitHub Actions' OIDC token, asked of `ACTIONS_ID_TOKEN_REQUEST_URL` with
+    /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN` (the job needs `permissions: id-token: write`), for
+    /// `audience` when given.
+    GitHubActions { audience: Option<String> },
+    /// An environment variable holding a token: a GitLab CI `id_tokens` variable.
+    EnvVar(String),
+    /// A file holding a token: a Kubernetes projected service-account token.
+    File(std::path::PathBuf),
 }
 
 /// Why a call did not give an answer. Each variant's text is what a person can act on.
@@ -81,6 +97,17 @@ impl GreenlightClient {
         Self::new(&base, &token)
     }
 
+    /// The server at GREENLIGHT_URL with `credential` instead of GREENLIGHT_TOKEN.
+    pub fn from_env_with(credential: Credential) -> Result<Self, ClientError> {
+        let base = std::env::var("GREENLIGHT_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
+        let mut client = Self::new(&base, "")?;
+        client.credential = credential;
+        Ok(client)
+    }
+
     /// The server at `base_url` (`http://host:port`, a trailing slash or not) with `token`.
     pub fn new(base_url: &str, token: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
@@ -90,8 +117,64 @@ impl GreenlightClient {
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
+            credential: Credential::Static(token.to_owned()),
         })
+    }
+
+    /// The bearer credential for the next call, read again unless it is static.
+    async fn bearer(&self) -> Result<String, ClientError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        match &self.credential {
+            Credential::Static(token) => Ok(token.clone()),
+            Credential::EnvVar(name) => var(name).map(|t| t.trim().to_owned()).ok_or_else(|| {
+                ClientError::Failed(format!(
+                    "the token variable {name} is not set (GitLab CI: declare it under id_tokens: in the job)"
+                ))
+            }),
+            Credential::File(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| {
+                    ClientError::Failed(format!("cannot read the token file {}: {e}", path.display()))
+                }),
+            Credential::GitHubActions { audience } => {
+                let missing = |name: &str| {
+                    ClientError::Failed(format!(
+                        "--oidc github: {name} is not set; run in a GitHub Actions job with `permissions: id-token: write`"
+                    ))
+                };
+                let url = var("ACTIONS_ID_TOKEN_REQUEST_URL")
+                    .ok_or_else(|| missing("ACTIONS_ID_TOKEN_REQUEST_URL"))?;
+                let request_token = var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+                    .ok_or_else(|| missing("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))?;
+                let mut url = reqwest::Url::parse(&url).map_err(|e| {
+                    ClientError::Failed(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))
+                })?;
+                if let Some(audience) = audience {
+                    url.query_pairs_mut().append_pair("audience", audience);
+                }
+                let res = self
+                    .http
+                    .get(url)
+                    .header(reqwest::header::AUTHORIZATION, format!("bearer {request_token}"))
+                    .timeout(CALL_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        ClientError::Failed(format!(
+                            "cannot get the job's OIDC token from GitHub: {}",
+                            root_cause(&e)
+                        ))
+                    })?;
+                let status = res.status();
+                let body: Value = res.json().await.unwrap_or_default();
+                match body["value"].as_str() {
+                    Some(token) if status.is_success() => Ok(token.to_owned()),
+                    _ => Err(ClientError::Failed(format!(
+                        "GitHub gave no OIDC token (HTTP {status}); does the job have `permissions: id-token: write`?"
+                    ))),
+                }
+            }
+        }
     }
 
     /// The server's base URL, without a trailing slash.
@@ -195,7 +278,7 @@ impl GreenlightClient {
     ) -> Result<Value, ClientError> {
         let req = req.timeout(timeout);
         let res = req
-            .bearer_auth(&self.token)
+            .bearer_auth(self.bearer().await?)
             .send()
             .await
             .map_err(|e| ClientError::Unreachable(self.base.clone(), root_cause(&e)))?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{client_exit, exit, fail, outcome};
-use crate::client::{ClientError, GreenlightClient};
+use crate::client::{ClientError, Credential, GreenlightClient};
 use crate::domain::{DurationSpec, RequestId};
 
 pub(super) const ASK_AFTER: &str = "\
@@ -26,10 +26,14 @@ waits and for how long; piped, it prints only the id and the outcome.
 
 Environment:
   GREENLIGHT_URL    the greenlight server [default: http://127.0.0.1:8080]
-  GREENLIGHT_TOKEN  an API key with the request and read scopes (required)
+  GREENLIGHT_TOKEN  an API key with the request and read scopes (required unless --oidc or
+                    --oidc-token-file gives a workload token a [[trust]] policy accepts)
 
-Example:
-  greenlight ask --workflow deploy --title \"Deploy api v1.2\" --param version=1.2 --wait";
+Examples:
+  greenlight ask --workflow deploy --title \"Deploy api v1.2\" --param version=1.2 --wait
+  greenlight ask --oidc github --audience greenlight --title \"Deploy\" --wait   # GitHub Actions
+  greenlight ask --oidc gitlab:GREENLIGHT_ID_TOKEN --title \"Deploy\" --wait     # GitLab CI
+  greenlight ask --oidc-token-file /var/run/secrets/greenlight/token --title \"Deploy\" --wait";
 
 #[derive(Debug, Args)]
 pub(super) struct AskArgs {
@@ -68,6 +72,52 @@ pub(super) struct AskArgs {
     /// check with `greenlight receipt verify FILE`.
     #[arg(long, value_name = "FILE", requires = "wait")]
     receipt: Option<std::path::PathBuf>,
+    /// Authenticate with a workload token instead of GREENLIGHT_TOKEN: `github` (the GitHub
+    /// Actions job's OIDC token; the job needs `permissions: id-token: write`) or `gitlab:VAR`
+    /// (a GitLab CI `id_tokens` variable). Fetched or read again on every call.
+    #[arg(long, value_name = "github|gitlab:VAR", value_parser = parse_oidc, conflicts_with = "oidc_token_file")]
+    oidc: Option<Oidc>,
+    /// With --oidc github: the audience to ask GitHub for (the audience of your [[trust]]).
+    #[arg(long, requires = "oidc")]
+    audience: Option<String>,
+    /// Authenticate with the workload token in PATH (a Kubernetes projected service-account
+    /// token), read again on every call since it rotates.
+    #[arg(long, value_name = "PATH")]
+    oidc_token_file: Option<std::path::PathBuf>,
+}
+
+/// Where `--oidc` gets the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Oidc {
+    GitHub,
+    GitLab(String),
+}
+
+fn parse_oidc(s: &str) -> Result<Oidc, String> {
+    match s.split_once(':') {
+        None if s == "github" => Ok(Oidc::GitHub),
+        Some(("gitlab", var))
+            if !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(Oidc::GitLab(var.to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not github or gitlab:VAR (VAR: the id_tokens variable, e.g. gitlab:GREENLIGHT_ID_TOKEN)"
+        )),
+    }
+}
+
+/// The client for `ask`: a workload token when a flag names one, else GREENLIGHT_TOKEN.
+fn client_for(args: &AskArgs) -> Result<GreenlightClient, ClientError> {
+    let credential = match (&args.oidc, &args.oidc_token_file) {
+        (Some(Oidc::GitHub), _) => Credential::GitHubActions {
+            audience: args.audience.clone(),
+        },
+        (Some(Oidc::GitLab(var)), _) => Credential::EnvVar(var.clone()),
+        (None, Some(path)) => Credential::File(path.clone()),
+        (None, None) => return GreenlightClient::from_env(),
+    };
+    GreenlightClient::from_env_with(credential)
 }
 
 fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
@@ -94,7 +144,13 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
 const CREATE_RETRY_FOR: Duration = Duration::from_secs(10);
 
 pub(super) async fn ask(args: AskArgs) -> ExitCode {
-    let client = match GreenlightClient::from_env() {
+    if matches!(args.oidc, Some(Oidc::GitLab(_))) && args.audience.is_some() {
+        eprintln!(
+            "error: --audience goes with --oidc github; a GitLab token's audience is set by aud: under id_tokens in .gitlab-ci.yml"
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    let client = match client_for(&args) {
         Ok(c) => c,
         Err(e) => return client_exit(e),
     };

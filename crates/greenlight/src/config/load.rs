@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use super::problems::{self, KeyOffsets, Problem, Source};
 use super::schema::{
     Alert, AlertsConfig, DatabaseConfig, DeliveryConfig, FileConfig, FileSlack, LimitsConfig,
-    McpConfig, RuleSpec, SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Workflow,
+    McpConfig, RuleSpec, SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, TRUST_NAMES, TrustPolicy,
+    TrustSpec, Workflow,
 };
 use super::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DATABASE_URL, DEFAULT_LISTEN,
     DEFAULT_SLACK_API_URL, Secret,
 };
-use crate::domain::is_slack_team_id;
+use crate::domain::{DurationSpec, is_slack_team_id};
 use crate::rules::Rule;
 
 /// The environment, or what stands in for it in tests.
@@ -145,6 +146,7 @@ impl Config {
             root,
             &mut check,
         );
+        let trust = compile_trust(&file.trust, &file.workflows, root, &mut check);
         let workflows = compile_workflows(file.workflows, root, &mut check);
         if !check.problems.is_empty() {
             problems::sort(&mut check.problems);
@@ -168,6 +170,7 @@ impl Config {
             mcp: file.mcp,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             alert_rules: file.alert_rules,
+            trust,
         })
     }
 }
@@ -440,6 +443,191 @@ fn check_mcp(mcp: &McpConfig, workflows: &[Workflow], root: Root<'_, '_>, check:
             ),
         );
     }
+}
+
+/// The default of a trust policy's `max_token_lifetime`, and its bounds.
+const TRUST_LIFETIME_DEFAULT_SECS: u64 = 3600;
+const TRUST_LIFETIME_MIN_SECS: u64 = 60;
+const TRUST_LIFETIME_MAX_SECS: u64 = 24 * 3600;
+
+/// Whether an issuer (or JWKS) URL may be used: `https://`, or `http://` on a loopback address.
+fn issuer_allowed(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" => u.host().is_some(),
+        Ok(u) if u.scheme() == "http" => u.host_str().is_some_and(|h| {
+            h == "localhost"
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
+}
+
+/// The `[[trust]]` tables, checked and compiled.
+fn compile_trust(
+    specs: &[TrustSpec],
+    workflows: &[Workflow],
+    root: Root<'_, '_>,
+    check: &mut Checker<'_>,
+) -> Vec<TrustPolicy> {
+    let mut names = HashSet::new();
+    let mut pairs = HashSet::new();
+    let mut policies = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let keys = problems::key_offsets(problems::element(root, "trust", i));
+        let before = check.problems.len();
+        let name = spec.name.trim();
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            check.push(
+                Origin::File(&keys, "name"),
+                format!(
+                    "trust name {:?} must be 1 to 64 letters, digits, '-' or '_' (e.g. \"github-acme\")",
+                    spec.name
+                ),
+            );
+        } else if !names.insert(name.to_owned()) {
+            check.push(
+                Origin::File(&keys, "name"),
+                format!("trust {name:?} is defined twice"),
+            );
+        }
+        if !issuer_allowed(&spec.issuer) {
+            check.push(
+                Origin::File(&keys, "issuer"),
+                format!(
+                    "trust {name:?}: issuer {:?} must be an https:// URL (http:// only on a loopback address, for tests), e.g. \"https://token.actions.githubusercontent.com\"",
+                    spec.issuer
+                ),
+            );
+        }
+        let audience = spec.audience.as_deref().map(str::trim).unwrap_or_default();
+        if audience.is_empty() {
+            check.push(
+                Origin::File(&keys, "name"),
+                format!(
+                    "trust {name:?} needs an audience: the value the tokens' aud must contain, e.g. audience = \"greenlight\""
+                ),
+            );
+        } else if !pairs.insert((spec.issuer.clone(), audience.to_owned())) {
+            check.push(
+                Origin::File(&keys, "audience"),
+                format!(
+                    "trust {name:?}: another [[trust]] already has issuer {:?} and audience {audience:?}; a token would match both",
+                    spec.issuer
+                ),
+            );
+        }
+        if let Some(url) = &spec.jwks_url
+            && !issuer_allowed(url)
+        {
+            check.push(
+                Origin::File(&keys, "jwks_url"),
+                format!(
+                    "trust {name:?}: jwks_url {url:?} must be an https:// URL (http:// only on a loopback address)"
+                ),
+            );
+        }
+        let mut scopes = Vec::new();
+        match &spec.scopes {
+            None => scopes.extend([crate::store::Scope::Request, crate::store::Scope::Read]),
+            Some(list) if list.is_empty() => check.push(
+                Origin::File(&keys, "scopes"),
+                format!(
+                    "trust {name:?}: scopes is empty, so its tokens could do nothing; leave it out for [\"request\", \"read\"]"
+                ),
+            ),
+            Some(list) => {
+                for s in list {
+                    match crate::store::Scope::parse(s) {
+                        Some(scope) => scopes.push(scope),
+                        None => check.push(
+                            Origin::File(&keys, "scopes"),
+                            format!(
+                                "trust {name:?}: unknown scope {s:?} (one of: {})",
+                                crate::store::Scope::ALL.map(|s| s.as_str()).join(", ")
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        let mut allowed = Vec::new();
+        for w in &spec.workflows {
+            match workflows.iter().find(|wf| wf.name.as_str() == w) {
+                Some(wf) => allowed.push(wf.name.clone()),
+                None => check.push(
+                    Origin::File(&keys, "workflows"),
+                    format!("trust {name:?}: workflow {w:?} is not a configured workflow"),
+                ),
+            }
+        }
+        let when = spec.when.as_ref().and_then(|when| {
+            match crate::rules::Predicate::compile(when.get_ref(), TRUST_NAMES) {
+                Ok(p) => Some(p),
+                Err(found) => {
+                    let start = check
+                        .source
+                        .as_ref()
+                        .map(|src| expression_start(src.text, when.span()));
+                    for p in found {
+                        check.at(
+                            start.map(|s| s + p.offset),
+                            format!("trust {name:?}, when: {}", p.message),
+                        );
+                    }
+                    None
+                }
+            }
+        });
+        if let Some(template) = &spec.requester {
+            let bad = crate::domain::Identity::unknown_placeholders(template);
+            if !bad.is_empty() {
+                check.push(
+                    Origin::File(&keys, "requester"),
+                    format!(
+                        "trust {name:?}: requester may only use {{{{claims.NAME}}}} placeholders, not {}",
+                        bad.iter()
+                            .map(|b| format!("{{{{{b}}}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        let lifetime = spec.max_token_lifetime.unwrap_or_else(|| {
+            DurationSpec::from_secs(TRUST_LIFETIME_DEFAULT_SECS).unwrap_or_else(|_| unreachable!())
+        });
+        let secs = lifetime.as_duration().as_secs();
+        if !(TRUST_LIFETIME_MIN_SECS..=TRUST_LIFETIME_MAX_SECS).contains(&secs) {
+            check.push(
+                Origin::File(&keys, "max_token_lifetime"),
+                format!(
+                    "trust {name:?}: max_token_lifetime {lifetime} is out of range (1m to 24h; default 1h)"
+                ),
+            );
+        }
+        if check.problems.len() == before {
+            policies.push(TrustPolicy {
+                name: name.to_owned(),
+                issuer: spec.issuer.clone(),
+                audience: audience.to_owned(),
+                jwks_url: spec.jwks_url.clone(),
+                scopes,
+                workflows: allowed,
+                when,
+                requester: spec.requester.clone(),
+                max_token_lifetime: lifetime,
+            });
+        }
+    }
+    policies
 }
 
 /// `public_url` / `GREENLIGHT_PUBLIC_URL`.

@@ -77,6 +77,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The `[[alert]]` tables: anomalies announced in `[alerts] channel`.
     pub alert_rules: Vec<Alert>,
+    /// The `[[trust]]` policies: OIDC issuers whose workload tokens are accepted as API keys are.
+    pub trust: Vec<TrustPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -691,6 +691,24 @@ pub(super) struct FileConfig {
     pub(super) workflows: Vec<Workflow>,
     #[serde(default, rename = "alert")]
     pub(super) alert_rules: Vec<Alert>,
+    #[serde(default, rename = "trust")]
+    pub(super) trust: Vec<TrustSpec>,
+}
+
+/// A `[[trust]]` table as written; `Config::trust` holds it checked and compiled.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrustSpec {
+    pub(super) name: String,
+    pub(super) issuer: String,
+    pub(super) audience: Option<String>,
+    pub(super) jwks_url: Option<String>,
+    pub(super) scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) workflows: Vec<String>,
+    pub(super) when: Option<toml::Spanned<String>>,
+    pub(super) requester: Option<String>,
+    pub(super) max_token_lifetime: Option<DurationSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -706,8 +724,8 @@ pub(super) struct FileSlack {
 }
 
 /// A `[[trust]]` policy: an OIDC issuer whose workload tokens are accepted wherever an API key
-/// is, with what they may do (issue 26). The verifier (`service::identity`) takes these; the
-/// loader does not read `[[trust]]` from the file yet, so none is configured today.
+/// is, with what they may do. The loader checks and compiles them; the verifier
+/// (`service::identity`) takes them.
 #[derive(Debug, Clone)]
 pub struct TrustPolicy {
     pub name: String,

@@ -556,3 +556,89 @@ stages_order = "random"
     );
     assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
 }
+
+#[test]
+fn trust_policies_load_and_their_problems_are_named() {
+    let ok = load(
+        r##"
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+
+[[trust]]
+name = "github-acme"
+issuer = "https://token.actions.githubusercontent.com"
+audience = "greenlight"
+workflows = ["deploy"]
+when = 'claims.repository_owner_id == "1234" && claims.ref.startsWith("refs/tags/")'
+requester = "{{claims.repository}}@{{claims.ref}}"
+
+[[trust]]
+name = "local"
+issuer = "http://127.0.0.1:8999"
+audience = "greenlight"
+scopes = ["request"]
+max_token_lifetime = "10m"
+"##,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(ok.trust.len(), 2);
+    let gh = &ok.trust[0];
+    assert_eq!(gh.name, "github-acme");
+    assert_eq!(
+        gh.scopes,
+        [crate::store::Scope::Request, crate::store::Scope::Read]
+    );
+    assert_eq!(gh.workflows.len(), 1);
+    assert_eq!(gh.max_token_lifetime.as_millis(), 3_600_000);
+    assert!(gh.when.is_some());
+    assert_eq!(ok.trust[1].scopes, [crate::store::Scope::Request]);
+    assert_eq!(ok.trust[1].max_token_lifetime.as_millis(), 600_000);
+
+    let err = load(
+        r##"
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+
+[[trust]]
+name = "bad one"
+issuer = "http://issuer.example.com"
+scopes = ["request", "fly"]
+workflows = ["nope"]
+when = 'token.sub == "x"'
+requester = "{{params.x}}"
+max_token_lifetime = "2d"
+
+[[trust]]
+name = "dup"
+issuer = "https://a.example.com"
+audience = "g"
+scopes = []
+
+[[trust]]
+name = "dup"
+issuer = "https://a.example.com"
+audience = "g"
+"##,
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "trust name \"bad one\" must be 1 to 64 letters",
+        "issuer \"http://issuer.example.com\" must be an https:// URL",
+        "needs an audience",
+        "unknown scope \"fly\"",
+        "workflow \"nope\" is not a configured workflow",
+        "token",
+        "requester may only use {{claims.NAME}} placeholders, not {{params.x}}",
+        "max_token_lifetime 2d is out of range",
+        "scopes is empty",
+        "trust \"dup\" is defined twice",
+        "another [[trust]] already has issuer",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+}

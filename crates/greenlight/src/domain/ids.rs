@@ -93,6 +93,17 @@ impl ApiKeyId {
     pub fn generate() -> Self {
         Self(format!("key_{}", ulid::Ulid::new()))
     }
+
+    /// The key a workload acts as: the same for every token of one subject under one trust
+    /// policy (so idempotency keys, rate limits and "only the creator sees" hold per workload),
+    /// derived from both, never equal to a generated key's by chance.
+    pub fn for_workload(trust: &str, subject: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{trust}\n{subject}").as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(format!("key_{}", ulid::Ulid::from_bytes(bytes)))
+    }
 }
 
 impl FromStr for ApiKeyId {

@@ -51,7 +51,7 @@ impl ReceiptClaims {
             decided_at: decided_at.to_string(),
             params_sha256: params_sha256(&request.params),
             requester: request.requester.clone(),
-            identity_sub: None,
+            identity_sub: request.identity.as_ref().map(|i| i.subject.clone()),
         })
     }
 }

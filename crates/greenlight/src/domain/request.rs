@@ -156,6 +156,10 @@ pub struct Request {
     /// The agent's tool call this request asks about, if it is one (MCP's permission prompt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<ToolCall>,
+    /// Who asked, as proven by a workload token a `[[trust]]` policy accepted (none for an API
+    /// key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::Identity>,
     /// The API key that asked: only it (or an admin key) may cancel, and only it sees the
     /// full `callback_url`.
     #[serde(skip)]
@@ -363,6 +367,7 @@ impl Request {
             callback_url: new.callback_url,
             metadata: None,
             tool_call: None,
+            identity: None,
             created_by: None,
             digest_key: None,
             reminders: 0,

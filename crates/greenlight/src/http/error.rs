@@ -135,7 +135,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(VoteRejected::NotPending { .. })
             | ServiceError::Rejected(VoteRejected::AlreadyVoted { .. })
             | ServiceError::Rejected(VoteRejected::StageNotOpen { .. }) => StatusCode::CONFLICT,
-            ServiceError::Rejected(_) | ServiceError::NotYourRequest(_) => StatusCode::FORBIDDEN,
+            ServiceError::Rejected(_)
+            | ServiceError::NotYourRequest(_)
+            | ServiceError::WorkflowNotAllowed { .. } => StatusCode::FORBIDDEN,
             ServiceError::Lookup(e) => {
                 tracing::warn!(error = %e, "Slack lookup failed");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -145,8 +145,11 @@ async fn mcp_auth(
     use axum::extract::FromRequestParts;
     let (mut parts, body) = req.into_parts();
     match auth::Caller::from_request_parts(&mut parts, &state).await {
-        Ok(auth::Caller(key)) => {
+        Ok(auth::Caller { key, token }) => {
             parts.extensions.insert(key);
+            if let Some(token) = token {
+                parts.extensions.insert(token);
+            }
             next.run(Request::from_parts(parts, body)).await
         }
         Err(e) => e.into_response(),

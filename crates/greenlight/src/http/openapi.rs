@@ -66,7 +66,7 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "An API key from `greenlight keys create NAME --scopes ...`",
+                        "An API key from `greenlight keys create NAME --scopes ...`, or a workload token (an OIDC JWT from GitHub Actions, GitLab or Kubernetes) that a `[[trust]]` policy accepts. A refused token is answered 401 `invalid_token` naming the check that failed.",
                     ))
                     .build(),
             ),

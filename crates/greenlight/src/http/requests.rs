@@ -68,7 +68,8 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let key = caller.require(Scope::Request)?;
-    let input = parse_create(body, &headers)?;
+    let mut input = parse_create(body, &headers)?;
+    caller.stamp(&mut input);
     if let Some(url) = &input.callback_url
         && !state.service.allow_private_targets()
     {

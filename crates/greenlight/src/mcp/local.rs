@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Approvals, Backends, GreenlightMcp, PermissionSettings, ToolFailure, ToolResult};
 use crate::domain::{RequestId, Status, ToolCall};
+use crate::service::identity::Verified;
 use crate::service::intake::CreateBody;
 use crate::service::{Service, ServiceError};
 use crate::store::{ApiKey, ListFilter, Scope};
@@ -42,9 +43,15 @@ impl Backends for InServer {
             .and_then(|parts| parts.extensions.get::<ApiKey>())
             .cloned()
             .ok_or_else(|| ToolFailure::new("unauthorized", "no API key came with this call"))?;
+        let token = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Arc<Verified>>())
+            .cloned();
         Ok(Box::new(AsKey {
             service: self.service.clone(),
             key,
+            token,
         }))
     }
 
@@ -86,6 +93,8 @@ pub fn mcp_service(
 struct AsKey {
     service: Arc<Service>,
     key: ApiKey,
+    /// The workload token that authenticated the call, if one did.
+    token: Option<Arc<Verified>>,
 }
 
 fn failure(e: ServiceError) -> ToolFailure {
@@ -134,9 +143,10 @@ impl Approvals for AsKey {
             tool_call: tool_call.or(body.tool_call),
             ..body
         };
-        let input = body
+        let mut input = body
             .into_input(None)
             .map_err(|e| ToolFailure::new(e.code, e.message))?;
+        input.token = self.token.clone();
         let (request, _) = self
             .service
             .create(input, &self.key)

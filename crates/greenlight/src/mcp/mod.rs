@@ -92,7 +92,8 @@ pub struct RequestApprovalArgs {
     pub details: Option<String>,
     /// Key facts as a flat JSON object (amount, environment, version); rules may decide on them.
     pub params: Option<serde_json::Map<String, Value>>,
-    /// Who is asking (your agent's name, or the person you act for).
+    /// Who is asking (your agent's name, or the person you act for); ignored when a workload
+    /// token authenticated the call (its trust policy sets it).
     pub requester: Option<String>,
     /// When the request lapses if nobody decides: seconds, or "30m", "2h".
     pub expires_in: Option<Value>,

@@ -43,7 +43,15 @@ use number::{ARITH, arith, from_json, route_arithmetic};
 pub use predicate::Predicate;
 
 /// The names a rule's expression can use.
-pub const NAMES: [&str; 6] = ["params", "requester", "workflow", "title", "now", "signals"];
+pub const NAMES: [&str; 7] = [
+    "params",
+    "requester",
+    "workflow",
+    "title",
+    "now",
+    "signals",
+    "identity",
+];
 
 /// Identifiers CEL itself gives meaning to (type names used as values, `type(x) == int`).
 const CEL_NAMES: [&str; 11] = [
@@ -126,6 +134,9 @@ pub struct CompileProblem {
 pub struct RuleInput<'a> {
     pub params: &'a Params,
     pub requester: Option<&'a str>,
+    /// Who asked, as a verified workload token proved it (`{trust, issuer, subject, claims}`);
+    /// `null` in CEL for API-key callers.
+    pub identity: Option<&'a serde_json::Value>,
     pub workflow: &'a str,
     pub title: &'a str,
     pub now: Timestamp,
@@ -426,6 +437,7 @@ impl Rule {
             "requester",
             input.requester.map_or(Value::Null, Value::from),
         );
+        ctx.add_variable_from_value("identity", input.identity.map_or(Value::Null, from_json));
         ctx.add_variable_from_value("workflow", input.workflow);
         ctx.add_variable_from_value("title", input.title);
         let now = chrono::DateTime::from_timestamp_millis(input.now.as_millisecond())

@@ -9,6 +9,7 @@ fn input(p: &Params) -> RuleInput<'_> {
     RuleInput {
         params: p,
         requester: Some("U0FRANK"),
+        identity: None,
         workflow: "payments",
         title: "Pay invoice 7",
         now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -418,4 +419,38 @@ fn compile_errors_point_into_the_expression() {
     assert_eq!(err[0].offset, 0);
     assert!(err[0].message.contains("`param`"));
     assert_eq!(err[1].offset, 20, "{err:?}");
+}
+
+#[test]
+fn rules_see_the_verified_identity_and_null_for_api_keys() {
+    let p = Params::new();
+    let prod = rule(
+        "prod-from-ci",
+        r#"identity != null && identity.trust == "github-acme" && identity.claims.environment == "production""#,
+        Verdict::Approve,
+    );
+    let anonymous = rule("api-keys", "identity == null", Verdict::Deny);
+    assert!(
+        evaluate(std::slice::from_ref(&prod), &input(&p))
+            .decision
+            .is_none()
+    );
+    assert!(
+        evaluate(std::slice::from_ref(&anonymous), &input(&p))
+            .decision
+            .is_some()
+    );
+    let identity = json!({
+        "trust": "github-acme",
+        "issuer": "https://token.actions.githubusercontent.com",
+        "subject": "repo:acme/api:environment:production",
+        "claims": {"environment": "production", "run_id": "8812"},
+    });
+    let with = RuleInput {
+        identity: Some(&identity),
+        ..input(&p)
+    };
+    let m = evaluate(&[anonymous, prod], &with).decision.unwrap();
+    assert_eq!(m.rule, "prod-from-ci");
+    assert!(Rule::compile("x", "identity.subject == 'a'", Verdict::Approve).is_ok());
 }

@@ -32,6 +32,10 @@ pub struct CreateInput {
     pub tool_call: Option<crate::domain::ToolCall>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
+    /// The workload token that asked, as verified (set by the adapters, never from a body):
+    /// the request's requester comes from its policy, and its workflows bound where it asks.
+    #[serde(skip)]
+    pub token: Option<std::sync::Arc<super::identity::Verified>>,
 }
 
 impl Service {
@@ -53,6 +57,15 @@ impl Service {
             None
         });
         let workflow = self.workflow(named)?;
+        if let Some(token) = &input.token
+            && !token.policy.workflows.is_empty()
+            && !token.policy.workflows.contains(&workflow.name)
+        {
+            return Err(ServiceError::WorkflowNotAllowed {
+                workflow: workflow.name.to_string(),
+                trust: token.policy.name.clone(),
+            });
+        }
         if input.channel.is_some() && !workflow.allow_channel_override {
             return Err(ServiceError::ChannelOverrideNotAllowed(
                 workflow.name.to_string(),
@@ -66,7 +79,15 @@ impl Service {
         });
         // A person named as the requester is kept as their user id, however it was written, so
         // that self-approval, the rules and the Home tab all see the same person.
-        let requester = input.requester.as_deref().map(requester_as_stored);
+        // A token's requester is its policy's (the body's is ignored): proven, not claimed.
+        let requester = match &input.token {
+            Some(token) => Some(requester_as_stored(&token.requester)),
+            None => input.requester.as_deref().map(requester_as_stored),
+        };
+        let identity = input.token.as_ref().map(|t| t.identity.clone());
+        let identity_json = identity
+            .as_ref()
+            .map(|i| serde_json::to_value(i).unwrap_or_default());
         // DurationSpec is bounded to a year, so this cannot leave jiff's range.
         let after = |d: DurationSpec| {
             jiff::Timestamp::from_millisecond(now.as_millisecond() + d.as_millis()).ok()
@@ -83,6 +104,7 @@ impl Service {
                 workflow,
                 &input.params,
                 requester.as_deref(),
+                identity_json.as_ref(),
                 &input.title,
                 now,
             )
@@ -105,15 +127,21 @@ impl Service {
         request.metadata = input.metadata;
         request.tool_call = input.tool_call;
         request.created_by = Some(key.id.clone());
+        let mut created = serde_json::json!({
+            "workflow": request.workflow,
+            "title": request.title,
+            "api_key": key.id,
+        });
+        if let Some(identity) = &identity {
+            created["trust"] = identity.trust.clone().into();
+            created["subject"] = identity.subject.clone().into();
+        }
+        request.identity = identity;
         let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),
             event: Event::Created.as_str(),
             actor: key.name.clone(),
-            data: serde_json::json!({
-                "workflow": request.workflow,
-                "title": request.title,
-                "api_key": key.id,
-            }),
+            data: created,
         }];
         for failure in &evaluation.failures {
             tracing::warn!(workflow = %workflow.name, rule = %failure.rule, error = %failure.error, "rule failed; counted as no match");
@@ -232,6 +260,7 @@ impl Service {
         workflow: &Workflow,
         params: &Params,
         requester: Option<&str>,
+        identity: Option<&serde_json::Value>,
         title: &str,
         now: jiff::Timestamp,
     ) -> ServiceResult<rules::Evaluation> {
@@ -255,6 +284,7 @@ impl Service {
                 &RuleInput {
                     params,
                     requester,
+                    identity,
                     workflow: workflow.name.as_str(),
                     title,
                     now,

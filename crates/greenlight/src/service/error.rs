@@ -41,6 +41,10 @@ pub enum ServiceError {
         "{0} signals are stored already ([limits] max_signals): delete one (DELETE /v1/signals/{{name}}) or let lapsed ones be purged; setting an existing signal still works"
     )]
     TooManySignals(u32),
+    #[error(
+        "trust {trust:?} does not let its tokens ask in workflow {workflow:?} (its workflows list)"
+    )]
+    WorkflowNotAllowed { workflow: String, trust: String },
 }
 
 impl ServiceError {
@@ -65,6 +69,7 @@ impl ServiceError {
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::TooManyWaiters(_) => "too_many_waiters",
             ServiceError::TooManySignals(_) => "too_many_signals",
+            ServiceError::WorkflowNotAllowed { .. } => "forbidden",
         }
     }
 }

@@ -17,7 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::sync::Mutex;
 
 use crate::config::TrustPolicy;
-use crate::domain::Identity;
+use crate::domain::{ApiKeyId, Identity};
+use crate::store::ApiKey;
 
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 60;
@@ -79,6 +80,36 @@ pub struct Verified {
     pub requester: String,
 }
 
+impl Verified {
+    /// The API key the token acts as: an id derived from the policy and the subject, the
+    /// policy's scopes, named `oidc:{trust}/{subject}` (the audit log's actor).
+    pub fn key(&self) -> ApiKey {
+        let created_at = self
+            .identity
+            .claims
+            .get("iat")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        ApiKey {
+            id: ApiKeyId::for_workload(&self.identity.trust, &self.identity.subject),
+            name: format!("oidc:{}/{}", self.identity.trust, self.identity.subject),
+            scopes: self.policy.scopes.clone(),
+            created_at,
+            revoked_at: None,
+        }
+    }
+}
+
+/// Whether a bearer credential is a JWT (three base64url parts) rather than an API key.
+pub fn looks_like_jwt(token: &str) -> bool {
+    !token.starts_with("gl_")
+        && token.split('.').count() == 3
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+}
+
 #[derive(Default)]
 struct IssuerKeys {
     keys: Option<(JwkSet, Instant, Duration)>,
@@ -111,6 +142,16 @@ impl Verifier {
 
     /// Verifies `token` at `now` (Unix seconds).
     pub async fn verify(&self, token: &str, now: i64) -> Result<Verified, TokenError> {
+        // The algorithm first, from the raw header: `none` and HMAC are refused by name, before
+        // anything else about the token is looked at.
+        let alg = raw_header(token)?
+            .get("alg")
+            .and_then(|a| a.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| TokenError::Malformed("the header names no alg".into()))?;
+        if !ACCEPTED.iter().any(|a| format!("{a:?}") == alg) {
+            return Err(TokenError::Algorithm(alg));
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         if !ACCEPTED.contains(&header.alg) {
@@ -320,6 +361,15 @@ fn max_age(header: &str) -> Option<Duration> {
             .and_then(|n| n.trim().parse::<u64>().ok())
             .map(Duration::from_secs)
     })
+}
+
+/// The header as JSON, not yet verified: only to read its `alg`.
+fn raw_header(token: &str) -> Result<serde_json::Map<String, serde_json::Value>, TokenError> {
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|e| TokenError::Malformed(format!("header: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed(format!("header: {e}")))
 }
 
 /// The payload's claims, not yet verified: only to find the issuer's policy and keys.

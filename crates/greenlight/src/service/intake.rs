@@ -115,7 +115,9 @@ pub struct CreateBody {
     pub params: Option<Params>,
     /// Who asks: shown in the message (a person's name, a pipeline). A Slack user id or
     /// mention, in any case and with spaces around (`<@U0ALICE>`, ` u0alice `), is kept as
-    /// the id (`U0ALICE`).
+    /// the id (`U0ALICE`). Ignored when a workload token (OIDC) authenticates the call: the
+    /// requester then comes from its `[[trust]]` policy's `requester` template, proven rather
+    /// than claimed.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
     pub requester: Option<String>,
@@ -229,6 +231,7 @@ impl CreateBody {
             expires_in: self.expires_in,
             idempotency_key,
             tool_call: tool_call(self.tool_call)?,
+            token: None,
         })
     }
 }

@@ -81,6 +81,8 @@ pub struct Service {
     receipts: receipts::Receipts,
     /// `[mcp]`: where a permission prompt lands and when it expires.
     permissions: PermissionDefaults,
+    /// Workload tokens, verified against `[[trust]]` (none: bearer credentials are API keys).
+    verifier: Option<Arc<identity::Verifier>>,
 }
 
 /// `[mcp] permission_workflow` and `permission_timeout`, applied to every request that carries
@@ -123,6 +125,7 @@ impl Service {
         Self {
             receipts,
             permissions: PermissionDefaults::default(),
+            verifier: None,
             store,
             clock,
             workflows,
@@ -147,6 +150,22 @@ impl Service {
             timeout: mcp.permission_timeout,
         };
         self
+    }
+
+    /// The `[[trust]]` policies whose workload tokens are accepted where an API key is.
+    pub fn with_trust(mut self, verifier: identity::Verifier) -> Self {
+        self.verifier = (!verifier.is_empty()).then(|| Arc::new(verifier));
+        self
+    }
+
+    /// Verifies a workload token against `[[trust]]`; `None` when no policy is configured
+    /// (bearer credentials are then API keys only).
+    pub async fn verify_token(
+        &self,
+        token: &str,
+    ) -> Option<Result<identity::Verified, identity::TokenError>> {
+        let verifier = self.verifier.as_ref()?;
+        Some(verifier.verify(token, self.now().as_second()).await)
     }
 
     /// Who signs receipts (`iss`): the server's `public_url`.

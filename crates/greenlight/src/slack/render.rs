@@ -331,6 +331,14 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
             )
             .into(),
         ];
+    if let Some(line) = verified_line(r) {
+        blocks.push(
+            SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+                SlackBlockMarkDownText::new(line),
+            )])
+            .into(),
+        );
+    }
     if let Some(details) = r.details.as_deref().filter(|d| !d.trim().is_empty()) {
         blocks.push(
             SlackSectionBlock::new()
@@ -380,6 +388,36 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
         );
     }
     blocks
+}
+
+/// The claims a verified line names after the requester, as `label value`: GitHub Actions'
+/// workflow and run, GitLab's pipeline and job.
+const VERIFIED_CLAIMS: [(&str, &str); 4] = [
+    ("workflow", "workflow"),
+    ("run_id", "run"),
+    ("pipeline_id", "pipeline"),
+    ("job_id", "job"),
+];
+
+/// For a request a workload token made: "🔐 acme/api@refs/tags/v1.2 · workflow deploy.yml ·
+/// run 8812 (verified by github-acme)", every part escaped as requester text is.
+pub fn verified_line(r: &Request) -> Option<String> {
+    let identity = r.identity.as_ref()?;
+    let first = r.requester.as_deref().unwrap_or(&identity.subject);
+    let mut parts = vec![escape_within(first, 200)];
+    for (claim, label) in VERIFIED_CLAIMS {
+        let value = match identity.claims.get(claim) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        parts.push(format!("{label} {}", escape_within(&value, 100)));
+    }
+    Some(format!(
+        "\u{1f510} {} (verified by {})",
+        parts.join(" · "),
+        escape_within(&identity.trust, 64)
+    ))
 }
 
 /// Who asked, in which workflow, until when, and the id: `requested by @frank · workflow
@@ -679,6 +717,30 @@ mod tests {
 
     fn json(r: &Request) -> String {
         serde_json::to_string(&blocks(r)).unwrap()
+    }
+
+    #[test]
+    fn a_token_request_shows_a_verified_line_escaped_like_requester_text() {
+        let mut r = request("Deploy", "");
+        assert!(verified_line(&r).is_none());
+        r.requester = Some("acme/api@refs/tags/v1.2 <!channel>".into());
+        r.identity = Some(crate::domain::Identity {
+            trust: "github-acme".into(),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            subject: "repo:acme/api:ref:refs/tags/v1.2".into(),
+            claims: serde_json::json!({"workflow": "deploy.yml", "run_id": "8812", "repository": "acme/api"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        });
+        let line = verified_line(&r).unwrap();
+        assert_eq!(
+            line,
+            "\u{1f510} acme/api@refs/tags/v1.2 &lt;!channel&gt; · workflow deploy.yml · run 8812 (verified by github-acme)"
+        );
+        let out = json(&r);
+        assert!(out.contains("verified by github-acme"), "{out}");
+        assert!(!out.contains("<!channel>"), "{out}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const RECENT_ATTEMPTS: usize = 5;
 pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
      decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
      slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata, tool_call, \
-     digest_key, slack_copies";
+     digest_key, slack_copies, identity";
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -58,6 +58,7 @@ pub struct RequestRow {
     pub tool_call: Option<String>,
     pub digest_key: Option<String>,
     pub slack_copies: Option<String>,
+    pub identity: Option<String>,
 }
 
 impl TryFrom<RequestRow> for Request {
@@ -93,6 +94,10 @@ impl TryFrom<RequestRow> for Request {
             tool_call: row
                 .tool_call
                 .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("tool call", &e)))
+                .transpose()?,
+            identity: row
+                .identity
+                .map(|i| serde_json::from_str(&i).map_err(|e| corrupt("identity", &e)))
                 .transpose()?,
             digest_key: row.digest_key,
             slack_copies: row

@@ -37,3 +37,4 @@ mod spoofing;
 mod stages;
 mod storage_full;
 mod store;
+mod workload_identity;

@@ -4,44 +4,16 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use greenlight::config::TrustPolicy;
 use greenlight::service::identity::{REFETCHES_PER_MINUTE, TokenError, Verifier};
 use serde_json::json;
 
-use crate::helpers::oidc::{Issuer, TestKey};
-
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
-fn policy(issuer: &Issuer) -> TrustPolicy {
-    TrustPolicy {
-        name: "github-acme".into(),
-        issuer: issuer.url.clone(),
-        audience: "greenlight".into(),
-        jwks_url: None,
-        scopes: vec![
-            greenlight::store::Scope::Request,
-            greenlight::store::Scope::Read,
-        ],
-        workflows: Vec::new(),
-        when: Some(
-            greenlight::rules::Predicate::compile(
-                r#"claims.repository_owner_id == "1234" && claims.ref.startsWith("refs/tags/")"#,
-                greenlight::config::TRUST_NAMES,
-            )
-            .unwrap(),
-        ),
-        requester: Some("{{claims.repository}}@{{claims.ref}}".into()),
-        max_token_lifetime: "1h".parse().unwrap(),
-    }
-}
+use crate::helpers::oidc::{Issuer, TestKey, now};
 
 async fn setup() -> (Issuer, Verifier, TestKey) {
     crate::helpers::init();
     let key = TestKey::ec();
     let issuer = Issuer::start(vec![key.clone(), TestKey::rsa()]).await;
-    let verifier = Verifier::new(vec![policy(&issuer)]).unwrap();
+    let verifier = Verifier::new(vec![issuer.policy()]).unwrap();
     (issuer, verifier, key)
 }
 
@@ -71,7 +43,7 @@ async fn a_kubernetes_token_with_an_audience_list_is_accepted() {
     crate::helpers::init();
     let key = TestKey::ec();
     let issuer = Issuer::start(vec![key.clone()]).await;
-    let mut p = policy(&issuer);
+    let mut p = issuer.policy();
     p.when = None;
     p.requester = None;
     let verifier = Verifier::new(vec![p]).unwrap();

@@ -158,6 +158,54 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
     );
 }
 
+/// Who a workload token proved the requester to be is kept with the request as written,
+/// through a transition.
+async fn a_verified_identity_is_kept_with_its_request(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut r = request(3);
+    let identity = greenlight::domain::Identity {
+        trust: "github-acme".into(),
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        subject: "repo:acme/api:ref:refs/tags/v1.2".into(),
+        claims: serde_json::json!({"run_id": "8812", "nested": {"a": [1, 2.5, true]}})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    r.identity = Some(identity.clone());
+    store
+        .create_request(&r, None, &audit(&r), &[], now)
+        .await
+        .unwrap();
+    let mut stored = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(stored.identity.as_ref(), Some(&identity));
+    let expected = stored.version;
+    stored.cancel("ci", None, jiff::Timestamp::now()).unwrap();
+    assert!(
+        store
+            .save_transition(&stored, expected, &audit(&stored), &[], now)
+            .await
+            .unwrap()
+    );
+    let after = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(after.identity, Some(identity));
+    let plain = request(4);
+    store
+        .create_request(&plain, None, &audit(&plain), &[], now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_request(&plain.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .identity,
+        None
+    );
+}
+
 /// 20 concurrent transitions of one request, each with its audit entry and outbox job: one
 /// wins, and only the winner's entry and job are written.
 /// Copies of a message in direct messages are kept on the request, in order, and a state change
@@ -1883,6 +1931,7 @@ store_tests!(
     idempotent_retries_under_concurrency_make_one_request,
     outbox_claims_leases_and_attempts,
     direct_message_copies_are_kept_through_transitions,
+    a_verified_identity_is_kept_with_its_request,
     message_updates_collapse,
     due_requests_are_found,
     the_first_secret_stored_wins,

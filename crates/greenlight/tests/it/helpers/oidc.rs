@@ -18,6 +18,11 @@ const RSA_1: &str = include_str!("../fixtures/oidc/rsa-1.pem");
 const EC_1: &str = include_str!("../fixtures/oidc/ec-1.pem");
 const EC_2: &str = include_str!("../fixtures/oidc/ec-2.pem");
 
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
 /// A test key: its `kid`, algorithm and signing key.
 #[derive(Clone)]
 pub struct TestKey {
@@ -80,6 +85,8 @@ pub struct Issuer {
     inner: Arc<Mutex<Inner>>,
     /// JWKS fetches so far.
     pub jwks_fetches: Arc<AtomicUsize>,
+    /// Tokens handed out by the GitHub Actions token endpoint so far.
+    pub actions_tokens: Arc<AtomicUsize>,
     pub url: String,
 }
 
@@ -94,11 +101,13 @@ impl Issuer {
                 published,
             })),
             jwks_fetches: Arc::new(AtomicUsize::new(0)),
+            actions_tokens: Arc::new(AtomicUsize::new(0)),
             url,
         };
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/keys", get(jwks))
+            .route("/_apis/token", get(actions_token))
             .with_state(issuer.clone());
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -111,8 +120,39 @@ impl Issuer {
         self.inner.lock().unwrap().published = keys;
     }
 
+    /// What a GitHub Actions job sees as `ACTIONS_ID_TOKEN_REQUEST_URL` (the runner's URL
+    /// already carries `?api-version=`; clients append `&audience=`).
+    pub fn actions_request_url(&self) -> String {
+        format!("{}/_apis/token?api-version=2.0", self.url)
+    }
+
     pub fn fetches(&self) -> usize {
         self.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// The tests' policy for this issuer: GitHub's shape, tags of owner 1234 only, requester
+    /// `{{claims.repository}}@{{claims.ref}}`.
+    pub fn policy(&self) -> greenlight::config::TrustPolicy {
+        greenlight::config::TrustPolicy {
+            name: "github-acme".into(),
+            issuer: self.url.clone(),
+            audience: "greenlight".into(),
+            jwks_url: None,
+            scopes: vec![
+                greenlight::store::Scope::Request,
+                greenlight::store::Scope::Read,
+            ],
+            workflows: Vec::new(),
+            when: Some(
+                greenlight::rules::Predicate::compile(
+                    r#"claims.repository_owner_id == "1234" && claims.ref.startsWith("refs/tags/")"#,
+                    greenlight::config::TRUST_NAMES,
+                )
+                .unwrap(),
+            ),
+            requester: Some("{{claims.repository}}@{{claims.ref}}".into()),
+            max_token_lifetime: "1h".parse().unwrap(),
+        }
     }
 
     /// GitHub Actions' claims for a tag push of acme/api, valid from `now` for `lifetime` s.
@@ -167,4 +207,35 @@ async fn jwks(State(issuer): State<Issuer>) -> axum::Json<JwkSet> {
         .map(TestKey::jwk)
         .collect();
     axum::Json(JwkSet { keys })
+}
+
+/// The job's `ACTIONS_ID_TOKEN_REQUEST_TOKEN` in the tests.
+pub const ACTIONS_REQUEST_TOKEN: &str = "runner-request-token";
+
+/// GitHub Actions' OIDC token endpoint, as actions/toolkit's `getIDToken` calls it: a GET of
+/// `ACTIONS_ID_TOKEN_REQUEST_URL` plus `&audience=`, with `Authorization: bearer
+/// ACTIONS_ID_TOKEN_REQUEST_TOKEN`, answered `{"value": "<jwt>"}`; signed with the EC key.
+async fn actions_token(
+    State(issuer): State<Issuer>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<Value>, axum::http::StatusCode> {
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !auth.eq_ignore_ascii_case(&format!("bearer {ACTIONS_REQUEST_TOKEN}")) {
+        return Err(axum::http::StatusCode::UNAUTHORIZED);
+    }
+    if query.get("api-version").map(String::as_str) != Some("2.0") {
+        return Err(axum::http::StatusCode::BAD_REQUEST);
+    }
+    let audience = query
+        .get("audience")
+        .cloned()
+        .unwrap_or_else(|| "https://github.com/acme".to_owned());
+    issuer.actions_tokens.fetch_add(1, Ordering::SeqCst);
+    let now = jiff::Timestamp::now().as_second();
+    let token = TestKey::ec().sign(&issuer.github_claims(&audience, now, 300));
+    Ok(axum::Json(json!({ "value": token })))
 }
