@@ -233,6 +233,21 @@ impl GreenlightClient {
         self.send(self.http.post(url).json(&body)).await
     }
 
+    /// `GET /v1/standing`: `{"standing": [...]}`, the live standing approvals.
+    pub async fn standing(&self) -> Result<Value, ClientError> {
+        self.send(self.http.get(self.url("/v1/standing"))).await
+    }
+
+    /// `POST /v1/standing/{id}/revoke` (admin scope): the standing approval, revoked.
+    pub async fn revoke_standing(&self, id: &str) -> Result<Value, ClientError> {
+        let id = urlencoding::encode(id);
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/standing/{id}/revoke"))),
+        )
+        .await
+    }
+
     /// `POST /v1/requests/{id}/decisions`: a machine's vote (the key needs the decide scope);
     /// the request after it, decided or still pending.
     pub async fn decide(

@@ -13,6 +13,7 @@ mod receipt;
 mod requests;
 mod serve;
 mod slack;
+mod standing;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -101,6 +102,9 @@ enum Command {
     /// List, show, approve, deny or cancel requests over the API, as tables or JSON.
     #[command(subcommand, after_help = requests::REQUESTS_AFTER)]
     Requests(requests::RequestsCommand),
+    /// List or revoke standing approvals ("Approve for…") over the API.
+    #[command(subcommand, after_help = standing::STANDING_AFTER)]
+    Standing(standing::StandingCommand),
     /// Print the Slack app manifest greenlight needs (YAML, or JSON) and the link that creates
     /// the app from it.
     #[command(after_help = slack::MANIFEST_AFTER)]
@@ -169,6 +173,7 @@ async fn run(command: Command) -> ExitCode {
         }
         Command::CopyDb(args) => db::copy_db(args).await,
         Command::Requests(cmd) => requests::requests(cmd).await,
+        Command::Standing(cmd) => standing::standing(cmd).await,
         Command::SlackManifest(args) => slack::slack_manifest(args),
         Command::Completions { shell } => completions(shell),
         Command::Mcp(args) => mcp::mcp(args).await,

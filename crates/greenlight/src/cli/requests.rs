@@ -266,7 +266,7 @@ fn text(v: &Value) -> String {
 
 /// Requesters write titles and details: nothing they send may move the cursor, recolour the
 /// terminal or reorder what an operator reads (controls and bidirectional overrides go).
-fn clean(s: &str) -> String {
+pub(super) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '\n' | '\t' => c,

@@ -352,6 +352,12 @@ pub struct Workflow {
     /// How long an executor should act on a decision's signed receipt (its `exp`).
     #[serde(default = "default_receipt_ttl")]
     pub receipt_ttl: DurationSpec,
+    /// The longest a person may grant a standing approval for ("Approve for…"); unset: no
+    /// standing approvals in this workflow.
+    pub allow_standing: Option<DurationSpec>,
+    /// The params a later request must repeat to be approved by a standing approval; unset:
+    /// every param, none added.
+    pub standing_match: Option<Vec<String>>,
 }
 
 fn one() -> u32 {
@@ -489,6 +495,8 @@ impl Workflow {
             notify: Notify::default(),
             digest_interval: default_digest_interval(),
             receipt_ttl: default_receipt_ttl(),
+            allow_standing: None,
+            standing_match: None,
         }
     }
 
@@ -593,6 +601,45 @@ impl Workflow {
                 "receipt_ttl",
                 format!(
                     "workflow {name:?}: receipt_ttl must be at least 1s (how long an executor may act on a decision's receipt)"
+                ),
+            ));
+        }
+        if let Some(bound) = self.allow_standing {
+            if !(60_000..=7 * 86_400_000).contains(&bound.as_millis()) {
+                out.push((
+                    "allow_standing",
+                    format!(
+                        "workflow {name:?}: allow_standing must be between 1m and 7d (the longest a person may approve for)"
+                    ),
+                ));
+            }
+            let single = if self.stages.is_empty() {
+                self.approvals_required == 1
+            } else {
+                self.stages.iter().all(|s| s.approvals_required == 1)
+            };
+            if !single {
+                out.push((
+                    "allow_standing",
+                    format!(
+                        "workflow {name:?}: allow_standing needs approvals_required = 1 (in every stage): a standing approval is one person's, and must not stand in for a quorum"
+                    ),
+                ));
+            }
+        }
+        if self.standing_match.is_some() && self.allow_standing.is_none() {
+            out.push((
+                "standing_match",
+                format!("workflow {name:?}: standing_match needs allow_standing"),
+            ));
+        }
+        if let Some(keys) = &self.standing_match
+            && (keys.is_empty() || keys.iter().any(|k| k.trim().is_empty()))
+        {
+            out.push((
+                "standing_match",
+                format!(
+                    "workflow {name:?}: standing_match lists the params a later request must repeat, e.g. [\"tool_name\"]; leave it out for every param"
                 ),
             ));
         }

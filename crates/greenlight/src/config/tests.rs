@@ -642,3 +642,32 @@ audience = "g"
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }
 }
+
+#[test]
+fn allow_standing_is_bounded_and_needs_a_single_approval() {
+    let ok = load(
+        "[[workflow]]\nname = \"agents\"\nchannel = \"#agents\"\nallow_standing = \"8h\"\nstanding_match = [\"tool_name\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        ok.workflows[0].allow_standing.map(|d| d.as_millis()),
+        Some(8 * 3_600_000)
+    );
+    let err = load(
+        "[[workflow]]\nname = \"agents\"\nchannel = \"#agents\"\nallow_standing = \"8d\"\n\n\
+         [[workflow]]\nname = \"pay\"\nchannel = \"#pay\"\napprovals_required = 2\nallow_standing = \"1h\"\n\n\
+         [[workflow]]\nname = \"ops\"\nchannel = \"#ops\"\nstanding_match = []\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "allow_standing must be between 1m and 7d",
+        "allow_standing needs approvals_required = 1",
+        "standing_match needs allow_standing",
+        "standing_match lists the params",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+}

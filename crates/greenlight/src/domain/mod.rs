@@ -12,6 +12,7 @@ mod receipt;
 mod request;
 mod signal;
 mod stages;
+mod standing;
 
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
@@ -30,6 +31,7 @@ pub use request::{
 };
 pub use signal::{Signal, SignalName};
 pub use stages::{DEFAULT_STAGE, Policy, StageRule, StageStatus, StagesOrder};
+pub use standing::{StandingApproval, StandingId};
 
 /// Unix time in milliseconds; the one time type the domain stores.
 pub type Millis = i64;

@@ -79,6 +79,8 @@ pub enum DecisionKind {
     Machine,
     Policy,
     Timeout,
+    /// A standing approval a person granted earlier decided it in their name.
+    Standing,
 }
 
 impl DecisionKind {
@@ -88,6 +90,7 @@ impl DecisionKind {
             DecisionKind::Machine => "machine",
             DecisionKind::Policy => "policy",
             DecisionKind::Timeout => "timeout",
+            DecisionKind::Standing => "standing",
         }
     }
 
@@ -97,6 +100,7 @@ impl DecisionKind {
             "machine" => Some(DecisionKind::Machine),
             "policy" => Some(DecisionKind::Policy),
             "timeout" => Some(DecisionKind::Timeout),
+            "standing" => Some(DecisionKind::Standing),
             _ => None,
         }
     }
@@ -711,7 +715,11 @@ impl Request {
 /// Whether `decision` counts for the policy's stage at `index`: only votes do (a rule's or the
 /// clock's decision is no approval of a stage).
 fn counts_for(decision: &Decision, policy: &Policy, index: usize) -> bool {
-    if !matches!(decision.kind, DecisionKind::User | DecisionKind::Machine) {
+    // A standing approval is its granter's approval given in advance.
+    if !matches!(
+        decision.kind,
+        DecisionKind::User | DecisionKind::Machine | DecisionKind::Standing
+    ) {
         return false;
     }
     match &decision.stage {

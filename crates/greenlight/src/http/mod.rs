@@ -9,6 +9,7 @@ mod requests;
 pub mod serve;
 mod signals;
 mod slack;
+mod standing;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -109,6 +110,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         // OpenAPI has a plain parameter, so these handlers are documented through `ApiDoc`'s
         // `paths` and routed here; `openapi::tests` checks that the two agree.
         .route(SIGNAL_ROUTE, get(signals::get).delete(signals::delete))
+        .routes(routes!(standing::list))
+        .routes(routes!(standing::revoke))
         .routes(routes!(ops::audit))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

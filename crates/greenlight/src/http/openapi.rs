@@ -26,6 +26,7 @@ use super::error::ErrorBody;
     tags(
         (name = "requests", description = "Approval requests: create, wait for, list, decide, cancel"),
         (name = "signals", description = "Facts machines report for rules to read"),
+        (name = "standing", description = "Standing approvals: \"Approve for…\" in Slack approves later matching requests for a while"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     ),

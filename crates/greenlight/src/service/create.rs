@@ -7,7 +7,7 @@ use super::{Event, Service, ServiceError, ServiceResult};
 use crate::config::Workflow;
 use crate::domain::{
     ChannelRef, DecisionKind, DurationSpec, NewRequest, Notify, Params, Request, RequestId,
-    WorkflowName, requester_as_stored,
+    Verdict, WorkflowName, requester_as_stored,
 };
 use crate::rules::{self, RuleInput};
 use crate::store::{ApiKey, CreateOutcome, Delivery, DigestWindow, Effect, Idempotency, NewAudit};
@@ -154,6 +154,7 @@ impl Service {
         }
         let mut decided = None;
         let mut notify = Notify::Message;
+        let mut kind = DecisionKind::Policy;
         if let Some(m) = &evaluation.decision {
             notify = workflow.notify_for(&m.rule);
             let status = request.decide_by_rule(&m.rule, m.verdict, m.summary.clone(), now)?;
@@ -169,6 +170,38 @@ impl Service {
                     "notify": notify,
                 }),
             });
+            decided = Some(status);
+        } else if let Some((standing, approved)) =
+            self.approved_by_standing(workflow, key, &request).await?
+        {
+            // Like a rule's decision: posted or digested per the workflow's `notify`.
+            notify = workflow.notify;
+            kind = DecisionKind::Standing;
+            request = approved;
+            let status = request.status;
+            audit.push(NewAudit {
+                request_id: Some(request.id.clone()),
+                event: "standing.used",
+                actor: standing.granted_by.clone(),
+                data: serde_json::json!({
+                    "standing": standing.id,
+                    "granted_on": standing.request_id,
+                    "expires_at": standing.expires_at,
+                }),
+            });
+            audit.push(NewAudit {
+                request_id: Some(request.id.clone()),
+                event: Event::Decided(status).as_str(),
+                actor: standing.granted_by.clone(),
+                data: serde_json::json!({
+                    "kind": DecisionKind::Standing,
+                    "verdict": Verdict::Approve,
+                    "standing": standing.id,
+                    "reason": request.reason,
+                    "notify": notify,
+                }),
+            });
+            metrics::counter!("greenlight_standing_total", "event" => "used").increment(1);
             decided = Some(status);
         }
         let mut effects = self.effects_for(&request, Event::Created).await;
@@ -224,7 +257,7 @@ impl Service {
                     }
                 }
                 if let Some(status) = decided {
-                    metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => DecisionKind::Policy.as_str()).increment(1);
+                    metrics::counter!("greenlight_decisions_total", "status" => status.as_str(), "kind" => kind.as_str()).increment(1);
                 }
                 self.outbox.notify_one();
                 Ok((request, Some(deliveries)))

@@ -45,6 +45,9 @@ pub enum ServiceError {
         "trust {trust:?} does not let its tokens ask in workflow {workflow:?} (its workflows list)"
     )]
     WorkflowNotAllowed { workflow: String, trust: String },
+    /// A standing approval cannot be granted as asked (the text says why, for the modal).
+    #[error("{0}")]
+    StandingNotAllowed(String),
 }
 
 impl ServiceError {
@@ -70,6 +73,7 @@ impl ServiceError {
             ServiceError::TooManyWaiters(_) => "too_many_waiters",
             ServiceError::TooManySignals(_) => "too_many_signals",
             ServiceError::WorkflowNotAllowed { .. } => "forbidden",
+            ServiceError::StandingNotAllowed(_) => "standing_not_allowed",
         }
     }
 }

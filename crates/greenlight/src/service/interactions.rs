@@ -4,8 +4,10 @@
 use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
 use crate::service::workspaces::Origin;
 use crate::service::{Service, ServiceError, VoteResult};
-use crate::slack::interaction::{Click, DenyReason, Gesture, GestureError, IdentityError, Place};
-use crate::slack::render::{self, REASON_BLOCK};
+use crate::slack::interaction::{
+    Click, DenyReason, Gesture, GestureError, IdentityError, Place, StandingGrant,
+};
+use crate::slack::render::{self, REASON_BLOCK, STANDING_BLOCK};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Handled {
@@ -67,14 +69,7 @@ pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, Inte
     match gesture {
         Gesture::Click(c) => match service.origin(&c.actor.team).await {
             Origin::Allowed => click(service, c).await,
-            refused => {
-                let (user, team) = (&c.actor.user, &c.actor.team);
-                service
-                    .audit_refused_vote(user, team, c.request.as_ref(), c.verdict, refused)
-                    .await?;
-                tell(service, &c.place, user, elsewhere_text(refused).into()).await?;
-                Ok(Handled::Refused(refused.code()))
-            }
+            refused => refuse_elsewhere(service, &c, refused).await,
         },
         Gesture::DenyReason(d) => match service.origin(&d.actor.team).await {
             Origin::Allowed => submission(service, d).await,
@@ -86,8 +81,114 @@ pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, Inte
                 Ok(modal_error(elsewhere_text(refused)))
             }
         },
+        Gesture::ApproveFor(c) => match service.origin(&c.actor.team).await {
+            Origin::Allowed => approve_for(service, c).await,
+            refused => refuse_elsewhere(service, &c, refused).await,
+        },
+        Gesture::StandingGrant(g) => match service.origin(&g.actor.team).await {
+            Origin::Allowed => standing_submission(service, g).await,
+            refused => {
+                let (user, team) = (&g.actor.user, &g.actor.team);
+                service
+                    .audit_refused_vote(user, team, Some(&g.request), Verdict::Approve, refused)
+                    .await?;
+                Ok(modal_error_at(STANDING_BLOCK, elsewhere_text(refused)))
+            }
+        },
         Gesture::Other => Ok(Handled::Ignored),
     }
+}
+
+/// "Approve for…": if this person's approval would count, opens the modal asking how long
+/// (the vote comes with its submission).
+async fn approve_for(service: &Service, c: Click) -> Result<Handled, InteractionError> {
+    let user = c.actor.user.clone();
+    let Some(id) = c.request else {
+        tell(service, &c.place, &user, UNKNOWN.into()).await?;
+        return Ok(Handled::Refused("unknown_request"));
+    };
+    let vote = Vote {
+        by: user.clone(),
+        name: c.actor.handle.clone(),
+        kind: DecisionKind::User,
+        verdict: Verdict::Approve,
+        reason: None,
+        stage: None,
+    };
+    let request = match service.check_vote(&id, &vote).await {
+        Ok(r) => r,
+        Err(e) => return refuse(service, &c.place, &user, &id, e).await,
+    };
+    let Some(bound) = service.workflow_of(&request).and_then(|w| w.allow_standing) else {
+        tell(
+            service,
+            &c.place,
+            &user,
+            "This workflow does not allow standing approvals any more; use Approve.".into(),
+        )
+        .await?;
+        return Ok(Handled::Refused("standing_not_allowed"));
+    };
+    let trigger = c
+        .trigger_id
+        .ok_or(InteractionError::Malformed("trigger_id"))?;
+    let Some(slack) = service.slack().cloned() else {
+        tracing::warn!("no Slack client to open the standing-approval modal with");
+        return Ok(Handled::Ignored);
+    };
+    let view = render::standing_modal(&request, bound);
+    tokio::spawn(async move {
+        if let Err(e) = slack.open_view(&trigger, view).await {
+            tracing::warn!(error = %e, "cannot open the standing-approval modal");
+        }
+    });
+    Ok(Handled::ModalOpened)
+}
+
+/// The "Approve for…" modal was submitted: a duration that is not one, or over the
+/// workflow's `allow_standing`, keeps it open; otherwise the approval is cast and, when it
+/// decides the request, the standing approval is granted.
+async fn standing_submission(
+    service: &Service,
+    g: StandingGrant,
+) -> Result<Handled, InteractionError> {
+    let error = |text: &str| Ok(modal_error_at(STANDING_BLOCK, text));
+    let Ok(duration) = g.duration.parse::<crate::domain::DurationSpec>() else {
+        return error("Give a duration such as 30m, 2h or 1d.");
+    };
+    let vote = Vote {
+        by: g.actor.user,
+        name: g.actor.handle,
+        kind: DecisionKind::User,
+        verdict: Verdict::Approve,
+        reason: None,
+        stage: None,
+    };
+    match service.approve_for(&g.request, vote, duration).await {
+        Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
+        Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
+        Err(ServiceError::NotFound(_)) => error(UNKNOWN),
+        Err(ServiceError::StandingNotAllowed(why)) => error(&why),
+        Err(ServiceError::Rejected(r)) => {
+            let waiting = waiting(service, &g.request, &r, false).await;
+            error(&refusal_text(&r, waiting, false))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A click from a workspace that may not vote: audited, and the person told.
+async fn refuse_elsewhere(
+    service: &Service,
+    c: &Click,
+    refused: Origin,
+) -> Result<Handled, InteractionError> {
+    let (user, team) = (&c.actor.user, &c.actor.team);
+    service
+        .audit_refused_vote(user, team, c.request.as_ref(), c.verdict, refused)
+        .await?;
+    tell(service, &c.place, user, elsewhere_text(refused).into()).await?;
+    Ok(Handled::Refused(refused.code()))
 }
 
 /// Why a click from a workspace that may not vote did not count.
@@ -205,9 +306,14 @@ async fn submission(service: &Service, d: DenyReason) -> Result<Handled, Interac
 }
 
 fn modal_error(text: &str) -> Handled {
+    modal_error_at(REASON_BLOCK, text)
+}
+
+/// The modal stays open with `text` under its input block `block`.
+fn modal_error_at(block: &str, text: &str) -> Handled {
     Handled::InvalidSubmission(serde_json::json!({
         "response_action": "errors",
-        "errors": { REASON_BLOCK: text },
+        "errors": { block: text },
     }))
 }
 

@@ -25,6 +25,7 @@ pub mod receipts;
 pub mod scheduler;
 pub mod signals;
 pub mod stages;
+mod standing_approvals;
 pub mod waiters;
 pub mod workspaces;
 

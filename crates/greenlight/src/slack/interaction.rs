@@ -5,7 +5,8 @@
 use serde::Deserialize;
 
 use super::render::{
-    APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION, REASON_BLOCK,
+    APPROVE_ACTION, APPROVE_FOR_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION,
+    REASON_BLOCK, STANDING_ACTION, STANDING_BLOCK, STANDING_CALLBACK,
 };
 use crate::domain::{RequestId, Verdict};
 
@@ -174,6 +175,10 @@ pub enum Gesture {
     Click(Click),
     /// The deny-reason modal was submitted.
     DenyReason(DenyReason),
+    /// A click on "Approve for…": opens the modal asking how long.
+    ApproveFor(Click),
+    /// The "Approve for…" modal was submitted.
+    StandingGrant(StandingGrant),
     /// Anything else (another button, another modal, another kind): nothing to do.
     Other,
 }
@@ -218,6 +223,14 @@ pub struct DenyReason {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandingGrant {
+    pub actor: Actor,
+    pub request: RequestId,
+    /// As typed, trimmed (`2h`, `30m`).
+    pub duration: String,
+}
+
 /// Why an interaction cannot be read as a gesture.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GestureError {
@@ -239,7 +252,10 @@ impl Interaction {
         };
         match self.kind.as_str() {
             "block_actions" => self.click(actor),
-            "view_submission" => self.deny_reason(actor),
+            "view_submission" => match self.view.as_ref().and_then(|v| v.callback_id.as_deref()) {
+                Some(STANDING_CALLBACK) => self.standing(actor),
+                _ => self.deny_reason(actor),
+            },
             _ => Ok(Gesture::Other),
         }
     }
@@ -258,9 +274,10 @@ impl Interaction {
             .actions
             .first()
             .ok_or(GestureError::Malformed("actions"))?;
-        let verdict = match action.action_id.as_str() {
-            APPROVE_ACTION => Verdict::Approve,
-            DENY_ACTION => Verdict::Deny,
+        let (verdict, approve_for) = match action.action_id.as_str() {
+            APPROVE_ACTION => (Verdict::Approve, false),
+            APPROVE_FOR_ACTION => (Verdict::Approve, true),
+            DENY_ACTION => (Verdict::Deny, false),
             _ => return Ok(Gesture::Other),
         };
         let place = if self.on_view() {
@@ -272,12 +289,37 @@ impl Interaction {
                     .to_owned(),
             )
         };
-        Ok(Gesture::Click(Click {
+        let click = Click {
             actor,
             verdict,
             place,
             request: action.value.as_deref().and_then(|v| v.parse().ok()),
             trigger_id: self.trigger_id.clone(),
+        };
+        Ok(if approve_for {
+            Gesture::ApproveFor(click)
+        } else {
+            Gesture::Click(click)
+        })
+    }
+
+    /// The "Approve for…" modal was submitted.
+    fn standing(&self, actor: Actor) -> Result<Gesture, GestureError> {
+        let view = self.view.as_ref().ok_or(GestureError::Malformed("view"))?;
+        let request = view
+            .private_metadata
+            .as_deref()
+            .and_then(|m| m.parse().ok())
+            .ok_or(GestureError::Malformed("view.private_metadata"))?;
+        let duration = view
+            .text(STANDING_BLOCK, STANDING_ACTION)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Gesture::StandingGrant(StandingGrant {
+            actor,
+            request,
+            duration,
         }))
     }
 

@@ -19,6 +19,11 @@ pub const ACTIONS_BLOCK: &str = "greenlight.actions";
 pub const DENY_REASON_CALLBACK: &str = "greenlight.deny_reason";
 pub const REASON_BLOCK: &str = "greenlight.reason";
 pub const REASON_ACTION: &str = "reason";
+/// "Approve for…": the button, and the modal picking how long a standing approval lasts.
+pub const APPROVE_FOR_ACTION: &str = "greenlight.approve_for";
+pub const STANDING_CALLBACK: &str = "greenlight.standing";
+pub const STANDING_BLOCK: &str = "greenlight.standing";
+pub const STANDING_ACTION: &str = "duration";
 
 /// What the workflow changes about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +33,8 @@ pub struct Look {
     pub confirm: bool,
     /// A workflow written with stages: the message shows each stage's progress.
     pub stages: Option<Arc<StagedLook>>,
+    /// `allow_standing`: a third button, "Approve for…", up to this long.
+    pub approve_for: Option<crate::domain::DurationSpec>,
 }
 
 /// A workflow's stages as a message shows them: its policy and each stage's approvers.
@@ -43,6 +50,7 @@ impl Default for Look {
             approvals_required: 1,
             confirm: false,
             stages: None,
+            approve_for: None,
         }
     }
 }
@@ -64,6 +72,7 @@ impl Look {
             approvals_required: workflow.approvals_required,
             confirm: workflow.confirm,
             stages,
+            approve_for: workflow.allow_standing,
         }
     }
 }
@@ -158,6 +167,9 @@ fn outcome_line(r: &Request) -> String {
         }
         Status::Denied if kind == Some(DecisionKind::Policy) => {
             format!(":no_entry: *Auto-denied* by rule *{by}* {when}")
+        }
+        Status::Approved if kind == Some(DecisionKind::Standing) => {
+            format!(":white_check_mark: *Approved* by {by}'s standing approval {when}")
         }
         Status::Approved if kind == Some(DecisionKind::Timeout) => {
             format!(
@@ -535,12 +547,62 @@ pub fn buttons(r: &Request, look: &Look, block_id: &str) -> SlackBlock {
         approve = approve.with_confirm(confirm("Approve", r, false));
         deny = deny.with_confirm(confirm("Deny", r, true));
     }
-    SlackActionsBlock::new(vec![
+    let mut elements = vec![
         SlackActionBlockElement::Button(approve),
         SlackActionBlockElement::Button(deny),
-    ])
-    .with_block_id(block_id.into())
-    .into()
+    ];
+    if look.approve_for.is_some() {
+        elements.push(SlackActionBlockElement::Button(
+            SlackBlockButtonElement::new("Approve for\u{2026}".into())
+                .with_action_id(APPROVE_FOR_ACTION.into())
+                .with_value(r.id.to_string()),
+        ));
+    }
+    SlackActionsBlock::new(elements)
+        .with_block_id(block_id.into())
+        .into()
+}
+
+/// "Approve for…": approves the request and, for the time typed (at most `bound`), later
+/// requests like it from the same caller.
+pub fn standing_modal(r: &Request, bound: crate::domain::DurationSpec) -> SlackView {
+    let input = SlackInputBlock::new(
+        format!("For how long? (at most {bound})").into(),
+        SlackInputBlockElement::PlainTextInput(
+            SlackBlockPlainTextInputElement::new()
+                .with_action_id(STANDING_ACTION.into())
+                .with_initial_value(if bound.as_millis() >= 3_600_000 {
+                    "1h".to_owned()
+                } else {
+                    bound.to_string()
+                })
+                .with_placeholder("e.g. 30m, 2h".into()),
+        ),
+    )
+    .with_block_id(STANDING_BLOCK.into());
+    let who = r.requester.as_deref().map_or_else(
+        || "the same caller".to_owned(),
+        |q| format!("{} (the same caller)", who(q)),
+    );
+    SlackView::Modal(
+        SlackModalView::new(
+            "Approve for a while".into(),
+            vec![
+                SlackSectionBlock::new()
+                    .with_text(md(format!(
+                        "*{}*\nApproves this request, and until the time is up, requests from {who} in workflow *{}* with the same params, in your name. You can revoke it from the Home tab or with `greenlight standing revoke`.",
+                        escape_within(&r.title, 200),
+                        escape(r.workflow.as_str()),
+                    )))
+                    .into(),
+                input.into(),
+            ],
+        )
+        .with_submit("Approve".into())
+        .with_close("Cancel".into())
+        .with_callback_id(STANDING_CALLBACK.into())
+        .with_private_metadata(r.id.to_string()),
+    )
 }
 
 /// A plain message (alerts to the operators' channel); `text` is mrkdwn, already escaped.

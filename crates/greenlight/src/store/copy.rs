@@ -161,6 +161,22 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("public_key", Text),
         ],
     ),
+    (
+        "standing_approvals",
+        &[
+            ("id", Text),
+            ("workflow", Text),
+            ("granted_by", Text),
+            ("caller", Text),
+            ("caller_name", Text),
+            ("match_params", Text),
+            ("request_id", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("revoked_at", Int),
+            ("revoked_by", Text),
+        ],
+    ),
     ("meta", &[("key", Text), ("value", Text)]),
 ];
 
@@ -208,6 +224,7 @@ const JSON_COLUMNS: &[&str] = &[
     "tool_call",
     "slack_copies",
     "identity",
+    "match_params",
     "data",
     "payload",
     "value",

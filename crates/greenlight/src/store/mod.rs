@@ -21,6 +21,7 @@ mod rows;
 mod signals;
 mod signing;
 mod sqlite;
+mod standing;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub use requests::{
 pub use signals::{SignalWrite, Signals};
 pub use signing::{SigningKeys, StoredSigningKey};
 pub use sqlite::SqliteStore;
+pub use standing::StandingApprovals;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -137,6 +139,7 @@ pub trait Store:
     + Home
     + Admin
     + SigningKeys
+    + StandingApprovals
     + Send
     + Sync
     + 'static
@@ -155,6 +158,7 @@ impl<T> Store for T where
         + Home
         + Admin
         + SigningKeys
+        + StandingApprovals
         + Send
         + Sync
         + 'static

@@ -523,3 +523,63 @@ pub const DIGEST_BY_REQUESTER: &str = "SELECT requester, count(*) FROM requests 
      WHERE digest_key = $1 GROUP BY requester ORDER BY count(*) DESC LIMIT 5";
 pub const DIGEST_RECENT: &str = "SELECT id, title, status, decided_by, requester FROM requests \
      WHERE digest_key = $1 ORDER BY id DESC LIMIT 5";
+
+pub const INSERT_STANDING: &str = "INSERT INTO standing_approvals (id, workflow, granted_by, \
+     caller, caller_name, match_params, request_id, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub const STANDING_FOR: &str = "SELECT id, workflow, granted_by, caller, caller_name, \
+     match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
+     FROM standing_approvals WHERE workflow = $1 AND caller = $2 AND expires_at > $3 \
+     AND revoked_at IS NULL ORDER BY created_at, id";
+pub const LIVE_STANDING: &str = "SELECT id, workflow, granted_by, caller, caller_name, \
+     match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
+     FROM standing_approvals WHERE expires_at > $1 AND revoked_at IS NULL \
+     ORDER BY expires_at, id LIMIT 1000";
+pub const GET_STANDING: &str = "SELECT id, workflow, granted_by, caller, caller_name, \
+     match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
+     FROM standing_approvals WHERE id = $1";
+pub const REVOKE_STANDING: &str = "UPDATE standing_approvals SET revoked_at = $2, revoked_by = $3 \
+     WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+
+#[derive(sqlx::FromRow)]
+pub struct StandingRow {
+    pub id: String,
+    pub workflow: String,
+    pub granted_by: String,
+    pub caller: String,
+    pub caller_name: String,
+    pub match_params: String,
+    pub request_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+}
+
+impl TryFrom<StandingRow> for crate::domain::StandingApproval {
+    type Error = StoreError;
+
+    fn try_from(row: StandingRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: row.id.parse().map_err(|e| corrupt("standing id", &e))?,
+            workflow: row.workflow.parse().map_err(|e| corrupt("workflow", &e))?,
+            granted_by: row.granted_by,
+            caller: row.caller.parse().map_err(|e| corrupt("caller", &e))?,
+            caller_name: row.caller_name,
+            r#match: serde_json::from_str(&row.match_params)
+                .map_err(|e| corrupt("match_params", &e))?,
+            request_id: row
+                .request_id
+                .parse()
+                .map_err(|e| corrupt("request id", &e))?,
+            created_at: ts_from_millis(row.created_at)?,
+            expires_at: ts_from_millis(row.expires_at)?,
+            revoked_at: opt_ts(row.revoked_at)?,
+            revoked_by: row.revoked_by,
+        })
+    }
+}
+
+pub fn standing(rows: Vec<StandingRow>) -> StoreResult<Vec<crate::domain::StandingApproval>> {
+    rows.into_iter().map(TryFrom::try_from).collect()
+}

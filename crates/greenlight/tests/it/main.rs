@@ -35,6 +35,7 @@ mod slack_security;
 mod socket_mode;
 mod spoofing;
 mod stages;
+mod standing;
 mod storage_full;
 mod store;
 mod workload_identity;

@@ -206,6 +206,95 @@ async fn a_verified_identity_is_kept_with_its_request(db: TestDb) {
     );
 }
 
+/// Standing approvals: stored with their audit entry, found by workflow and caller while
+/// live, listed, revoked once (the second revoke changes nothing).
+async fn standing_approvals_are_found_listed_and_revoked_once(db: TestDb) {
+    use greenlight::domain::{StandingApproval, StandingId};
+    let store = open(&db).await;
+    let now = now_ms();
+    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap();
+    let caller = ApiKeyId::generate();
+    let s = StandingApproval {
+        id: StandingId::generate(),
+        workflow: "deploy".parse().unwrap(),
+        granted_by: "U0ALICE".into(),
+        caller: caller.clone(),
+        caller_name: "claude".into(),
+        r#match: serde_json::json!({"tool_name": "Bash"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        request_id: RequestId::generate(),
+        created_at: at(now),
+        expires_at: at(now + 3_600_000),
+        revoked_at: None,
+        revoked_by: None,
+    };
+    let granted = NewAudit {
+        request_id: Some(s.request_id.clone()),
+        event: "standing.granted",
+        actor: "U0ALICE".into(),
+        data: serde_json::json!({"standing": s.id}),
+    };
+    store.add_standing(&s, &[granted], now).await.unwrap();
+    let deploy: WorkflowName = "deploy".parse().unwrap();
+    assert_eq!(
+        store.standing_for(&deploy, &caller, now).await.unwrap(),
+        std::slice::from_ref(&s)
+    );
+    assert!(
+        store
+            .standing_for(&deploy, &ApiKeyId::generate(), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .standing_for(&deploy, &caller, now + 3_600_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+    assert_eq!(store.live_standing(now).await.unwrap().len(), 1);
+    let revoked = NewAudit {
+        request_id: Some(s.request_id.clone()),
+        event: "standing.revoked",
+        actor: "key:ops".into(),
+        data: serde_json::json!({"standing": s.id}),
+    };
+    assert!(
+        store
+            .revoke_standing(&s.id, "key:ops", now + 1, std::slice::from_ref(&revoked))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_standing(&s.id, "key:ops", now + 2, &[revoked])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .standing_for(&deploy, &caller, now + 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stored = store.get_standing(&s.id).await.unwrap().unwrap();
+    assert_eq!(stored.revoked_by.as_deref(), Some("key:ops"));
+    let events: Vec<String> = store
+        .list_audit(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(events, ["standing.granted", "standing.revoked"]);
+}
+
 /// 20 concurrent transitions of one request, each with its audit entry and outbox job: one
 /// wins, and only the winner's entry and job are written.
 /// Copies of a message in direct messages are kept on the request, in order, and a state change
@@ -1932,6 +2021,7 @@ store_tests!(
     outbox_claims_leases_and_attempts,
     direct_message_copies_are_kept_through_transitions,
     a_verified_identity_is_kept_with_its_request,
+    standing_approvals_are_found_listed_and_revoked_once,
     message_updates_collapse,
     due_requests_are_found,
     the_first_secret_stored_wins,

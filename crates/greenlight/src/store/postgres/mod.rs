@@ -16,6 +16,7 @@ mod outbox;
 mod requests;
 mod signals;
 mod signing;
+mod standing;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ mod requests;
 mod rows;
 mod signals;
 mod signing;
+mod standing;
 mod writer;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use rusqlite::{Params, Row};
 use super::super::DigestEntry;
 use super::super::rows::{
     ActionRow, ApiKeyRow, AttemptRow, AuditRow, ChainRow, DeliveryRow, JobRow, RequestRow,
-    SignalRow, UnchainedRow,
+    SignalRow, StandingRow, UnchainedRow,
 };
 use super::StoreResult;
 
@@ -103,6 +103,10 @@ in_column_order! {
         slack_copies, identity,
     }
     ApiKeyRow { id, name, scopes, created_at, revoked_at }
+    StandingRow {
+        id, workflow, granted_by, caller, caller_name, match_params, request_id, created_at,
+        expires_at, revoked_at, revoked_by,
+    }
     AuditRow { id, at, request_id, event, actor, data, seq, prev_hash, hash }
     JobRow { id, payload, attempts, claims, created_at }
     DeliveryRow {

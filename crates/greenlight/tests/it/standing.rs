@@ -1,0 +1,255 @@
+//! Standing approvals ("Approve for…", issue 27 items 4-5): a person approves a request for a
+//! while in the sandbox's modal; later requests from the same caller in the same workflow with
+//! the matched params are approved at creation in their name (kind `standing`), others are not;
+//! deny rules win; it expires, and is revoked over the API; everything is audited.
+
+use std::time::Duration;
+
+use greenlight::config::Config;
+use greenlight::domain::Verdict;
+use greenlight::store::Scope;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn standing_workflow(c: &mut Config) {
+    let w = &mut c.workflows[0];
+    w.allow_standing = Some("8h".parse().unwrap());
+    w.standing_match = Some(vec!["tool_name".into()]);
+    let w = c.workflows.remove(0).with_rule(
+        "never-wipe",
+        r#"params.command == "rm -rf /""#,
+        Verdict::Deny,
+    );
+    c.workflows.push(w);
+}
+
+async fn create(app: &TestApp, key: &str, params: Value) -> Value {
+    let (status, body) = call(
+        &app.http,
+        &app.base,
+        key,
+        reqwest::Method::POST,
+        "/v1/requests",
+        Some(json!({"title": "Run a tool", "requester": "U0FRANK", "params": params})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// Clicks "Approve for…" on `id`'s message as `user`; the modal that opens.
+async fn open_modal(app: &TestApp, id: &str, user: &str) -> greenlight_sandbox::View {
+    let msg = app.posted(id).await;
+    assert!(
+        app.click(&msg, "greenlight.approve_for", user)
+            .await
+            .acked()
+    );
+    app.sandbox
+        .wait_until(WAIT, |sb| {
+            sb.views().into_iter().find(|v| v.private_metadata == id)
+        })
+        .await
+        .expect("the modal opened")
+}
+
+async fn events(app: &TestApp) -> Vec<String> {
+    let (_, audit) = app
+        .call(reqwest::Method::GET, "/v1/audit?limit=1000", None)
+        .await;
+    audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_for_a_while_approves_the_next_matching_request_until_it_ends() {
+    let clock = TestClock::new();
+    let app = spawn_app_clocked(standing_workflow, clock.clone()).await;
+    let first = create(
+        &app,
+        &app.key,
+        json!({"tool_name": "Bash", "command": "ls"}),
+    )
+    .await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let msg = app.posted(&id).await;
+    let shown = serde_json::to_string(&msg.blocks).unwrap();
+    assert!(shown.contains("greenlight.approve_for"), "{shown}");
+
+    // The click opens the modal and decides nothing yet.
+    let view = open_modal(&app, &id, "U0ALICE").await;
+    assert_eq!(view.callback_id, "greenlight.standing");
+    assert_eq!(app.get(&id).await["status"], "pending");
+    // Not a duration, or longer than allow_standing: the modal stays open and says why.
+    for (typed, says) in [("soon", "30m"), ("9h", "up to 8h")] {
+        let ack = app
+            .sandbox
+            .submit_view(&view.id, "U0ALICE", [("greenlight.standing", typed)])
+            .await
+            .unwrap();
+        let body = ack.json().expect("an errors ack");
+        assert_eq!(body["response_action"], "errors", "{body}");
+        let error = body["errors"]["greenlight.standing"].as_str().unwrap();
+        assert!(error.contains(says), "{typed}: {error}");
+        assert_eq!(app.get(&id).await["status"], "pending");
+    }
+    let ack = app
+        .sandbox
+        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", "2h")])
+        .await
+        .unwrap();
+    assert!(ack.body.is_empty(), "closes the modal: {}", ack.body);
+    let granted = app.get(&id).await;
+    assert_eq!(granted["status"], "approved");
+    assert_eq!(granted["decided_by"], "U0ALICE");
+
+    let (status, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    assert_eq!(status, 200, "{list}");
+    let standing = list["standing"].as_array().unwrap();
+    assert_eq!(standing.len(), 1, "{list}");
+    assert_eq!(standing[0]["granted_by"], "U0ALICE");
+    assert_eq!(standing[0]["caller_name"], "ci");
+    assert_eq!(standing[0]["match"], json!({"tool_name": "Bash"}));
+    assert_eq!(standing[0]["request_id"], id.as_str());
+    let standing_id = standing[0]["id"].as_str().unwrap().to_owned();
+
+    // The same caller, the same tool: approved at creation in Alice's name.
+    let next = create(
+        &app,
+        &app.key,
+        json!({"tool_name": "Bash", "command": "make test"}),
+    )
+    .await;
+    assert_eq!(next["status"], "approved", "{next}");
+    assert_eq!(next["decided_by"], "U0ALICE");
+    assert_eq!(next["decisions"][0]["kind"], "standing");
+    let decided = app
+        .decided_message(&app.posted(next["id"].as_str().unwrap()).await)
+        .await;
+    assert!(
+        text_of(&decided).contains("standing approval"),
+        "{}",
+        text_of(&decided)
+    );
+    // Another tool, another caller: not covered.
+    let edit = create(
+        &app,
+        &app.key,
+        json!({"tool_name": "Edit", "command": "ls"}),
+    )
+    .await;
+    assert_eq!(edit["status"], "pending");
+    let other_key = create_key(&app.db_url, "other-agent", &[Scope::Request]).await;
+    let other = create(
+        &app,
+        &other_key,
+        json!({"tool_name": "Bash", "command": "ls"}),
+    )
+    .await;
+    assert_eq!(other["status"], "pending");
+    // A deny rule still wins.
+    let wipe = create(
+        &app,
+        &app.key,
+        json!({"tool_name": "Bash", "command": "rm -rf /"}),
+    )
+    .await;
+    assert_eq!(wipe["status"], "denied");
+    assert_eq!(wipe["decided_by"], "never-wipe");
+
+    // Two hours later it has run out.
+    clock.advance(Duration::from_secs(2 * 3600 + 1));
+    let late = create(
+        &app,
+        &app.key,
+        json!({"tool_name": "Bash", "command": "ls"}),
+    )
+    .await;
+    assert_eq!(late["status"], "pending");
+    let (_, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    assert_eq!(list["standing"], json!([]));
+    let (status, body) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/standing/{standing_id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+
+    let seen = events(&app).await;
+    for event in ["standing.granted", "standing.used"] {
+        assert!(seen.iter().any(|e| e == event), "{event} in {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_standing_approval_approves_nothing_more() {
+    let app = spawn_app_with(standing_workflow).await;
+    let first = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let view = open_modal(&app, &id, "U0ALICE").await;
+    app.sandbox
+        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", "1h")])
+        .await
+        .unwrap();
+    let (_, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    let standing_id = list["standing"][0]["id"].as_str().unwrap().to_owned();
+    // A read key may list but not revoke.
+    let reader = create_key(&app.db_url, "reader", &[Scope::Read]).await;
+    let (status, _) = call(
+        &app.http,
+        &app.base,
+        &reader,
+        reqwest::Method::POST,
+        &format!("/v1/standing/{standing_id}/revoke"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, revoked) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/standing/{standing_id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["revoked_by"], "key:ci");
+    let after = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
+    assert_eq!(after["status"], "pending");
+    // Revoking again changes nothing.
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/standing/{standing_id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(events(&app).await.iter().any(|e| e == "standing.revoked"));
+    let (status, body) = app
+        .call(reqwest::Method::POST, "/v1/standing/nope/revoke", None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_allow_standing_there_is_no_third_button_and_no_grant() {
+    let app = spawn_app().await;
+    let req = app.create_ok("plain").await;
+    let msg = app.posted(req["id"].as_str().unwrap()).await;
+    let shown = serde_json::to_string(&msg.blocks).unwrap();
+    assert!(!shown.contains("greenlight.approve_for"), "{shown}");
+}
