@@ -16,6 +16,7 @@ pub mod commands;
 mod create;
 mod effects;
 mod error;
+pub mod github;
 pub mod home;
 pub mod identity;
 pub mod intake;
@@ -81,6 +82,8 @@ pub struct Service {
     receipts: receipts::Receipts,
     /// `[mcp]`: where a permission prompt lands and when it expires.
     permissions: PermissionDefaults,
+    /// `[github]`: which deployments become requests, in which workflow.
+    github: Option<Arc<crate::config::GithubConfig>>,
 }
 
 /// `[mcp] permission_workflow` and `permission_timeout`, applied to every request that carries
@@ -137,6 +140,7 @@ impl Service {
             alerts_channel: None,
             viewers: Default::default(),
             workspaces: Default::default(),
+            github: None,
         }
     }
 

@@ -52,6 +52,7 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
         mcp: Default::default(),
         public_url: None,
         alert_rules: Vec::new(),
+        github: None,
     }
 }
 
