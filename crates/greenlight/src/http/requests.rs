@@ -148,7 +148,6 @@ pub struct GithubView {
     pub environment: String,
     /// `pending` until greenlight has reviewed the deployment; `failed` when GitHub refused the
     /// review (the run was over) or it could not be delivered.
-    #[schema(value_type = String)]
     pub review: crate::domain::github::Review,
 }
 

@@ -12,6 +12,7 @@ mod crash_outbox;
 mod delivery;
 mod deny_reason;
 mod expiry;
+mod github;
 mod helpers;
 mod home;
 mod identities;
