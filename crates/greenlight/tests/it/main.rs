@@ -4,6 +4,7 @@ mod action_hooks;
 mod api;
 mod approval;
 mod audit_chain;
+mod ci_recipes;
 mod cli;
 mod cli_requests;
 mod copy_db;
