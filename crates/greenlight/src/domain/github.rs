@@ -89,34 +89,48 @@ pub enum Review {
     Failed,
 }
 
-/// The comment of the final review: who decided and why, at most 1,024 characters.
+/// The comment of a review: who decided and why (the status report: where it waits), with the
+/// request's id, at most 1,024 characters. "Approved by @alice in #deploy (greenlight req_…)".
 pub fn review_comment(request: &Request) -> String {
     let channel = request.channel.as_str();
     let last = request.decisions.last();
-    let who = || {
-        last.map(|d| match (&d.name, d.kind) {
+    let who = last
+        .map(|d| match (&d.name, d.kind) {
             (Some(name), _) => format!("@{name}"),
-            (None, DecisionKind::User) => format!("<{}>", d.by),
+            (None, DecisionKind::Policy) => format!("greenlight rule {}", d.by),
             (None, _) => d.by.clone(),
         })
         .or_else(|| request.decided_by.clone())
-        .unwrap_or_else(|| "greenlight".to_owned())
-    };
-    let by_rule = last.is_some_and(|d| d.kind == DecisionKind::Policy);
-    let mut text = match request.status {
-        Status::Pending => format!("Waiting for approval in {channel}"),
-        Status::Approved if by_rule => format!("Approved by greenlight rule {}", who()),
-        Status::Denied if by_rule => format!("Rejected by greenlight rule {}", who()),
-        Status::Approved => format!("Approved by {} in {channel}", who()),
-        Status::Denied => format!("Rejected by {} in {channel}", who()),
-        Status::Expired => {
+        .unwrap_or_else(|| "greenlight".to_owned());
+    let kind = last.map(|d| d.kind);
+    let mut text = match (request.status, kind) {
+        (Status::Pending, _) => format!("Waiting for approval in {channel}"),
+        (Status::Approved, Some(DecisionKind::Timeout)) => format!(
+            "Approved: nobody decided in {channel} in time, and the workflow approves on expiry"
+        ),
+        (Status::Denied, Some(DecisionKind::Timeout)) => {
+            format!("Rejected: nobody decided in {channel} in time")
+        }
+        (Status::Approved, Some(DecisionKind::Policy)) => format!("Approved by {who}"),
+        (Status::Denied, Some(DecisionKind::Policy)) => format!("Rejected by {who}"),
+        (Status::Approved, _) => format!("Approved by {who} in {channel}"),
+        (Status::Denied, _) => format!("Rejected by {who} in {channel}"),
+        (Status::Expired, _) => {
             format!("Rejected: nobody decided in {channel} before the request expired")
         }
-        Status::Cancelled => format!("Rejected: the request was cancelled by {}", who()),
+        (Status::Cancelled, _) => {
+            let by = request.decided_by.as_deref().unwrap_or("its requester");
+            format!("Rejected: the request was cancelled by {by}")
+        }
     };
-    if let Some(reason) = request.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+    if let Some(reason) = request
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
         text.push_str(": ");
-        text.push_str(reason.trim());
+        text.push_str(reason);
     }
     text.push_str(&format!(" (greenlight {})", request.id));
     truncate(&text, MAX_COMMENT_CHARS)
@@ -183,6 +197,124 @@ mod tests {
         assert_eq!(t.chars().count(), MAX_COMMENT_CHARS);
         assert!(t.ends_with('…'));
         assert_eq!(truncate("short", 10), "short");
+    }
+
+    fn request() -> Request {
+        use crate::domain::{NewRequest, Params, RequestId};
+        Request::new(
+            RequestId::generate_at(0),
+            NewRequest {
+                workflow: "deploy".parse().unwrap(),
+                title: "Deploy".into(),
+                details: None,
+                params: Params::new(),
+                requester: Some("octocat".into()),
+                channel: "#deploy".parse().unwrap(),
+                expires_at: None,
+                callback_url: None,
+                remind_at: None,
+            },
+            jiff::Timestamp::UNIX_EPOCH,
+        )
+    }
+
+    fn decided(
+        kind: DecisionKind,
+        by: &str,
+        name: Option<&str>,
+        status: Status,
+        reason: Option<&str>,
+    ) -> Request {
+        let mut r = request();
+        r.decisions.push(crate::domain::Decision {
+            by: by.into(),
+            name: name.map(str::to_owned),
+            kind,
+            verdict: if status == Status::Approved {
+                crate::domain::Verdict::Approve
+            } else {
+                crate::domain::Verdict::Deny
+            },
+            reason: reason.map(str::to_owned),
+            at: jiff::Timestamp::UNIX_EPOCH,
+            stage: None,
+        });
+        r.status = status;
+        r.decided_by = Some(by.into());
+        r.reason = reason.map(str::to_owned);
+        r
+    }
+
+    #[test]
+    fn comments_name_who_decided_and_why() {
+        let r = decided(
+            DecisionKind::User,
+            "U0ALICE",
+            Some("alice"),
+            Status::Approved,
+            None,
+        );
+        assert_eq!(
+            review_comment(&r),
+            format!("Approved by @alice in #deploy (greenlight {})", r.id)
+        );
+        let r = decided(
+            DecisionKind::User,
+            "U0BOB",
+            None,
+            Status::Denied,
+            Some(" freeze "),
+        );
+        assert_eq!(
+            review_comment(&r),
+            format!("Rejected by U0BOB in #deploy: freeze (greenlight {})", r.id)
+        );
+        let r = decided(
+            DecisionKind::Machine,
+            "key:ci",
+            None,
+            Status::Approved,
+            None,
+        );
+        assert!(review_comment(&r).starts_with("Approved by key:ci in #deploy"));
+        let r = decided(
+            DecisionKind::Policy,
+            "small-change",
+            None,
+            Status::Approved,
+            Some("docs only"),
+        );
+        assert!(
+            review_comment(&r).starts_with("Approved by greenlight rule small-change: docs only"),
+            "{}",
+            review_comment(&r)
+        );
+        let r = decided(
+            DecisionKind::Timeout,
+            "timeout",
+            None,
+            Status::Approved,
+            None,
+        );
+        assert!(review_comment(&r).contains("approves on expiry"));
+        let mut r = request();
+        r.status = Status::Expired;
+        assert!(
+            review_comment(&r)
+                .starts_with("Rejected: nobody decided in #deploy before the request expired")
+        );
+        r.status = Status::Cancelled;
+        r.decided_by = Some("key:ci".into());
+        assert!(review_comment(&r).starts_with("Rejected: the request was cancelled by key:ci"));
+        let r = decided(
+            DecisionKind::User,
+            "U0B",
+            None,
+            Status::Denied,
+            Some(&"why ".repeat(400)),
+        );
+        assert_eq!(review_comment(&r).chars().count(), MAX_COMMENT_CHARS);
+        assert!(review_comment(&request()).starts_with("Waiting for approval in #deploy"));
     }
 
     #[test]
