@@ -491,3 +491,59 @@ async fn an_api_caller_cannot_make_greenlight_review_a_deployment() {
     assert_eq!(fake.tokens_issued(), 0);
     assert!(delivery_of(&app, id, "github_review").await.is_empty());
 }
+
+/// GitHub delivering the same webhook several times at once (a retry racing the first): one
+/// request and one message, on both stores.
+async fn concurrent_redeliveries_make_one_request(backend: Backend) {
+    init();
+    let fake = FakeGithub::start().await;
+    let sandbox = start_sandbox(&random_secret()).await;
+    let app = boot(
+        sandbox,
+        TestDb::of(backend).await,
+        None,
+        with_github(&fake),
+        Arc::new(SystemClock),
+    )
+    .await;
+    let body = fake.protection_rule_payload("acme/api", "prod-eu", 555, "octocat");
+    let deliveries = (0..5).map(|_| {
+        let (http, base, body) = (app.http.clone(), app.base.clone(), body.clone());
+        tokio::spawn(async move {
+            let res = deliver_webhook(
+                &http,
+                &base,
+                "deployment_protection_rule",
+                &body,
+                WEBHOOK_SECRET,
+            )
+            .await;
+            assert_eq!(res.status().as_u16(), 200);
+            let answer: Value = res.json().await.unwrap();
+            answer["request"].as_str().unwrap().to_owned()
+        })
+    });
+    let mut ids = Vec::new();
+    for d in deliveries {
+        ids.push(d.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    app.posted(&ids[0]).await;
+    reviews_until(&fake, |r| !r.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.sandbox.messages(CHANNEL).len(), 1);
+    assert_eq!(fake.reviews().len(), 1, "one status report");
+    let (_, list) = app.call(reqwest::Method::GET, "/v1/requests", None).await;
+    assert_eq!(list["requests"].as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redeliveries_make_one_request_on_sqlite() {
+    concurrent_redeliveries_make_one_request(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redeliveries_make_one_request_on_postgresql() {
+    concurrent_redeliveries_make_one_request(Backend::Postgres).await;
+}
