@@ -186,7 +186,7 @@ impl Worker {
     }
 
     /// The status report's comment, once the message is posted (or has waited long enough).
-    #[allow(clippy::result_large_err)]
+    #[allow(clippy::result_large_err)] // an Outcome, built once per job: not worth a Box
     fn status_report(&self, request: &Request, job: &Job, now: Millis) -> Result<String, Outcome> {
         if request.status != Status::Pending {
             // Decided meanwhile: the review says so.

@@ -547,3 +547,40 @@ async fn concurrent_redeliveries_make_one_request_on_sqlite() {
 async fn concurrent_redeliveries_make_one_request_on_postgresql() {
     concurrent_redeliveries_make_one_request(Backend::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_reads_the_deployments_params_and_its_decision_reviews_it() {
+    let fake = FakeGithub::start().await;
+    let customize = with_github(&fake);
+    let app = spawn_app_with(move |cfg| {
+        customize(cfg);
+        cfg.workflows[0].rules = vec![
+            greenlight::rules::Rule::compile(
+                "docs-ship-themselves",
+                r#"params.repository == "acme/docs" && params.environment.startsWith("prod-") && params.event == "push""#,
+                greenlight::domain::Verdict::Approve,
+            )
+            .unwrap(),
+        ];
+    })
+    .await;
+    let id = deploy(&app, &fake, "acme/docs", "prod-eu", 600).await;
+    let reviews = reviews_until(&fake, |r| !r.is_empty()).await;
+    // Decided at once: no status report, the review straight away.
+    assert_eq!(
+        reviews[0].body["state"], "approved",
+        "{:?}",
+        reviews[0].body
+    );
+    let comment = reviews[0].body["comment"].as_str().unwrap();
+    assert!(
+        comment.starts_with("Approved by greenlight rule docs-ship-themselves"),
+        "{comment}"
+    );
+    review_state(&app, &id, "approved").await;
+    // Another repository still waits for people.
+    let other = deploy(&app, &fake, "acme/api", "prod-eu", 601).await;
+    assert_eq!(app.get(&other).await["status"], "pending");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.decisions().len(), 1);
+}
