@@ -584,3 +584,45 @@ async fn a_rule_reads_the_deployments_params_and_its_decision_reviews_it() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.decisions().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_is_refused_when_its_callback_is_no_longer_under_api_url() {
+    let fake = FakeGithub::start().await;
+    let moved = FakeGithub::start().await;
+    let app = spawn_app_with(with_github(&fake)).await;
+    let id = deploy(&app, &fake, "acme/api", "prod-eu", 700).await;
+    reviews_until(&fake, |r| !r.is_empty()).await;
+    // Restarted with another api_url: the stored callback URL is not under it any more.
+    let customize = with_github(&moved);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let app = app.restart(customize, clock).await;
+    app.call(
+        reqwest::Method::POST,
+        &format!("/v1/requests/{id}/decisions"),
+        Some(json!({"verdict": "approve"})),
+    )
+    .await;
+    let request = review_state(&app, &id, "failed").await;
+    let review = request["delivery"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == "GitHub deployment review: approved")
+        .cloned()
+        .unwrap();
+    assert_eq!(review["state"], "dead", "{review}");
+    assert!(
+        review["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not under [github] api_url"),
+        "{review}"
+    );
+    let audit = app.audit().await;
+    assert!(
+        audit.iter().any(|e| e["event"] == "github.review_failed"),
+        "{audit:?}"
+    );
+    assert_eq!(fake.decisions().len() + moved.decisions().len(), 0);
+    assert_eq!(moved.tokens_issued(), 0);
+}
