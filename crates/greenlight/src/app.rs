@@ -182,6 +182,7 @@ impl Application {
                 crate::service::identity::Verifier::new(config.trust.clone())
                     .map_err(|e| AppError::Outbound(e.to_string()))?,
             )
+            .with_github(config.github.clone())
             .with_slack(slack.clone()),
         );
         // The first start makes the key decision receipts are signed with.
@@ -216,6 +217,10 @@ impl Application {
             state: AppState {
                 service,
                 signing_secret: config.slack.signing_secret.clone().map(Arc::new),
+                github_webhook_secret: config
+                    .github
+                    .as_ref()
+                    .map(|g| Arc::new(g.webhook_secret.clone())),
                 metrics: metrics_handle(),
                 request_timeout: config.limits.request_timeout.as_duration(),
                 mcp_timeout: config.mcp.permission_timeout.as_duration() + Duration::from_secs(60),

@@ -7,6 +7,7 @@ mod audit;
 mod check;
 mod db;
 mod dev;
+mod github;
 mod keys;
 mod mcp;
 mod receipt;
@@ -109,6 +110,10 @@ enum Command {
     /// the app from it.
     #[command(after_help = slack::MANIFEST_AFTER)]
     SlackManifest(slack::ManifestArgs),
+    /// Print the GitHub App manifest greenlight needs as a deployment protection rule (JSON)
+    /// and the link that registers the App with it.
+    #[command(after_help = github::GITHUB_MANIFEST_AFTER)]
+    GithubAppManifest(github::GithubManifestArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     #[command(after_help = COMPLETIONS_AFTER)]
     Completions {
@@ -175,6 +180,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Requests(cmd) => requests::requests(cmd).await,
         Command::Standing(cmd) => standing::standing(cmd).await,
         Command::SlackManifest(args) => slack::slack_manifest(args),
+        Command::GithubAppManifest(args) => github::github_app_manifest(args),
         Command::Completions { shell } => completions(shell),
         Command::Mcp(args) => mcp::mcp(args).await,
     }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use super::problems::{self, KeyOffsets, Problem, Source};
 use super::schema::{
-    Alert, AlertsConfig, DatabaseConfig, DeliveryConfig, FileConfig, FileSlack, LimitsConfig,
-    McpConfig, RuleSpec, SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, TRUST_NAMES, TrustPolicy,
-    TrustSpec, Workflow,
+    Alert, AlertsConfig, DatabaseConfig, DeliveryConfig, FileConfig, FileGithub, FileSlack,
+    GithubConfig, LimitsConfig, McpConfig, RuleSpec, SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig,
+    TRUST_NAMES, TrustPolicy, TrustSpec, Workflow,
 };
 use super::{
     Config, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DATABASE_URL, DEFAULT_LISTEN,
@@ -147,6 +147,7 @@ impl Config {
             &mut check,
         );
         let trust = compile_trust(&file.trust, &file.workflows, root, &mut check);
+        let github = github(env, file.github, &file.workflows, root, &mut check);
         let workflows = compile_workflows(file.workflows, root, &mut check);
         if !check.problems.is_empty() {
             problems::sort(&mut check.problems);
@@ -171,6 +172,7 @@ impl Config {
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             alert_rules: file.alert_rules,
             trust,
+            github,
         })
     }
 }
@@ -427,6 +429,172 @@ fn check_workflows(
             }
         }
     }
+}
+
+/// `[github]` and `[[github.environment]]`: the App's key (`private_key_path`, or the PEM text
+/// in `GREENLIGHT_GITHUB_PRIVATE_KEY`), the webhook secret (`${VAR}` reads the environment, as
+/// does `GREENLIGHT_GITHUB_WEBHOOK_SECRET`), the API's URL, and the workflows mapped.
+fn github(
+    env: Env<'_>,
+    file: Option<FileGithub>,
+    workflows: &[Workflow],
+    root: Root<'_, '_>,
+    check: &mut Checker<'_>,
+) -> Option<GithubConfig> {
+    let file = file?;
+    let keys = table_keys(root, "github");
+    let mut ok = true;
+    let mut fail = |check: &mut Checker<'_>, origin: Origin<'_>, message: String| {
+        ok = false;
+        check.push(origin, message);
+    };
+    let app_id = file.app_id.unwrap_or_default();
+    if app_id == 0 {
+        fail(
+            check,
+            Origin::File(&keys, "app_id"),
+            "[github] app_id is required (the App's id, on its settings page)".to_owned(),
+        );
+    }
+    let pem = match (env("GREENLIGHT_GITHUB_PRIVATE_KEY"), &file.private_key_path) {
+        (Some(pem), _) => Some((pem, Origin::Env("GREENLIGHT_GITHUB_PRIVATE_KEY"))),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(pem) => Some((pem, Origin::File(&keys, "private_key_path"))),
+            Err(e) => {
+                fail(
+                    check,
+                    Origin::File(&keys, "private_key_path"),
+                    format!("[github] private_key_path {path:?} cannot be read: {e}"),
+                );
+                None
+            }
+        },
+        (None, None) => {
+            fail(
+                check,
+                Origin::File(&keys, "app_id"),
+                "[github] needs the App's private key: private_key_path = \"/path/app.pem\" or GREENLIGHT_GITHUB_PRIVATE_KEY (the PEM text)".to_owned(),
+            );
+            None
+        }
+    };
+    let private_key =
+        pem.and_then(
+            |(pem, origin)| match crate::policy::github::AppKey::from_pem(&pem) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    fail(check, origin, format!("[github] {e}"));
+                    None
+                }
+            },
+        );
+    let secret = match env("GREENLIGHT_GITHUB_WEBHOOK_SECRET") {
+        Some(s) => Some((s, Origin::Env("GREENLIGHT_GITHUB_WEBHOOK_SECRET"))),
+        None => file.webhook_secret.as_ref().map(|s| {
+            let written = s.expose().trim();
+            let from_env = written
+                .strip_prefix("${")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .map(|var| env(var.trim()).unwrap_or_default());
+            (
+                from_env.unwrap_or_else(|| written.to_owned()),
+                Origin::File(&keys, "webhook_secret"),
+            )
+        }),
+    };
+    let webhook_secret = match secret {
+        Some((s, _)) if !s.is_empty() => Some(Secret(s)),
+        Some((_, origin)) => {
+            fail(
+                check,
+                origin,
+                "[github] webhook_secret is empty (is its environment variable set?)".to_owned(),
+            );
+            None
+        }
+        None => {
+            fail(
+                check,
+                Origin::File(&keys, "webhook_secret"),
+                "[github] webhook_secret is required (the App's webhook secret; GitHub signs every webhook with it)".to_owned(),
+            );
+            None
+        }
+    };
+    let api_url = file
+        .api_url
+        .clone()
+        .unwrap_or_else(|| super::DEFAULT_GITHUB_API_URL.to_owned())
+        .trim_end_matches('/')
+        .to_owned();
+    let parsed = reqwest::Url::parse(&api_url);
+    if !parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some()) {
+        fail(
+            check,
+            Origin::File(&keys, "api_url"),
+            format!(
+                "[github] api_url {api_url:?} is not an http(s) URL (https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server)"
+            ),
+        );
+    }
+    for (i, e) in file.environments.iter().enumerate() {
+        let item = problems::element(
+            root.and_then(|r| r.get_ref().get("github")),
+            "environment",
+            i,
+        );
+        let env_keys = problems::key_offsets(item);
+        if e.name.trim().is_empty() {
+            fail(
+                check,
+                Origin::File(&env_keys, "name"),
+                "[[github.environment]] name is empty (an environment name, or a glob such as \"prod-*\")".to_owned(),
+            );
+        }
+        if let Some(bad) = e
+            .repositories
+            .iter()
+            .find(|r| r.matches('/').count() != 1 || r.starts_with('/') || r.ends_with('/'))
+        {
+            fail(
+                check,
+                Origin::File(&env_keys, "repositories"),
+                format!(
+                    "[[github.environment]] {:?}: repository {bad:?} is not owner/name (globs allowed: \"acme/*\")",
+                    e.name
+                ),
+            );
+        }
+        if !workflows.iter().any(|w| w.name == e.workflow) {
+            fail(
+                check,
+                Origin::File(&env_keys, "workflow"),
+                format!(
+                    "[[github.environment]] {:?}: workflow {:?} is not configured",
+                    e.name,
+                    e.workflow.as_str()
+                ),
+            );
+        }
+    }
+    if file.environments.is_empty() {
+        fail(
+            check,
+            Origin::File(&keys, "app_id"),
+            "[github] maps no environment: add [[github.environment]] with name and workflow"
+                .to_owned(),
+        );
+    }
+    if !ok {
+        return None;
+    }
+    Some(GithubConfig {
+        app_id,
+        private_key: private_key?,
+        webhook_secret: webhook_secret?,
+        api_url,
+        environments: file.environments,
+    })
 }
 
 /// `[mcp]`.

@@ -24,10 +24,10 @@ mod tests;
 pub use problems::Problem;
 pub use sandbox::SandboxSettings;
 pub use schema::{
-    Alert, AlertKind, AlertsConfig, DEFAULT_DIGEST_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT,
-    DatabaseConfig, DeliveryConfig, LimitsConfig, McpConfig, NotifyApprovers, RuleSpec,
-    SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig, Stage, TRUST_NAMES, TrustPolicy, Workflow,
-    default_receipt_ttl,
+    Alert, AlertKind, AlertsConfig, DEFAULT_DIGEST_INTERVAL, DEFAULT_GITHUB_API_URL,
+    DEFAULT_SHUTDOWN_TIMEOUT, DatabaseConfig, DeliveryConfig, GithubConfig, GithubEnvironment,
+    LimitsConfig, McpConfig, NotifyApprovers, RuleSpec, SLACK_MAX_SOCKET_CONNECTIONS, SlackConfig,
+    Stage, TRUST_NAMES, TrustPolicy, Workflow, default_receipt_ttl,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -79,6 +79,8 @@ pub struct Config {
     pub alert_rules: Vec<Alert>,
     /// The `[[trust]]` policies: OIDC issuers whose workload tokens are accepted as API keys are.
     pub trust: Vec<TrustPolicy>,
+    /// `[github]`: the GitHub App whose deployment protection rule greenlight is.
+    pub github: Option<GithubConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

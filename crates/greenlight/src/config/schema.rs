@@ -740,6 +740,7 @@ pub(super) struct FileConfig {
     pub(super) alert_rules: Vec<Alert>,
     #[serde(default, rename = "trust")]
     pub(super) trust: Vec<TrustSpec>,
+    pub(super) github: Option<FileGithub>,
 }
 
 /// A `[[trust]]` table as written; `Config::trust` holds it checked and compiled.
@@ -756,6 +757,68 @@ pub(super) struct TrustSpec {
     pub(super) when: Option<toml::Spanned<String>>,
     pub(super) requester: Option<String>,
     pub(super) max_token_lifetime: Option<DurationSpec>,
+}
+
+/// `[github]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGithub {
+    pub(super) app_id: Option<u64>,
+    pub(super) private_key_path: Option<String>,
+    pub(super) webhook_secret: Option<Secret>,
+    pub(super) api_url: Option<String>,
+    #[serde(default, rename = "environment")]
+    pub(super) environments: Vec<GithubEnvironment>,
+}
+
+/// `[github]`: greenlight as a GitHub App's custom deployment protection rule.
+#[derive(Debug, Clone)]
+pub struct GithubConfig {
+    pub app_id: u64,
+    /// The App's private key (from `private_key_path`, or `GREENLIGHT_GITHUB_PRIVATE_KEY`).
+    pub private_key: crate::policy::github::AppKey,
+    /// Verifies `X-Hub-Signature-256` on `POST /github/webhook`.
+    pub webhook_secret: Secret,
+    /// `https://api.github.com`, or `https://HOST/api/v3` (GitHub Enterprise Server), without a
+    /// trailing slash; reviews go only to callback URLs under it.
+    pub api_url: String,
+    pub environments: Vec<GithubEnvironment>,
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
+impl GithubConfig {
+    /// The first `[[github.environment]]` that maps this environment of this repository.
+    pub fn mapping(&self, repository: &str, environment: &str) -> Option<&GithubEnvironment> {
+        self.environments
+            .iter()
+            .find(|e| e.matches(repository, environment))
+    }
+}
+
+/// One `[[github.environment]]`: which deployments a workflow decides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubEnvironment {
+    /// The GitHub environment: its exact name, or a glob (`prod-*`).
+    pub name: String,
+    /// `owner/name` globs (default: every repository the App is installed on).
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// The workflow whose people (and rules) decide.
+    pub workflow: WorkflowName,
+}
+
+impl GithubEnvironment {
+    pub fn matches(&self, repository: &str, environment: &str) -> bool {
+        use crate::domain::github::glob_matches;
+        glob_matches(&self.name, environment)
+            && (self.repositories.is_empty()
+                || self
+                    .repositories
+                    .iter()
+                    .any(|r| glob_matches(r, repository)))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

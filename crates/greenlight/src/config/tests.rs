@@ -671,3 +671,114 @@ fn allow_standing_is_bounded_and_needs_a_single_approval() {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }
 }
+
+const GITHUB_TEST_KEY: &str = include_str!("../../tests/it/fixtures/github/app.pem");
+
+#[test]
+fn github_loads_with_the_key_from_a_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    std::fs::write(&key, GITHUB_TEST_KEY).unwrap();
+    let file = format!(
+        r##"
+[github]
+app_id = 123456
+private_key_path = "{}"
+webhook_secret = "${{GITHUB_WEBHOOK_SECRET}}"
+
+[[github.environment]]
+name = "prod-*"
+repositories = ["acme/*"]
+workflow = "deploy"
+
+[[github.environment]]
+name = "staging"
+workflow = "deploy"
+
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+"##,
+        key.display()
+    );
+    let c = load(&file, &[("GITHUB_WEBHOOK_SECRET", "s3cret")]).unwrap();
+    let gh = c.github.unwrap();
+    assert_eq!(gh.app_id, 123456);
+    assert_eq!(gh.webhook_secret.expose(), "s3cret");
+    assert_eq!(gh.api_url, DEFAULT_GITHUB_API_URL);
+    assert_eq!(
+        gh.mapping("acme/api", "prod-eu")
+            .map(|e| e.workflow.as_str()),
+        Some("deploy")
+    );
+    assert!(gh.mapping("other/api", "prod-eu").is_none());
+    assert!(gh.mapping("other/api", "staging").is_some());
+    assert!(gh.mapping("acme/api", "dev").is_none());
+
+    // The PEM text in the environment instead of a file; a literal secret; GHES.
+    let file = "[github]\napp_id = 1\nwebhook_secret = \"literal\"\napi_url = \"https://ghe.example.com/api/v3/\"\n[[github.environment]]\nname = \"production\"\nworkflow = \"deploy\"\n[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n";
+    let c = load(file, &[("GREENLIGHT_GITHUB_PRIVATE_KEY", GITHUB_TEST_KEY)]).unwrap();
+    let gh = c.github.unwrap();
+    assert_eq!(gh.webhook_secret.expose(), "literal");
+    assert_eq!(gh.api_url, "https://ghe.example.com/api/v3");
+    // No [github]: none.
+    let c = load(
+        "[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n",
+        &[],
+    )
+    .unwrap();
+    assert!(c.github.is_none());
+}
+
+#[test]
+fn github_problems_are_listed_with_their_place() {
+    let file = r##"[github]
+app_id = 0
+private_key_path = "/nonexistent/app.pem"
+webhook_secret = "${UNSET_SECRET}"
+api_url = "ftp://github"
+
+[[github.environment]]
+name = "prod"
+repositories = ["acme"]
+workflow = "nope"
+
+[[workflow]]
+name = "deploy"
+channel = "#deploy"
+"##;
+    let err = load(file, &[]).unwrap_err();
+    let problems = err.problems();
+    let text = err.to_string();
+    for (line, what) in [
+        (2, "app_id is required"),
+        (3, "cannot be read"),
+        (4, "webhook_secret is empty"),
+        (5, "not an http(s) URL"),
+        (9, "is not owner/name"),
+        (10, "workflow \"nope\" is not configured"),
+    ] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.line == line && p.message.contains(what)),
+            "line {line}: {what}\n{text}"
+        );
+    }
+    // A key that is not an RSA PEM.
+    let file = "[github]\napp_id = 1\nwebhook_secret = \"s\"\n[[github.environment]]\nname = \"p\"\nworkflow = \"deploy\"\n[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n";
+    let err = load(file, &[("GREENLIGHT_GITHUB_PRIVATE_KEY", "not a key")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("GREENLIGHT_GITHUB_PRIVATE_KEY") && err.contains("not an RSA key"),
+        "{err}"
+    );
+    // Without environments or a secret.
+    let file = "[github]\napp_id = 1\n[[workflow]]\nname = \"deploy\"\nchannel = \"#deploy\"\n";
+    let err = load(file, &[("GREENLIGHT_GITHUB_PRIVATE_KEY", GITHUB_TEST_KEY)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("webhook_secret is required"), "{err}");
+    assert!(err.contains("maps no environment"), "{err}");
+}

@@ -9,8 +9,10 @@
 //! Imports the Slack adapter, the config, the store, the pure policy and the domain; the
 //! service and the app use it.
 
+mod github_jobs;
 mod http_jobs;
 pub mod outbound;
+pub use github_jobs::{GithubSettings, REVIEW_NAME};
 mod slack_jobs;
 
 use std::collections::HashMap;
@@ -54,6 +56,8 @@ pub struct Settings {
     pub max_age_ms: Millis,
     /// How long a claimed job (and a message being posted or updated) is a worker's alone.
     pub lease_ms: Millis,
+    /// `[github]`: reviews of deployments.
+    pub github: Option<GithubSettings>,
     /// Where people reach the API (`public_url`), for links from digests to requests.
     pub public_url: Option<String>,
     /// Requester callbacks in flight at once, in all and to one host.
@@ -78,6 +82,11 @@ impl Settings {
             max_age_ms: d.max_age.as_millis(),
             lease_ms: d.lease.as_millis(),
             public_url: config.public_url.clone(),
+            github: config
+                .github
+                .as_ref()
+                .map(|g| GithubSettings::new(g, d.timeout.as_duration()))
+                .transpose()?,
             callback_concurrency: d.callback_concurrency as usize,
             callback_host_concurrency: d.callback_host_concurrency as usize,
             backoff_base_ms: d.backoff_base.as_millis(),
@@ -133,6 +142,8 @@ struct Outcome {
     detail: String,
     /// The message a post made (or found again), to record with the job's result.
     posted: Option<SlackRef>,
+    /// Done, but the call failed in a way no retry can help (GitHub's 422): the error is kept.
+    kept_error: Option<String>,
 }
 
 impl Outcome {
@@ -143,6 +154,7 @@ impl Outcome {
             alert: false,
             detail: detail.into(),
             posted: None,
+            kept_error: None,
         }
     }
 
@@ -158,6 +170,7 @@ impl Outcome {
             alert: false,
             detail: String::new(),
             posted: None,
+            kept_error: None,
         }
     }
 
@@ -171,6 +184,7 @@ impl Outcome {
             alert: true,
             detail: error,
             posted: None,
+            kept_error: None,
         }
     }
 }
@@ -205,6 +219,8 @@ pub struct Worker {
     channel_ids: std::sync::Mutex<HashMap<String, String>>,
     /// Whether the missing history scopes were reported already.
     warned_no_history: std::sync::atomic::AtomicBool,
+    /// GitHub installation tokens, kept until shortly before they expire.
+    github_tokens: github_jobs::Tokens,
     /// Requester callbacks in flight per host.
     callback_hosts: std::sync::Mutex<HashMap<String, usize>>,
     /// Per digest: when it was last rendered and what summing it up cost, so that a huge
@@ -237,6 +253,7 @@ impl Worker {
             warned_no_history: Default::default(),
             digest_costs: Default::default(),
             callback_hosts: Default::default(),
+            github_tokens: Default::default(),
         })
     }
 
@@ -367,6 +384,9 @@ impl Worker {
         let out = match &job.effect {
             Effect::Webhook { .. } => self.webhook(&job).await,
             Effect::ActionHook { request_id, hook } => self.action(&job, request_id, hook).await,
+            Effect::GithubReview { request_id, state } => {
+                self.github_review(&job, request_id, *state).await
+            }
             _ => self.slack_job(&job).await,
         };
         let outcome = match &out.result {
@@ -469,6 +489,38 @@ impl Worker {
                 request_id: request_id.clone(),
             });
         }
+        if let (
+            Effect::GithubReview {
+                request_id,
+                state: Some(state),
+            },
+            false,
+        ) = (&job.effect, matches!(out.result, JobResult::Retry { .. }))
+        {
+            let ok = out.result == JobResult::Done && out.kept_error.is_none();
+            report.audit.push(NewAudit {
+                request_id: Some(request_id.clone()),
+                event: if ok {
+                    "github.reviewed"
+                } else {
+                    "github.review_failed"
+                },
+                actor: "greenlight".into(),
+                data: serde_json::json!({
+                    "state": state.as_str(), "result": out.detail, "attempts": attempts,
+                }),
+            });
+            report.action = Some(ActionResult {
+                name: REVIEW_NAME.to_owned(),
+                ok,
+                summary: out.detail.clone(),
+                attempts,
+                at: self.clock.now(),
+            });
+            report.effects.push(Effect::SlackUpdate {
+                request_id: request_id.clone(),
+            });
+        }
         report
     }
 
@@ -498,6 +550,7 @@ impl Worker {
             alert: false,
             detail: error,
             posted: None,
+            kept_error: None,
         }
     }
 }

@@ -154,7 +154,7 @@ impl Worker {
             Effect::SlackHomeRefresh { user, notice } => {
                 self.publish_home(user, notice.as_deref(), now).await
             }
-            Effect::Webhook { .. } | Effect::ActionHook { .. } => {
+            Effect::Webhook { .. } | Effect::ActionHook { .. } | Effect::GithubReview { .. } => {
                 return Outcome::dead("not a Slack job");
             }
         };

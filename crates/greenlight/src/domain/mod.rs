@@ -5,6 +5,7 @@
 mod audit;
 mod clock;
 mod duration;
+pub mod github;
 mod identity;
 mod ids;
 mod pacing;

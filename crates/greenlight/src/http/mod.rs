@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+mod github;
 pub mod openapi;
 mod ops;
 mod requests;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// Shared: the state is cloned for every request.
     pub signing_secret: Option<Arc<Secret>>,
+    /// `[github] webhook_secret`: `POST /github/webhook` answers only when it is set.
+    pub github_webhook_secret: Option<Arc<Secret>>,
     pub metrics: PrometheusHandle,
     /// Longest answer to anything but a wait for a decision (`[limits] request_timeout`);
     /// every body, an MCP call's too, is read within it.
@@ -59,6 +62,7 @@ where
     api.route("/slack/interactions", post(slack::receive))
         .route("/slack/events", post(slack::receive))
         .route("/slack/commands", post(slack::command))
+        .route("/github/webhook", post(github::webhook))
         .merge(mcp)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -91,6 +91,7 @@ pub async fn create(
             RequestView {
                 receipt: state.service.receipt(&request).await?,
                 request: state.service.shown(&request, key),
+                github: github_view(&request, &[]),
                 delivery,
                 actions: Vec::new(),
             },
@@ -106,12 +107,49 @@ async fn full_view(
     request: &crate::domain::Request,
     key: &crate::store::ApiKey,
 ) -> Result<RequestView, ApiError> {
+    let actions = state.service.store().action_results(&request.id).await?;
     Ok(RequestView {
         receipt: state.service.receipt(request).await?,
         request: state.service.shown(request, key),
         delivery: state.service.store().deliveries(&request.id).await?,
-        actions: state.service.store().action_results(&request.id).await?,
+        github: github_view(request, &actions),
+        actions,
     })
+}
+
+/// The GitHub deployment a request holds, and where its review stands: the last review's
+/// result among the action results, else pending.
+fn github_view(request: &crate::domain::Request, actions: &[ActionResult]) -> Option<GithubView> {
+    use crate::domain::github::{GithubLink, Review};
+    let link = GithubLink::of(request)?;
+    let review = match actions
+        .iter()
+        .rev()
+        .find(|a| a.name == crate::delivery::REVIEW_NAME)
+    {
+        None => Review::Pending,
+        Some(a) if !a.ok => Review::Failed,
+        Some(a) if a.summary.starts_with("approved") => Review::Approved,
+        Some(_) => Review::Rejected,
+    };
+    Some(GithubView {
+        repository: link.repository,
+        run_id: link.run_id,
+        environment: link.environment,
+        review,
+    })
+}
+
+/// The GitHub deployment a request stands for (`[github]`), and its review.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GithubView {
+    /// `owner/name`.
+    pub repository: String,
+    pub run_id: u64,
+    pub environment: String,
+    /// `pending` until greenlight has reviewed the deployment; `failed` when GitHub refused the
+    /// review (the run was over) or it could not be delivered.
+    pub review: crate::domain::github::Review,
 }
 
 /// A request with what happened to its side effects, as `GET /v1/requests/{id}` and a create
@@ -124,6 +162,9 @@ pub struct RequestView {
     pub delivery: Vec<Delivery>,
     /// What its action hooks did.
     pub actions: Vec<ActionResult>,
+    /// The GitHub deployment it holds, for a request made by `POST /github/webhook`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubView>,
     /// Once decided: the signed decision receipt, a compact JWS (EdDSA) an executor can check
     /// itself against `/.well-known/jwks.json` (see `GET /v1/requests/{id}/receipt`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,7 @@
 //! and action hooks, planned here and written in the change's own transaction.
 
 use super::Service;
+use crate::domain::github::{GithubLink, ReviewState};
 use crate::domain::{DecisionKind, Request, SlackUserId, Status};
 use crate::slack::render;
 use crate::store::Effect;
@@ -81,6 +82,7 @@ impl Service {
         if let Event::Decided(_) = event {
             effects.extend(self.requester_told(request));
         }
+        effects.extend(github_review(request, event));
         effects
     }
 
@@ -167,6 +169,21 @@ impl Service {
         }));
         effects
     }
+}
+
+/// A request the GitHub webhook made tells GitHub: one status report when it is created
+/// pending, the review when it is decided, cancelled or expired.
+fn github_review(request: &Request, event: Event) -> Option<Effect> {
+    let state = match event {
+        Event::Created if request.status == Status::Pending => None,
+        Event::Decided(_) | Event::Cancelled => Some(ReviewState::for_status(request.status)?),
+        _ => return None,
+    };
+    GithubLink::of(request)?;
+    Some(Effect::GithubReview {
+        request_id: request.id.clone(),
+        state,
+    })
 }
 
 fn status_event(status: Status) -> &'static str {

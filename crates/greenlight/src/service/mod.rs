@@ -16,6 +16,7 @@ pub mod commands;
 mod create;
 mod effects;
 mod error;
+pub mod github;
 pub mod home;
 pub mod identity;
 pub mod intake;
@@ -84,6 +85,8 @@ pub struct Service {
     permissions: PermissionDefaults,
     /// Workload tokens, verified against `[[trust]]` (none: bearer credentials are API keys).
     verifier: Option<Arc<identity::Verifier>>,
+    /// `[github]`: which deployments become requests, in which workflow.
+    github: Option<Arc<crate::config::GithubConfig>>,
 }
 
 /// `[mcp] permission_workflow` and `permission_timeout`, applied to every request that carries
@@ -141,6 +144,7 @@ impl Service {
             alerts_channel: None,
             viewers: Default::default(),
             workspaces: Default::default(),
+            github: None,
         }
     }
 

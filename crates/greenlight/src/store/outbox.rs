@@ -131,6 +131,14 @@ pub enum Effect {
     /// Post or update the digest message `key` (many auto-decisions in one message),
     /// rendered from its requests at delivery time.
     SlackDigest { key: String, channel: String },
+    /// Tell GitHub about the deployment the request holds (`[github]`): with `state`, the
+    /// review that ends its wait; without, the one status report that links the Slack message.
+    /// Where to post it is read from the request when it is sent.
+    GithubReview {
+        request_id: RequestId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<crate::domain::github::ReviewState>,
+    },
     /// Publish a person's App Home tab (`views.publish`), rendered from the state at delivery
     /// time. Waiting refreshes of one person collapse into one. `notice` is shown at the top:
     /// why a click on the Home tab did not count (the tab has no channel for an ephemeral).
@@ -150,7 +158,9 @@ impl Effect {
     pub fn lane(&self) -> Lane {
         match self {
             Effect::Webhook { guarded: true, .. } => Lane::Callbacks,
-            Effect::Webhook { .. } | Effect::ActionHook { .. } => Lane::Hooks,
+            Effect::Webhook { .. } | Effect::ActionHook { .. } | Effect::GithubReview { .. } => {
+                Lane::Hooks
+            }
             _ => Lane::Slack,
         }
     }
@@ -191,6 +201,7 @@ impl Effect {
             Effect::SlackAlert { .. } => "slack_alert",
             Effect::SlackDigest { .. } => "slack_digest",
             Effect::SlackHomeRefresh { .. } => "slack_home_refresh",
+            Effect::GithubReview { .. } => "github_review",
         }
     }
 
@@ -215,6 +226,10 @@ impl Effect {
                 Some(channel.clone())
             }
             Effect::SlackHomeRefresh { user, .. } => Some(format!("Home tab of {user}")),
+            Effect::GithubReview { state, .. } => Some(match state {
+                Some(state) => format!("GitHub deployment review: {}", state.as_str()),
+                None => "GitHub deployment status report".to_owned(),
+            }),
             Effect::SlackDirectMessage { to, .. } => Some(format!("direct message to {to}")),
             Effect::SlackDmCopies { approvers, .. } => {
                 Some(format!("direct messages to {}", approvers.join(", ")))
@@ -231,9 +246,9 @@ impl Effect {
             Effect::SlackThreadReply { request_id, .. }
             | Effect::SlackDirectMessage { request_id, .. }
             | Effect::SlackDmCopies { request_id, .. } => Some(request_id),
-            Effect::Webhook { request_id, .. } | Effect::ActionHook { request_id, .. } => {
-                Some(request_id)
-            }
+            Effect::Webhook { request_id, .. }
+            | Effect::ActionHook { request_id, .. }
+            | Effect::GithubReview { request_id, .. } => Some(request_id),
             Effect::SlackAlert { request_id, .. } => request_id.as_ref(),
             Effect::SlackEphemeral { .. }
             | Effect::SlackDigest { .. }

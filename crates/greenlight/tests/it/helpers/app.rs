@@ -53,6 +53,7 @@ pub fn config(sandbox: &SandboxHandle, db_url: &str, secret: &str) -> Config {
         public_url: None,
         alert_rules: Vec::new(),
         trust: Vec::new(),
+        github: None,
     }
 }
 

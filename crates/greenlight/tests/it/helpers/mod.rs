@@ -3,6 +3,7 @@
 mod app;
 mod clock;
 mod db;
+pub mod github;
 pub mod oidc;
 mod process;
 mod slack;
