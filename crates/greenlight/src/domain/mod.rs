@@ -2,6 +2,7 @@
 //! decision. Nothing here does I/O or knows about HTTP, SQL or Slack.
 //! Imports nothing of the crate: every other module may import it.
 
+mod answers;
 mod audit;
 mod clock;
 mod duration;
@@ -13,6 +14,10 @@ mod request;
 mod signal;
 mod stages;
 
+pub use answers::{
+    Answers, Buttons, CHECKED, Field, FieldProblem, FieldSpec, FieldType, MAX_FIELDS, RawAnswer,
+    answer_all, answer_text, check_answers, check_fields, number_text,
+};
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};

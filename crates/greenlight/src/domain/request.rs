@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::answers::{Answers, Buttons, Field};
 use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, SlackUserId, WorkflowName};
 use super::stages::{Policy, StageStatus};
 
@@ -117,6 +118,10 @@ pub struct Decision {
     /// the first stage, and on decisions no person made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// What this voter answered to the request's fields (none when it asks none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<Answers>,
 }
 
 /// Where the request's Slack message lives, once it has been posted.
@@ -156,6 +161,16 @@ pub struct Request {
     /// The agent's tool call this request asks about, if it is one (MCP's permission prompt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<ToolCall>,
+    /// What approvers fill in when they approve (or answer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
+    /// `answer`: one Answer button instead of Approve and Deny.
+    #[serde(skip_serializing_if = "Buttons::is_default")]
+    pub buttons: Buttons,
+    /// The answers of the vote that approved the request, by field name (see `settle_response`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<Answers>,
     /// The API key that asked: only it (or an admin key) may cancel, and only it sees the
     /// full `callback_url`.
     #[serde(skip)]
@@ -211,6 +226,8 @@ pub struct Vote {
     pub reason: Option<String>,
     /// The open stage a machine's vote is for; none: the first open stage it may vote in.
     pub stage: Option<String>,
+    /// The voter's answers to the request's fields, already checked against them.
+    pub response: Option<Answers>,
 }
 
 /// What adapters found out about a voter before the vote (group membership, who asked): the
@@ -363,6 +380,9 @@ impl Request {
             callback_url: new.callback_url,
             metadata: None,
             tool_call: None,
+            fields: Vec::new(),
+            buttons: Buttons::default(),
+            response: None,
             created_by: None,
             digest_key: None,
             reminders: 0,
@@ -519,6 +539,7 @@ impl Request {
             reason: vote.reason,
             at: now,
             stage: Some(stage_name.clone()),
+            response: vote.response,
         });
         let decided = match verdict {
             Verdict::Deny if self.denials() >= policy.denials_required.max(1) => {
@@ -532,6 +553,7 @@ impl Request {
         match decided {
             Some(status) => {
                 self.finish(status, Some(by), reason, now);
+                self.settle_response();
                 Ok(VoteOutcome::Decided(status))
             }
             None => {
@@ -549,6 +571,19 @@ impl Request {
                 })
             }
         }
+    }
+
+    /// Sets `response` from the decisions: the answers of the vote that approved the request
+    /// (the last approval, which completed it), if it gave any. Stores call it on every read.
+    pub fn settle_response(&mut self) {
+        self.response = match self.status {
+            Status::Approved => self
+                .decisions
+                .last()
+                .filter(|d| d.verdict == Verdict::Approve)
+                .and_then(|d| d.response.clone()),
+            _ => None,
+        };
     }
 
     /// The index of the stage `vote` counts for, or why it counts for none.
@@ -604,6 +639,7 @@ impl Request {
             reason: Some(summary.clone()),
             at: now,
             stage: None,
+            response: None,
         });
         self.finish(
             verdict_status(verdict),
@@ -641,6 +677,7 @@ impl Request {
                     reason: None,
                     at: now,
                     stage: None,
+                    response: None,
                 });
                 verdict_status(verdict)
             }
@@ -776,6 +813,7 @@ mod tests {
             verdict,
             reason: None,
             stage: None,
+            response: None,
         }
     }
 

@@ -145,7 +145,8 @@ impl From<ServiceError> for ApiError {
             | ServiceError::TooManySignals(_) => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::UnknownWorkflow(_)
             | ServiceError::WorkflowRequired(_)
-            | ServiceError::ChannelOverrideNotAllowed(_) => StatusCode::BAD_REQUEST,
+            | ServiceError::ChannelOverrideNotAllowed(_)
+            | ServiceError::InvalidResponse(_) => StatusCode::BAD_REQUEST,
         };
         let error = ApiError::new(status, code, msg);
         match e {

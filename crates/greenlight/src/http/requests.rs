@@ -411,6 +411,10 @@ pub struct DecisionBody {
     /// open stage. A stage that is not open is refused with 409 `stage_not_open`.
     #[schema(max_length = 40)]
     stage: Option<String>,
+    /// Answers to the request's fields, by name (required to approve a request with fields;
+    /// checked like a person's in the modal: 400 `invalid_response`).
+    #[schema(value_type = Option<Object>)]
+    response: Option<crate::domain::Answers>,
 }
 
 /// `POST /v1/requests/{id}/decisions`: a machine's vote (the `decide` scope), counted like a
@@ -451,6 +455,7 @@ pub async fn decide(
         verdict,
         reason,
         stage,
+        response: body.response,
     };
     let request = match state.service.vote(&id, vote).await? {
         VoteResult::Decided(r) | VoteResult::Counted(r) => r,

@@ -30,6 +30,11 @@ pub struct CreateInput {
     /// The agent tool call the request asks about (MCP's permission prompt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<crate::domain::ToolCall>,
+    /// What approvers fill in when they approve (checked: `domain::check_fields`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<crate::domain::Field>,
+    #[serde(skip_serializing_if = "crate::domain::Buttons::is_default")]
+    pub buttons: crate::domain::Buttons,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
 }
@@ -104,6 +109,8 @@ impl Service {
         );
         request.metadata = input.metadata;
         request.tool_call = input.tool_call;
+        request.fields = input.fields;
+        request.buttons = input.buttons;
         request.created_by = Some(key.id.clone());
         let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),

@@ -41,6 +41,9 @@ pub enum ServiceError {
         "{0} signals are stored already ([limits] max_signals): delete one (DELETE /v1/signals/{{name}}) or let lapsed ones be purged; setting an existing signal still works"
     )]
     TooManySignals(u32),
+    /// A vote's answers do not fit the request's fields (or it asks none).
+    #[error("{0}")]
+    InvalidResponse(String),
 }
 
 impl ServiceError {
@@ -65,6 +68,7 @@ impl ServiceError {
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::TooManyWaiters(_) => "too_many_waiters",
             ServiceError::TooManySignals(_) => "too_many_signals",
+            ServiceError::InvalidResponse(_) => "invalid_response",
         }
     }
 }

@@ -371,8 +371,9 @@ impl Service {
     }
 
     /// Applies a vote, retrying on a concurrent change; exactly one vote decides.
-    pub async fn vote(&self, id: &RequestId, vote: Vote) -> ServiceResult<VoteResult> {
+    pub async fn vote(&self, id: &RequestId, mut vote: Vote) -> ServiceResult<VoteResult> {
         let mut current = self.get(id).await?;
+        vote.response = answers_of(&current, &vote)?;
         // Standing depends on who asked and which workflow, which no vote changes.
         let standing = self.standing(&current, &vote).await?;
         loop {
@@ -396,6 +397,7 @@ impl Service {
                     "kind": vote.kind,
                     "reason": vote.reason,
                     "stage": counted_for,
+                    "response": vote.response,
                 }),
             }];
             let (stage_audit, stage_effects) =
@@ -556,5 +558,39 @@ impl Service {
         self.store.record(&[], &[effect], self.now_ms()).await?;
         self.outbox.notify_one();
         Ok(())
+    }
+}
+
+/// The answers a vote carries, checked against the request's fields: an approval of a request
+/// with fields must answer them (a person does in the modal its Approve button opens); a deny,
+/// or a vote on a request without fields, carries none.
+fn answers_of(
+    request: &crate::domain::Request,
+    vote: &Vote,
+) -> ServiceResult<Option<crate::domain::Answers>> {
+    match (&vote.response, vote.verdict) {
+        (None, crate::domain::Verdict::Approve) if !request.fields.is_empty() => {
+            Err(ServiceError::InvalidResponse(format!(
+                "request {} asks for answers ({}): approve with a response",
+                request.id,
+                request
+                    .fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        (None, _) => Ok(None),
+        (Some(_), crate::domain::Verdict::Deny) => Err(ServiceError::InvalidResponse(
+            "a deny carries no response".into(),
+        )),
+        (Some(_), _) if request.fields.is_empty() => Err(ServiceError::InvalidResponse(format!(
+            "request {} asks no fields, so a vote carries no response",
+            request.id
+        ))),
+        (Some(given), _) => crate::domain::check_answers(&request.fields, given)
+            .map(Some)
+            .map_err(ServiceError::InvalidResponse),
     }
 }

@@ -5,9 +5,10 @@
 use serde::Deserialize;
 
 use super::render::{
-    APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION, REASON_BLOCK,
+    ANSWERS_CALLBACK, APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, FIELD_ACTION,
+    FIELD_BLOCK_PREFIX, REASON_ACTION, REASON_BLOCK,
 };
-use crate::domain::{RequestId, Verdict};
+use crate::domain::{RawAnswer, RequestId, Verdict};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Interaction {
@@ -42,9 +43,39 @@ pub struct ViewState {
     pub values: std::collections::HashMap<String, std::collections::HashMap<String, InputValue>>,
 }
 
+/// An input element's state: `value` for plain-text and number inputs, `selected_option`
+/// for a static select, `selected_options` for checkboxes.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InputValue {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub value: Option<String>,
+    pub selected_option: Option<SelectedOption>,
+    pub selected_options: Option<Vec<SelectedOption>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SelectedOption {
+    pub value: Option<String>,
+}
+
+impl InputValue {
+    /// What the element holds, as a field reads it.
+    pub fn raw(&self) -> RawAnswer {
+        match self.kind.as_deref() {
+            Some("static_select") => {
+                RawAnswer::Choice(self.selected_option.as_ref().and_then(|o| o.value.clone()))
+            }
+            Some("checkboxes") => RawAnswer::Checked(
+                self.selected_options
+                    .iter()
+                    .flatten()
+                    .filter_map(|o| o.value.clone())
+                    .collect(),
+            ),
+            _ => RawAnswer::Text(self.value.clone()),
+        }
+    }
 }
 
 impl View {
@@ -174,6 +205,8 @@ pub enum Gesture {
     Click(Click),
     /// The deny-reason modal was submitted.
     DenyReason(DenyReason),
+    /// The answers modal was submitted.
+    Answers(AnswersGiven),
     /// Anything else (another button, another modal, another kind): nothing to do.
     Other,
 }
@@ -218,6 +251,14 @@ pub struct DenyReason {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswersGiven {
+    pub actor: Actor,
+    pub request: RequestId,
+    /// What each input held, by field name (an input missing from the state is absent).
+    pub answers: std::collections::HashMap<String, RawAnswer>,
+}
+
 /// Why an interaction cannot be read as a gesture.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GestureError {
@@ -239,7 +280,7 @@ impl Interaction {
         };
         match self.kind.as_str() {
             "block_actions" => self.click(actor),
-            "view_submission" => self.deny_reason(actor),
+            "view_submission" => self.submission(actor),
             _ => Ok(Gesture::Other),
         }
     }
@@ -281,9 +322,10 @@ impl Interaction {
         }))
     }
 
-    fn deny_reason(&self, actor: Actor) -> Result<Gesture, GestureError> {
+    fn submission(&self, actor: Actor) -> Result<Gesture, GestureError> {
         let view = self.view.as_ref().ok_or(GestureError::Malformed("view"))?;
-        if view.callback_id.as_deref() != Some(DENY_REASON_CALLBACK) {
+        let callback = view.callback_id.as_deref();
+        if callback != Some(DENY_REASON_CALLBACK) && callback != Some(ANSWERS_CALLBACK) {
             return Ok(Gesture::Other);
         }
         let request = view
@@ -291,6 +333,23 @@ impl Interaction {
             .as_deref()
             .and_then(|m| m.parse().ok())
             .ok_or(GestureError::Malformed("view.private_metadata"))?;
+        if callback == Some(ANSWERS_CALLBACK) {
+            let answers = view
+                .state
+                .iter()
+                .flat_map(|s| &s.values)
+                .filter_map(|(block, actions)| {
+                    let name = block.strip_prefix(FIELD_BLOCK_PREFIX)?;
+                    let input = actions.get(FIELD_ACTION)?;
+                    Some((name.to_owned(), input.raw()))
+                })
+                .collect();
+            return Ok(Gesture::Answers(AnswersGiven {
+                actor,
+                request,
+                answers,
+            }));
+        }
         let reason = view
             .text(REASON_BLOCK, REASON_ACTION)
             .map(str::trim)

@@ -66,6 +66,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("tool_call", Text),
             ("digest_key", Text),
             ("slack_copies", Text),
+            ("form", Text),
         ],
     ),
     (
@@ -206,6 +207,7 @@ const JSON_COLUMNS: &[&str] = &[
     "metadata",
     "tool_call",
     "slack_copies",
+    "form",
     "data",
     "payload",
     "value",

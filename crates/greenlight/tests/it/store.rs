@@ -101,6 +101,67 @@ fn input(title: &str, idempotency_key: Option<&str>) -> CreateInput {
     }
 }
 
+/// A request's fields and buttons are kept as asked, and each vote's answers with it; the
+/// answers of the approving vote come back as `response`, typed.
+async fn fields_and_answers_are_kept_typed(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut r = request(3);
+    r.fields = greenlight::domain::check_fields(
+        serde_json::from_value(serde_json::json!([
+            {"name": "env", "type": "select", "options": ["a", "b"], "default": "a"},
+            {"name": "n", "type": "number", "min": 1}
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    r.buttons = greenlight::domain::Buttons::Answer;
+    store
+        .create_request(&r, None, &audit(&r), &[], now)
+        .await
+        .unwrap();
+    let mut stored = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(stored.fields, r.fields);
+    assert_eq!(stored.buttons, greenlight::domain::Buttons::Answer);
+    assert_eq!(stored.response, None);
+    let expected = stored.version;
+    let answers = serde_json::json!({"env": "b", "n": 2.5});
+    stored
+        .cast(
+            Vote {
+                by: "U0ALICE".into(),
+                name: None,
+                kind: DecisionKind::User,
+                verdict: Verdict::Approve,
+                reason: None,
+                stage: None,
+                response: answers.as_object().cloned(),
+            },
+            &greenlight::domain::Policy::default(),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    assert!(
+        store
+            .save_transition(&stored, expected, &audit(&stored), &[], now)
+            .await
+            .unwrap()
+    );
+    let after = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Approved);
+    assert_eq!(after.response.as_ref(), answers.as_object());
+    assert_eq!(after.decisions[0].response.as_ref(), answers.as_object());
+    // A request asking nothing more keeps no form.
+    let plain = request(4);
+    store
+        .create_request(&plain, None, &audit(&plain), &[], now)
+        .await
+        .unwrap();
+    let plain = store.get_request(&plain.id).await.unwrap().unwrap();
+    assert!(plain.fields.is_empty());
+    assert_eq!(plain.buttons, greenlight::domain::Buttons::ApproveDeny);
+}
+
 /// Group commit (SQLite) and one-statement changes (PostgreSQL): 300 writes at once all land,
 /// and a failing one fails alone, leaking nothing.
 async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
@@ -286,6 +347,7 @@ async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
                 },
                 reason: None,
                 stage: None,
+                response: None,
             };
             service.vote(&id, vote).await
         }
@@ -1623,6 +1685,7 @@ async fn stored(
             name: None,
             at: jiff::Timestamp::now(),
             stage: None,
+            response: None,
         });
     }
     store
@@ -1655,6 +1718,7 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
         name: None,
         at: jiff::Timestamp::now(),
         stage: None,
+        response: None,
     });
     store
         .create_request(&keys_vote, None, &audit(&keys_vote), &[], now_ms())
@@ -1883,6 +1947,7 @@ store_tests!(
     idempotent_retries_under_concurrency_make_one_request,
     outbox_claims_leases_and_attempts,
     direct_message_copies_are_kept_through_transitions,
+    fields_and_answers_are_kept_typed,
     message_updates_collapse,
     due_requests_are_found,
     the_first_secret_stored_wins,

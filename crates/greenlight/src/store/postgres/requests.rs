@@ -45,7 +45,7 @@ impl Requests for PostgresStore {
             "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
              status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
              callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-             reminders, remind_at, metadata, tool_call, digest_key) ",
+             reminders, remind_at, metadata, tool_call, digest_key, form) ",
         );
         qb.push_values([r], |mut row, r| {
             row.push_bind(r.id.to_string())
@@ -84,7 +84,8 @@ impl Requests for PostgresStore {
                         .as_ref()
                         .map(|t| serde_json::to_string(t).unwrap_or_default()),
                 )
-                .push_bind(r.digest_key.clone());
+                .push_bind(r.digest_key.clone())
+                .push_bind(rows::form_column(r));
         });
         // A repeated idempotency key conflicts; nothing is written and the earlier request is
         // looked up below (also when the two creates raced on different replicas).

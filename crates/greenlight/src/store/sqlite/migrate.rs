@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(17, "audit pending", "0017_audit_pending.sql"),
     migration!(18, "signing keys", "0018_signing_keys.sql"),
     migration!(19, "slack copies", "0019_slack_copies.sql"),
+    migration!(21, "answers", "0021_answers.sql"),
 ];
 
 /// sqlx's own table, created the same way.
