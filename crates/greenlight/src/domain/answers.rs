@@ -58,7 +58,8 @@ impl FieldType {
     }
 }
 
-/// A field a request asks approvers to fill in, checked (see `FieldSpec::check`).
+/// A field a request asks approvers to fill in, as checked: its label (the name when none was
+/// given), whether it must be answered, and its bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Field {
     pub name: String,
@@ -69,7 +70,7 @@ pub struct Field {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub default: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -116,7 +117,7 @@ pub struct FieldSpec {
     pub options: Option<Vec<String>>,
     /// The value the input starts with, of the field's type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub default: Option<Value>,
     /// A number's bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -52,7 +52,9 @@ impl Service {
         // permission_workflow` and expires after `[mcp] permission_timeout`, whichever
         // transport it came by: the server's settings govern, not the agent's machine.
         let asks_permission = input.tool_call.is_some();
-        let named = input.workflow.as_ref().or(if asks_permission {
+        // So does an agent's question (ask_question): a request only to answer.
+        let agents = asks_permission || input.buttons == crate::domain::Buttons::Answer;
+        let named = input.workflow.as_ref().or(if agents {
             self.permissions.workflow.as_ref()
         } else {
             None

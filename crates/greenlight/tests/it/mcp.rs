@@ -403,3 +403,124 @@ async fn a_tool_call_with_no_workflow_follows_the_mcp_settings() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "workflow_required");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_question_is_answered_in_slack_and_returns_typed_answers() {
+    let app = spawn_app().await;
+    let client = connect(&app, &app.key).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let tool = tools
+        .iter()
+        .find(|t| t.name == "ask_question")
+        .expect("listed");
+    let schema = serde_json::to_value(&tool.input_schema).unwrap();
+    assert_eq!(schema["required"], json!(["question"]), "{schema}");
+
+    // No fields: one free-text answer.
+    let asked = call(
+        &client,
+        "ask_question",
+        json!({"question": "What should the commit message say?"}),
+    )
+    .await;
+    assert_eq!(asked.is_error, Some(false), "{asked:?}");
+    let created = structured(&asked);
+    assert_eq!(created["buttons"], "answer");
+    assert_eq!(created["fields"][0]["name"], "answer");
+    assert_eq!(created["fields"][0]["type"], "textarea");
+    let free = created["request_id"].as_str().unwrap().to_owned();
+
+    // Fields: which environment, how many replicas; answered while the agent waits.
+    let ask = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            call(
+                &client,
+                "ask_question",
+                json!({"question": "Which environment should I use?", "wait_seconds": 30,
+                "fields": [
+                    {"name": "env", "type": "select", "options": ["staging", "production"]},
+                    {"name": "replicas", "type": "number", "min": 1, "max": 5}
+                ]}),
+            )
+            .await
+        })
+    };
+    let msg = app
+        .sandbox
+        .wait_for_message_in(
+            CHANNEL,
+            |m| text_of(m).contains("Which environment should I use?"),
+            WAIT,
+        )
+        .await
+        .expect("the question is posted");
+    assert!(
+        app.click(&msg, "greenlight.approve", "U0ALICE")
+            .await
+            .acked()
+    );
+    let view = app
+        .sandbox
+        .wait_until(WAIT, |sb| sb.views().into_iter().find(|v| v.open))
+        .await
+        .expect("the modal opened");
+    let ack = app
+        .sandbox
+        .submit_view_values(
+            &view.id,
+            "U0ALICE",
+            [
+                ("greenlight.field.env", json!("staging")),
+                ("greenlight.field.replicas", json!("2")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(ack.body.is_empty(), "{}", ack.body);
+    let answered = structured(&ask.await.unwrap());
+    assert_eq!(answered["status"], "approved", "{answered}");
+    assert_eq!(
+        answered["response"],
+        json!({"env": "staging", "replicas": 2})
+    );
+
+    // Bad fields are a tool error with the API's code.
+    let bad = call(
+        &client,
+        "ask_question",
+        json!({"question": "?", "fields": [{"name": "x", "type": "colour"}]}),
+    )
+    .await;
+    assert_eq!(bad.is_error, Some(true));
+    assert_eq!(structured(&bad)["error"]["code"], "invalid_field_type");
+    let got = call(&client, "get_approval", json!({"request_id": free})).await;
+    assert_eq!(structured(&got)["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_with_no_workflow_lands_in_the_mcp_workflow() {
+    let app = spawn_app_with(|c| {
+        c.workflows.push(greenlight::config::Workflow::new(
+            "agents".parse().unwrap(),
+            "#ops".parse().unwrap(),
+        ));
+        c.mcp.permission_workflow = Some("agents".parse().unwrap());
+    })
+    .await;
+    let client = connect(&app, &app.key).await;
+    let asked = call(
+        &client,
+        "ask_question",
+        json!({"question": "Which region?"}),
+    )
+    .await;
+    assert_eq!(structured(&asked)["workflow"], "agents", "{asked:?}");
+    let named = call(
+        &client,
+        "ask_question",
+        json!({"question": "Which region?", "workflow": "deploy"}),
+    )
+    .await;
+    assert_eq!(structured(&named)["workflow"], "deploy", "{named:?}");
+}
