@@ -464,6 +464,7 @@ impl Outgoing {
 pub(crate) async fn deliver(shared: &Shared, out: Outgoing) -> Result<ClickOutcome, SandboxError> {
     let at_unix_ms = unix_ms();
     let timeout = shared.config.ack_timeout;
+    let sent = out.payload.clone();
     let socket = shared
         .sockets
         .deliver(
@@ -495,6 +496,7 @@ pub(crate) async fn deliver(shared: &Shared, out: Outgoing) -> Result<ClickOutco
         user: out.user,
         outcome: outcome.clone(),
         at_unix_ms,
+        payload: sent,
     };
     lock(&shared.store).deliveries.push(delivery.clone());
     shared.emit(SandboxEvent::InteractionDelivered(delivery));
