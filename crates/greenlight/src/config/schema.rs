@@ -331,6 +331,10 @@ pub struct Workflow {
     /// Lets a request name its own channel.
     #[serde(default)]
     pub allow_channel_override: bool,
+    /// Params an approver may edit before approving (`["params.replicas"]`): Approve opens a
+    /// modal pre-filled with their values, and the request gains `approved_params`.
+    #[serde(default)]
+    pub editable: Vec<String>,
     #[serde(default, rename = "rule")]
     pub rule_specs: Vec<RuleSpec>,
     /// `rule_specs`, compiled once by the loader.
@@ -481,6 +485,7 @@ impl Workflow {
             remind_after: None,
             escalate_to: None,
             allow_channel_override: false,
+            editable: Vec::new(),
             rule_specs: Vec::new(),
             rules: Vec::new(),
             webhooks: Vec::new(),
@@ -560,6 +565,14 @@ impl Workflow {
     pub(super) fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         let name = self.name.as_str();
+        for e in &self.editable {
+            if crate::domain::editable_param(e).is_none() {
+                out.push((
+                    "editable",
+                    format!("workflow {name:?}: editable entry {e:?} must name a param, as \"params.NAME\""),
+                ));
+            }
+        }
         if self.approvals_required == 0 {
             out.push((
                 "approvals_required",

@@ -469,6 +469,63 @@ pub fn check_answers(fields: &[Field], given: &Answers) -> Result<Answers, Strin
     })
 }
 
+/// The param an `editable` entry names (`"params.replicas"` -> `"replicas"`), if it names one.
+pub fn editable_param(entry: &str) -> Option<&str> {
+    entry
+        .strip_prefix("params.")
+        .filter(|p| !p.is_empty() && p.len() <= 100)
+}
+
+/// Checks an edit of a param: its type is kept (a number stays a number, a string a string,
+/// a boolean a boolean). Returns the value as kept.
+pub fn check_edit(old: &Value, raw: RawAnswer) -> Result<Value, String> {
+    match (old, raw) {
+        (Value::Number(_), RawAnswer::Text(t)) => {
+            let t = t.unwrap_or_default();
+            t.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .map(number_value)
+                .ok_or_else(|| "Please enter a number.".to_owned())
+        }
+        (Value::String(_), RawAnswer::Text(t)) => {
+            let t = t.unwrap_or_default();
+            if t.contains('\0') {
+                Err("This text holds a NUL character, which cannot be stored.".into())
+            } else if t.chars().count() > MAX_TEXT as usize {
+                Err(format!("At most {MAX_TEXT} characters, please."))
+            } else {
+                Ok(Value::String(t))
+            }
+        }
+        (Value::Bool(_), RawAnswer::Checked(values)) => {
+            Ok(Value::Bool(values.iter().any(|v| v == CHECKED)))
+        }
+        _ => Err("This value cannot be edited here.".into()),
+    }
+}
+
+/// Whether a param's value can be edited in a modal: a string, a number or a boolean.
+pub fn is_editable_value(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+}
+
+/// What an edit changed, as people read it: `replicas: 10 → 3`, one per changed param.
+pub fn changes(
+    params: &serde_json::Map<String, Value>,
+    approved: &serde_json::Map<String, Value>,
+) -> Vec<String> {
+    approved
+        .iter()
+        .filter(|(k, v)| params.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let before = params.get(k).map_or_else(|| "—".to_owned(), answer_text);
+            format!("{k}: {before} → {}", answer_text(v))
+        })
+        .collect()
+}
+
 /// An answer as a person reads it: text as typed, numbers and booleans in words.
 pub fn answer_text(v: &Value) -> String {
     match v {

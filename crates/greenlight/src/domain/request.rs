@@ -122,6 +122,10 @@ pub struct Decision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub response: Option<Answers>,
+    /// The params this voter edited, with their new values (none when they edited nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub edits: Option<Params>,
 }
 
 /// Where the request's Slack message lives, once it has been posted.
@@ -171,6 +175,14 @@ pub struct Request {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub response: Option<Answers>,
+    /// Params approvers may edit before approving (`"params.NAME"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub editable: Vec<String>,
+    /// Once approved, for a request with `editable`: `params` with the approving vote's edits
+    /// applied (equal to `params` when nothing was edited). What hooks and receipts use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub approved_params: Option<Params>,
     /// The API key that asked: only it (or an admin key) may cancel, and only it sees the
     /// full `callback_url`.
     #[serde(skip)]
@@ -228,6 +240,8 @@ pub struct Vote {
     pub stage: Option<String>,
     /// The voter's answers to the request's fields, already checked against them.
     pub response: Option<Answers>,
+    /// The editable params the voter changed, with their new values (checked).
+    pub edits: Option<Params>,
 }
 
 /// What adapters found out about a voter before the vote (group membership, who asked): the
@@ -383,6 +397,8 @@ impl Request {
             fields: Vec::new(),
             buttons: Buttons::default(),
             response: None,
+            editable: Vec::new(),
+            approved_params: None,
             created_by: None,
             digest_key: None,
             reminders: 0,
@@ -540,6 +556,7 @@ impl Request {
             at: now,
             stage: Some(stage_name.clone()),
             response: vote.response,
+            edits: vote.edits,
         });
         let decided = match verdict {
             Verdict::Deny if self.denials() >= policy.denials_required.max(1) => {
@@ -553,7 +570,6 @@ impl Request {
         match decided {
             Some(status) => {
                 self.finish(status, Some(by), reason, now);
-                self.settle_response();
                 Ok(VoteOutcome::Decided(status))
             }
             None => {
@@ -576,14 +592,32 @@ impl Request {
     /// Sets `response` from the decisions: the answers of the vote that approved the request
     /// (the last approval, which completed it), if it gave any. Stores call it on every read.
     pub fn settle_response(&mut self) {
-        self.response = match self.status {
+        let approving = match self.status {
             Status::Approved => self
                 .decisions
                 .last()
-                .filter(|d| d.verdict == Verdict::Approve)
-                .and_then(|d| d.response.clone()),
+                .filter(|d| d.verdict == Verdict::Approve),
             _ => None,
         };
+        self.response = approving.and_then(|d| d.response.clone());
+        self.approved_params = match (self.status, self.editable.is_empty()) {
+            (Status::Approved, false) => {
+                let mut approved = self.params.clone();
+                if let Some(edits) = approving.and_then(|d| d.edits.as_ref()) {
+                    for (k, v) in edits {
+                        approved.insert(k.clone(), v.clone());
+                    }
+                }
+                Some(approved)
+            }
+            _ => None,
+        };
+    }
+
+    /// The params an approved request runs with: `approved_params` when approvers could edit
+    /// them, else `params`.
+    pub fn effective_params(&self) -> &Params {
+        self.approved_params.as_ref().unwrap_or(&self.params)
     }
 
     /// The index of the stage `vote` counts for, or why it counts for none.
@@ -640,6 +674,7 @@ impl Request {
             at: now,
             stage: None,
             response: None,
+            edits: None,
         });
         self.finish(
             verdict_status(verdict),
@@ -678,6 +713,7 @@ impl Request {
                     at: now,
                     stage: None,
                     response: None,
+                    edits: None,
                 });
                 verdict_status(verdict)
             }
@@ -725,6 +761,7 @@ impl Request {
         self.decided_at = Some(now);
         self.remind_at = None;
         self.version += 1;
+        self.settle_response();
     }
 
     /// Withdraws a pending request. Cancelling is not a verdict, so no decision is recorded.
@@ -814,6 +851,7 @@ mod tests {
             reason: None,
             stage: None,
             response: None,
+            edits: None,
         }
     }
 

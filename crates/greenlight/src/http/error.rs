@@ -146,7 +146,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownWorkflow(_)
             | ServiceError::WorkflowRequired(_)
             | ServiceError::ChannelOverrideNotAllowed(_)
-            | ServiceError::InvalidResponse(_) => StatusCode::BAD_REQUEST,
+            | ServiceError::InvalidResponse(_)
+            | ServiceError::Editable { .. } => StatusCode::BAD_REQUEST,
         };
         let error = ApiError::new(status, code, msg);
         match e {

@@ -456,6 +456,7 @@ pub async fn decide(
         reason,
         stage,
         response: body.response,
+        edits: None,
     };
     let request = match state.service.vote(&id, vote).await? {
         VoteResult::Decided(r) | VoteResult::Counted(r) => r,

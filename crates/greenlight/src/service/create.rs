@@ -35,6 +35,10 @@ pub struct CreateInput {
     pub fields: Vec<crate::domain::Field>,
     #[serde(skip_serializing_if = "crate::domain::Buttons::is_default")]
     pub buttons: crate::domain::Buttons,
+    /// Params approvers may edit (`"params.NAME"`), within the workflow's `editable`; none:
+    /// the workflow's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub editable: Option<Vec<String>>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
 }
@@ -113,6 +117,7 @@ impl Service {
         request.tool_call = input.tool_call;
         request.fields = input.fields;
         request.buttons = input.buttons;
+        request.editable = editable_of(workflow, input.editable.as_deref(), &request.params)?;
         request.created_by = Some(key.id.clone());
         let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),
@@ -330,4 +335,59 @@ impl Service {
 fn fingerprint(input: &CreateInput) -> String {
     let canonical = serde_json::to_vec(input).unwrap_or_default();
     hex::encode(Sha256::digest(&canonical))
+}
+
+/// The params approvers may edit on a request: those its own `editable` names (each must be
+/// one its workflow's `editable` allows, and a string, number or boolean param it has), or else
+/// those of the workflow's `editable` that it has.
+fn editable_of(
+    workflow: &Workflow,
+    asked: Option<&[String]>,
+    params: &Params,
+) -> ServiceResult<Vec<String>> {
+    let Some(asked) = asked else {
+        return Ok(workflow
+            .editable
+            .iter()
+            .filter(|e| {
+                crate::domain::editable_param(e)
+                    .and_then(|p| params.get(p))
+                    .is_some_and(crate::domain::is_editable_value)
+            })
+            .cloned()
+            .collect());
+    };
+    let mut out: Vec<String> = Vec::with_capacity(asked.len());
+    for entry in asked {
+        if !workflow.editable.contains(entry) {
+            return Err(ServiceError::Editable {
+                code: "editable_not_allowed",
+                message: format!(
+                    "workflow {:?} does not let approvers edit {entry:?} (its editable: {:?})",
+                    workflow.name.as_str(),
+                    workflow.editable
+                ),
+            });
+        }
+        let value = crate::domain::editable_param(entry).and_then(|p| params.get(p));
+        match value {
+            None => {
+                return Err(ServiceError::Editable {
+                    code: "invalid_editable",
+                    message: format!("editable names {entry:?}, but the request has no such param"),
+                });
+            }
+            Some(v) if !crate::domain::is_editable_value(v) => {
+                return Err(ServiceError::Editable {
+                    code: "invalid_editable",
+                    message: format!(
+                        "{entry:?} is not a string, number or boolean, so it cannot be edited in Slack"
+                    ),
+                });
+            }
+            Some(_) if out.contains(entry) => {}
+            Some(_) => out.push(entry.clone()),
+        }
+    }
+    Ok(out)
 }

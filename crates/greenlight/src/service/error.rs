@@ -44,6 +44,10 @@ pub enum ServiceError {
     /// A vote's answers do not fit the request's fields (or it asks none).
     #[error("{0}")]
     InvalidResponse(String),
+    /// A request's `editable` names a param it does not have, or one its workflow does not
+    /// let approvers edit.
+    #[error("{message}")]
+    Editable { code: &'static str, message: String },
 }
 
 impl ServiceError {
@@ -69,6 +73,7 @@ impl ServiceError {
             ServiceError::TooManyWaiters(_) => "too_many_waiters",
             ServiceError::TooManySignals(_) => "too_many_signals",
             ServiceError::InvalidResponse(_) => "invalid_response",
+            ServiceError::Editable { code, .. } => code,
         }
     }
 }

@@ -148,6 +148,11 @@ pub struct CreateBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Buttons>)]
     pub buttons: Option<String>,
+    /// Params an approver may edit before approving (`["params.replicas"]`), among those the
+    /// workflow's `editable` allows; default: the workflow's. The request then gains
+    /// `approved_params`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub editable: Option<Vec<String>>,
 }
 
 /// The fields and buttons a request asks, checked (stable codes: `invalid_field_type`,
@@ -257,9 +262,21 @@ impl CreateBody {
             .transpose()
             .map_err(|e: IdError| invalid(e.to_string()))?;
         let (fields, buttons) = form(self.fields, self.buttons.as_deref())?;
+        if let Some(e) = self
+            .editable
+            .iter()
+            .flatten()
+            .find(|e| crate::domain::editable_param(e).is_none())
+        {
+            return Err(Invalid {
+                code: "invalid_editable",
+                message: format!("editable entry {e:?} must name a param, as \"params.NAME\""),
+            });
+        }
         Ok(CreateInput {
             fields,
             buttons,
+            editable: self.editable,
             metadata: metadata(self.metadata)?,
             channel,
             workflow,

@@ -129,6 +129,7 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
         reason: None,
         stage: None,
         response: None,
+        edits: None,
     };
     match modal_for(service, &id, c.verdict).await? {
         Some(Modal::Reason) => return ask_why(service, c.trigger_id, &c.place, &id, vote).await,
@@ -178,7 +179,11 @@ async fn modal_for(
         {
             Some(Modal::Reason)
         }
-        Verdict::Approve if !request.fields.is_empty() => Some(Modal::Answers),
+        Verdict::Approve
+            if !request.fields.is_empty() || render::editable_params(&request).next().is_some() =>
+        {
+            Some(Modal::Answers)
+        }
         _ => None,
     })
 }
@@ -223,7 +228,13 @@ async fn answered(service: &Service, a: AnswersGiven) -> Result<Handled, Interac
     let block = request
         .fields
         .first()
-        .map_or_else(|| REASON_BLOCK.to_owned(), |f| render::field_block(&f.name));
+        .map(|f| render::field_block(&f.name))
+        .or_else(|| {
+            render::editable_params(&request)
+                .next()
+                .map(|(p, _)| render::edit_block(p))
+        })
+        .unwrap_or_else(|| REASON_BLOCK.to_owned());
     let mut given = a.answers;
     let checked = crate::domain::answer_all(&request.fields, |f| {
         f.read(
@@ -232,19 +243,34 @@ async fn answered(service: &Service, a: AnswersGiven) -> Result<Handled, Interac
                 .unwrap_or(crate::domain::RawAnswer::Text(None)),
         )
     });
-    let response = match checked {
-        Ok(response) => response,
-        Err(errors) => {
-            let errors: serde_json::Map<String, serde_json::Value> = errors
-                .into_iter()
-                .map(|(name, why)| (render::field_block(&name), why.into()))
-                .collect();
-            return Ok(Handled::InvalidSubmission(serde_json::json!({
-                "response_action": "errors",
-                "errors": errors,
-            })));
+    // Each editable param keeps its type; one left out of the state keeps its value.
+    let mut errors: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    let mut edits = crate::domain::Params::new();
+    for (param, old) in render::editable_params(&request) {
+        let Some(raw) = a.edits.get(param) else {
+            continue;
+        };
+        match crate::domain::check_edit(old, raw.clone()) {
+            Ok(new) => {
+                edits.insert(param.to_owned(), new);
+            }
+            Err(why) => {
+                errors.insert(render::edit_block(param), why.into());
+            }
         }
-    };
+    }
+    if let Err(bad) = &checked {
+        for (name, why) in bad {
+            errors.insert(render::field_block(name), why.clone().into());
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Handled::InvalidSubmission(serde_json::json!({
+            "response_action": "errors",
+            "errors": errors,
+        })));
+    }
+    let response = checked.ok().filter(|r| !r.is_empty());
     let vote = Vote {
         by: a.actor.user,
         name: a.actor.handle,
@@ -252,7 +278,8 @@ async fn answered(service: &Service, a: AnswersGiven) -> Result<Handled, Interac
         verdict: Verdict::Approve,
         reason: None,
         stage: None,
-        response: Some(response),
+        response,
+        edits: (!edits.is_empty()).then_some(edits),
     };
     match service.vote(&a.request, vote).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
@@ -324,6 +351,7 @@ async fn submission(service: &Service, d: DenyReason) -> Result<Handled, Interac
         reason: Some(reason),
         stage: None,
         response: None,
+        edits: None,
     };
     match service.vote(&d.request, vote).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),

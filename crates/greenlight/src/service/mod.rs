@@ -374,6 +374,7 @@ impl Service {
     pub async fn vote(&self, id: &RequestId, mut vote: Vote) -> ServiceResult<VoteResult> {
         let mut current = self.get(id).await?;
         vote.response = answers_of(&current, &vote)?;
+        vote.edits = edits_of(&current, &vote)?;
         // Standing depends on who asked and which workflow, which no vote changes.
         let standing = self.standing(&current, &vote).await?;
         loop {
@@ -398,6 +399,7 @@ impl Service {
                     "reason": vote.reason,
                     "stage": counted_for,
                     "response": vote.response,
+                    "changes": vote.edits.as_ref().map(|e| crate::domain::changes(&current.params, e)),
                 }),
             }];
             let (stage_audit, stage_effects) =
@@ -593,4 +595,38 @@ fn answers_of(
             .map(Some)
             .map_err(ServiceError::InvalidResponse),
     }
+}
+
+/// The edits a vote carries, checked: only an approval edits, only params the request lets
+/// approvers edit, each keeping its type; values left as they were are dropped (none: no
+/// change).
+fn edits_of(
+    request: &crate::domain::Request,
+    vote: &Vote,
+) -> ServiceResult<Option<crate::domain::Params>> {
+    let Some(edits) = &vote.edits else {
+        return Ok(None);
+    };
+    if vote.verdict != crate::domain::Verdict::Approve {
+        return Err(ServiceError::InvalidResponse("a deny edits nothing".into()));
+    }
+    let mut changed = crate::domain::Params::new();
+    for (name, value) in edits {
+        let allowed = request
+            .editable
+            .iter()
+            .any(|e| crate::domain::editable_param(e) == Some(name.as_str()));
+        let old = request.params.get(name);
+        let same_type =
+            old.is_some_and(|o| std::mem::discriminant(o) == std::mem::discriminant(value));
+        if !allowed || !same_type {
+            return Err(ServiceError::InvalidResponse(format!(
+                "param {name:?} cannot be edited to {value}"
+            )));
+        }
+        if old != Some(value) {
+            changed.insert(name.clone(), value.clone());
+        }
+    }
+    Ok((!changed.is_empty()).then_some(changed))
 }

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 
 use super::render::{
-    ANSWERS_CALLBACK, APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, FIELD_ACTION,
-    FIELD_BLOCK_PREFIX, REASON_ACTION, REASON_BLOCK,
+    ANSWERS_CALLBACK, APPROVE_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, EDIT_BLOCK_PREFIX,
+    FIELD_ACTION, FIELD_BLOCK_PREFIX, REASON_ACTION, REASON_BLOCK,
 };
 use crate::domain::{RawAnswer, RequestId, Verdict};
 
@@ -257,6 +257,8 @@ pub struct AnswersGiven {
     pub request: RequestId,
     /// What each input held, by field name (an input missing from the state is absent).
     pub answers: std::collections::HashMap<String, RawAnswer>,
+    /// What each editable param's input held, by param name.
+    pub edits: std::collections::HashMap<String, RawAnswer>,
 }
 
 /// Why an interaction cannot be read as a gesture.
@@ -334,20 +336,22 @@ impl Interaction {
             .and_then(|m| m.parse().ok())
             .ok_or(GestureError::Malformed("view.private_metadata"))?;
         if callback == Some(ANSWERS_CALLBACK) {
-            let answers = view
-                .state
-                .iter()
-                .flat_map(|s| &s.values)
-                .filter_map(|(block, actions)| {
-                    let name = block.strip_prefix(FIELD_BLOCK_PREFIX)?;
-                    let input = actions.get(FIELD_ACTION)?;
-                    Some((name.to_owned(), input.raw()))
-                })
-                .collect();
+            let inputs = |prefix: &str| {
+                view.state
+                    .iter()
+                    .flat_map(|s| &s.values)
+                    .filter_map(|(block, actions)| {
+                        let name = block.strip_prefix(prefix)?;
+                        let input = actions.get(FIELD_ACTION)?;
+                        Some((name.to_owned(), input.raw()))
+                    })
+                    .collect()
+            };
             return Ok(Gesture::Answers(AnswersGiven {
                 actor,
                 request,
-                answers,
+                answers: inputs(FIELD_BLOCK_PREFIX),
+                edits: inputs(EDIT_BLOCK_PREFIX),
             }));
         }
         let reason = view

@@ -25,6 +25,8 @@ pub const REASON_ACTION: &str = "reason";
 pub const ANSWERS_CALLBACK: &str = "greenlight.answers";
 pub const FIELD_BLOCK_PREFIX: &str = "greenlight.field.";
 pub const FIELD_ACTION: &str = "value";
+/// An editable param's input block id in the same modal: this prefix, then the param's name.
+pub const EDIT_BLOCK_PREFIX: &str = "greenlight.edit.";
 
 /// What the workflow changes about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,8 +386,57 @@ fn field_input(f: &Field) -> SlackBlock {
         .into()
 }
 
-/// The modal Approve (or Answer) opens on a request with fields: an input per field,
-/// starting at its default.
+/// The block id of an editable param's input in the answers modal.
+pub fn edit_block(param: &str) -> String {
+    format!("{EDIT_BLOCK_PREFIX}{param}")
+}
+
+/// An editable param as an input pre-filled with its value, of its type.
+fn edit_input(param: &str, value: &serde_json::Value) -> Option<SlackBlock> {
+    let element: SlackInputBlockElement = match value {
+        serde_json::Value::Number(n) => SlackBlockNumberInputElement::new(true)
+            .with_action_id(FIELD_ACTION.into())
+            .with_initial_value(n.to_string())
+            .into(),
+        serde_json::Value::String(s) => SlackBlockPlainTextInputElement::new()
+            .with_action_id(FIELD_ACTION.into())
+            .with_multiline(s.contains('\n') || s.chars().count() > 80)
+            .with_initial_value(s.clone())
+            .into(),
+        serde_json::Value::Bool(b) => {
+            let item = SlackBlockChoiceItem::new(
+                SlackBlockText::Plain(SlackBlockPlainText::new("Yes".into())),
+                CHECKED.to_owned(),
+            );
+            let mut boxes = SlackBlockCheckboxesElement::new(vec![item.clone()])
+                .with_action_id(FIELD_ACTION.into());
+            if *b {
+                boxes = boxes.with_initial_options(vec![item]);
+            }
+            boxes.into()
+        }
+        _ => return None,
+    };
+    Some(
+        SlackInputBlock::new(plain(param, 2000), element)
+            .with_block_id(edit_block(param).into())
+            // An emptied text is an edit to ""; a number must stay a number.
+            .with_optional(!value.is_number())
+            .with_hint(plain("You may change this before approving.", 150))
+            .into(),
+    )
+}
+
+/// The params an approver may edit on `r`, with their values.
+pub fn editable_params(r: &Request) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+    r.editable.iter().filter_map(|e| {
+        let name = crate::domain::editable_param(e)?;
+        Some((name, r.params.get(name)?))
+    })
+}
+
+/// The modal Approve (or Answer) opens on a request with fields or editable params: an input
+/// per field, starting at its default, and one per editable param, pre-filled with its value.
 pub fn answers_modal(r: &Request) -> SlackView {
     let (title, submit) = match r.buttons {
         Buttons::Answer => ("Answer", "Answer"),
@@ -397,6 +448,7 @@ pub fn answers_modal(r: &Request) -> SlackView {
             .into(),
     ];
     blocks.extend(r.fields.iter().map(field_input));
+    blocks.extend(editable_params(r).filter_map(|(name, value)| edit_input(name, value)));
     SlackView::Modal(
         SlackModalView::new(title.into(), blocks)
             .with_submit(submit.into())
@@ -505,8 +557,23 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
                 .into(),
         );
         blocks.extend(response_block(r));
+        if let Some(edited) = edited_line(r) {
+            blocks.push(SlackSectionBlock::new().with_text(md(edited)).into());
+        }
     }
     blocks
+}
+
+/// What an approver changed before approving: "*Edited:* replicas: 10 → 3".
+pub fn edited_line(r: &Request) -> Option<String> {
+    let approved = r.approved_params.as_ref()?;
+    let changes = crate::domain::changes(&r.params, approved);
+    (!changes.is_empty()).then(|| {
+        truncate(
+            &format!(":pencil2: *Edited:* {}", escape(&changes.join(", "))),
+            3000,
+        )
+    })
 }
 
 /// Who asked, in which workflow, until when, and the id: `requested by @frank · workflow
@@ -864,6 +931,7 @@ mod tests {
                 reason: Some("not <now>".into()),
                 stage: None,
                 response: None,
+                edits: None,
             },
             &Policy::default(),
             Timestamp::from_second(1_700_000_100).unwrap(),

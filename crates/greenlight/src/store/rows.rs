@@ -115,7 +115,9 @@ impl TryFrom<RequestRow> for Request {
             version: row.version,
             fields: form.fields,
             buttons: form.buttons,
+            editable: form.editable,
             response: None,
+            approved_params: None,
         };
         request.settle_response();
         Ok(request)
@@ -129,14 +131,17 @@ struct FormColumn {
     fields: Vec<crate::domain::Field>,
     #[serde(default, skip_serializing_if = "Buttons::is_default")]
     buttons: Buttons,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    editable: Vec<String>,
 }
 
 /// The `form` column of `r` (null when it asks nothing beyond yes or no).
 pub fn form_column(r: &Request) -> Option<String> {
-    (!r.fields.is_empty() || !r.buttons.is_default()).then(|| {
+    (!r.fields.is_empty() || !r.buttons.is_default() || !r.editable.is_empty()).then(|| {
         serde_json::to_string(&FormColumn {
             fields: r.fields.clone(),
             buttons: r.buttons,
+            editable: r.editable.clone(),
         })
         .unwrap_or_default()
     })

@@ -389,3 +389,118 @@ async fn bad_fields_get_a_400_with_a_stable_code_and_create_nothing() {
     assert_eq!(list["requests"].as_array().unwrap().len(), 0);
     app.stop().await;
 }
+
+/// Edit then approve (item 2): the workflow lets approvers edit `replicas`; Approve opens a
+/// modal pre-filled with it, a bad edit is refused there, and the edited value is what the
+/// request is approved with, what the message and audit say changed, and what the hook gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_edits_a_number_param_and_the_hook_runs_with_the_edit() {
+    let jenkins = crate::receiver::Receiver::start(&[], 201).await;
+    let url = jenkins.url("/job/deploy?REPLICAS={{params.replicas}}");
+    let app = spawn_app_with(move |c| {
+        c.delivery.allow_private_targets = true;
+        c.workflows[0].editable = vec!["params.replicas".into(), "params.command".into()];
+        c.workflows[0].on_approve = vec![greenlight::policy::hooks::ActionHook {
+            name: "Deployment".into(),
+            method: "POST".into(),
+            url,
+            headers: Default::default(),
+            body: Some(r#"{"replicas": {{params.replicas}}}"#.into()),
+        }];
+    })
+    .await;
+    // A request's own editable list stays within the workflow's, naming params it has.
+    for (editable, code) in [
+        (json!(["params.version"]), "editable_not_allowed"),
+        (json!(["params.command"]), "invalid_editable"),
+        (json!(["replicas"]), "invalid_editable"),
+    ] {
+        let (status, err) = app
+            .create(json!({"title": "x", "params": {"replicas": 10, "version": "1"}, "editable": editable}))
+            .await;
+        assert_eq!(status, 400, "{err}");
+        assert_eq!(err["error"]["code"], code, "{err}");
+    }
+
+    let (status, req) = app
+        .create(json!({"title": "Scale api", "params": {"replicas": 10, "service": "api"}}))
+        .await;
+    assert_eq!(status, 201, "{req}");
+    assert_eq!(
+        req["editable"],
+        json!(["params.replicas"]),
+        "only params it has"
+    );
+    let id = req["id"].as_str().unwrap().to_owned();
+    let msg = app.posted(&id).await;
+    assert!(app.click(&msg, "greenlight.approve", "U0BOB").await.acked());
+    let view = modal(&app, &id, "U0BOB").await;
+    let input = view.view["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["block_id"] == "greenlight.edit.replicas")
+        .unwrap_or_else(|| panic!("{}", view.view));
+    assert_eq!(input["element"]["type"], "number_input");
+    assert_eq!(input["element"]["initial_value"], "10");
+
+    let bad = app
+        .sandbox
+        .submit_view(&view.id, "U0BOB", [("greenlight.edit.replicas", "three")])
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.json().unwrap()["errors"]["greenlight.edit.replicas"],
+        "Please enter a number."
+    );
+    assert_eq!(app.get(&id).await["status"], "pending");
+    let good = app
+        .sandbox
+        .submit_view(&view.id, "U0BOB", [("greenlight.edit.replicas", "3")])
+        .await
+        .unwrap();
+    assert!(good.body.is_empty(), "{}", good.body);
+
+    let got = app.get(&id).await;
+    assert_eq!(got["status"], "approved");
+    assert_eq!(
+        got["params"],
+        json!({"replicas": 10, "service": "api"}),
+        "kept as asked"
+    );
+    assert_eq!(
+        got["approved_params"],
+        json!({"replicas": 3, "service": "api"})
+    );
+    assert_eq!(got["decisions"][0]["edits"], json!({"replicas": 3}));
+    let text = text_of(&app.decided_message(&msg).await);
+    assert!(text.contains("*Edited:* replicas: 10 → 3"), "{text}");
+    let audit = app.audit().await;
+    let decided = audit
+        .iter()
+        .find(|e| e["event"] == "request.approved" && e["request_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(decided["data"]["changes"], json!(["replicas: 10 → 3"]));
+    let hooked = jenkins.wait_for(WAIT, |r| !r.is_empty()).await;
+    assert_eq!(hooked[0].uri.query(), Some("REPLICAS=3"));
+    assert_eq!(hooked[0].body, r#"{"replicas": 3}"#);
+
+    // Approved without a change: approved_params equals params.
+    let (_, req) = app
+        .create(json!({"title": "Scale web", "params": {"replicas": 4}}))
+        .await;
+    let id = req["id"].as_str().unwrap().to_owned();
+    let msg = app.posted(&id).await;
+    assert!(app.click(&msg, "greenlight.approve", "U0BOB").await.acked());
+    let view = modal(&app, &id, "U0BOB").await;
+    let ack = app
+        .sandbox
+        .submit_view(&view.id, "U0BOB", Vec::<(String, String)>::new())
+        .await
+        .unwrap();
+    assert!(ack.body.is_empty(), "{}", ack.body);
+    let got = app.get(&id).await;
+    assert_eq!(got["approved_params"], got["params"]);
+    assert!(got["decisions"][0].get("edits").is_none());
+    app.stop().await;
+}

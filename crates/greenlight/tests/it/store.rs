@@ -136,6 +136,7 @@ async fn fields_and_answers_are_kept_typed(db: TestDb) {
                 reason: None,
                 stage: None,
                 response: answers.as_object().cloned(),
+                edits: None,
             },
             &greenlight::domain::Policy::default(),
             jiff::Timestamp::now(),
@@ -348,6 +349,7 @@ async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
                 reason: None,
                 stage: None,
                 response: None,
+                edits: None,
             };
             service.vote(&id, vote).await
         }
@@ -1686,6 +1688,7 @@ async fn stored(
             at: jiff::Timestamp::now(),
             stage: None,
             response: None,
+            edits: None,
         });
     }
     store
@@ -1719,6 +1722,7 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
         at: jiff::Timestamp::now(),
         stage: None,
         response: None,
+        edits: None,
     });
     store
         .create_request(&keys_vote, None, &audit(&keys_vote), &[], now_ms())
