@@ -126,6 +126,9 @@ pub struct McpConfig {
     pub permission_workflow: Option<WorkflowName>,
     /// How long `permission_prompt` waits for a person before it answers deny.
     pub permission_timeout: DurationSpec,
+    /// An agent's tool input may be edited before it is allowed: `permission_prompt` then
+    /// answers with the edited input as `updatedInput`.
+    pub permission_editable: bool,
 }
 
 impl Default for McpConfig {
@@ -133,6 +136,7 @@ impl Default for McpConfig {
         Self {
             permission_workflow: None,
             permission_timeout: "10m".parse().unwrap_or_else(|_| unreachable!()),
+            permission_editable: true,
         }
     }
 }

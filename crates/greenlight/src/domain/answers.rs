@@ -476,6 +476,10 @@ pub fn editable_param(entry: &str) -> Option<&str> {
         .filter(|p| !p.is_empty() && p.len() <= 100)
 }
 
+/// The prefix of an `editable` entry naming a key of an agent's tool input (a permission
+/// prompt's, with `[mcp] permission_editable`); its edits are kept under the whole entry.
+pub const TOOL_INPUT_PREFIX: &str = "tool_call.input.";
+
 /// Checks an edit of a param: its type is kept (a number stays a number, a string a string,
 /// a boolean a boolean). Returns the value as kept.
 pub fn check_edit(old: &Value, raw: RawAnswer) -> Result<Value, String> {
@@ -511,17 +515,19 @@ pub fn is_editable_value(v: &Value) -> bool {
     matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
 }
 
-/// What an edit changed, as people read it: `replicas: 10 → 3`, one per changed param.
-pub fn changes(
-    params: &serde_json::Map<String, Value>,
-    approved: &serde_json::Map<String, Value>,
+/// What an edit changed, as people read it: `replicas: 10 → 3`, one per changed value;
+/// `before` gives a value's old value by its edit key.
+pub fn changes<'a>(
+    before: impl Fn(&str) -> Option<&'a Value>,
+    edits: &serde_json::Map<String, Value>,
 ) -> Vec<String> {
-    approved
+    edits
         .iter()
-        .filter(|(k, v)| params.get(*k) != Some(*v))
+        .filter(|(k, v)| before(k) != Some(*v))
         .map(|(k, v)| {
-            let before = params.get(k).map_or_else(|| "—".to_owned(), answer_text);
-            format!("{k}: {before} → {}", answer_text(v))
+            let old = before(k).map_or_else(|| "—".to_owned(), answer_text);
+            let name = k.strip_prefix(TOOL_INPUT_PREFIX).unwrap_or(k);
+            format!("{name}: {old} → {}", answer_text(v))
         })
         .collect()
 }

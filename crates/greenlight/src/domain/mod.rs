@@ -16,8 +16,8 @@ mod stages;
 
 pub use answers::{
     Answers, Buttons, CHECKED, Field, FieldProblem, FieldSpec, FieldType, MAX_FIELDS, RawAnswer,
-    answer_all, answer_text, changes, check_answers, check_edit, check_fields, editable_param,
-    is_editable_value, number_text,
+    TOOL_INPUT_PREFIX, answer_all, answer_text, changes, check_answers, check_edit, check_fields,
+    editable_param, is_editable_value, number_text,
 };
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};

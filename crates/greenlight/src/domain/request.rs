@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::answers::{Answers, Buttons, Field};
+use super::answers::{Answers, Buttons, Field, TOOL_INPUT_PREFIX};
 use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, SlackUserId, WorkflowName};
 use super::stages::{Policy, StageStatus};
 
@@ -205,6 +205,12 @@ pub struct Request {
 pub struct ToolCall {
     pub name: String,
     pub input: serde_json::Value,
+    /// Once approved, when its input was editable (`[mcp] permission_editable`): the input
+    /// with the approving vote's edits applied. What `permission_prompt` answers as
+    /// `updatedInput`.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub approved_input: Option<serde_json::Value>,
 }
 
 /// A requester as a request keeps it: a Slack user id or mention (`<@U0ALICE>`, ` u0alice `)
@@ -600,18 +606,61 @@ impl Request {
             _ => None,
         };
         self.response = approving.and_then(|d| d.response.clone());
-        self.approved_params = match (self.status, self.editable.is_empty()) {
-            (Status::Approved, false) => {
-                let mut approved = self.params.clone();
-                if let Some(edits) = approving.and_then(|d| d.edits.as_ref()) {
-                    for (k, v) in edits {
-                        approved.insert(k.clone(), v.clone());
+        let edits = approving.and_then(|d| d.edits.clone()).unwrap_or_default();
+        let approved = self.status == Status::Approved;
+        let edits_params = self
+            .editable
+            .iter()
+            .any(|e| super::answers::editable_param(e).is_some());
+        self.approved_params = (approved && edits_params).then(|| {
+            let mut params = self.params.clone();
+            for (k, v) in edits
+                .iter()
+                .filter(|(k, _)| !k.starts_with(TOOL_INPUT_PREFIX))
+            {
+                params.insert(k.clone(), v.clone());
+            }
+            params
+        });
+        let edits_input = self
+            .editable
+            .iter()
+            .any(|e| e.starts_with(TOOL_INPUT_PREFIX));
+        if let Some(call) = &mut self.tool_call {
+            call.approved_input = (approved && edits_input).then(|| {
+                let mut input = call.input.clone();
+                if let Some(obj) = input.as_object_mut() {
+                    for (k, v) in &edits {
+                        if let Some(key) = k.strip_prefix(TOOL_INPUT_PREFIX) {
+                            obj.insert(key.to_owned(), v.clone());
+                        }
                     }
                 }
-                Some(approved)
-            }
-            _ => None,
-        };
+                input
+            });
+        }
+    }
+
+    /// The value an edit key names: a param (`replicas`), or a key of the tool call's input
+    /// (`tool_call.input.command`).
+    pub fn edit_target(&self, key: &str) -> Option<&serde_json::Value> {
+        match key.strip_prefix(TOOL_INPUT_PREFIX) {
+            Some(input_key) => self.tool_call.as_ref()?.input.get(input_key),
+            None => self.params.get(key),
+        }
+    }
+
+    /// The edit keys approvers may change, with their values: params named `params.NAME` (key
+    /// `NAME`) and tool input keys named `tool_call.input.KEY` (key: the whole entry).
+    pub fn editable_values(&self) -> Vec<(&str, &serde_json::Value)> {
+        self.editable
+            .iter()
+            .filter_map(|e| {
+                let key = super::answers::editable_param(e)
+                    .or_else(|| e.starts_with(TOOL_INPUT_PREFIX).then_some(e.as_str()))?;
+                Some((key, self.edit_target(key)?))
+            })
+            .collect()
     }
 
     /// The params an approved request runs with: `approved_params` when approvers could edit

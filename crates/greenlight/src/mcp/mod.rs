@@ -269,7 +269,11 @@ pub fn permission_answer(request: &Value, input: &serde_json::Map<String, Value>
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     match request["status"].as_str() {
-        Some("approved") => json!({"behavior": "allow", "updatedInput": input}),
+        // The input as approved: with a person's edits when the server let them edit it.
+        Some("approved") => match request["tool_call"]["approved_input"].as_object() {
+            Some(edited) => json!({"behavior": "allow", "updatedInput": edited}),
+            None => json!({"behavior": "allow", "updatedInput": input}),
+        },
         Some("denied") => {
             json!({"behavior": "deny", "message": format!("Denied by {}{reason}", decider(request))})
         }
@@ -485,6 +489,7 @@ impl GreenlightMcp {
         let call = ToolCall {
             name: args.tool_name.clone(),
             input: Value::Object(args.input.clone()),
+            approved_input: None,
         };
         let decided = async {
             let created = backend.create(body, Some(call)).await?;

@@ -118,6 +118,18 @@ impl Service {
         request.fields = input.fields;
         request.buttons = input.buttons;
         request.editable = editable_of(workflow, input.editable.as_deref(), &request.params)?;
+        // An agent's tool input may be edited before it is allowed (`[mcp]
+        // permission_editable`): each top-level string, number or boolean of it.
+        if self.permissions.editable
+            && let Some(input) = request.tool_call.as_ref().and_then(|c| c.input.as_object())
+        {
+            request.editable.extend(
+                input
+                    .iter()
+                    .filter(|(k, v)| crate::domain::is_editable_value(v) && k.len() <= 100)
+                    .map(|(k, _)| format!("{}{k}", crate::domain::TOOL_INPUT_PREFIX)),
+            );
+        }
         request.created_by = Some(key.id.clone());
         let mut audit = vec![NewAudit {
             request_id: Some(request.id.clone()),

@@ -205,6 +205,7 @@ fn tool_call(call: Option<ToolCall>) -> Result<Option<ToolCall>, Invalid> {
     Ok(Some(ToolCall {
         name: name.to_owned(),
         input: call.input,
+        approved_input: None,
     }))
 }
 

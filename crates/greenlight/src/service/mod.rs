@@ -89,6 +89,8 @@ pub struct Service {
 pub struct PermissionDefaults {
     pub workflow: Option<WorkflowName>,
     pub timeout: crate::domain::DurationSpec,
+    /// `[mcp] permission_editable`: a tool call's input may be edited before it is allowed.
+    pub editable: bool,
 }
 
 impl Default for PermissionDefaults {
@@ -97,6 +99,7 @@ impl Default for PermissionDefaults {
         Self {
             workflow: mcp.permission_workflow,
             timeout: mcp.permission_timeout,
+            editable: mcp.permission_editable,
         }
     }
 }
@@ -145,6 +148,7 @@ impl Service {
         self.permissions = PermissionDefaults {
             workflow: mcp.permission_workflow.clone(),
             timeout: mcp.permission_timeout,
+            editable: mcp.permission_editable,
         };
         self
     }
@@ -399,7 +403,7 @@ impl Service {
                     "reason": vote.reason,
                     "stage": counted_for,
                     "response": vote.response,
-                    "changes": vote.edits.as_ref().map(|e| crate::domain::changes(&current.params, e)),
+                    "changes": vote.edits.as_ref().map(|e| crate::domain::changes(|k| current.edit_target(k), e)),
                 }),
             }];
             let (stage_audit, stage_effects) =
@@ -613,10 +617,10 @@ fn edits_of(
     let mut changed = crate::domain::Params::new();
     for (name, value) in edits {
         let allowed = request
-            .editable
+            .editable_values()
             .iter()
-            .any(|e| crate::domain::editable_param(e) == Some(name.as_str()));
-        let old = request.params.get(name);
+            .any(|(key, _)| *key == name.as_str());
+        let old = request.edit_target(name);
         let same_type =
             old.is_some_and(|o| std::mem::discriminant(o) == std::mem::discriminant(value));
         if !allowed || !same_type {

@@ -418,21 +418,27 @@ fn edit_input(param: &str, value: &serde_json::Value) -> Option<SlackBlock> {
         _ => return None,
     };
     Some(
-        SlackInputBlock::new(plain(param, 2000), element)
-            .with_block_id(edit_block(param).into())
-            // An emptied text is an edit to ""; a number must stay a number.
-            .with_optional(!value.is_number())
-            .with_hint(plain("You may change this before approving.", 150))
-            .into(),
+        SlackInputBlock::new(
+            plain(
+                param
+                    .strip_prefix(crate::domain::TOOL_INPUT_PREFIX)
+                    .unwrap_or(param),
+                2000,
+            ),
+            element,
+        )
+        .with_block_id(edit_block(param).into())
+        // An emptied text is an edit to ""; a number must stay a number.
+        .with_optional(!value.is_number())
+        .with_hint(plain("You may change this before approving.", 150))
+        .into(),
     )
 }
 
-/// The params an approver may edit on `r`, with their values.
+/// What an approver may edit on `r` (params, and an agent's tool input), by edit key, with
+/// the values.
 pub fn editable_params(r: &Request) -> impl Iterator<Item = (&str, &serde_json::Value)> {
-    r.editable.iter().filter_map(|e| {
-        let name = crate::domain::editable_param(e)?;
-        Some((name, r.params.get(name)?))
-    })
+    r.editable_values().into_iter()
 }
 
 /// The modal Approve (or Answer) opens on a request with fields or editable params: an input
@@ -566,8 +572,11 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
 
 /// What an approver changed before approving: "*Edited:* replicas: 10 → 3".
 pub fn edited_line(r: &Request) -> Option<String> {
-    let approved = r.approved_params.as_ref()?;
-    let changes = crate::domain::changes(&r.params, approved);
+    if r.status != Status::Approved {
+        return None;
+    }
+    let edits = r.decisions.last()?.edits.as_ref()?;
+    let changes = crate::domain::changes(|k| r.edit_target(k), edits);
     (!changes.is_empty()).then(|| {
         truncate(
             &format!(":pencil2: *Edited:* {}", escape(&changes.join(", "))),
