@@ -510,10 +510,18 @@ pub fn check_edit(old: &Value, raw: RawAnswer) -> Result<Value, String> {
     }
 }
 
-/// Whether a param's value can be edited in a modal: a string, a number or a boolean.
+/// Whether a param's value can be edited in a modal: a number, a boolean, or a string a
+/// Slack text input holds (at most 3000 characters).
 pub fn is_editable_value(v: &Value) -> bool {
-    matches!(v, Value::String(_) | Value::Number(_) | Value::Bool(_))
+    match v {
+        Value::String(s) => s.chars().count() <= MAX_TEXT as usize,
+        Value::Number(_) | Value::Bool(_) => true,
+        _ => false,
+    }
 }
+
+/// Most keys of an agent's tool input offered for editing (a modal holds 100 blocks).
+pub const MAX_EDITABLE_INPUT_KEYS: usize = 20;
 
 /// What an edit changed, as people read it: `replicas: 10 → 3`, one per changed value;
 /// `before` gives a value's old value by its edit key.

@@ -15,9 +15,9 @@ mod signal;
 mod stages;
 
 pub use answers::{
-    Answers, Buttons, CHECKED, Field, FieldProblem, FieldSpec, FieldType, MAX_FIELDS, RawAnswer,
-    TOOL_INPUT_PREFIX, answer_all, answer_text, changes, check_answers, check_edit, check_fields,
-    editable_param, is_editable_value, number_text,
+    Answers, Buttons, CHECKED, Field, FieldProblem, FieldSpec, FieldType, MAX_EDITABLE_INPUT_KEYS,
+    MAX_FIELDS, RawAnswer, TOOL_INPUT_PREFIX, answer_all, answer_text, changes, check_answers,
+    check_edit, check_fields, editable_param, is_editable_value, number_text,
 };
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};

@@ -127,6 +127,7 @@ impl Service {
                 input
                     .iter()
                     .filter(|(k, v)| crate::domain::is_editable_value(v) && k.len() <= 100)
+                    .take(crate::domain::MAX_EDITABLE_INPUT_KEYS)
                     .map(|(k, _)| format!("{}{k}", crate::domain::TOOL_INPUT_PREFIX)),
             );
         }
@@ -393,7 +394,7 @@ fn editable_of(
                 return Err(ServiceError::Editable {
                     code: "invalid_editable",
                     message: format!(
-                        "{entry:?} is not a string, number or boolean, so it cannot be edited in Slack"
+                        "{entry:?} is not a number, a boolean or a string of at most 3000 characters, so it cannot be edited in Slack"
                     ),
                 });
             }

@@ -164,12 +164,14 @@ async fn each_field_type_is_answered_in_the_modal_checked_and_kept_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_has_one_answer_button_and_answering_approves_it() {
-    let app = spawn_app().await;
+    let machine = crate::receiver::Receiver::start(&[], 200).await;
+    let app = spawn_app_with(|c| c.delivery.allow_private_targets = true).await;
     let (status, req) = app
         .create(json!({
             "title": "Which environment should the agent use?",
             "buttons": "answer",
-            "fields": [{"name": "answer", "type": "textarea"}]
+            "fields": [{"name": "answer", "type": "textarea"}],
+            "callback_url": machine.url("/answers")
         }))
         .await;
     assert_eq!(status, 201, "{req}");
@@ -216,6 +218,21 @@ async fn a_question_has_one_answer_button_and_answering_approves_it() {
     let text = text_of(&app.decided_message(&msg).await);
     assert!(text.contains("*Answered* by <@U0ALICE>"), "{text}");
     assert!(text.contains("staging, please"), "{text}");
+    // The waiting machine's callback carries the answers.
+    let got = machine
+        .wait_for(WAIT, |r| {
+            r.iter().any(|r| r.json()["type"] == "request.approved")
+        })
+        .await;
+    let approved = got
+        .iter()
+        .map(|r| r.json())
+        .find(|e| e["type"] == "request.approved")
+        .unwrap();
+    assert_eq!(
+        approved["data"]["response"],
+        json!({"answer": "staging, please"})
+    );
     app.stop().await;
 }
 
