@@ -44,8 +44,9 @@ def data(result) -> dict:
     return result.structured_content
 
 
-def click_when_posted(dev, needle: str, action: str, user: str) -> threading.Thread:
-    """Clicks the first message with buttons that shows `needle`, once it is posted."""
+def click_when_posted(dev, needle: str, action: str, user: str, submit: dict | None = None) -> threading.Thread:
+    """Clicks the first message with buttons that shows `needle`, once it is posted; with
+    `submit`, then submits the modal the click opened with those values (block_id -> value)."""
 
     def find():
         for m in dev.sandbox("GET", "messages?channel=C0DEPLOY").json():
@@ -58,6 +59,10 @@ def click_when_posted(dev, needle: str, action: str, user: str) -> threading.Thr
         ts = wait_for(f"a message showing {needle!r}", find, timeout=20)
         r = dev.sandbox("POST", "click", {"channel": "C0DEPLOY", "message_ts": ts, "action_id": action, "user": user})
         assert r.status == 200, r.body
+        if submit is not None:
+            view = wait_for("the modal", lambda: next(iter(dev.sandbox("GET", f"views?open=true&user={user}").json()), None))
+            r = dev.sandbox("POST", "views/submit", {"view_id": view["id"], "user": user, "values": submit})
+            assert r.status == 200 and r.json()["body"] == "", r.body
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -74,6 +79,7 @@ def agent_story(connect, dev, label: str):
                 "cancel_approval",
                 "list_pending_approvals",
                 "permission_prompt",
+                "ask_question",
             }
             assert "title" in tools["request_approval"].input_schema["required"]
 
@@ -103,11 +109,39 @@ def agent_story(connect, dev, label: str):
             assert unknown.is_error is True
             assert unknown.structured_content["error"]["code"] == "unknown_workflow"
 
-            tool_input = {"command": f"terraform apply ({label})"}
-            clicker = click_when_posted(dev, f"terraform apply ({label})", "greenlight.approve", "U0ALICE")
+            # Approve opens the tool input for editing ([mcp] permission_editable, on by
+            # default): the agent is told to run what the person approved.
+            tool_input = {"command": f"terraform apply ({label})", "parallelism": 10}
+            edited = {"command": f"terraform plan ({label})", "parallelism": 2}
+            clicker = click_when_posted(
+                dev,
+                f"terraform apply ({label})",
+                "greenlight.approve",
+                "U0ALICE",
+                submit={
+                    "greenlight.edit.tool_call.input.command": edited["command"],
+                    "greenlight.edit.tool_call.input.parallelism": "2",
+                },
+            )
             allowed = await s.call_tool("permission_prompt", {"tool_name": "Bash", "input": tool_input})
             clicker.join(5)
-            assert json.loads(allowed.content[0].text) == {"behavior": "allow", "updatedInput": tool_input}
+            assert json.loads(allowed.content[0].text) == {"behavior": "allow", "updatedInput": edited}
+
+            # A question: typed answers back.
+            clicker = click_when_posted(
+                dev, f"Which region ({label})?", "greenlight.approve", "U0BOB",
+                submit={"greenlight.field.region": "eu-west-1"},
+            )
+            answered = data(
+                await s.call_tool(
+                    "ask_question",
+                    {"question": f"Which region ({label})?", "wait_seconds": 30,
+                     "fields": [{"name": "region", "type": "select", "options": ["us-east-1", "eu-west-1"]}]},
+                )
+            )
+            clicker.join(5)
+            assert answered["status"] == "approved", answered
+            assert answered["response"] == {"region": "eu-west-1"}
 
             clicker = click_when_posted(dev, f"rm -rf build ({label})", "greenlight.deny", "U0ALICE")
             denied = await s.call_tool(

@@ -200,15 +200,17 @@ async fn views(State(s): State<Arc<Shared>>, Query(q): Query<ViewsQuery>) -> Jso
 struct SubmitView {
     view_id: String,
     user: String,
+    /// block_id -> a string (text, number, a select's option value) or a list of option
+    /// values (checkboxes).
     #[serde(default)]
-    values: BTreeMap<String, String>,
+    values: BTreeMap<String, Value>,
 }
 
 async fn submit_view(
     State(s): State<Arc<Shared>>,
     Json(req): Json<SubmitView>,
 ) -> Result<Json<Value>, ApiError> {
-    let values: Vec<(String, String)> = req.values.into_iter().collect();
+    let values: Vec<(String, Value)> = req.values.into_iter().collect();
     let outcome = interact::submit_view(&s, &req.view_id, &req.user, &values).await?;
     let view = lock(&s.store)
         .views

@@ -30,6 +30,13 @@ pub enum SandboxError {
     InvalidCommand(String),
     #[error("view {view_id} has no input block {block_id}")]
     InputNotFound { view_id: String, block_id: String },
+    #[error("input {block_id} of view {view_id} cannot take {value}: {why}")]
+    InvalidInput {
+        view_id: String,
+        block_id: String,
+        value: String,
+        why: String,
+    },
     #[error("delivery to {url} failed: {reason}")]
     Delivery { url: String, reason: String },
 }
@@ -49,6 +56,7 @@ impl SandboxError {
             Self::HomeButtonNotFound { .. } => "button_not_found",
             Self::InvalidCommand(_) => "invalid_command",
             Self::InputNotFound { .. } => "input_not_found",
+            Self::InvalidInput { .. } => "invalid_input",
             Self::Delivery { .. } => "delivery_failed",
         }
     }

@@ -241,12 +241,99 @@ pub(crate) fn home_block_actions_payload(
     }))
 }
 
+/// The options an element offers (`options`, or those of its `option_groups`).
+fn element_options(element: &Value) -> Vec<Value> {
+    let mut out: Vec<Value> = element
+        .get("options")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for group in element
+        .get("option_groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.extend(
+            group
+                .get("options")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// The state of one input element as Slack reports it in `view.state.values`: what the
+/// person entered (`given`: a JSON string, or for checkboxes an array of option values), or
+/// else what the element started with (`initial_value`, `initial_option`, `initial_options`).
+/// Text and number inputs give `value` (a string, or null when empty); a static select gives
+/// `selected_option` (the whole option object, or null); checkboxes give `selected_options`.
+fn element_state(element: &Value, given: Option<&Value>) -> Result<Value, String> {
+    let kind = element
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("plain_text_input");
+    let find = |v: &str| {
+        element_options(element)
+            .into_iter()
+            .find(|o| o.get("value").and_then(Value::as_str) == Some(v))
+            .ok_or_else(|| format!("no option has the value {v:?}"))
+    };
+    match kind {
+        "static_select" => {
+            let selected = match given {
+                None => element
+                    .get("initial_option")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                Some(Value::Null) => Value::Null,
+                Some(Value::String(v)) if v.is_empty() => Value::Null,
+                Some(Value::String(v)) => find(v)?,
+                Some(_) => return Err("a static_select takes one option value".into()),
+            };
+            Ok(json!({"type": kind, "selected_option": selected}))
+        }
+        "checkboxes" => {
+            let selected = match given {
+                None => element
+                    .get("initial_options")
+                    .cloned()
+                    .unwrap_or_else(|| json!([])),
+                Some(Value::String(v)) if v.is_empty() => json!([]),
+                Some(Value::String(v)) => json!([find(v)?]),
+                Some(Value::Array(vs)) => Value::Array(
+                    vs.iter()
+                        .map(|v| find(v.as_str().unwrap_or_default()))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(_) => return Err("checkboxes take an option value or a list of them".into()),
+            };
+            Ok(json!({"type": kind, "selected_options": selected}))
+        }
+        _ => {
+            // plain_text_input, number_input, and any other text-like element. Slack's client
+            // checks a number input's text before it submits; the sandbox passes it as typed,
+            // so that an app's own check can be seen working.
+            let value = match given {
+                None => element.get("initial_value").cloned().unwrap_or(Value::Null),
+                Some(Value::String(v)) => json!(v),
+                Some(Value::Number(n)) => json!(n.to_string()),
+                Some(Value::Null) => Value::Null,
+                Some(_) => return Err(format!("a {kind} takes text")),
+            };
+            Ok(json!({"type": kind, "value": value}))
+        }
+    }
+}
+
 /// The view_submission payload; `values` maps an input block's block_id to the typed text.
 pub(crate) fn view_submission_payload(
     shared: &Shared,
     view_id: &str,
     user: &str,
-    values: &[(String, String)],
+    values: &[(String, Value)],
 ) -> Result<Value, SandboxError> {
     let user = shared
         .user(user)
@@ -271,20 +358,15 @@ pub(crate) fn view_submission_payload(
             .get("action_id")
             .and_then(Value::as_str)
             .unwrap_or(block_id);
-        let kind = element
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("plain_text_input");
-        // Unfilled inputs are present with a null value, as in Slack.
-        let value = values
-            .iter()
-            .find(|(b, _)| b == block_id)
-            .map(|(_, v)| json!(v))
-            .unwrap_or(Value::Null);
-        state.insert(
-            block_id.to_owned(),
-            json!({ action_id: {"type": kind, "value": value} }),
-        );
+        // Inputs nobody filled in are present with their initial value, or null, as in Slack.
+        let given = values.iter().find(|(b, _)| b == block_id).map(|(_, v)| v);
+        let input = element_state(&element, given).map_err(|why| SandboxError::InvalidInput {
+            view_id: view_id.to_owned(),
+            block_id: block_id.to_owned(),
+            value: given.map(Value::to_string).unwrap_or_default(),
+            why,
+        })?;
+        state.insert(block_id.to_owned(), json!({ action_id: input }));
     }
     if let Some((missing, _)) = values.iter().find(|(b, _)| !state.contains_key(b)) {
         return Err(SandboxError::InputNotFound {
@@ -382,6 +464,7 @@ impl Outgoing {
 pub(crate) async fn deliver(shared: &Shared, out: Outgoing) -> Result<ClickOutcome, SandboxError> {
     let at_unix_ms = unix_ms();
     let timeout = shared.config.ack_timeout;
+    let sent = out.payload.clone();
     let socket = shared
         .sockets
         .deliver(
@@ -413,6 +496,7 @@ pub(crate) async fn deliver(shared: &Shared, out: Outgoing) -> Result<ClickOutco
         user: out.user,
         outcome: outcome.clone(),
         at_unix_ms,
+        payload: sent,
     };
     lock(&shared.store).deliveries.push(delivery.clone());
     shared.emit(SandboxEvent::InteractionDelivered(delivery));
@@ -488,7 +572,7 @@ pub(crate) async fn submit_view(
     shared: &Shared,
     view_id: &str,
     user: &str,
-    values: &[(String, String)],
+    values: &[(String, Value)],
 ) -> Result<ClickOutcome, SandboxError> {
     let payload = view_submission_payload(shared, view_id, user, values)?;
     let outcome = deliver(shared, Outgoing::interaction(payload)).await?;

@@ -94,6 +94,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get};
+use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -414,10 +415,23 @@ impl SandboxHandle {
         user: &str,
         values: impl IntoIterator<Item = (K, V)>,
     ) -> Result<ClickOutcome, SandboxError> {
-        let values: Vec<(String, String)> = values
+        let values: Vec<(String, Value)> = values
             .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
+            .map(|(k, v)| (k.into(), Value::String(v.into())))
             .collect();
+        interact::submit_view(&self.shared, view_id, user, &values).await
+    }
+
+    /// Submits an open modal as `user` with typed values per input block_id: a string for a
+    /// text or number input and for a static select (the option's value, `""` for none), a
+    /// list of option values for checkboxes. Inputs left out keep their initial values.
+    pub async fn submit_view_values<K: Into<String>>(
+        &self,
+        view_id: &str,
+        user: &str,
+        values: impl IntoIterator<Item = (K, Value)>,
+    ) -> Result<ClickOutcome, SandboxError> {
+        let values: Vec<(String, Value)> = values.into_iter().map(|(k, v)| (k.into(), v)).collect();
         interact::submit_view(&self.shared, view_id, user, &values).await
     }
 

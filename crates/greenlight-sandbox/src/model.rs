@@ -152,6 +152,8 @@ pub struct Delivery {
     pub outcome: ClickOutcome,
     /// Milliseconds since the Unix epoch when it was sent.
     pub at_unix_ms: u64,
+    /// The payload as sent (the interaction, the event or the command).
+    pub payload: Value,
 }
 
 /// Things that happened, for waiting in tests and live updates in the page.

@@ -554,3 +554,98 @@ async fn a_direct_message_opens_holds_buttons_and_is_clicked_like_a_channel_mess
     .await;
     assert_eq!(updated.body["ok"], true, "{}", updated.body);
 }
+
+/// `view.state.values` for each input element type, as Slack documents it: `value` for text and
+/// number inputs, `selected_option` (the whole option) for a static select, `selected_options`
+/// for checkboxes; an input nobody touched holds its initial value; a value the element does
+/// not offer cannot be submitted.
+#[tokio::test]
+async fn a_submission_reports_each_input_types_state_and_initial_values() {
+    let (sb, mut rx) = setup().await;
+    let ts = post_approval(&sb).await;
+    let option =
+        |v: &str| json!({"text": {"type": "plain_text", "text": v.to_uppercase()}, "value": v});
+    let input = |id: &str, element: Value| json!({"type": "input", "block_id": id, "label": {"type": "plain_text", "text": id}, "element": element});
+    let view = json!({"type": "modal", "callback_id": "answers", "private_metadata": "req_1",
+    "title": {"type": "plain_text", "text": "Answer"},
+    "submit": {"type": "plain_text", "text": "Answer"},
+    "blocks": [
+        input("t", json!({"type": "plain_text_input", "action_id": "a", "initial_value": "hi"})),
+        input("n", json!({"type": "number_input", "action_id": "a", "is_decimal_allowed": true, "initial_value": "2"})),
+        input("s", json!({"type": "static_select", "action_id": "a", "options": [option("x"), option("y")],
+                          "initial_option": option("x")})),
+        input("c", json!({"type": "checkboxes", "action_id": "a", "options": [option("on"), option("off")]})),
+    ]});
+    sb.click(Click::new("C0DEPLOY", &ts, "approve", "U0ALICE"))
+        .await
+        .unwrap();
+    let trigger = rx.payloads.recv().await.unwrap()["trigger_id"].clone();
+    let opened = api(
+        &sb,
+        "views.open",
+        json!({"trigger_id": trigger, "view": view}),
+    )
+    .await;
+    assert_eq!(opened.body["ok"], true, "{}", opened.body);
+    let view_id = opened.body["view"]["id"].as_str().unwrap().to_owned();
+
+    // Nothing touched: the initial values.
+    sb.submit_view_values(&view_id, "U0ALICE", Vec::<(String, Value)>::new())
+        .await
+        .unwrap();
+    let p = rx.payloads.recv().await.unwrap();
+    let values = &p["view"]["state"]["values"];
+    assert_eq!(
+        values["t"]["a"],
+        json!({"type": "plain_text_input", "value": "hi"})
+    );
+    assert_eq!(
+        values["n"]["a"],
+        json!({"type": "number_input", "value": "2"})
+    );
+    assert_eq!(
+        values["s"]["a"],
+        json!({"type": "static_select", "selected_option": option("x")})
+    );
+    assert_eq!(
+        values["c"]["a"],
+        json!({"type": "checkboxes", "selected_options": []})
+    );
+
+    // The app's ack closed it; open another and fill it in.
+    sb.click(Click::new("C0DEPLOY", &ts, "approve", "U0ALICE"))
+        .await
+        .unwrap();
+    let trigger = rx.payloads.recv().await.unwrap()["trigger_id"].clone();
+    let opened = api(
+        &sb,
+        "views.open",
+        json!({"trigger_id": trigger, "view": view}),
+    )
+    .await;
+    let view_id = opened.body["view"]["id"].as_str().unwrap().to_owned();
+    let refused = sb
+        .submit_view_values(&view_id, "U0ALICE", [("s", json!("z"))])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_input");
+    sb.submit_view_values(
+        &view_id,
+        "U0ALICE",
+        [
+            ("n", json!("7.5")),
+            ("s", json!("y")),
+            ("c", json!(["on", "off"])),
+        ],
+    )
+    .await
+    .unwrap();
+    let p = rx.payloads.recv().await.unwrap();
+    let values = &p["view"]["state"]["values"];
+    assert_eq!(values["n"]["a"]["value"], "7.5");
+    assert_eq!(values["s"]["a"]["selected_option"], option("y"));
+    assert_eq!(
+        values["c"]["a"]["selected_options"],
+        json!([option("on"), option("off")])
+    );
+}

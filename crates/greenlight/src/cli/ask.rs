@@ -29,11 +29,17 @@ Environment:
   GREENLIGHT_TOKEN  an API key with the request and read scopes (required unless --oidc or
                     --oidc-token-file gives a workload token a [[trust]] policy accepts)
 
+With --field, Approve opens a form in Slack; the answers come back as the request's
+`response` (with --json), or as name=value lines after the outcome. --buttons answer asks a
+question instead of an approval: one Answer button, and answering approves.
+
 Examples:
   greenlight ask --workflow deploy --title \"Deploy api v1.2\" --param version=1.2 --wait
   greenlight ask --oidc github --audience greenlight --title \"Deploy\" --wait   # GitHub Actions
   greenlight ask --oidc gitlab:GREENLIGHT_ID_TOKEN --title \"Deploy\" --wait     # GitLab CI
-  greenlight ask --oidc-token-file /var/run/secrets/greenlight/token --title \"Deploy\" --wait";
+  greenlight ask --oidc-token-file /var/run/secrets/greenlight/token --title \"Deploy\" --wait
+  greenlight ask --title \"Which environment?\" --buttons answer \\
+    --field env:select:staging,production --field replicas:number --wait --json";
 
 #[derive(Debug, Args)]
 pub(super) struct AskArgs {
@@ -59,6 +65,13 @@ pub(super) struct AskArgs {
     /// key of its own, so that its own retries cannot create twice).
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// name:type[:options]; repeatable. What the approver fills in: type is text, textarea,
+    /// number, select (options comma-separated: env:select:staging,production) or boolean.
+    #[arg(long = "field", value_parser = parse_field)]
+    fields: Vec<serde_json::Value>,
+    /// approve_deny (the default) or answer: one Answer button, for a question (needs --field).
+    #[arg(long, value_parser = ["approve_deny", "answer"])]
+    buttons: Option<String>,
     /// Wait for the decision and exit with it.
     #[arg(long)]
     wait: bool,
@@ -139,6 +152,32 @@ fn parse_param(s: &str) -> Result<(String, serde_json::Value), String> {
     Ok((k.to_owned(), value))
 }
 
+/// `name:type[:options]` as the API's field: a select's options comma-separated.
+fn parse_field(s: &str) -> Result<serde_json::Value, String> {
+    let mut parts = s.splitn(3, ':');
+    let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+        return Err(format!("{s:?} is not name:type[:options]"));
+    };
+    if name.is_empty() {
+        return Err(format!("{s:?} has an empty name"));
+    }
+    let mut field = serde_json::json!({"name": name, "type": kind});
+    match (kind, parts.next()) {
+        ("select", Some(options)) => {
+            field["options"] = options
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .collect::<Vec<_>>()
+                .into();
+        }
+        ("select", None) => return Err(format!("{s:?}: a select needs options (name:select:a,b)")),
+        (_, Some(_)) => return Err(format!("{s:?}: only a select takes options")),
+        (_, None) => {}
+    }
+    Ok(field)
+}
+
 /// How long `ask` keeps trying to create its request while the server cannot be reached (it
 /// may be restarting). Safe because every try carries the same idempotency key.
 const CREATE_RETRY_FOR: Duration = Duration::from_secs(10);
@@ -163,7 +202,11 @@ pub(super) async fn ask(args: AskArgs) -> ExitCode {
         "params": args.params.into_iter().collect::<serde_json::Map<_, _>>(),
         "idempotency_key": idempotency_key,
     });
+    if !args.fields.is_empty() {
+        body["fields"] = args.fields.into();
+    }
     for (k, v) in [
+        ("buttons", args.buttons),
         ("workflow", args.workflow),
         ("details", args.details),
         ("requester", args.requester),
@@ -233,6 +276,13 @@ pub(super) async fn ask(args: AskArgs) -> ExitCode {
         println!("{request}");
     } else if args.wait {
         println!("{}", outcome(&request));
+        // The answers, one name=value a line (strings as they are, the rest as JSON).
+        for (name, value) in request["response"].as_object().into_iter().flatten() {
+            match value {
+                serde_json::Value::String(s) => println!("{name}={s}"),
+                other => println!("{name}={other}"),
+            }
+        }
     }
     if !args.wait {
         return ExitCode::SUCCESS;

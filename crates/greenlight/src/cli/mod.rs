@@ -79,7 +79,7 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Ask for approval; with --wait, block until decided and exit with the outcome.
     #[command(after_help = ask::ASK_AFTER)]
-    Ask(ask::AskArgs),
+    Ask(Box<ask::AskArgs>),
     /// Print the audit log as JSON lines (over the API), or check its hash chain or export it
     /// for offline checks (on the database).
     #[command(after_help = audit::AUDIT_AFTER, args_conflicts_with_subcommands = true)]
@@ -166,7 +166,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Migrate => with_store(db::migrate).await,
         Command::Check { config } => check::check(config),
         Command::Keys(cmd) => with_store(async |_, store| keys::keys(cmd, store).await).await,
-        Command::Ask(args) => ask::ask(args).await,
+        Command::Ask(args) => ask::ask(*args).await,
         Command::Audit(args) => audit::audit(args).await,
         Command::Backup(args) => audit::backup(args).await,
         Command::Receipt(cmd) => receipt::receipt(cmd).await,

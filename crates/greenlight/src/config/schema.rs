@@ -126,6 +126,9 @@ pub struct McpConfig {
     pub permission_workflow: Option<WorkflowName>,
     /// How long `permission_prompt` waits for a person before it answers deny.
     pub permission_timeout: DurationSpec,
+    /// An agent's tool input may be edited before it is allowed: `permission_prompt` then
+    /// answers with the edited input as `updatedInput`.
+    pub permission_editable: bool,
 }
 
 impl Default for McpConfig {
@@ -133,6 +136,7 @@ impl Default for McpConfig {
         Self {
             permission_workflow: None,
             permission_timeout: "10m".parse().unwrap_or_else(|_| unreachable!()),
+            permission_editable: true,
         }
     }
 }
@@ -331,6 +335,10 @@ pub struct Workflow {
     /// Lets a request name its own channel.
     #[serde(default)]
     pub allow_channel_override: bool,
+    /// Params an approver may edit before approving (`["params.replicas"]`): Approve opens a
+    /// modal pre-filled with their values, and the request gains `approved_params`.
+    #[serde(default)]
+    pub editable: Vec<String>,
     #[serde(default, rename = "rule")]
     pub rule_specs: Vec<RuleSpec>,
     /// `rule_specs`, compiled once by the loader.
@@ -487,6 +495,7 @@ impl Workflow {
             remind_after: None,
             escalate_to: None,
             allow_channel_override: false,
+            editable: Vec::new(),
             rule_specs: Vec::new(),
             rules: Vec::new(),
             webhooks: Vec::new(),
@@ -568,6 +577,14 @@ impl Workflow {
     pub(super) fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         let name = self.name.as_str();
+        for e in &self.editable {
+            if crate::domain::editable_param(e).is_none() {
+                out.push((
+                    "editable",
+                    format!("workflow {name:?}: editable entry {e:?} must name a param, as \"params.NAME\""),
+                ));
+            }
+        }
         if self.approvals_required == 0 {
             out.push((
                 "approvals_required",

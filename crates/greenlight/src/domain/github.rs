@@ -238,6 +238,8 @@ mod tests {
             reason: reason.map(str::to_owned),
             at: jiff::Timestamp::UNIX_EPOCH,
             stage: None,
+            response: None,
+            edits: None,
         });
         r.status = status;
         r.decided_by = Some(by.into());

@@ -2,6 +2,7 @@
 //! decision. Nothing here does I/O or knows about HTTP, SQL or Slack.
 //! Imports nothing of the crate: every other module may import it.
 
+mod answers;
 mod audit;
 mod clock;
 mod duration;
@@ -15,6 +16,11 @@ mod signal;
 mod stages;
 mod standing;
 
+pub use answers::{
+    Answers, Buttons, CHECKED, Field, FieldProblem, FieldSpec, FieldType, MAX_EDITABLE_INPUT_KEYS,
+    MAX_FIELDS, RawAnswer, TOOL_INPUT_PREFIX, answer_all, answer_text, changes, check_answers,
+    check_edit, check_fields, editable_param, is_editable_value, number_text,
+};
 pub use audit::{AuditContent, GENESIS, entry_hash};
 pub use clock::{Clock, SystemClock};
 pub use duration::{DurationSpec, ParseDurationError};

@@ -27,7 +27,8 @@ pub struct ReceiptClaims {
     pub decided_by: Option<String>,
     /// RFC 3339.
     pub decided_at: String,
-    /// Hex SHA-256 of the request's `params` as RFC 8785 canonical JSON.
+    /// Hex SHA-256 of the request's `approved_params` (when approvers could edit them, else its
+    /// `params`) as RFC 8785 canonical JSON.
     pub params_sha256: String,
     pub requester: Option<String>,
     /// The verified subject of the workload token that asked, when one did.
@@ -49,7 +50,8 @@ impl ReceiptClaims {
             status: request.status.as_str().to_owned(),
             decided_by: request.decided_by.clone(),
             decided_at: decided_at.to_string(),
-            params_sha256: params_sha256(&request.params),
+            // What it was approved to run with: approvers' edits included.
+            params_sha256: params_sha256(request.effective_params()),
             requester: request.requester.clone(),
             identity_sub: request.identity.as_ref().map(|i| i.subject.clone()),
         })

@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::answers::{Answers, Buttons, Field, TOOL_INPUT_PREFIX};
 use super::ids::{ApiKeyId, ChannelRef, KEY_ACTOR_PREFIX, RequestId, SlackUserId, WorkflowName};
 use super::stages::{Policy, StageStatus};
 
@@ -121,6 +122,14 @@ pub struct Decision {
     /// the first stage, and on decisions no person made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// What this voter answered to the request's fields (none when it asks none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<Answers>,
+    /// The params this voter edited, with their new values (none when they edited nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub edits: Option<Params>,
 }
 
 /// Where the request's Slack message lives, once it has been posted.
@@ -164,6 +173,24 @@ pub struct Request {
     /// key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<super::Identity>,
+    /// What approvers fill in when they approve (or answer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
+    /// `answer`: one Answer button instead of Approve and Deny.
+    #[serde(skip_serializing_if = "Buttons::is_default")]
+    pub buttons: Buttons,
+    /// The answers of the vote that approved the request, by field name (see `settle_response`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<Answers>,
+    /// Params approvers may edit before approving (`"params.NAME"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub editable: Vec<String>,
+    /// Once approved, for a request with `editable`: `params` with the approving vote's edits
+    /// applied (equal to `params` when nothing was edited). What hooks and receipts use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub approved_params: Option<Params>,
     /// The API key that asked: only it (or an admin key) may cancel, and only it sees the
     /// full `callback_url`.
     #[serde(skip)]
@@ -186,6 +213,12 @@ pub struct Request {
 pub struct ToolCall {
     pub name: String,
     pub input: serde_json::Value,
+    /// Once approved, when its input was editable (`[mcp] permission_editable`): the input
+    /// with the approving vote's edits applied. What `permission_prompt` answers as
+    /// `updatedInput`.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub approved_input: Option<serde_json::Value>,
 }
 
 /// A requester as a request keeps it: a Slack user id or mention (`<@U0ALICE>`, ` u0alice `)
@@ -219,6 +252,10 @@ pub struct Vote {
     pub reason: Option<String>,
     /// The open stage a machine's vote is for; none: the first open stage it may vote in.
     pub stage: Option<String>,
+    /// The voter's answers to the request's fields, already checked against them.
+    pub response: Option<Answers>,
+    /// The editable params the voter changed, with their new values (checked).
+    pub edits: Option<Params>,
 }
 
 /// What adapters found out about a voter before the vote (group membership, who asked): the
@@ -372,6 +409,11 @@ impl Request {
             metadata: None,
             tool_call: None,
             identity: None,
+            fields: Vec::new(),
+            buttons: Buttons::default(),
+            response: None,
+            editable: Vec::new(),
+            approved_params: None,
             created_by: None,
             digest_key: None,
             reminders: 0,
@@ -528,6 +570,8 @@ impl Request {
             reason: vote.reason,
             at: now,
             stage: Some(stage_name.clone()),
+            response: vote.response,
+            edits: vote.edits,
         });
         let decided = match verdict {
             Verdict::Deny if self.denials() >= policy.denials_required.max(1) => {
@@ -558,6 +602,80 @@ impl Request {
                 })
             }
         }
+    }
+
+    /// Sets `response` from the decisions: the answers of the vote that approved the request
+    /// (the last approval, which completed it), if it gave any. Stores call it on every read.
+    pub fn settle_response(&mut self) {
+        let approving = match self.status {
+            Status::Approved => self
+                .decisions
+                .last()
+                .filter(|d| d.verdict == Verdict::Approve),
+            _ => None,
+        };
+        self.response = approving.and_then(|d| d.response.clone());
+        let edits = approving.and_then(|d| d.edits.clone()).unwrap_or_default();
+        let approved = self.status == Status::Approved;
+        let edits_params = self
+            .editable
+            .iter()
+            .any(|e| super::answers::editable_param(e).is_some());
+        self.approved_params = (approved && edits_params).then(|| {
+            let mut params = self.params.clone();
+            for (k, v) in edits
+                .iter()
+                .filter(|(k, _)| !k.starts_with(TOOL_INPUT_PREFIX))
+            {
+                params.insert(k.clone(), v.clone());
+            }
+            params
+        });
+        let edits_input = self
+            .editable
+            .iter()
+            .any(|e| e.starts_with(TOOL_INPUT_PREFIX));
+        if let Some(call) = &mut self.tool_call {
+            call.approved_input = (approved && edits_input).then(|| {
+                let mut input = call.input.clone();
+                if let Some(obj) = input.as_object_mut() {
+                    for (k, v) in &edits {
+                        if let Some(key) = k.strip_prefix(TOOL_INPUT_PREFIX) {
+                            obj.insert(key.to_owned(), v.clone());
+                        }
+                    }
+                }
+                input
+            });
+        }
+    }
+
+    /// The value an edit key names: a param (`replicas`), or a key of the tool call's input
+    /// (`tool_call.input.command`).
+    pub fn edit_target(&self, key: &str) -> Option<&serde_json::Value> {
+        match key.strip_prefix(TOOL_INPUT_PREFIX) {
+            Some(input_key) => self.tool_call.as_ref()?.input.get(input_key),
+            None => self.params.get(key),
+        }
+    }
+
+    /// The edit keys approvers may change, with their values: params named `params.NAME` (key
+    /// `NAME`) and tool input keys named `tool_call.input.KEY` (key: the whole entry).
+    pub fn editable_values(&self) -> Vec<(&str, &serde_json::Value)> {
+        self.editable
+            .iter()
+            .filter_map(|e| {
+                let key = super::answers::editable_param(e)
+                    .or_else(|| e.starts_with(TOOL_INPUT_PREFIX).then_some(e.as_str()))?;
+                Some((key, self.edit_target(key)?))
+            })
+            .collect()
+    }
+
+    /// The params an approved request runs with: `approved_params` when approvers could edit
+    /// them, else `params`.
+    pub fn effective_params(&self) -> &Params {
+        self.approved_params.as_ref().unwrap_or(&self.params)
     }
 
     /// The index of the stage `vote` counts for, or why it counts for none.
@@ -613,6 +731,8 @@ impl Request {
             reason: Some(summary.clone()),
             at: now,
             stage: None,
+            response: None,
+            edits: None,
         });
         self.finish(
             verdict_status(verdict),
@@ -650,6 +770,8 @@ impl Request {
                     reason: None,
                     at: now,
                     stage: None,
+                    response: None,
+                    edits: None,
                 });
                 verdict_status(verdict)
             }
@@ -697,6 +819,7 @@ impl Request {
         self.decided_at = Some(now);
         self.remind_at = None;
         self.version += 1;
+        self.settle_response();
     }
 
     /// Withdraws a pending request. Cancelling is not a verdict, so no decision is recorded.
@@ -789,6 +912,8 @@ mod tests {
             verdict,
             reason: None,
             stage: None,
+            response: None,
+            edits: None,
         }
     }
 

@@ -148,7 +148,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownWorkflow(_)
             | ServiceError::WorkflowRequired(_)
             | ServiceError::ChannelOverrideNotAllowed(_)
-            | ServiceError::StandingNotAllowed(_) => StatusCode::BAD_REQUEST,
+            | ServiceError::StandingNotAllowed(_)
+            | ServiceError::InvalidResponse(_)
+            | ServiceError::Editable { .. } => StatusCode::BAD_REQUEST,
         };
         let error = ApiError::new(status, code, msg);
         match e {

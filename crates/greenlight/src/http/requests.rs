@@ -453,6 +453,10 @@ pub struct DecisionBody {
     /// open stage. A stage that is not open is refused with 409 `stage_not_open`.
     #[schema(max_length = 40)]
     stage: Option<String>,
+    /// Answers to the request's fields, by name (required to approve a request with fields;
+    /// checked like a person's in the modal: 400 `invalid_response`).
+    #[schema(value_type = Option<Object>)]
+    response: Option<crate::domain::Answers>,
 }
 
 /// `POST /v1/requests/{id}/decisions`: a machine's vote (the `decide` scope), counted like a
@@ -493,6 +497,8 @@ pub async fn decide(
         verdict,
         reason,
         stage,
+        response: body.response,
+        edits: None,
     };
     let request = match state.service.vote(&id, vote).await? {
         VoteResult::Decided(r) | VoteResult::Counted(r) => r,

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 pub use local::{InServer, mcp_service};
 pub use remote::OverApi;
 
-use crate::domain::{DurationSpec, ToolCall};
+use crate::domain::{DurationSpec, FieldSpec, ToolCall};
 use crate::service::intake::CreateBody;
 
 /// Longest wait a tool call takes for a decision (clients and proxies time out around a
@@ -105,6 +105,66 @@ pub struct RequestApprovalArgs {
     /// Wait up to this many seconds (at most 55) for the decision before answering; 0 or
     /// absent answers at once (then poll with get_approval).
     pub wait_seconds: Option<u64>,
+    /// What the approver fills in when approving (at most 10); their answers come back as
+    /// `response`, e.g. [{"name": "replicas", "type": "number", "min": 1, "max": 10}].
+    pub fields: Option<Vec<QuestionField>>,
+}
+
+/// A field a person fills in: text, textarea, number, select (with options) or boolean.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuestionField {
+    /// The key of the answer in `response`: letters, digits, `_` and `-`.
+    pub name: String,
+    /// What the person reads above the input (default: the name).
+    pub label: Option<String>,
+    /// One of "text" (one line), "textarea", "number", "select", "boolean".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Must be answered (default true, except for boolean).
+    pub required: Option<bool>,
+    /// A select's choices.
+    pub options: Option<Vec<String>>,
+    /// The value the input starts with.
+    pub default: Option<Value>,
+    /// A number's smallest allowed value.
+    pub min: Option<f64>,
+    /// A number's largest allowed value.
+    pub max: Option<f64>,
+    /// The most characters of a text.
+    pub max_length: Option<u32>,
+}
+
+impl From<QuestionField> for FieldSpec {
+    fn from(f: QuestionField) -> Self {
+        FieldSpec {
+            name: f.name,
+            label: f.label,
+            kind: f.kind,
+            required: f.required,
+            options: f.options,
+            default: f.default,
+            min: f.min,
+            max: f.max,
+            max_length: f.max_length,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AskQuestionArgs {
+    /// The question, as the person reads it, e.g. "Which environment should I deploy to?"
+    pub question: String,
+    /// What to ask for (at most 10). Left out: one free-text answer, named "answer".
+    pub fields: Option<Vec<QuestionField>>,
+    /// The workflow to ask in (decides the channel and who may answer). Left out: the
+    /// server's [mcp] permission_workflow, else its default workflow.
+    pub workflow: Option<String>,
+    /// Wait up to this many seconds (at most 55) for the answer; absent or 0 answers at once
+    /// (then wait with get_approval).
+    pub wait_seconds: Option<u64>,
+    /// Your own JSON object kept with the question and returned with it; never shown.
+    pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -210,7 +270,11 @@ pub fn permission_answer(request: &Value, input: &serde_json::Map<String, Value>
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     match request["status"].as_str() {
-        Some("approved") => json!({"behavior": "allow", "updatedInput": input}),
+        // The input as approved: with a person's edits when the server let them edit it.
+        Some("approved") => match request["tool_call"]["approved_input"].as_object() {
+            Some(edited) => json!({"behavior": "allow", "updatedInput": edited}),
+            None => json!({"behavior": "allow", "updatedInput": input}),
+        },
         Some("denied") => {
             json!({"behavior": "deny", "message": format!("Denied by {}{reason}", decider(request))})
         }
@@ -219,6 +283,22 @@ pub fn permission_answer(request: &Value, input: &serde_json::Map<String, Value>
         Some("cancelled") => json!({"behavior": "deny",
             "message": format!("Cancelled by {}{reason}", request["decided_by"].as_str().unwrap_or("someone"))}),
         _ => json!({"behavior": "deny", "message": "No decision was made in time"}),
+    }
+}
+
+/// Creates a request and, with `wait_seconds`, waits for its decision while it is pending.
+async fn create_and_wait(
+    backend: &dyn Approvals,
+    body: CreateBody,
+    wait_seconds: Option<u64>,
+) -> ToolResult<Value> {
+    let created = backend.create(body, None).await?;
+    match (wait_of(wait_seconds), created["status"].as_str()) {
+        (Some(wait), Some("pending")) => {
+            let id = created["id"].as_str().unwrap_or_default().to_owned();
+            backend.get(&id, Some(wait)).await
+        }
+        _ => Ok(created),
     }
 }
 
@@ -259,19 +339,55 @@ impl GreenlightMcp {
             expires_in,
             idempotency_key: args.idempotency_key,
             metadata: args.metadata.map(Value::Object),
+            fields: args
+                .fields
+                .map(|f| f.into_iter().map(FieldSpec::from).collect()),
             ..Default::default()
         };
-        let result = async {
-            let created = backend.create(body, None).await?;
-            match (wait_of(args.wait_seconds), created["status"].as_str()) {
-                (Some(wait), Some("pending")) => {
-                    let id = created["id"].as_str().unwrap_or_default().to_owned();
-                    backend.get(&id, Some(wait)).await
-                }
-                _ => Ok(created),
-            }
-        }
-        .await;
+        let result = create_and_wait(backend.as_ref(), body, args.wait_seconds).await;
+        Ok(answer(result.map(approval)))
+    }
+
+    #[tool(
+        description = "Ask a human a question in Slack and get typed answers back: which environment, what the commit message should say, how many replicas. The message has one Answer button that opens a form with your fields (one free-text field named \"answer\" when you give none). Returns request_id and status; once answered, status is \"approved\" and `response` holds the answers by field name (numbers as numbers, booleans as booleans). With wait_seconds it waits up to that long (at most 55 s); if still \"pending\", call get_approval to keep waiting."
+    )]
+    async fn ask_question(
+        &self,
+        Parameters(args): Parameters<AskQuestionArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let backend = match self.backends.for_call(&ctx) {
+            Ok(b) => b,
+            Err(f) => return Ok(failed(&f)),
+        };
+        let question = args.question.trim().to_owned();
+        // The title holds 200 characters; a longer question is shown whole under it.
+        let (title, details) = if question.chars().count() > 200 {
+            let cut: String = question.chars().take(199).collect();
+            (format!("{cut}…"), Some(question))
+        } else {
+            (question, None)
+        };
+        let fields = match args.fields.filter(|f| !f.is_empty()) {
+            Some(fields) => fields.into_iter().map(FieldSpec::from).collect(),
+            None => vec![FieldSpec {
+                name: "answer".into(),
+                label: Some("Answer".into()),
+                kind: "textarea".into(),
+                ..FieldSpec::default()
+            }],
+        };
+        let body = CreateBody {
+            workflow: args.workflow,
+            title: Some(title),
+            details,
+            requester: self.backends.agent_name(&ctx),
+            metadata: args.metadata.map(Value::Object),
+            fields: Some(fields),
+            buttons: Some("answer".into()),
+            ..Default::default()
+        };
+        let result = create_and_wait(backend.as_ref(), body, args.wait_seconds).await;
         Ok(answer(result.map(approval)))
     }
 
@@ -374,6 +490,7 @@ impl GreenlightMcp {
         let call = ToolCall {
             name: args.tool_name.clone(),
             input: Value::Object(args.input.clone()),
+            approved_input: None,
         };
         let decided = async {
             let created = backend.create(body, Some(call)).await?;
@@ -424,7 +541,7 @@ impl ServerHandler for GreenlightMcp {
             .with_server_info(implementation)
             .with_protocol_version(ProtocolVersion::LATEST)
             .with_instructions(
-                "Ask a human for a yes before risky steps: request_approval (then get_approval to wait), cancel_approval, list_pending_approvals; permission_prompt answers a coding agent's permission question.",
+                "Ask a human for a yes before risky steps: request_approval (then get_approval to wait), cancel_approval, list_pending_approvals; ask_question asks a person a question and returns their typed answers; permission_prompt answers a coding agent's permission question.",
             )
     }
 }

@@ -145,7 +145,8 @@ pub enum RenderError {
 
 fn field_value(request: &Request, field: &str) -> Result<String, RenderError> {
     if let Some(name) = field.strip_prefix("params.") {
-        return match request.params.get(name) {
+        // An approver's edits count: the params it was approved with.
+        return match request.effective_params().get(name) {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
             Some(serde_json::Value::Null) | None => Err(RenderError::MissingParam(name.to_owned())),
             Some(other) => Ok(other.to_string()),

@@ -30,6 +30,15 @@ pub struct CreateInput {
     /// The agent tool call the request asks about (MCP's permission prompt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<crate::domain::ToolCall>,
+    /// What approvers fill in when they approve (checked: `domain::check_fields`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<crate::domain::Field>,
+    #[serde(skip_serializing_if = "crate::domain::Buttons::is_default")]
+    pub buttons: crate::domain::Buttons,
+    /// Params approvers may edit (`"params.NAME"`), within the workflow's `editable`; none:
+    /// the workflow's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub editable: Option<Vec<String>>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
     /// The workload token that asked, as verified (set by the adapters, never from a body):
@@ -51,7 +60,9 @@ impl Service {
         // permission_workflow` and expires after `[mcp] permission_timeout`, whichever
         // transport it came by: the server's settings govern, not the agent's machine.
         let asks_permission = input.tool_call.is_some();
-        let named = input.workflow.as_ref().or(if asks_permission {
+        // So does an agent's question (ask_question): a request only to answer.
+        let agents = asks_permission || input.buttons == crate::domain::Buttons::Answer;
+        let named = input.workflow.as_ref().or(if agents {
             self.permissions.workflow.as_ref()
         } else {
             None
@@ -126,6 +137,22 @@ impl Service {
         );
         request.metadata = input.metadata;
         request.tool_call = input.tool_call;
+        request.fields = input.fields;
+        request.buttons = input.buttons;
+        request.editable = editable_of(workflow, input.editable.as_deref(), &request.params)?;
+        // An agent's tool input may be edited before it is allowed (`[mcp]
+        // permission_editable`): each top-level string, number or boolean of it.
+        if self.permissions.editable
+            && let Some(input) = request.tool_call.as_ref().and_then(|c| c.input.as_object())
+        {
+            request.editable.extend(
+                input
+                    .iter()
+                    .filter(|(k, v)| crate::domain::is_editable_value(v) && k.len() <= 100)
+                    .take(crate::domain::MAX_EDITABLE_INPUT_KEYS)
+                    .map(|(k, _)| format!("{}{k}", crate::domain::TOOL_INPUT_PREFIX)),
+            );
+        }
         request.created_by = Some(key.id.clone());
         let mut created = serde_json::json!({
             "workflow": request.workflow,
@@ -384,4 +411,59 @@ impl Service {
 fn fingerprint(input: &CreateInput) -> String {
     let canonical = serde_json::to_vec(input).unwrap_or_default();
     hex::encode(Sha256::digest(&canonical))
+}
+
+/// The params approvers may edit on a request: those its own `editable` names (each must be
+/// one its workflow's `editable` allows, and a string, number or boolean param it has), or else
+/// those of the workflow's `editable` that it has.
+fn editable_of(
+    workflow: &Workflow,
+    asked: Option<&[String]>,
+    params: &Params,
+) -> ServiceResult<Vec<String>> {
+    let Some(asked) = asked else {
+        return Ok(workflow
+            .editable
+            .iter()
+            .filter(|e| {
+                crate::domain::editable_param(e)
+                    .and_then(|p| params.get(p))
+                    .is_some_and(crate::domain::is_editable_value)
+            })
+            .cloned()
+            .collect());
+    };
+    let mut out: Vec<String> = Vec::with_capacity(asked.len());
+    for entry in asked {
+        if !workflow.editable.contains(entry) {
+            return Err(ServiceError::Editable {
+                code: "editable_not_allowed",
+                message: format!(
+                    "workflow {:?} does not let approvers edit {entry:?} (its editable: {:?})",
+                    workflow.name.as_str(),
+                    workflow.editable
+                ),
+            });
+        }
+        let value = crate::domain::editable_param(entry).and_then(|p| params.get(p));
+        match value {
+            None => {
+                return Err(ServiceError::Editable {
+                    code: "invalid_editable",
+                    message: format!("editable names {entry:?}, but the request has no such param"),
+                });
+            }
+            Some(v) if !crate::domain::is_editable_value(v) => {
+                return Err(ServiceError::Editable {
+                    code: "invalid_editable",
+                    message: format!(
+                        "{entry:?} is not a number, a boolean or a string of at most 3000 characters, so it cannot be edited in Slack"
+                    ),
+                });
+            }
+            Some(_) if out.contains(entry) => {}
+            Some(_) => out.push(entry.clone()),
+        }
+    }
+    Ok(out)
 }

@@ -48,6 +48,13 @@ pub enum ServiceError {
     /// A standing approval cannot be granted as asked (the text says why, for the modal).
     #[error("{0}")]
     StandingNotAllowed(String),
+    /// A vote's answers do not fit the request's fields (or it asks none).
+    #[error("{0}")]
+    InvalidResponse(String),
+    /// A request's `editable` names a param it does not have, or one its workflow does not
+    /// let approvers edit.
+    #[error("{message}")]
+    Editable { code: &'static str, message: String },
 }
 
 impl ServiceError {
@@ -74,6 +81,8 @@ impl ServiceError {
             ServiceError::TooManySignals(_) => "too_many_signals",
             ServiceError::WorkflowNotAllowed { .. } => "forbidden",
             ServiceError::StandingNotAllowed(_) => "standing_not_allowed",
+            ServiceError::InvalidResponse(_) => "invalid_response",
+            ServiceError::Editable { code, .. } => code,
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::CreateInput;
-use crate::domain::{DurationSpec, IdError, Params, ToolCall};
+use crate::domain::{Buttons, DurationSpec, Field, FieldSpec, IdError, Params, ToolCall};
 
 pub const MAX_TITLE: usize = 200;
 pub const MAX_DETAILS: usize = 10_000;
@@ -141,6 +141,50 @@ pub struct CreateBody {
     /// An agent's tool call the request asks about: shown in Slack as a code block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<ToolCall>,
+    /// What approvers fill in when they approve (at most 10): Approve opens a Slack modal
+    /// with these inputs, and the answers come back as the request's `response`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldSpec>>,
+    /// `"answer"`: one Answer button instead of Approve and Deny, for a question that is not
+    /// an approval (it needs fields; answering approves). Default `"approve_deny"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Buttons>)]
+    pub buttons: Option<String>,
+    /// Params an approver may edit before approving (`["params.replicas"]`), among those the
+    /// workflow's `editable` allows; default: the workflow's. The request then gains
+    /// `approved_params`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub editable: Option<Vec<String>>,
+}
+
+/// The fields and buttons a request asks, checked (stable codes: `invalid_field_type`,
+/// `select_without_options`, `duplicate_field`, `too_many_fields`, `field_too_long`,
+/// `invalid_field`, `invalid_buttons`).
+pub fn form(
+    fields: Option<Vec<FieldSpec>>,
+    buttons: Option<&str>,
+) -> Result<(Vec<Field>, Buttons), Invalid> {
+    let fields = crate::domain::check_fields(fields.unwrap_or_default()).map_err(|p| Invalid {
+        code: p.code,
+        message: p.message,
+    })?;
+    let buttons = match buttons {
+        None | Some("approve_deny") => Buttons::ApproveDeny,
+        Some("answer") => Buttons::Answer,
+        Some(other) => {
+            return Err(Invalid {
+                code: "invalid_buttons",
+                message: format!("buttons is {other:?}; it is \"approve_deny\" or \"answer\""),
+            });
+        }
+    };
+    if buttons == Buttons::Answer && fields.is_empty() {
+        return Err(Invalid {
+            code: "invalid_buttons",
+            message: "buttons \"answer\" needs fields to answer".into(),
+        });
+    }
+    Ok((fields, buttons))
 }
 
 /// A tool call as a person will read it: a name of 1-200 characters, an input of at most
@@ -163,6 +207,7 @@ fn tool_call(call: Option<ToolCall>) -> Result<Option<ToolCall>, Invalid> {
     Ok(Some(ToolCall {
         name: name.to_owned(),
         input: call.input,
+        approved_input: None,
     }))
 }
 
@@ -219,7 +264,22 @@ impl CreateBody {
             .map(|c| c.parse())
             .transpose()
             .map_err(|e: IdError| invalid(e.to_string()))?;
+        let (fields, buttons) = form(self.fields, self.buttons.as_deref())?;
+        if let Some(e) = self
+            .editable
+            .iter()
+            .flatten()
+            .find(|e| crate::domain::editable_param(e).is_none())
+        {
+            return Err(Invalid {
+                code: "invalid_editable",
+                message: format!("editable entry {e:?} must name a param, as \"params.NAME\""),
+            });
+        }
         Ok(CreateInput {
+            fields,
+            buttons,
+            editable: self.editable,
             metadata: metadata(self.metadata)?,
             channel,
             workflow,

@@ -5,7 +5,7 @@ use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
 use crate::service::workspaces::Origin;
 use crate::service::{Service, ServiceError, VoteResult};
 use crate::slack::interaction::{
-    Click, DenyReason, Gesture, GestureError, IdentityError, Place, StandingGrant,
+    AnswersGiven, Click, DenyReason, Gesture, GestureError, IdentityError, Place, StandingGrant,
 };
 use crate::slack::render::{self, REASON_BLOCK, STANDING_BLOCK};
 
@@ -95,6 +95,17 @@ pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, Inte
                 Ok(modal_error_at(STANDING_BLOCK, elsewhere_text(refused)))
             }
         },
+        Gesture::Answers(a) => match service.origin(&a.actor.team).await {
+            Origin::Allowed => answered(service, a).await,
+            refused => {
+                let (user, team) = (&a.actor.user, &a.actor.team);
+                service
+                    .audit_refused_vote(user, team, Some(&a.request), Verdict::Approve, refused)
+                    .await?;
+                let block = first_field_block(service, &a.request).await;
+                Ok(modal_error_at(&block, elsewhere_text(refused)))
+            }
+        },
         Gesture::Other => Ok(Handled::Ignored),
     }
 }
@@ -114,6 +125,8 @@ async fn approve_for(service: &Service, c: Click) -> Result<Handled, Interaction
         verdict: Verdict::Approve,
         reason: None,
         stage: None,
+        response: None,
+        edits: None,
     };
     let request = match service.check_vote(&id, &vote).await {
         Ok(r) => r,
@@ -163,6 +176,8 @@ async fn standing_submission(
         verdict: Verdict::Approve,
         reason: None,
         stage: None,
+        response: None,
+        edits: None,
     };
     match service.approve_for(&g.request, vote, duration).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
@@ -216,9 +231,15 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
         verdict: c.verdict,
         reason: None,
         stage: None,
+        response: None,
+        edits: None,
     };
-    if c.verdict == Verdict::Deny && wants_reason(service, &id).await? {
-        return ask_why(service, c.trigger_id, &c.place, &id, vote).await;
+    match modal_for(service, &id, c.verdict).await? {
+        Some(Modal::Reason) => return ask_why(service, c.trigger_id, &c.place, &id, vote).await,
+        Some(Modal::Answers) => {
+            return ask_answers(service, c.trigger_id, &c.place, &id, vote).await;
+        }
+        None => {}
     }
     let handled = match service.vote(&id, vote).await {
         Ok(VoteResult::Decided(_)) => Handled::Decided,
@@ -235,14 +256,155 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
 
 const UNKNOWN: &str = "greenlight does not know this request.";
 
-async fn wants_reason(service: &Service, id: &RequestId) -> Result<bool, ServiceError> {
-    match service.get(id).await {
-        Ok(request) => Ok(service
-            .workflow_of(&request)
-            .is_some_and(|w| w.require_deny_reason)),
-        Err(ServiceError::NotFound(_)) => Ok(false),
-        Err(e) => Err(e),
+/// A modal a click opens before its vote is cast.
+enum Modal {
+    /// Deny, where the workflow wants a reason.
+    Reason,
+    /// Approve (or Answer) on a request with fields.
+    Answers,
+}
+
+async fn modal_for(
+    service: &Service,
+    id: &RequestId,
+    verdict: Verdict,
+) -> Result<Option<Modal>, ServiceError> {
+    let request = match service.get(id).await {
+        Ok(request) => request,
+        Err(ServiceError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(match verdict {
+        Verdict::Deny
+            if service
+                .workflow_of(&request)
+                .is_some_and(|w| w.require_deny_reason) =>
+        {
+            Some(Modal::Reason)
+        }
+        Verdict::Approve
+            if !request.fields.is_empty() || render::editable_params(&request).next().is_some() =>
+        {
+            Some(Modal::Answers)
+        }
+        _ => None,
+    })
+}
+
+/// Opens the modal asking the request's fields, if this approval would count (see `ask_why`).
+async fn ask_answers(
+    service: &Service,
+    trigger: Option<String>,
+    at: &Place,
+    id: &RequestId,
+    vote: Vote,
+) -> Result<Handled, InteractionError> {
+    let user = vote.by.clone();
+    let request = match service.check_vote(id, &vote).await {
+        Ok(r) => r,
+        Err(e) => return refuse(service, at, &user, id, e).await,
+    };
+    let trigger = trigger.ok_or(InteractionError::Malformed("trigger_id"))?;
+    let Some(slack) = service.slack().cloned() else {
+        tracing::warn!("no Slack client to open the answers modal with");
+        return Ok(Handled::Ignored);
+    };
+    let view = render::answers_modal(&request);
+    tokio::spawn(async move {
+        if let Err(e) = slack.open_view(&trigger, view).await {
+            tracing::warn!(error = %e, "cannot open the answers modal");
+        }
+    });
+    Ok(Handled::ModalOpened)
+}
+
+/// The answers modal was submitted: each answer is checked against its field (a bad one keeps
+/// the modal open with the error under that field); then the approval is cast with them.
+async fn answered(service: &Service, a: AnswersGiven) -> Result<Handled, InteractionError> {
+    let request = match service.get(&a.request).await {
+        Ok(r) => r,
+        Err(ServiceError::NotFound(_)) => {
+            return Ok(modal_error_at(REASON_BLOCK, UNKNOWN));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let block = request
+        .fields
+        .first()
+        .map(|f| render::field_block(&f.name))
+        .or_else(|| {
+            render::editable_params(&request)
+                .next()
+                .map(|(p, _)| render::edit_block(p))
+        })
+        .unwrap_or_else(|| REASON_BLOCK.to_owned());
+    let mut given = a.answers;
+    let checked = crate::domain::answer_all(&request.fields, |f| {
+        f.read(
+            given
+                .remove(&f.name)
+                .unwrap_or(crate::domain::RawAnswer::Text(None)),
+        )
+    });
+    // Each editable param keeps its type; one left out of the state keeps its value.
+    let mut errors: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    let mut edits = crate::domain::Params::new();
+    for (param, old) in render::editable_params(&request) {
+        let Some(raw) = a.edits.get(param) else {
+            continue;
+        };
+        match crate::domain::check_edit(old, raw.clone()) {
+            Ok(new) => {
+                edits.insert(param.to_owned(), new);
+            }
+            Err(why) => {
+                errors.insert(render::edit_block(param), why.into());
+            }
+        }
     }
+    if let Err(bad) = &checked {
+        for (name, why) in bad {
+            errors.insert(render::field_block(name), why.clone().into());
+        }
+    }
+    if !errors.is_empty() {
+        return Ok(Handled::InvalidSubmission(serde_json::json!({
+            "response_action": "errors",
+            "errors": errors,
+        })));
+    }
+    let response = checked.ok().filter(|r| !r.is_empty());
+    let vote = Vote {
+        by: a.actor.user,
+        name: a.actor.handle,
+        kind: DecisionKind::User,
+        verdict: Verdict::Approve,
+        reason: None,
+        stage: None,
+        response,
+        edits: (!edits.is_empty()).then_some(edits),
+    };
+    match service.vote(&a.request, vote).await {
+        Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),
+        Ok(VoteResult::Counted(_)) => Ok(Handled::Counted),
+        Err(ServiceError::Rejected(r)) => {
+            let waiting = waiting(service, &a.request, &r, false).await;
+            Ok(modal_error_at(&block, &refusal_text(&r, waiting, false)))
+        }
+        Err(ServiceError::Lookup(_)) => Ok(modal_error_at(&block, LOOKUP_FAILED)),
+        Err(ServiceError::InvalidResponse(why)) => Ok(modal_error_at(&block, &why)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The block id of the first input of a request's answers modal (where a refusal is shown).
+async fn first_field_block(service: &Service, id: &RequestId) -> String {
+    service
+        .get(id)
+        .await
+        .ok()
+        .and_then(|r| r.fields.first().map(|f| render::field_block(&f.name)))
+        .unwrap_or_else(|| REASON_BLOCK.to_owned())
 }
 
 /// Opens the modal asking why, if this deny would count. The trigger lives 3 seconds, so
@@ -291,6 +453,8 @@ async fn submission(service: &Service, d: DenyReason) -> Result<Handled, Interac
         verdict: Verdict::Deny,
         reason: Some(reason),
         stage: None,
+        response: None,
+        edits: None,
     };
     match service.vote(&d.request, vote).await {
         Ok(VoteResult::Decided(_)) => Ok(Handled::Decided),

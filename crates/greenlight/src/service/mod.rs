@@ -95,6 +95,8 @@ pub struct Service {
 pub struct PermissionDefaults {
     pub workflow: Option<WorkflowName>,
     pub timeout: crate::domain::DurationSpec,
+    /// `[mcp] permission_editable`: a tool call's input may be edited before it is allowed.
+    pub editable: bool,
 }
 
 impl Default for PermissionDefaults {
@@ -103,6 +105,7 @@ impl Default for PermissionDefaults {
         Self {
             workflow: mcp.permission_workflow,
             timeout: mcp.permission_timeout,
+            editable: mcp.permission_editable,
         }
     }
 }
@@ -153,6 +156,7 @@ impl Service {
         self.permissions = PermissionDefaults {
             workflow: mcp.permission_workflow.clone(),
             timeout: mcp.permission_timeout,
+            editable: mcp.permission_editable,
         };
         self
     }
@@ -395,8 +399,10 @@ impl Service {
     }
 
     /// Applies a vote, retrying on a concurrent change; exactly one vote decides.
-    pub async fn vote(&self, id: &RequestId, vote: Vote) -> ServiceResult<VoteResult> {
+    pub async fn vote(&self, id: &RequestId, mut vote: Vote) -> ServiceResult<VoteResult> {
         let mut current = self.get(id).await?;
+        vote.response = answers_of(&current, &vote)?;
+        vote.edits = edits_of(&current, &vote)?;
         // Standing depends on who asked and which workflow, which no vote changes.
         let standing = self.standing(&current, &vote).await?;
         loop {
@@ -420,6 +426,8 @@ impl Service {
                     "kind": vote.kind,
                     "reason": vote.reason,
                     "stage": counted_for,
+                    "response": vote.response,
+                    "changes": vote.edits.as_ref().map(|e| crate::domain::changes(|k| current.edit_target(k), e)),
                 }),
             }];
             let (stage_audit, stage_effects) =
@@ -581,4 +589,72 @@ impl Service {
         self.outbox.notify_one();
         Ok(())
     }
+}
+
+/// The answers a vote carries, checked against the request's fields: an approval of a request
+/// with fields must answer them (a person does in the modal its Approve button opens); a deny,
+/// or a vote on a request without fields, carries none.
+fn answers_of(
+    request: &crate::domain::Request,
+    vote: &Vote,
+) -> ServiceResult<Option<crate::domain::Answers>> {
+    match (&vote.response, vote.verdict) {
+        (None, crate::domain::Verdict::Approve) if !request.fields.is_empty() => {
+            Err(ServiceError::InvalidResponse(format!(
+                "request {} asks for answers ({}): approve with a response",
+                request.id,
+                request
+                    .fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        (None, _) => Ok(None),
+        (Some(_), crate::domain::Verdict::Deny) => Err(ServiceError::InvalidResponse(
+            "a deny carries no response".into(),
+        )),
+        (Some(_), _) if request.fields.is_empty() => Err(ServiceError::InvalidResponse(format!(
+            "request {} asks no fields, so a vote carries no response",
+            request.id
+        ))),
+        (Some(given), _) => crate::domain::check_answers(&request.fields, given)
+            .map(Some)
+            .map_err(ServiceError::InvalidResponse),
+    }
+}
+
+/// The edits a vote carries, checked: only an approval edits, only params the request lets
+/// approvers edit, each keeping its type; values left as they were are dropped (none: no
+/// change).
+fn edits_of(
+    request: &crate::domain::Request,
+    vote: &Vote,
+) -> ServiceResult<Option<crate::domain::Params>> {
+    let Some(edits) = &vote.edits else {
+        return Ok(None);
+    };
+    if vote.verdict != crate::domain::Verdict::Approve {
+        return Err(ServiceError::InvalidResponse("a deny edits nothing".into()));
+    }
+    let mut changed = crate::domain::Params::new();
+    for (name, value) in edits {
+        let allowed = request
+            .editable_values()
+            .iter()
+            .any(|(key, _)| *key == name.as_str());
+        let old = request.edit_target(name);
+        let same_type =
+            old.is_some_and(|o| std::mem::discriminant(o) == std::mem::discriminant(value));
+        if !allowed || !same_type {
+            return Err(ServiceError::InvalidResponse(format!(
+                "param {name:?} cannot be edited to {value}"
+            )));
+        }
+        if old != Some(value) {
+            changed.insert(name.clone(), value.clone());
+        }
+    }
+    Ok((!changed.is_empty()).then_some(changed))
 }

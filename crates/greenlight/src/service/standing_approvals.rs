@@ -40,6 +40,12 @@ impl Service {
                 "Give a duration from 1m up to {bound}."
             )));
         }
+        if !request.fields.is_empty() {
+            return Err(ServiceError::StandingNotAllowed(
+                "This request asks for answers, which cannot be given in advance; use Approve."
+                    .into(),
+            ));
+        }
         let Some(caller) = request.created_by.clone() else {
             return Err(ServiceError::StandingNotAllowed(
                 "This request names no API key to grant a standing approval to; use Approve."
@@ -130,7 +136,9 @@ impl Service {
             .standing_for(&workflow.name, &key.id, now.as_millisecond())
             .await?;
         for s in candidates {
-            if !s.covers(&workflow.name, &key.id, &request.params, exact, now) {
+            if !request.fields.is_empty()
+                || !s.covers(&workflow.name, &key.id, &request.params, exact, now)
+            {
                 continue;
             }
             // The granter's approval, checked as if they clicked now (still an approver of
@@ -142,6 +150,8 @@ impl Service {
                 verdict: Verdict::Approve,
                 reason: None,
                 stage: None,
+                response: None,
+                edits: None,
             };
             let facts = self.standing(request, &as_person).await?;
             let vote = Vote {

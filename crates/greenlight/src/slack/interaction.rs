@@ -5,10 +5,11 @@
 use serde::Deserialize;
 
 use super::render::{
-    APPROVE_ACTION, APPROVE_FOR_ACTION, DENY_ACTION, DENY_REASON_CALLBACK, REASON_ACTION,
-    REASON_BLOCK, STANDING_ACTION, STANDING_BLOCK, STANDING_CALLBACK,
+    ANSWERS_CALLBACK, APPROVE_ACTION, APPROVE_FOR_ACTION, DENY_ACTION, DENY_REASON_CALLBACK,
+    EDIT_BLOCK_PREFIX, FIELD_ACTION, FIELD_BLOCK_PREFIX, REASON_ACTION, REASON_BLOCK,
+    STANDING_ACTION, STANDING_BLOCK, STANDING_CALLBACK,
 };
-use crate::domain::{RequestId, Verdict};
+use crate::domain::{RawAnswer, RequestId, Verdict};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Interaction {
@@ -43,9 +44,39 @@ pub struct ViewState {
     pub values: std::collections::HashMap<String, std::collections::HashMap<String, InputValue>>,
 }
 
+/// An input element's state: `value` for plain-text and number inputs, `selected_option`
+/// for a static select, `selected_options` for checkboxes.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InputValue {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
     pub value: Option<String>,
+    pub selected_option: Option<SelectedOption>,
+    pub selected_options: Option<Vec<SelectedOption>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SelectedOption {
+    pub value: Option<String>,
+}
+
+impl InputValue {
+    /// What the element holds, as a field reads it.
+    pub fn raw(&self) -> RawAnswer {
+        match self.kind.as_deref() {
+            Some("static_select") => {
+                RawAnswer::Choice(self.selected_option.as_ref().and_then(|o| o.value.clone()))
+            }
+            Some("checkboxes") => RawAnswer::Checked(
+                self.selected_options
+                    .iter()
+                    .flatten()
+                    .filter_map(|o| o.value.clone())
+                    .collect(),
+            ),
+            _ => RawAnswer::Text(self.value.clone()),
+        }
+    }
 }
 
 impl View {
@@ -179,6 +210,8 @@ pub enum Gesture {
     ApproveFor(Click),
     /// The "Approve for…" modal was submitted.
     StandingGrant(StandingGrant),
+    /// The answers modal was submitted.
+    Answers(AnswersGiven),
     /// Anything else (another button, another modal, another kind): nothing to do.
     Other,
 }
@@ -231,6 +264,16 @@ pub struct StandingGrant {
     pub duration: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswersGiven {
+    pub actor: Actor,
+    pub request: RequestId,
+    /// What each input held, by field name (an input missing from the state is absent).
+    pub answers: std::collections::HashMap<String, RawAnswer>,
+    /// What each editable param's input held, by param name.
+    pub edits: std::collections::HashMap<String, RawAnswer>,
+}
+
 /// Why an interaction cannot be read as a gesture.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GestureError {
@@ -252,10 +295,7 @@ impl Interaction {
         };
         match self.kind.as_str() {
             "block_actions" => self.click(actor),
-            "view_submission" => match self.view.as_ref().and_then(|v| v.callback_id.as_deref()) {
-                Some(STANDING_CALLBACK) => self.standing(actor),
-                _ => self.deny_reason(actor),
-            },
+            "view_submission" => self.submission(actor),
             _ => Ok(Gesture::Other),
         }
     }
@@ -323,9 +363,13 @@ impl Interaction {
         }))
     }
 
-    fn deny_reason(&self, actor: Actor) -> Result<Gesture, GestureError> {
+    fn submission(&self, actor: Actor) -> Result<Gesture, GestureError> {
         let view = self.view.as_ref().ok_or(GestureError::Malformed("view"))?;
-        if view.callback_id.as_deref() != Some(DENY_REASON_CALLBACK) {
+        let callback = view.callback_id.as_deref();
+        if callback == Some(STANDING_CALLBACK) {
+            return self.standing(actor);
+        }
+        if callback != Some(DENY_REASON_CALLBACK) && callback != Some(ANSWERS_CALLBACK) {
             return Ok(Gesture::Other);
         }
         let request = view
@@ -333,6 +377,25 @@ impl Interaction {
             .as_deref()
             .and_then(|m| m.parse().ok())
             .ok_or(GestureError::Malformed("view.private_metadata"))?;
+        if callback == Some(ANSWERS_CALLBACK) {
+            let inputs = |prefix: &str| {
+                view.state
+                    .iter()
+                    .flat_map(|s| &s.values)
+                    .filter_map(|(block, actions)| {
+                        let name = block.strip_prefix(prefix)?;
+                        let input = actions.get(FIELD_ACTION)?;
+                        Some((name.to_owned(), input.raw()))
+                    })
+                    .collect()
+            };
+            return Ok(Gesture::Answers(AnswersGiven {
+                actor,
+                request,
+                answers: inputs(FIELD_BLOCK_PREFIX),
+                edits: inputs(EDIT_BLOCK_PREFIX),
+            }));
+        }
         let reason = view
             .text(REASON_BLOCK, REASON_ACTION)
             .map(str::trim)

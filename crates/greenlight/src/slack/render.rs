@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use crate::config::Workflow;
 use crate::domain::{
-    Approver, DecisionKind, Policy, Request, SlackUserId, StageProgress, StageStatus, Status,
+    Approver, Buttons, CHECKED, DecisionKind, Field, FieldType, Policy, Request, SlackUserId,
+    StageProgress, StageStatus, Status, answer_text, number_text,
 };
 
 pub const APPROVE_ACTION: &str = "greenlight.approve";
@@ -24,6 +25,13 @@ pub const APPROVE_FOR_ACTION: &str = "greenlight.approve_for";
 pub const STANDING_CALLBACK: &str = "greenlight.standing";
 pub const STANDING_BLOCK: &str = "greenlight.standing";
 pub const STANDING_ACTION: &str = "duration";
+/// The answers modal (a request with fields): its callback id, each field's input block id
+/// (this prefix, then the field's name) and the element's action id.
+pub const ANSWERS_CALLBACK: &str = "greenlight.answers";
+pub const FIELD_BLOCK_PREFIX: &str = "greenlight.field.";
+pub const FIELD_ACTION: &str = "value";
+/// An editable param's input block id in the same modal: this prefix, then the param's name.
+pub const EDIT_BLOCK_PREFIX: &str = "greenlight.edit.";
 
 /// What the workflow changes about a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +187,9 @@ fn outcome_line(r: &Request) -> String {
         Status::Denied if kind == Some(DecisionKind::Timeout) => {
             format!(":no_entry: *Denied* automatically: no decision within {waited} {when}")
         }
+        Status::Approved if r.buttons == Buttons::Answer => {
+            format!(":white_check_mark: *Answered* by {by} {when}")
+        }
         Status::Approved => format!(":white_check_mark: *Approved* by {by} {when}"),
         Status::Denied => format!(":no_entry: *Denied* by {by} {when}"),
         Status::Expired => format!(":hourglass: *Expired* after {waited}, no decision {when}"),
@@ -313,6 +324,179 @@ pub fn deny_reason_modal(r: &Request) -> SlackView {
     )
 }
 
+/// The block id of a field's input in the answers modal.
+pub fn field_block(name: &str) -> String {
+    format!("{FIELD_BLOCK_PREFIX}{name}")
+}
+
+fn plain(text: &str, max: usize) -> SlackBlockPlainTextOnly {
+    SlackBlockPlainText::new(truncate(&clean(text), max))
+        .with_emoji(false)
+        .into()
+}
+
+fn choice(option: &str) -> SlackBlockChoiceItem<SlackBlockPlainTextOnly> {
+    SlackBlockChoiceItem::new(plain(option, 75), option.to_owned())
+}
+
+/// A field as a modal's input block, starting at its default.
+fn field_input(f: &Field) -> SlackBlock {
+    let default = f.default.as_ref();
+    let element: SlackInputBlockElement = match f.kind {
+        FieldType::Text | FieldType::Textarea => {
+            let mut input = SlackBlockPlainTextInputElement::new()
+                .with_action_id(FIELD_ACTION.into())
+                .with_multiline(f.kind == FieldType::Textarea);
+            if let Some(max) = f.max_length {
+                input = input.with_max_length(u64::from(max));
+            }
+            if let Some(text) = default.and_then(|d| d.as_str()) {
+                input = input.with_initial_value(text.to_owned());
+            }
+            input.into()
+        }
+        FieldType::Number => {
+            let mut input =
+                SlackBlockNumberInputElement::new(true).with_action_id(FIELD_ACTION.into());
+            if let Some(min) = f.min {
+                input = input.with_min_value(number_text(min));
+            }
+            if let Some(max) = f.max {
+                input = input.with_max_value(number_text(max));
+            }
+            if let Some(n) = default.filter(|d| d.is_number()) {
+                input = input.with_initial_value(n.to_string());
+            }
+            input.into()
+        }
+        FieldType::Select => {
+            let mut select = SlackBlockStaticSelectElement::new()
+                .with_action_id(FIELD_ACTION.into())
+                .with_placeholder(plain("Choose", 150))
+                .with_options(f.options.iter().map(|o| choice(o)).collect());
+            if let Some(o) = default.and_then(|d| d.as_str()) {
+                select = select.with_initial_option(choice(o));
+            }
+            select.into()
+        }
+        FieldType::Boolean => {
+            let item = SlackBlockChoiceItem::new(
+                SlackBlockText::Plain(SlackBlockPlainText::new("Yes".into())),
+                CHECKED.to_owned(),
+            );
+            let mut boxes = SlackBlockCheckboxesElement::new(vec![item.clone()])
+                .with_action_id(FIELD_ACTION.into());
+            if default.and_then(serde_json::Value::as_bool) == Some(true) {
+                boxes = boxes.with_initial_options(vec![item]);
+            }
+            boxes.into()
+        }
+    };
+    SlackInputBlock::new(plain(&f.label, 2000), element)
+        .with_block_id(field_block(&f.name).into())
+        .with_optional(!f.required)
+        .into()
+}
+
+/// The block id of an editable param's input in the answers modal.
+pub fn edit_block(param: &str) -> String {
+    format!("{EDIT_BLOCK_PREFIX}{param}")
+}
+
+/// An editable param as an input pre-filled with its value, of its type.
+fn edit_input(param: &str, value: &serde_json::Value) -> Option<SlackBlock> {
+    let element: SlackInputBlockElement = match value {
+        serde_json::Value::Number(n) => SlackBlockNumberInputElement::new(true)
+            .with_action_id(FIELD_ACTION.into())
+            .with_initial_value(n.to_string())
+            .into(),
+        serde_json::Value::String(s) => SlackBlockPlainTextInputElement::new()
+            .with_action_id(FIELD_ACTION.into())
+            .with_multiline(s.contains('\n') || s.chars().count() > 80)
+            .with_initial_value(s.clone())
+            .into(),
+        serde_json::Value::Bool(b) => {
+            let item = SlackBlockChoiceItem::new(
+                SlackBlockText::Plain(SlackBlockPlainText::new("Yes".into())),
+                CHECKED.to_owned(),
+            );
+            let mut boxes = SlackBlockCheckboxesElement::new(vec![item.clone()])
+                .with_action_id(FIELD_ACTION.into());
+            if *b {
+                boxes = boxes.with_initial_options(vec![item]);
+            }
+            boxes.into()
+        }
+        _ => return None,
+    };
+    Some(
+        SlackInputBlock::new(
+            plain(
+                param
+                    .strip_prefix(crate::domain::TOOL_INPUT_PREFIX)
+                    .unwrap_or(param),
+                2000,
+            ),
+            element,
+        )
+        .with_block_id(edit_block(param).into())
+        // An emptied text is an edit to ""; a number must stay a number.
+        .with_optional(!value.is_number())
+        .with_hint(plain("You may change this before approving.", 150))
+        .into(),
+    )
+}
+
+/// What an approver may edit on `r` (params, and an agent's tool input), by edit key, with
+/// the values.
+pub fn editable_params(r: &Request) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+    r.editable_values().into_iter()
+}
+
+/// The modal Approve (or Answer) opens on a request with fields or editable params: an input
+/// per field, starting at its default, and one per editable param, pre-filled with its value.
+pub fn answers_modal(r: &Request) -> SlackView {
+    let (title, submit) = match r.buttons {
+        Buttons::Answer => ("Answer", "Answer"),
+        Buttons::ApproveDeny => ("Approve request", "Approve"),
+    };
+    let mut blocks: Vec<SlackBlock> = vec![
+        SlackSectionBlock::new()
+            .with_text(md(format!("*{}*", escape_within(&r.title, 200))))
+            .into(),
+    ];
+    blocks.extend(r.fields.iter().map(field_input));
+    blocks.extend(editable_params(r).filter_map(|(name, value)| edit_input(name, value)));
+    SlackView::Modal(
+        SlackModalView::new(title.into(), blocks)
+            .with_submit(submit.into())
+            .with_close("Cancel".into())
+            .with_callback_id(ANSWERS_CALLBACK.into())
+            .with_private_metadata(r.id.to_string()),
+    )
+}
+
+/// The answers that approved a request, as section fields: "*Environment*\nprod".
+pub fn response_block(r: &Request) -> Option<SlackBlock> {
+    let response = r.response.as_ref().filter(|a| !a.is_empty())?;
+    // In the order the fields were asked.
+    let fields: Vec<SlackBlockText> = r
+        .fields
+        .iter()
+        .filter_map(|f| Some((f.label.as_str(), response.get(&f.name)?)))
+        .take(MAX_FIELDS)
+        .map(|(label, value)| {
+            let label = escape_within(label, 200);
+            let room = 2000 - 3 - label.chars().count();
+            md(format!(
+                "*{label}*\n{}",
+                escape_within(&answer_text(value), room)
+            ))
+        })
+        .collect();
+    Some(SlackSectionBlock::new().with_fields(fields).into())
+}
+
 fn confirm(verb: &str, r: &Request, danger: bool) -> SlackBlockConfirmItem {
     let item = SlackBlockConfirmItem::new(
         format!("{verb} this request?").into(),
@@ -398,6 +582,10 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
                 .with_text(md(truncate(&outcome_with_reason(r), 3000)))
                 .into(),
         );
+        blocks.extend(response_block(r));
+        if let Some(edited) = edited_line(r) {
+            blocks.push(SlackSectionBlock::new().with_text(md(edited)).into());
+        }
     }
     blocks
 }
@@ -430,6 +618,21 @@ pub fn verified_line(r: &Request) -> Option<String> {
         parts.join(" · "),
         escape_within(&identity.trust, 64)
     ))
+}
+
+/// What an approver changed before approving: "*Edited:* replicas: 10 → 3".
+pub fn edited_line(r: &Request) -> Option<String> {
+    if r.status != Status::Approved {
+        return None;
+    }
+    let edits = r.decisions.last()?.edits.as_ref()?;
+    let changes = crate::domain::changes(|k| r.edit_target(k), edits);
+    (!changes.is_empty()).then(|| {
+        truncate(
+            &format!(":pencil2: *Edited:* {}", escape(&changes.join(", "))),
+            3000,
+        )
+    })
 }
 
 /// Who asked, in which workflow, until when, and the id: `requested by @frank · workflow
@@ -535,6 +738,16 @@ pub fn outcome_with_reason(r: &Request) -> String {
 /// message, the Home tab), so a click means the same everywhere. `block_id` must be unique
 /// within its message or view.
 pub fn buttons(r: &Request, look: &Look, block_id: &str) -> SlackBlock {
+    if r.buttons == Buttons::Answer {
+        // A question: one button, which approves once answered.
+        let answer = SlackBlockButtonElement::new("Answer".into())
+            .with_action_id(APPROVE_ACTION.into())
+            .with_value(r.id.to_string())
+            .with_style(SlackBlockButtonStyle::Primary);
+        return SlackActionsBlock::new(vec![SlackActionBlockElement::Button(answer)])
+            .with_block_id(block_id.into())
+            .into();
+    }
     let mut approve = SlackBlockButtonElement::new("Approve".into())
         .with_action_id(APPROVE_ACTION.into())
         .with_value(r.id.to_string())
@@ -551,7 +764,8 @@ pub fn buttons(r: &Request, look: &Look, block_id: &str) -> SlackBlock {
         SlackActionBlockElement::Button(approve),
         SlackActionBlockElement::Button(deny),
     ];
-    if look.approve_for.is_some() {
+    // Answers cannot be given in advance: a request with fields is approved one at a time.
+    if look.approve_for.is_some() && r.fields.is_empty() {
         elements.push(SlackActionBlockElement::Button(
             SlackBlockButtonElement::new("Approve for\u{2026}".into())
                 .with_action_id(APPROVE_FOR_ACTION.into())
@@ -850,6 +1064,8 @@ mod tests {
                 verdict: Verdict::Deny,
                 reason: Some("not <now>".into()),
                 stage: None,
+                response: None,
+                edits: None,
             },
             &Policy::default(),
             Timestamp::from_second(1_700_000_100).unwrap(),

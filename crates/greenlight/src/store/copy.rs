@@ -67,6 +67,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("digest_key", Text),
             ("slack_copies", Text),
             ("identity", Text),
+            ("form", Text),
         ],
     ),
     (
@@ -225,6 +226,7 @@ const JSON_COLUMNS: &[&str] = &[
     "slack_copies",
     "identity",
     "match_params",
+    "form",
     "data",
     "payload",
     "value",

@@ -8,7 +8,7 @@ use super::{
     ActionResult, ApiKey, Attempt, AuditEvent, ChainLink, Delivery, Effect, Job, JobState, Scope,
     StoreError, StoreResult, Unchained, ts_from_millis,
 };
-use crate::domain::{Decision, IdError, Params, Request, SlackRef, Status};
+use crate::domain::{Buttons, Decision, IdError, Params, Request, SlackRef, Status};
 
 /// How many attempts per job the API shows.
 pub const RECENT_ATTEMPTS: usize = 5;
@@ -17,7 +17,7 @@ pub const RECENT_ATTEMPTS: usize = 5;
 pub const REQUEST_COLUMNS: &str = "id, workflow, title, details, params, requester, status, \
      decisions, decided_by, reason, created_at, decided_at, expires_at, channel, slack_channel, \
      slack_ts, callback_url, version, reminders, remind_at, api_key_id, metadata, tool_call, \
-     digest_key, slack_copies, identity";
+     digest_key, slack_copies, identity, form";
 
 fn corrupt(what: &str, e: &dyn std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -59,13 +59,19 @@ pub struct RequestRow {
     pub digest_key: Option<String>,
     pub slack_copies: Option<String>,
     pub identity: Option<String>,
+    pub form: Option<String>,
 }
 
 impl TryFrom<RequestRow> for Request {
     type Error = StoreError;
 
     fn try_from(row: RequestRow) -> StoreResult<Request> {
-        Ok(Request {
+        let form: FormColumn = row
+            .form
+            .map(|f| serde_json::from_str(&f).map_err(|e| corrupt("form", &e)))
+            .transpose()?
+            .unwrap_or_default();
+        let mut request = Request {
             id: row.id.parse().map_err(|e| corrupt("request id", &e))?,
             workflow: row.workflow.parse().map_err(|e| corrupt("workflow", &e))?,
             title: row.title,
@@ -112,8 +118,38 @@ impl TryFrom<RequestRow> for Request {
             reminders: count(row.reminders),
             remind_at: opt_ts(row.remind_at)?,
             version: row.version,
-        })
+            fields: form.fields,
+            buttons: form.buttons,
+            editable: form.editable,
+            response: None,
+            approved_params: None,
+        };
+        request.settle_response();
+        Ok(request)
     }
+}
+
+/// The `form` column: what a request asks beyond yes or no, fixed when it is created.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct FormColumn {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<crate::domain::Field>,
+    #[serde(default, skip_serializing_if = "Buttons::is_default")]
+    buttons: Buttons,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    editable: Vec<String>,
+}
+
+/// The `form` column of `r` (null when it asks nothing beyond yes or no).
+pub fn form_column(r: &Request) -> Option<String> {
+    (!r.fields.is_empty() || !r.buttons.is_default() || !r.editable.is_empty()).then(|| {
+        serde_json::to_string(&FormColumn {
+            fields: r.fields.clone(),
+            buttons: r.buttons,
+            editable: r.editable.clone(),
+        })
+        .unwrap_or_default()
+    })
 }
 
 pub fn requests(rows: Vec<RequestRow>) -> StoreResult<Vec<Request>> {

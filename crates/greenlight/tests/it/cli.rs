@@ -395,3 +395,98 @@ async fn completions_cover_every_command() {
     .await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `ask --field ... --buttons answer --wait --json`: a question from a shell, answered in
+/// Slack, the typed answers in the JSON; without --json, name=value lines after the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_with_fields_returns_the_answers() {
+    let app = spawn_app().await;
+    for json in [true, false] {
+        let title = format!("Which environment? ({json})");
+        let mut args = vec![
+            "--title",
+            &title,
+            "--buttons",
+            "answer",
+            "--field",
+            "env:select:staging,production",
+            "--field",
+            "replicas:number",
+            "--wait",
+            "--timeout",
+            "30s",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let child = ask(&app, &app.key, &args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let msg = app
+            .sandbox
+            .wait_for_message_in(CHANNEL, |m| text_of(m).contains(&title), WAIT)
+            .await
+            .expect("posted");
+        assert!(
+            app.click(&msg, "greenlight.approve", "U0ALICE")
+                .await
+                .acked()
+        );
+        let view = app
+            .sandbox
+            .wait_until(WAIT, |sb| sb.views().into_iter().find(|v| v.open))
+            .await
+            .expect("the modal opened");
+        let ack = app
+            .sandbox
+            .submit_view(
+                &view.id,
+                "U0ALICE",
+                [
+                    ("greenlight.field.env", "production"),
+                    ("greenlight.field.replicas", "4"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(ack.body.is_empty(), "{}", ack.body);
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if json {
+            let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(
+                got["response"],
+                serde_json::json!({"env": "production", "replicas": 4})
+            );
+        } else {
+            assert!(stdout.contains("\nenv=production\n"), "{stdout}");
+            assert!(stdout.contains("\nreplicas=4\n"), "{stdout}");
+        }
+    }
+    let bad = run(ask(
+        &app,
+        &app.key,
+        &["--title", "x", "--field", "env:select"],
+    ))
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = run(ask(
+        &app,
+        &app.key,
+        &["--title", "x", "--field", "n:colour"],
+    ))
+    .await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid_field_type")
+            || String::from_utf8_lossy(&bad.stderr).contains("colour"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    app.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on loopback, a real SQLite file, the sandbox as Slack.
 
 mod action_hooks;
+mod answers;
 mod api;
 mod approval;
 mod audit_chain;

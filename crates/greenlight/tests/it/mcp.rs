@@ -210,9 +210,95 @@ async fn a_permission_prompt_is_allowed_with_its_input_or_denied_with_why() {
     assert!(shown.contains("*Tool* Bash"), "{shown}");
     assert!(shown.contains("```"), "{shown}");
     assert!(shown.contains("&lt;prod&gt; &amp; go"), "{shown}");
+    // Approve opens the input for editing ([mcp] permission_editable, on by default);
+    // approved as it is, the input comes back as it was.
     assert!(app.click(&msg, "greenlight.approve", "U0BOB").await.acked());
+    let view = app
+        .sandbox
+        .wait_until(WAIT, |sb| sb.views().into_iter().find(|v| v.open))
+        .await
+        .expect("the edit modal opened");
+    let command = view.view["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["block_id"] == "greenlight.edit.tool_call.input.command")
+        .unwrap_or_else(|| panic!("{}", view.view));
+    assert_eq!(
+        command["element"]["initial_value"],
+        "terraform apply -auto-approve"
+    );
+    assert_eq!(command["label"]["text"], "command");
+    let ack = app
+        .sandbox
+        .submit_view(&view.id, "U0BOB", Vec::<(String, String)>::new())
+        .await
+        .unwrap();
+    assert!(ack.body.is_empty(), "{}", ack.body);
     let answer: Value = serde_json::from_str(&text(&prompt.await.unwrap())).unwrap();
     assert_eq!(answer, json!({"behavior": "allow", "updatedInput": input}));
+
+    // Edited: the agent runs what the person approved.
+    let prompt = {
+        let peer = client.peer().clone();
+        let args = json!({"tool_name": "Bash", "input": {"command": "kubectl scale --replicas=10", "timeout": 60}});
+        tokio::spawn(async move { call(&peer, "permission_prompt", args).await })
+    };
+    let msg = app
+        .sandbox
+        .wait_for_message_in(
+            CHANNEL,
+            |m| text_of(m).contains("kubectl scale") && has_buttons(m),
+            WAIT,
+        )
+        .await
+        .expect("the prompt is posted");
+    assert!(app.click(&msg, "greenlight.approve", "U0BOB").await.acked());
+    let view = app
+        .sandbox
+        .wait_until(WAIT, |sb| sb.views().into_iter().find(|v| v.open))
+        .await
+        .expect("the edit modal opened");
+    let bad = app
+        .sandbox
+        .submit_view(
+            &view.id,
+            "U0BOB",
+            [("greenlight.edit.tool_call.input.timeout", "soon")],
+        )
+        .await
+        .unwrap();
+    assert!(
+        bad.json().unwrap()["errors"]["greenlight.edit.tool_call.input.timeout"].is_string(),
+        "{}",
+        bad.body
+    );
+    let ack = app
+        .sandbox
+        .submit_view(
+            &view.id,
+            "U0BOB",
+            [
+                (
+                    "greenlight.edit.tool_call.input.command",
+                    "kubectl scale --replicas=3",
+                ),
+                ("greenlight.edit.tool_call.input.timeout", "30"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(ack.body.is_empty(), "{}", ack.body);
+    let answer: Value = serde_json::from_str(&text(&prompt.await.unwrap())).unwrap();
+    assert_eq!(
+        answer,
+        json!({"behavior": "allow", "updatedInput": {"command": "kubectl scale --replicas=3", "timeout": 30}})
+    );
+    let done = text_of(&app.decided_message(&msg).await);
+    assert!(
+        done.contains("*Edited:* command: kubectl scale --replicas=10 → kubectl scale --replicas=3, timeout: 60 → 30"),
+        "{done}"
+    );
 
     let prompt = {
         let peer = client.peer().clone();
@@ -402,4 +488,146 @@ async fn a_tool_call_with_no_workflow_follows_the_mcp_settings() {
     let (status, body) = app.create(json!({"title": "Deploy api"})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "workflow_required");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_question_is_answered_in_slack_and_returns_typed_answers() {
+    let app = spawn_app().await;
+    let client = connect(&app, &app.key).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let tool = tools
+        .iter()
+        .find(|t| t.name == "ask_question")
+        .expect("listed");
+    let schema = serde_json::to_value(&tool.input_schema).unwrap();
+    assert_eq!(schema["required"], json!(["question"]), "{schema}");
+
+    // No fields: one free-text answer.
+    let asked = call(
+        &client,
+        "ask_question",
+        json!({"question": "What should the commit message say?"}),
+    )
+    .await;
+    assert_eq!(asked.is_error, Some(false), "{asked:?}");
+    let created = structured(&asked);
+    assert_eq!(created["buttons"], "answer");
+    assert_eq!(created["fields"][0]["name"], "answer");
+    assert_eq!(created["fields"][0]["type"], "textarea");
+    let free = created["request_id"].as_str().unwrap().to_owned();
+
+    // Fields: which environment, how many replicas; answered while the agent waits.
+    let ask = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            call(
+                &client,
+                "ask_question",
+                json!({"question": "Which environment should I use?", "wait_seconds": 30,
+                "fields": [
+                    {"name": "env", "type": "select", "options": ["staging", "production"]},
+                    {"name": "replicas", "type": "number", "min": 1, "max": 5}
+                ]}),
+            )
+            .await
+        })
+    };
+    let msg = app
+        .sandbox
+        .wait_for_message_in(
+            CHANNEL,
+            |m| text_of(m).contains("Which environment should I use?"),
+            WAIT,
+        )
+        .await
+        .expect("the question is posted");
+    assert!(
+        app.click(&msg, "greenlight.approve", "U0ALICE")
+            .await
+            .acked()
+    );
+    let view = app
+        .sandbox
+        .wait_until(WAIT, |sb| sb.views().into_iter().find(|v| v.open))
+        .await
+        .expect("the modal opened");
+    let ack = app
+        .sandbox
+        .submit_view_values(
+            &view.id,
+            "U0ALICE",
+            [
+                ("greenlight.field.env", json!("staging")),
+                ("greenlight.field.replicas", json!("2")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(ack.body.is_empty(), "{}", ack.body);
+    let answered = structured(&ask.await.unwrap());
+    assert_eq!(answered["status"], "approved", "{answered}");
+    assert_eq!(
+        answered["response"],
+        json!({"env": "staging", "replicas": 2})
+    );
+
+    // Bad fields are a tool error with the API's code.
+    let bad = call(
+        &client,
+        "ask_question",
+        json!({"question": "?", "fields": [{"name": "x", "type": "colour"}]}),
+    )
+    .await;
+    assert_eq!(bad.is_error, Some(true));
+    assert_eq!(structured(&bad)["error"]["code"], "invalid_field_type");
+    let got = call(&client, "get_approval", json!({"request_id": free})).await;
+    assert_eq!(structured(&got)["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_with_no_workflow_lands_in_the_mcp_workflow() {
+    let app = spawn_app_with(|c| {
+        c.workflows.push(greenlight::config::Workflow::new(
+            "agents".parse().unwrap(),
+            "#ops".parse().unwrap(),
+        ));
+        c.mcp.permission_workflow = Some("agents".parse().unwrap());
+    })
+    .await;
+    let client = connect(&app, &app.key).await;
+    let asked = call(
+        &client,
+        "ask_question",
+        json!({"question": "Which region?"}),
+    )
+    .await;
+    assert_eq!(structured(&asked)["workflow"], "agents", "{asked:?}");
+    let named = call(
+        &client,
+        "ask_question",
+        json!({"question": "Which region?", "workflow": "deploy"}),
+    )
+    .await;
+    assert_eq!(structured(&named)["workflow"], "deploy", "{named:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_permission_editable_off_approve_allows_the_input_as_asked() {
+    let app = spawn_app_with(|c| c.mcp.permission_editable = false).await;
+    let client = connect(&app, &app.key).await;
+    let input = json!({"command": "ls"});
+    let prompt = {
+        let peer = client.peer().clone();
+        let args = json!({"tool_name": "Bash", "input": input});
+        tokio::spawn(async move { call(&peer, "permission_prompt", args).await })
+    };
+    let msg = app
+        .sandbox
+        .wait_for_message_in(CHANNEL, |m| text_of(m).contains("*Tool* Bash"), WAIT)
+        .await
+        .expect("the prompt is posted");
+    assert!(app.click(&msg, "greenlight.approve", "U0BOB").await.acked());
+    let answer: Value = serde_json::from_str(&text(&prompt.await.unwrap())).unwrap();
+    assert_eq!(answer, json!({"behavior": "allow", "updatedInput": input}));
+    assert!(app.sandbox.views().is_empty(), "no modal");
 }

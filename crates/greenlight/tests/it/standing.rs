@@ -253,3 +253,46 @@ async fn without_allow_standing_there_is_no_third_button_and_no_grant() {
     let shown = serde_json::to_string(&msg.blocks).unwrap();
     assert!(!shown.contains("greenlight.approve_for"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_for_approves_editable_params_as_asked_and_is_not_offered_for_answers() {
+    let app = spawn_app_with(|c| {
+        standing_workflow(c);
+        c.workflows[0].editable = vec!["params.replicas".into()];
+    })
+    .await;
+    let first = create(&app, &app.key, json!({"tool_name": "scale", "replicas": 3})).await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let view = open_modal(&app, &id, "U0ALICE").await;
+    app.sandbox
+        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", "1h")])
+        .await
+        .unwrap();
+    let granted = app.get(&id).await;
+    assert_eq!(granted["status"], "approved", "{granted}");
+    assert_eq!(
+        granted["approved_params"],
+        json!({"tool_name": "scale", "replicas": 3})
+    );
+    let next = create(&app, &app.key, json!({"tool_name": "scale", "replicas": 5})).await;
+    assert_eq!(next["status"], "approved", "{next}");
+    assert_eq!(
+        next["approved_params"],
+        json!({"tool_name": "scale", "replicas": 5})
+    );
+
+    // A request asking for answers gets no Approve for…, and is never approved in advance.
+    let (status, asked) = app
+        .create(json!({
+            "title": "Which replicas?",
+            "requester": "U0FRANK",
+            "params": {"tool_name": "scale"},
+            "fields": [{"name": "why", "label": "Why", "type": "text"}],
+        }))
+        .await;
+    assert_eq!(status, 201, "{asked}");
+    assert_eq!(asked["status"], "pending");
+    let msg = app.posted(asked["id"].as_str().unwrap()).await;
+    let shown = serde_json::to_string(&msg.blocks).unwrap();
+    assert!(!shown.contains("greenlight.approve_for"), "{shown}");
+}

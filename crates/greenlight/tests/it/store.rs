@@ -101,6 +101,68 @@ fn input(title: &str, idempotency_key: Option<&str>) -> CreateInput {
     }
 }
 
+/// A request's fields and buttons are kept as asked, and each vote's answers with it; the
+/// answers of the approving vote come back as `response`, typed.
+async fn fields_and_answers_are_kept_typed(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut r = request(3);
+    r.fields = greenlight::domain::check_fields(
+        serde_json::from_value(serde_json::json!([
+            {"name": "env", "type": "select", "options": ["a", "b"], "default": "a"},
+            {"name": "n", "type": "number", "min": 1}
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    r.buttons = greenlight::domain::Buttons::Answer;
+    store
+        .create_request(&r, None, &audit(&r), &[], now)
+        .await
+        .unwrap();
+    let mut stored = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(stored.fields, r.fields);
+    assert_eq!(stored.buttons, greenlight::domain::Buttons::Answer);
+    assert_eq!(stored.response, None);
+    let expected = stored.version;
+    let answers = serde_json::json!({"env": "b", "n": 2.5});
+    stored
+        .cast(
+            Vote {
+                by: "U0ALICE".into(),
+                name: None,
+                kind: DecisionKind::User,
+                verdict: Verdict::Approve,
+                reason: None,
+                stage: None,
+                response: answers.as_object().cloned(),
+                edits: None,
+            },
+            &greenlight::domain::Policy::default(),
+            jiff::Timestamp::now(),
+        )
+        .unwrap();
+    assert!(
+        store
+            .save_transition(&stored, expected, &audit(&stored), &[], now)
+            .await
+            .unwrap()
+    );
+    let after = store.get_request(&r.id).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Approved);
+    assert_eq!(after.response.as_ref(), answers.as_object());
+    assert_eq!(after.decisions[0].response.as_ref(), answers.as_object());
+    // A request asking nothing more keeps no form.
+    let plain = request(4);
+    store
+        .create_request(&plain, None, &audit(&plain), &[], now)
+        .await
+        .unwrap();
+    let plain = store.get_request(&plain.id).await.unwrap().unwrap();
+    assert!(plain.fields.is_empty());
+    assert_eq!(plain.buttons, greenlight::domain::Buttons::ApproveDeny);
+}
+
 /// Group commit (SQLite) and one-statement changes (PostgreSQL): 300 writes at once all land,
 /// and a failing one fails alone, leaking nothing.
 async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
@@ -423,6 +485,8 @@ async fn twenty_concurrent_votes_make_one_decision(db: TestDb) {
                 },
                 reason: None,
                 stage: None,
+                response: None,
+                edits: None,
             };
             service.vote(&id, vote).await
         }
@@ -1760,6 +1824,8 @@ async fn stored(
             name: None,
             at: jiff::Timestamp::now(),
             stage: None,
+            response: None,
+            edits: None,
         });
     }
     store
@@ -1792,6 +1858,8 @@ async fn votable_requests_leave_out_own_voted_and_foreign(db: TestDb) {
         name: None,
         at: jiff::Timestamp::now(),
         stage: None,
+        response: None,
+        edits: None,
     });
     store
         .create_request(&keys_vote, None, &audit(&keys_vote), &[], now_ms())
@@ -2022,6 +2090,7 @@ store_tests!(
     direct_message_copies_are_kept_through_transitions,
     a_verified_identity_is_kept_with_its_request,
     standing_approvals_are_found_listed_and_revoked_once,
+    fields_and_answers_are_kept_typed,
     message_updates_collapse,
     due_requests_are_found,
     the_first_secret_stored_wins,

@@ -45,7 +45,7 @@ impl Requests for PostgresStore {
             "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
              status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
              callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-             reminders, remind_at, metadata, tool_call, digest_key, identity) ",
+             reminders, remind_at, metadata, tool_call, digest_key, identity, form) ",
         );
         qb.push_values([r], |mut row, r| {
             row.push_bind(r.id.to_string())
@@ -89,7 +89,8 @@ impl Requests for PostgresStore {
                     r.identity
                         .as_ref()
                         .map(|i| serde_json::to_string(i).unwrap_or_default()),
-                );
+                )
+                .push_bind(rows::form_column(r));
         });
         // A repeated idempotency key conflicts; nothing is written and the earlier request is
         // looked up below (also when the two creates raced on different replicas).

@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(18, "signing keys", "0018_signing_keys.sql"),
     migration!(19, "slack copies", "0019_slack_copies.sql"),
     migration!(20, "request identity", "0020_request_identity.sql"),
+    migration!(21, "answers", "0021_answers.sql"),
     migration!(25, "standing approvals", "0025_standing_approvals.sql"),
 ];
 

@@ -45,8 +45,9 @@ fn read_request(conn: &Connection, id: &str) -> StoreResult<Option<Request>> {
 const INSERT_REQUEST: &str = "INSERT INTO requests (id, workflow, title, details, params, \
      requester, status, decisions, decided_by, reason, created_at, decided_at, expires_at, \
      channel, callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-     reminders, remind_at, metadata, tool_call, digest_key, identity) VALUES (?1, ?2, ?3, ?4, ?5, \
-     ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+     reminders, remind_at, metadata, tool_call, digest_key, identity, form) VALUES (?1, ?2, ?3, \
+     ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, \
+     ?24, ?25, ?26)";
 
 /// The row `INSERT_REQUEST` writes.
 fn request_row(r: &Request, idempotency: Option<&Idempotency>) -> Values {
@@ -93,6 +94,7 @@ fn request_row(r: &Request, idempotency: Option<&Idempotency>) -> Values {
                 .as_ref()
                 .map(|i| serde_json::to_string(i).unwrap_or_default()),
         ),
+        opt_text(shared::form_column(r)),
     ]
 }
 

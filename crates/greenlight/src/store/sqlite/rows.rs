@@ -100,7 +100,7 @@ in_column_order! {
         id, workflow, title, details, params, requester, status, decisions, decided_by, reason,
         created_at, decided_at, expires_at, channel, slack_channel, slack_ts, callback_url,
         version, reminders, remind_at, api_key_id, metadata, tool_call, digest_key,
-        slack_copies, identity,
+        slack_copies, identity, form,
     }
     ApiKeyRow { id, name, scopes, created_at, revoked_at }
     StandingRow {
