@@ -62,6 +62,8 @@ pub struct HomePage {
     pub waiting: Votable,
     pub mine: Vec<Request>,
     pub decided: Vec<Request>,
+    /// The live standing approvals this person granted, each with a Revoke button.
+    pub standing: Vec<crate::domain::StandingApproval>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -180,10 +182,17 @@ impl Service {
             .store
             .recently_decided(&waiting.workflows, user, since, DECIDED_LIMIT)
             .await?;
+        let standing = self
+            .live_standing()
+            .await?
+            .into_iter()
+            .filter(|s| s.granted_by == user)
+            .collect();
         Ok(HomePage {
             waiting,
             mine,
             decided,
+            standing,
         })
     }
 
@@ -347,6 +356,7 @@ impl HomeTabs for Service {
             unchecked: &unchecked,
             mine: &page.mine,
             decided: &page.decided,
+            standing: &page.standing,
             notice,
         }))
     }

@@ -106,8 +106,44 @@ pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, Inte
                 Ok(modal_error_at(&block, elsewhere_text(refused)))
             }
         },
+        Gesture::RevokeStanding { actor, standing } => {
+            revoke_from_home(service, &actor.user, &standing).await
+        }
         Gesture::Other => Ok(Handled::Ignored),
     }
+}
+
+/// The Home tab's Revoke: only the person who granted a standing approval ends it this way
+/// (an admin key may too, over the API); the tab is refreshed, with a notice when it did not.
+async fn revoke_from_home(
+    service: &Service,
+    user: &str,
+    standing: &str,
+) -> Result<Handled, InteractionError> {
+    let found = match standing.parse::<crate::domain::StandingId>() {
+        Ok(id) => service.standing_approval(&id).await?,
+        Err(_) => None,
+    };
+    let notice = match found {
+        Some(s) if s.granted_by == user => match service.revoke_standing(&s.id, user).await {
+            Ok(_) => None,
+            Err(ServiceError::NotFound(_)) => {
+                Some("That standing approval had already ended.".to_owned())
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Some(_) => {
+            Some("Only the person who granted a standing approval can revoke it here.".to_owned())
+        }
+        None => Some("greenlight does not know that standing approval.".to_owned()),
+    };
+    let refused = notice.is_some();
+    service.home_opened(user, notice).await?;
+    Ok(if refused {
+        Handled::Refused("standing_not_revoked")
+    } else {
+        Handled::Decided
+    })
 }
 
 /// "Approve for…": if this person's approval would count, opens the modal asking how long

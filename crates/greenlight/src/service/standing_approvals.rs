@@ -171,6 +171,14 @@ impl Service {
         Ok(None)
     }
 
+    /// One standing approval, live or not.
+    pub async fn standing_approval(
+        &self,
+        id: &StandingId,
+    ) -> ServiceResult<Option<StandingApproval>> {
+        Ok(self.store.get_standing(id).await?)
+    }
+
     /// Every live standing approval, soonest to expire first.
     pub async fn live_standing(&self) -> ServiceResult<Vec<StandingApproval>> {
         Ok(self.store.live_standing(self.now_ms()).await?)

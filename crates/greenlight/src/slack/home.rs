@@ -23,6 +23,8 @@ pub struct HomeTab<'a> {
     pub unchecked: &'a [&'a str],
     pub mine: &'a [Request],
     pub decided: &'a [Request],
+    /// The live standing approvals the person granted ("Approve for…").
+    pub standing: &'a [crate::domain::StandingApproval],
     /// Shown on top: why the person's last click on this tab did not count (mrkdwn).
     pub notice: Option<&'a str>,
 }
@@ -106,6 +108,38 @@ pub fn view(tab: &HomeTab) -> SlackView {
             names.join(", ")
         )));
     }
+    if !tab.standing.is_empty() {
+        blocks.push(SlackDividerBlock::new().into());
+        blocks.push(header("Your standing approvals"));
+        for s in tab.standing {
+            let matched: Vec<String> = s
+                .r#match
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(t) => format!("{k}={t}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            blocks.push(section(format!(
+                "Requests from *{}* in *{}* with {} · until {} · `{}`",
+                escape_within(&s.caller_name, 100),
+                mrkdwn::escape(s.workflow.as_str()),
+                escape_within(&matched.join(", "), 500),
+                render::date(s.expires_at),
+                s.id
+            )));
+            blocks.push(
+                SlackActionsBlock::new(vec![SlackActionBlockElement::Button(
+                    SlackBlockButtonElement::new("Revoke".into())
+                        .with_action_id(render::REVOKE_STANDING_ACTION.into())
+                        .with_value(s.id.to_string())
+                        .with_style(SlackBlockButtonStyle::Danger),
+                )])
+                .with_block_id(format!("{HOME_ACTIONS_BLOCK}.{}", s.id).into())
+                .into(),
+            );
+        }
+    }
     blocks.push(SlackDividerBlock::new().into());
     blocks.push(header("Your requests"));
     if tab.mine.is_empty() {
@@ -181,6 +215,7 @@ mod tests {
             unchecked: &[],
             mine: &[],
             decided: &[],
+            standing: &[],
             notice: None,
         });
         assert_eq!(v["type"], "home");
@@ -210,6 +245,7 @@ mod tests {
             unchecked: &[],
             mine: &mine,
             decided: &mine,
+            standing: &[],
             notice: Some("This request was already approved by <@U0BOB>."),
         });
         let text = v.to_string();
@@ -229,6 +265,7 @@ mod tests {
             unchecked: &[],
             mine: &[],
             decided: &[],
+            standing: &[],
             notice: None,
         });
         assert!(v.to_string().contains("Nothing is waiting"));
@@ -241,6 +278,7 @@ mod tests {
             unchecked: &["payments"],
             mine: &many[..10],
             decided: &many[..10],
+            standing: &[],
             notice: Some("x"),
         });
         let n = full["blocks"].as_array().unwrap().len();

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::render::{
     ANSWERS_CALLBACK, APPROVE_ACTION, APPROVE_FOR_ACTION, DENY_ACTION, DENY_REASON_CALLBACK,
     EDIT_BLOCK_PREFIX, FIELD_ACTION, FIELD_BLOCK_PREFIX, REASON_ACTION, REASON_BLOCK,
-    STANDING_ACTION, STANDING_BLOCK, STANDING_CALLBACK,
+    REVOKE_STANDING_ACTION, STANDING_ACTION, STANDING_BLOCK, STANDING_CALLBACK,
 };
 use crate::domain::{RawAnswer, RequestId, Verdict};
 
@@ -210,6 +210,8 @@ pub enum Gesture {
     ApproveFor(Click),
     /// The "Approve for…" modal was submitted.
     StandingGrant(StandingGrant),
+    /// The Home tab's Revoke button of a standing approval.
+    RevokeStanding { actor: Actor, standing: String },
     /// The answers modal was submitted.
     Answers(AnswersGiven),
     /// Anything else (another button, another modal, another kind): nothing to do.
@@ -314,6 +316,12 @@ impl Interaction {
             .actions
             .first()
             .ok_or(GestureError::Malformed("actions"))?;
+        if action.action_id == REVOKE_STANDING_ACTION {
+            return Ok(Gesture::RevokeStanding {
+                actor,
+                standing: action.value.clone().unwrap_or_default(),
+            });
+        }
         let (verdict, approve_for) = match action.action_id.as_str() {
             APPROVE_ACTION => (Verdict::Approve, false),
             APPROVE_FOR_ACTION => (Verdict::Approve, true),

@@ -25,6 +25,8 @@ pub const APPROVE_FOR_ACTION: &str = "greenlight.approve_for";
 pub const STANDING_CALLBACK: &str = "greenlight.standing";
 pub const STANDING_BLOCK: &str = "greenlight.standing";
 pub const STANDING_ACTION: &str = "duration";
+/// The Home tab's Revoke button of a standing approval the person granted.
+pub const REVOKE_STANDING_ACTION: &str = "greenlight.revoke_standing";
 /// The answers modal (a request with fields): its callback id, each field's input block id
 /// (this prefix, then the field's name) and the element's action id.
 pub const ANSWERS_CALLBACK: &str = "greenlight.answers";

@@ -296,3 +296,82 @@ async fn approve_for_approves_editable_params_as_asked_and_is_not_offered_for_an
     let shown = serde_json::to_string(&msg.blocks).unwrap();
     assert!(!shown.contains("greenlight.approve_for"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_granter_revokes_from_the_home_tab_and_nobody_else_can() {
+    let app = spawn_app_with(standing_workflow).await;
+    let first = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let view = open_modal(&app, &id, "U0ALICE").await;
+    app.sandbox
+        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", "1h")])
+        .await
+        .unwrap();
+    let (_, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    let standing_id = list["standing"][0]["id"].as_str().unwrap().to_owned();
+
+    // Alice's tab lists it with a Revoke button.
+    assert!(app.sandbox.open_home("U0ALICE").await.unwrap().acked());
+    let home = app
+        .sandbox
+        .wait_until(WAIT, |sb| {
+            sb.home_view("U0ALICE")
+                .filter(|v| v.view.to_string().contains(&standing_id))
+        })
+        .await
+        .expect("Alice's tab lists her standing approval");
+    assert!(home.view.to_string().contains("greenlight.revoke_standing"));
+
+    // Bob's click on a Revoke naming it (a crafted payload) changes nothing.
+    let bob = app
+        .sandbox
+        .click_home(
+            greenlight_sandbox::HomeClick::new("U0BOB", "greenlight.revoke_standing")
+                .with_value(&standing_id),
+        )
+        .await;
+    // The sandbox only clicks buttons shown on Bob's own tab; without one there is no click.
+    assert!(bob.is_err() || bob.unwrap().acked());
+    let (_, still) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    assert_eq!(still["standing"].as_array().unwrap().len(), 1, "{still}");
+
+    let click = app
+        .sandbox
+        .click_home(
+            greenlight_sandbox::HomeClick::new("U0ALICE", "greenlight.revoke_standing")
+                .with_value(&standing_id),
+        )
+        .await
+        .unwrap();
+    assert!(click.acked(), "{click:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, now) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+        if now["standing"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "revoked: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
+    assert_eq!(after["status"], "pending");
+    let (_, audit) = app
+        .call(reqwest::Method::GET, "/v1/audit?limit=1000", None)
+        .await;
+    let revoked = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "standing.revoked")
+        .cloned()
+        .expect("audited");
+    assert_eq!(revoked["actor"], "U0ALICE");
+    // The refreshed tab no longer lists it.
+    app.sandbox
+        .wait_until(WAIT, |sb| {
+            sb.home_view("U0ALICE")
+                .filter(|v| !v.view.to_string().contains("greenlight.revoke_standing"))
+        })
+        .await
+        .expect("the tab was refreshed without it");
+}
