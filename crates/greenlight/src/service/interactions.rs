@@ -150,20 +150,11 @@ async fn revoke_from_home(
 /// (the vote comes with its submission).
 async fn approve_for(service: &Service, c: Click) -> Result<Handled, InteractionError> {
     let user = c.actor.user.clone();
-    let Some(id) = c.request else {
+    let Some(id) = c.request.clone() else {
         tell(service, &c.place, &user, UNKNOWN.into()).await?;
         return Ok(Handled::Refused("unknown_request"));
     };
-    let vote = Vote {
-        by: user.clone(),
-        name: c.actor.handle.clone(),
-        kind: DecisionKind::User,
-        verdict: Verdict::Approve,
-        reason: None,
-        stage: None,
-        response: None,
-        edits: None,
-    };
+    let vote = person_vote(&c);
     let request = match service.check_vote(&id, &vote).await {
         Ok(r) => r,
         Err(e) => return refuse(service, &c.place, &user, &id, e).await,
@@ -178,20 +169,12 @@ async fn approve_for(service: &Service, c: Click) -> Result<Handled, Interaction
         .await?;
         return Ok(Handled::Refused("standing_not_allowed"));
     };
-    let trigger = c
-        .trigger_id
-        .ok_or(InteractionError::Malformed("trigger_id"))?;
-    let Some(slack) = service.slack().cloned() else {
-        tracing::warn!("no Slack client to open the standing-approval modal with");
-        return Ok(Handled::Ignored);
-    };
-    let view = render::standing_modal(&request, bound);
-    tokio::spawn(async move {
-        if let Err(e) = slack.open_view(&trigger, view).await {
-            tracing::warn!(error = %e, "cannot open the standing-approval modal");
-        }
-    });
-    Ok(Handled::ModalOpened)
+    open_now(
+        service,
+        c.trigger_id,
+        render::standing_modal(&request, bound),
+        "standing-approval",
+    )
 }
 
 /// The "Approve for…" modal was submitted: a duration that is not one, or over the
@@ -254,14 +237,10 @@ fn elsewhere_text(origin: Origin) -> &'static str {
     }
 }
 
-async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError> {
-    let user = c.actor.user.as_str();
-    let Some(id) = c.request else {
-        tell(service, &c.place, user, UNKNOWN.into()).await?;
-        return Ok(Handled::Refused("unknown_request"));
-    };
-    let vote = Vote {
-        by: user.to_owned(),
+/// The clicker's vote, as the button says (an "Approve for…" click is an approval).
+fn person_vote(c: &Click) -> Vote {
+    Vote {
+        by: c.actor.user.clone(),
         name: c.actor.handle.clone(),
         kind: DecisionKind::User,
         verdict: c.verdict,
@@ -269,7 +248,16 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
         stage: None,
         response: None,
         edits: None,
+    }
+}
+
+async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError> {
+    let user = c.actor.user.as_str();
+    let Some(id) = c.request.clone() else {
+        tell(service, &c.place, user, UNKNOWN.into()).await?;
+        return Ok(Handled::Refused("unknown_request"));
     };
+    let vote = person_vote(&c);
     match modal_for(service, &id, c.verdict).await? {
         Some(Modal::Reason) => return ask_why(service, c.trigger_id, &c.place, &id, vote).await,
         Some(Modal::Answers) => {
@@ -340,18 +328,7 @@ async fn ask_answers(
         Ok(r) => r,
         Err(e) => return refuse(service, at, &user, id, e).await,
     };
-    let trigger = trigger.ok_or(InteractionError::Malformed("trigger_id"))?;
-    let Some(slack) = service.slack().cloned() else {
-        tracing::warn!("no Slack client to open the answers modal with");
-        return Ok(Handled::Ignored);
-    };
-    let view = render::answers_modal(&request);
-    tokio::spawn(async move {
-        if let Err(e) = slack.open_view(&trigger, view).await {
-            tracing::warn!(error = %e, "cannot open the answers modal");
-        }
-    });
-    Ok(Handled::ModalOpened)
+    open_now(service, trigger, render::answers_modal(&request), "answers")
 }
 
 /// The answers modal was submitted: each answer is checked against its field (a bad one keeps
@@ -443,9 +420,29 @@ async fn first_field_block(service: &Service, id: &RequestId) -> String {
         .unwrap_or_else(|| REASON_BLOCK.to_owned())
 }
 
-/// Opens the modal asking why, if this deny would count. The trigger lives 3 seconds, so
-/// views.open runs now, beside the ack rather than after an outbox round trip; the caller acks
-/// at once whatever happens to it.
+/// Opens `view` with the click's trigger. The trigger lives 3 seconds, so views.open runs now,
+/// beside the ack rather than after an outbox round trip; the caller acks at once whatever
+/// happens to it.
+fn open_now(
+    service: &Service,
+    trigger: Option<String>,
+    view: slack_morphism::prelude::SlackView,
+    what: &'static str,
+) -> Result<Handled, InteractionError> {
+    let trigger = trigger.ok_or(InteractionError::Malformed("trigger_id"))?;
+    let Some(slack) = service.slack().cloned() else {
+        tracing::warn!(modal = what, "no Slack client to open the modal with");
+        return Ok(Handled::Ignored);
+    };
+    tokio::spawn(async move {
+        if let Err(e) = slack.open_view(&trigger, view).await {
+            tracing::warn!(error = %e, modal = what, "cannot open the modal");
+        }
+    });
+    Ok(Handled::ModalOpened)
+}
+
+/// Opens the modal asking why, if this deny would count (see `open_now`).
 async fn ask_why(
     service: &Service,
     trigger: Option<String>,
@@ -458,18 +455,12 @@ async fn ask_why(
         Ok(r) => r,
         Err(e) => return refuse(service, at, &user, id, e).await,
     };
-    let trigger = trigger.ok_or(InteractionError::Malformed("trigger_id"))?;
-    let Some(slack) = service.slack().cloned() else {
-        tracing::warn!("no Slack client to open the deny-reason modal with");
-        return Ok(Handled::Ignored);
-    };
-    let view = render::deny_reason_modal(&request);
-    tokio::spawn(async move {
-        if let Err(e) = slack.open_view(&trigger, view).await {
-            tracing::warn!(error = %e, "cannot open the deny-reason modal");
-        }
-    });
-    Ok(Handled::ModalOpened)
+    open_now(
+        service,
+        trigger,
+        render::deny_reason_modal(&request),
+        "deny-reason",
+    )
 }
 
 /// The deny-reason modal was submitted: an empty reason keeps it open; otherwise the deny is
