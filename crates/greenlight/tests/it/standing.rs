@@ -55,12 +55,8 @@ async fn open_modal(app: &TestApp, id: &str, user: &str) -> greenlight_sandbox::
 }
 
 async fn events(app: &TestApp) -> Vec<String> {
-    let (_, audit) = app
-        .call(reqwest::Method::GET, "/v1/audit?limit=1000", None)
-        .await;
-    audit["events"]
-        .as_array()
-        .unwrap()
+    app.audit()
+        .await
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_owned())
         .collect()
@@ -355,15 +351,11 @@ async fn the_granter_revokes_from_the_home_tab_and_nobody_else_can() {
     }
     let after = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
     assert_eq!(after["status"], "pending");
-    let (_, audit) = app
-        .call(reqwest::Method::GET, "/v1/audit?limit=1000", None)
-        .await;
-    let revoked = audit["events"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let revoked = app
+        .audit()
+        .await
+        .into_iter()
         .find(|e| e["event"] == "standing.revoked")
-        .cloned()
         .expect("audited");
     assert_eq!(revoked["actor"], "U0ALICE");
     // The refreshed tab no longer lists it.

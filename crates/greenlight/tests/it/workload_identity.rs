@@ -47,14 +47,6 @@ fn claims_of(jws: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
-async fn audit(app: &TestApp) -> Vec<Value> {
-    let (status, body) = app
-        .call(reqwest::Method::GET, "/v1/audit?limit=1000", None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_asks_and_greenlight_records_who_it_proved_to_be() {
     let (app, issuer, key) = with_trust(|_, _| {}).await;
@@ -110,7 +102,7 @@ async fn a_token_asks_and_greenlight_records_who_it_proved_to_be() {
     );
 
     // The audit log's request.created names the trust and the subject.
-    let entries = audit(&app).await;
+    let entries = app.audit().await;
     let created_entry = entries
         .iter()
         .find(|e| e["request_id"] == id.as_str() && e["event"] == "request.created")
