@@ -30,7 +30,7 @@ use crate::policy::webhook::{self, WebhookSecret};
 use crate::slack::{SlackApi, mrkdwn, render};
 use crate::store::{
     ActionResult, Admin, Coordination, Digests, Effect, Job, JobReport, JobResult, Lane, NewAudit,
-    Outbox, Requests, Store, StoreError,
+    Outbox, Requests, StandingApprovals, Store, StoreError,
 };
 
 const SLACK_IN_FLIGHT: usize = 48;
@@ -206,6 +206,8 @@ pub struct Worker {
     outbox: Arc<dyn Outbox>,
     requests: Arc<dyn Requests>,
     digests: Arc<dyn Digests>,
+    /// Standing approvals, shown under the message whose approval granted them.
+    standing: Arc<dyn StandingApprovals>,
     home: Arc<dyn HomeTabs>,
     /// Pacing, 429 pauses and message leases, shared by every process that delivers.
     shared: Arc<dyn Coordination>,
@@ -242,6 +244,7 @@ impl Worker {
             shared: store.coordination(),
             outbox: store.clone(),
             requests: store.clone(),
+            standing: store.clone(),
             digests: store,
             home,
             slack,

@@ -39,7 +39,9 @@ const MAX_REWRITES: usize = 3;
 impl Worker {
     fn method(effect: &Effect) -> &'static str {
         match effect {
-            Effect::SlackUpdate { .. } | Effect::SlackDigest { .. } => "chat.update",
+            Effect::SlackUpdate { .. }
+            | Effect::SlackUpdateAt { .. }
+            | Effect::SlackDigest { .. } => "chat.update",
             Effect::SlackEphemeral { .. } => "chat.postEphemeral",
             Effect::SlackHomeRefresh { .. } => "views.publish",
             _ => "chat.postMessage",
@@ -83,6 +85,7 @@ impl Worker {
         let message = match &job.effect {
             Effect::SlackPost { request_id }
             | Effect::SlackUpdate { request_id }
+            | Effect::SlackUpdateAt { request_id, .. }
             | Effect::SlackDmCopies { request_id, .. } => Some(request_id.to_string()),
             Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
             Effect::SlackHomeRefresh { user, .. } => Some(format!("home:{user}")),
@@ -120,7 +123,9 @@ impl Worker {
     async fn slack_call(&self, job: &Job, method: &'static str, now: Millis) -> Outcome {
         let res = match &job.effect {
             Effect::SlackPost { request_id } => self.post(job, request_id, now).await,
-            Effect::SlackUpdate { request_id } => self.update(request_id).await,
+            Effect::SlackUpdate { request_id } | Effect::SlackUpdateAt { request_id, .. } => {
+                self.update(request_id).await
+            }
             Effect::SlackThreadReply { request_id, text } => {
                 self.thread_reply(request_id, text, now).await
             }
@@ -408,6 +413,16 @@ impl Worker {
             .unwrap_or_default();
         let mut blocks = render::blocks_with(request, &look);
         blocks.extend(render::action_results(&results));
+        // An approval may have granted a standing approval ("Approve for…"): only workflows
+        // that allow them look.
+        if look.approve_for.is_some() && request.status == crate::domain::Status::Approved {
+            let granted = self
+                .standing
+                .standing_of_request(&request.id)
+                .await
+                .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+            blocks.extend(render::standing_blocks(&granted, self.clock.now()));
+        }
         Ok(blocks)
     }
 

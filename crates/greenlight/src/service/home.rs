@@ -183,11 +183,9 @@ impl Service {
             .recently_decided(&waiting.workflows, user, since, DECIDED_LIMIT)
             .await?;
         let standing = self
-            .live_standing()
-            .await?
-            .into_iter()
-            .filter(|s| s.granted_by == user)
-            .collect();
+            .store
+            .live_standing_granted_by(user, self.now_ms())
+            .await?;
         Ok(HomePage {
             waiting,
             mine,
@@ -287,6 +285,18 @@ impl Service {
                 notice: None,
             })
             .collect()
+    }
+
+    /// A refresh of `user`'s Home tab when they looked at it within the hour.
+    pub(super) async fn home_refresh_of(&self, user: &str) -> Option<Effect> {
+        self.recent_viewers()
+            .await
+            .iter()
+            .any(|v| v == user)
+            .then(|| Effect::SlackHomeRefresh {
+                user: user.to_owned(),
+                notice: None,
+            })
     }
 
     fn may_vote_cached(&self, workflow: &Workflow, user: &str) -> bool {

@@ -106,19 +106,23 @@ pub async fn handle(service: &Service, gesture: Gesture) -> Result<Handled, Inte
                 Ok(modal_error_at(&block, elsewhere_text(refused)))
             }
         },
-        Gesture::RevokeStanding { actor, standing } => {
-            revoke_from_home(service, &actor.user, &standing).await
-        }
+        Gesture::RevokeStanding {
+            actor,
+            standing,
+            place,
+        } => revoke_standing(service, &actor.user, &standing, &place).await,
         Gesture::Other => Ok(Handled::Ignored),
     }
 }
 
-/// The Home tab's Revoke: only the person who granted a standing approval ends it this way
-/// (an admin key may too, over the API); the tab is refreshed, with a notice when it did not.
-async fn revoke_from_home(
+/// A Revoke button of a standing approval (the Home tab's, or the granting message's): only
+/// the person who granted it ends it this way (an admin key may too, over the API). The tab
+/// and the message are refreshed by the revocation; a refusal is told where the click was.
+async fn revoke_standing(
     service: &Service,
     user: &str,
     standing: &str,
+    place: &Place,
 ) -> Result<Handled, InteractionError> {
     let found = match standing.parse::<crate::domain::StandingId>() {
         Ok(id) => service.standing_approval(&id).await?,
@@ -138,7 +142,11 @@ async fn revoke_from_home(
         None => Some("greenlight does not know that standing approval.".to_owned()),
     };
     let refused = notice.is_some();
-    service.home_opened(user, notice).await?;
+    match (place, notice) {
+        (Place::Home, notice) => service.home_opened(user, notice).await?,
+        (at, Some(text)) => tell(service, at, user, text).await?,
+        (_, None) => {}
+    }
     Ok(if refused {
         Handled::Refused("standing_not_revoked")
     } else {

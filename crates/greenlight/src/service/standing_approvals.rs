@@ -12,7 +12,7 @@ use crate::domain::{
     DecisionKind, DurationSpec, Request, RequestId, StandingApproval, StandingId, Status, Verdict,
     Vote,
 };
-use crate::store::{ApiKey, NewAudit};
+use crate::store::{ApiKey, Effect, NewAudit};
 
 /// The shortest standing approval.
 const MIN_STANDING_MS: i64 = 60_000;
@@ -91,9 +91,21 @@ impl Service {
                     "expires_at": standing.expires_at,
                 }),
             };
+            // The message shows it with a Revoke button, and again when it runs out.
+            let mut effects = vec![
+                Effect::SlackUpdate {
+                    request_id: decided.id.clone(),
+                },
+                Effect::SlackUpdateAt {
+                    request_id: decided.id.clone(),
+                    at: standing.expires_at.as_millisecond(),
+                },
+            ];
+            effects.extend(self.home_refresh_of(&standing.granted_by).await);
             self.store
-                .add_standing(&standing, &[audit], now.as_millisecond())
+                .add_standing(&standing, &[audit], &effects, now.as_millisecond())
                 .await?;
+            self.outbox.notify_one();
             metrics::counter!("greenlight_standing_total", "event" => "granted").increment(1);
             tracing::info!(standing = %standing.id, workflow = %standing.workflow, caller = %standing.caller_name, until = %standing.expires_at, "standing approval granted");
         }
@@ -205,12 +217,21 @@ impl Service {
                 "caller": standing.caller,
             }),
         };
-        if !self.store.revoke_standing(id, by, now, &[audit]).await? {
+        let mut effects = vec![Effect::SlackUpdate {
+            request_id: standing.request_id.clone(),
+        }];
+        effects.extend(self.home_refresh_of(&standing.granted_by).await);
+        if !self
+            .store
+            .revoke_standing(id, by, now, &[audit], &effects)
+            .await?
+        {
             return Err(ServiceError::NotFound(format!(
                 "live standing approval {id} (it expired or was revoked)"
             )));
         }
         metrics::counter!("greenlight_standing_total", "event" => "revoked").increment(1);
+        self.outbox.notify_one();
         tracing::info!(standing = %id, by, "standing approval revoked");
         self.store
             .get_standing(id)

@@ -112,19 +112,9 @@ pub fn view(tab: &HomeTab) -> SlackView {
         blocks.push(SlackDividerBlock::new().into());
         blocks.push(header("Your standing approvals"));
         for s in tab.standing {
-            let matched: Vec<String> = s
-                .r#match
-                .iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(t) => format!("{k}={t}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect();
             blocks.push(section(format!(
-                "Requests from *{}* in *{}* with {} · until {} · `{}`",
-                escape_within(&s.caller_name, 100),
-                mrkdwn::escape(s.workflow.as_str()),
-                escape_within(&matched.join(", "), 500),
+                "{} · until {} · `{}`",
+                render::standing_scope(s),
                 render::date(s.expires_at),
                 s.id
             )));

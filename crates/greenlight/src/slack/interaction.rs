@@ -210,8 +210,13 @@ pub enum Gesture {
     ApproveFor(Click),
     /// The "Approve for…" modal was submitted.
     StandingGrant(StandingGrant),
-    /// The Home tab's Revoke button of a standing approval.
-    RevokeStanding { actor: Actor, standing: String },
+    /// The Revoke button of a standing approval, on the Home tab or on the message whose
+    /// approval granted it.
+    RevokeStanding {
+        actor: Actor,
+        standing: String,
+        place: Place,
+    },
     /// The answers modal was submitted.
     Answers(AnswersGiven),
     /// Anything else (another button, another modal, another kind): nothing to do.
@@ -320,6 +325,7 @@ impl Interaction {
             return Ok(Gesture::RevokeStanding {
                 actor,
                 standing: action.value.clone().unwrap_or_default(),
+                place: self.place()?,
             });
         }
         let (verdict, approve_for) = match action.action_id.as_str() {
@@ -328,15 +334,7 @@ impl Interaction {
             DENY_ACTION => (Verdict::Deny, false),
             _ => return Ok(Gesture::Other),
         };
-        let place = if self.on_view() {
-            Place::Home
-        } else {
-            Place::Channel(
-                self.channel_id()
-                    .ok_or(GestureError::Malformed("channel"))?
-                    .to_owned(),
-            )
-        };
+        let place = self.place()?;
         let click = Click {
             actor,
             verdict,
@@ -348,6 +346,19 @@ impl Interaction {
             Gesture::ApproveFor(click)
         } else {
             Gesture::Click(click)
+        })
+    }
+
+    /// Where a click happened: a message in a channel, or the Home tab.
+    fn place(&self) -> Result<Place, GestureError> {
+        Ok(if self.on_view() {
+            Place::Home
+        } else {
+            Place::Channel(
+                self.channel_id()
+                    .ok_or(GestureError::Malformed("channel"))?
+                    .to_owned(),
+            )
         })
     }
 

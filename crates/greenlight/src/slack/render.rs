@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::config::Workflow;
 use crate::domain::{
     Approver, Buttons, CHECKED, DecisionKind, Field, FieldType, Policy, Request, SlackUserId,
-    StageProgress, StageStatus, Status, answer_text, number_text,
+    StageProgress, StageStatus, StandingApproval, Status, answer_text, number_text,
 };
 
 pub const APPROVE_ACTION: &str = "greenlight.approve";
@@ -25,8 +25,10 @@ pub const APPROVE_FOR_ACTION: &str = "greenlight.approve_for";
 pub const STANDING_CALLBACK: &str = "greenlight.standing";
 pub const STANDING_BLOCK: &str = "greenlight.standing";
 pub const STANDING_ACTION: &str = "duration";
-/// The Home tab's Revoke button of a standing approval the person granted.
+/// The Revoke button of a standing approval, on the Home tab of the person who granted it and
+/// on the message whose approval granted it (in an actions block with this id prefix).
 pub const REVOKE_STANDING_ACTION: &str = "greenlight.revoke_standing";
+pub const STANDING_ACTIONS_BLOCK: &str = "greenlight.standing_actions";
 /// The answers modal (a request with fields): its callback id, each field's input block id
 /// (this prefix, then the field's name) and the element's action id.
 pub const ANSWERS_CALLBACK: &str = "greenlight.answers";
@@ -965,6 +967,92 @@ pub fn action_results(results: &[crate::store::ActionResult]) -> Option<SlackBlo
         )])
         .into()
     })
+}
+
+/// What a standing approval covers: "Requests from *deploy-bot* in *agent* with
+/// tool_name=Bash".
+pub fn standing_scope(s: &StandingApproval) -> String {
+    let matched: Vec<String> = s
+        .r#match
+        .iter()
+        .map(|(k, v)| format!("{k}={}", param_value(v)))
+        .collect();
+    let with = if matched.is_empty() {
+        "no params".to_owned()
+    } else {
+        matched.join(", ")
+    };
+    format!(
+        "Requests from *{}* in *{}* with {}",
+        escape_within(&s.caller_name, 100),
+        escape(s.workflow.as_str()),
+        escape_within(&with, 500)
+    )
+}
+
+/// Under the message whose approval granted them: each standing approval, live with a Revoke
+/// button, or how it ended.
+pub fn standing_blocks(granted: &[StandingApproval], now: Timestamp) -> Vec<SlackBlock> {
+    let mut blocks = Vec::new();
+    for s in granted {
+        let scope = standing_scope(s);
+        if let (Some(at), Some(by)) = (s.revoked_at, s.revoked_by.as_deref()) {
+            blocks.push(context_md(format!(
+                ":no_entry_sign: Standing approval `{}` revoked by {} {}: {scope} are asked again.",
+                s.id,
+                who(by),
+                date(at)
+            )));
+        } else if s.expires_at <= now {
+            blocks.push(context_md(format!(
+                ":hourglass: Standing approval `{}` by {} ran out {}: {scope} are asked again.",
+                s.id,
+                who(&s.granted_by),
+                date(s.expires_at)
+            )));
+        } else {
+            blocks.push(
+                SlackSectionBlock::new()
+                    .with_text(md(format!(
+                        ":hourglass_flowing_sand: *Standing approval* by {}: {scope} are approved until {} · `{}`",
+                        who(&s.granted_by),
+                        date(s.expires_at),
+                        s.id
+                    )))
+                    .into(),
+            );
+            blocks.push(
+                SlackActionsBlock::new(vec![SlackActionBlockElement::Button(
+                    SlackBlockButtonElement::new("Revoke".into())
+                        .with_action_id(REVOKE_STANDING_ACTION.into())
+                        .with_value(s.id.to_string())
+                        .with_style(SlackBlockButtonStyle::Danger)
+                        .with_confirm(
+                            SlackBlockConfirmItem::new(
+                                "Revoke this standing approval?".into(),
+                                md(
+                                    "The requests it covers will need a person's approval again."
+                                        .to_owned(),
+                                ),
+                                "Revoke".into(),
+                                "Cancel".into(),
+                            )
+                            .with_style("danger".into()),
+                        ),
+                )])
+                .with_block_id(format!("{STANDING_ACTIONS_BLOCK}.{}", s.id).into())
+                .into(),
+            );
+        }
+    }
+    blocks
+}
+
+fn context_md(text: String) -> SlackBlock {
+    SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+        SlackBlockMarkDownText::new(text),
+    )])
+    .into()
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub enum Effect {
     SlackPost { request_id: RequestId },
     /// Rewrite the request's message to show its current state.
     SlackUpdate { request_id: RequestId },
+    /// Rewrite the request's message at `at` (milliseconds since the epoch): a standing
+    /// approval its approval granted runs out then, and its Revoke button goes.
+    SlackUpdateAt { request_id: RequestId, at: Millis },
     /// A note only one person sees.
     SlackEphemeral {
         channel: String,
@@ -170,6 +173,8 @@ impl Effect {
     pub fn collapse_key(&self) -> Option<String> {
         match self {
             Effect::SlackUpdate { request_id } => Some(format!("update:{request_id}")),
+            // Apart from the immediate updates: a waiting one must not hold those back.
+            Effect::SlackUpdateAt { request_id, at } => Some(format!("update:{request_id}@{at}")),
             Effect::SlackDigest { key, .. } => Some(format!("digest:{key}")),
             // One waiting refresh per person's Home tab (and per notice to show on it).
             Effect::SlackHomeRefresh { user, notice } => Some(match notice {
@@ -180,11 +185,12 @@ impl Effect {
         }
     }
 
-    /// How long after the change the job is first tried.
-    pub fn delay_ms(&self) -> Millis {
+    /// When the job written at `now` is first tried.
+    pub fn due(&self, now: Millis) -> Millis {
         match self {
-            Effect::SlackDigest { .. } => DIGEST_UPDATE_DELAY_MS,
-            _ => 0,
+            Effect::SlackDigest { .. } => now + DIGEST_UPDATE_DELAY_MS,
+            Effect::SlackUpdateAt { at, .. } => now.max(*at),
+            _ => now,
         }
     }
 
@@ -192,6 +198,7 @@ impl Effect {
         match self {
             Effect::SlackPost { .. } => "slack_post",
             Effect::SlackUpdate { .. } => "slack_update",
+            Effect::SlackUpdateAt { .. } => "slack_update_at",
             Effect::SlackEphemeral { .. } => "slack_ephemeral",
             Effect::SlackThreadReply { .. } => "slack_thread_reply",
             Effect::SlackDirectMessage { .. } => "slack_direct_message",
@@ -240,9 +247,9 @@ impl Effect {
 
     pub fn request_id(&self) -> Option<&RequestId> {
         match self {
-            Effect::SlackPost { request_id } | Effect::SlackUpdate { request_id } => {
-                Some(request_id)
-            }
+            Effect::SlackPost { request_id }
+            | Effect::SlackUpdate { request_id }
+            | Effect::SlackUpdateAt { request_id, .. } => Some(request_id),
             Effect::SlackThreadReply { request_id, .. }
             | Effect::SlackDirectMessage { request_id, .. }
             | Effect::SlackDmCopies { request_id, .. } => Some(request_id),
@@ -390,7 +397,7 @@ impl Delivery {
             state: JobState::Pending,
             attempts: 0,
             last_error: None,
-            next_attempt_at: Some(ts_from_millis(now + effect.delay_ms())?),
+            next_attempt_at: Some(ts_from_millis(effect.due(now))?),
             created_at: now_ts,
             updated_at: now_ts,
             recent_attempts: Vec::new(),

@@ -571,6 +571,13 @@ pub const LIVE_STANDING: &str = "SELECT id, workflow, granted_by, caller, caller
      match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
      FROM standing_approvals WHERE expires_at > $1 AND revoked_at IS NULL \
      ORDER BY expires_at, id LIMIT 1000";
+pub const LIVE_STANDING_GRANTED_BY: &str = "SELECT id, workflow, granted_by, caller, \
+     caller_name, match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
+     FROM standing_approvals WHERE granted_by = $1 AND expires_at > $2 AND revoked_at IS NULL \
+     ORDER BY expires_at, id LIMIT 1000";
+pub const STANDING_OF_REQUEST: &str = "SELECT id, workflow, granted_by, caller, caller_name, \
+     match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
+     FROM standing_approvals WHERE request_id = $1 ORDER BY created_at, id LIMIT 20";
 pub const GET_STANDING: &str = "SELECT id, workflow, granted_by, caller, caller_name, \
      match_params, request_id, created_at, expires_at, revoked_at, revoked_by \
      FROM standing_approvals WHERE id = $1";

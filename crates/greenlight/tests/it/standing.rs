@@ -54,6 +54,49 @@ async fn open_modal(app: &TestApp, id: &str, user: &str) -> greenlight_sandbox::
         .expect("the modal opened")
 }
 
+/// Alice approves a new request asking `params` for `duration` in the sandbox's modal; the
+/// request's id and the standing approval's.
+async fn grant(app: &TestApp, params: Value, duration: &str) -> (String, String) {
+    let first = create(app, &app.key, params).await;
+    let id = first["id"].as_str().unwrap().to_owned();
+    let view = open_modal(app, &id, "U0ALICE").await;
+    app.sandbox
+        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", duration)])
+        .await
+        .unwrap();
+    let (_, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    let standing = list["standing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["request_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("granted with {id}: {list}"));
+    (id, standing["id"].as_str().unwrap().to_owned())
+}
+
+/// Waits until no standing approval is live; then a Bash request waits for a person, and the
+/// revocation was audited as `user`'s.
+async fn assert_revoked_by(app: &TestApp, user: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, now) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+        if now["standing"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "revoked: {now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = create(app, &app.key, json!({"tool_name": "Bash"})).await;
+    assert_eq!(after["status"], "pending");
+    let revoked = app
+        .audit()
+        .await
+        .into_iter()
+        .find(|e| e["event"] == "standing.revoked")
+        .expect("audited");
+    assert_eq!(revoked["actor"], user);
+}
+
 async fn events(app: &TestApp) -> Vec<String> {
     app.audit()
         .await
@@ -190,15 +233,7 @@ async fn approve_for_a_while_approves_the_next_matching_request_until_it_ends() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_standing_approval_approves_nothing_more() {
     let app = spawn_app_with(standing_workflow).await;
-    let first = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
-    let id = first["id"].as_str().unwrap().to_owned();
-    let view = open_modal(&app, &id, "U0ALICE").await;
-    app.sandbox
-        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", "1h")])
-        .await
-        .unwrap();
-    let (_, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
-    let standing_id = list["standing"][0]["id"].as_str().unwrap().to_owned();
+    let (_, standing_id) = grant(&app, json!({"tool_name": "Bash"}), "1h").await;
     // A read key may list but not revoke.
     let reader = create_key(&app.db_url, "reader", &[Scope::Read]).await;
     let (status, _) = call(
@@ -296,15 +331,7 @@ async fn approve_for_approves_editable_params_as_asked_and_is_not_offered_for_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_granter_revokes_from_the_home_tab_and_nobody_else_can() {
     let app = spawn_app_with(standing_workflow).await;
-    let first = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
-    let id = first["id"].as_str().unwrap().to_owned();
-    let view = open_modal(&app, &id, "U0ALICE").await;
-    app.sandbox
-        .submit_view(&view.id, "U0ALICE", [("greenlight.standing", "1h")])
-        .await
-        .unwrap();
-    let (_, list) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
-    let standing_id = list["standing"][0]["id"].as_str().unwrap().to_owned();
+    let (_, standing_id) = grant(&app, json!({"tool_name": "Bash"}), "1h").await;
 
     // Alice's tab lists it with a Revoke button.
     assert!(app.sandbox.open_home("U0ALICE").await.unwrap().acked());
@@ -340,24 +367,7 @@ async fn the_granter_revokes_from_the_home_tab_and_nobody_else_can() {
         .await
         .unwrap();
     assert!(click.acked(), "{click:?}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, now) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
-        if now["standing"] == json!([]) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "revoked: {now}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let after = create(&app, &app.key, json!({"tool_name": "Bash"})).await;
-    assert_eq!(after["status"], "pending");
-    let revoked = app
-        .audit()
-        .await
-        .into_iter()
-        .find(|e| e["event"] == "standing.revoked")
-        .expect("audited");
-    assert_eq!(revoked["actor"], "U0ALICE");
+    assert_revoked_by(&app, "U0ALICE").await;
     // The refreshed tab no longer lists it.
     app.sandbox
         .wait_until(WAIT, |sb| {
@@ -366,4 +376,86 @@ async fn the_granter_revokes_from_the_home_tab_and_nobody_else_can() {
         })
         .await
         .expect("the tab was refreshed without it");
+}
+
+/// Waits until the message at `ts` satisfies `pred`.
+async fn message_where(
+    app: &TestApp,
+    ts: &str,
+    pred: impl Fn(&str) -> bool,
+) -> greenlight_sandbox::Message {
+    app.sandbox
+        .wait_for_message(CHANNEL, ts, |m| pred(&text_of(m)), WAIT)
+        .await
+        .expect("the message was rewritten")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_granting_message_shows_the_standing_approval_with_revoke_until_it_ends() {
+    let clock = TestClock::new();
+    let app = spawn_app_clocked(standing_workflow, clock.clone()).await;
+    let (id, standing_id) = grant(&app, json!({"tool_name": "Bash"}), "1h").await;
+    let msg = app.posted(&id).await;
+
+    // The approved message shows what was granted, with a Revoke button naming it.
+    let shown = message_where(&app, &msg.ts, |t| {
+        t.contains("greenlight.revoke_standing") && t.contains("Approved")
+    })
+    .await;
+    let text = text_of(&shown);
+    assert!(text.contains(&standing_id), "{text}");
+    assert!(text.contains("Standing approval"), "{text}");
+    assert!(text.contains("tool_name=Bash"), "{text}");
+    assert!(
+        !text.contains("greenlight.approve\""),
+        "no vote buttons: {text}"
+    );
+
+    // Bob's click changes nothing and he is told why.
+    assert!(
+        app.click(&shown, "greenlight.revoke_standing", "U0BOB")
+            .await
+            .acked()
+    );
+    told(&app.sandbox, "U0BOB", "Only the person who granted").await;
+    let (_, still) = app.call(reqwest::Method::GET, "/v1/standing", None).await;
+    assert_eq!(still["standing"].as_array().unwrap().len(), 1, "{still}");
+
+    // Alice's click ends it; the message says so and loses the button.
+    assert!(
+        app.click(&shown, "greenlight.revoke_standing", "U0ALICE")
+            .await
+            .acked()
+    );
+    let revoked = message_where(&app, &msg.ts, |t| t.contains("revoked by")).await;
+    let text = text_of(&revoked);
+    assert!(!text.contains("greenlight.revoke_standing"), "{text}");
+    assert!(text.contains("<@U0ALICE>"), "{text}");
+    assert_revoked_by(&app, "U0ALICE").await;
+    // A second click on a stale copy of the message says it had already ended.
+    let status = app
+        .stale_click(
+            &shown,
+            "greenlight.revoke_standing",
+            "U0ALICE",
+            &standing_id,
+        )
+        .await;
+    assert_eq!(status, 200);
+    told(&app.sandbox, "U0ALICE", "already ended").await;
+
+    // Another grant runs out: its message is rewritten when it does, without the button.
+    let (second_id, _) = grant(&app, json!({"tool_name": "Edit"}), "30m").await;
+    let second_msg = app.posted(&second_id).await;
+    message_where(&app, &second_msg.ts, |t| {
+        t.contains("greenlight.revoke_standing")
+    })
+    .await;
+    clock.advance(Duration::from_secs(30 * 60 + 1));
+    let ended = message_where(&app, &second_msg.ts, |t| t.contains("ran out")).await;
+    assert!(
+        !text_of(&ended).contains("greenlight.revoke_standing"),
+        "{}",
+        text_of(&ended)
+    );
 }

@@ -298,7 +298,68 @@ async fn standing_approvals_are_found_listed_and_revoked_once(db: TestDb) {
         actor: "U0ALICE".into(),
         data: serde_json::json!({"standing": s.id}),
     };
-    store.add_standing(&s, &[granted], now).await.unwrap();
+    // Its message is rewritten at once and again when it runs out.
+    let effects = [
+        Effect::SlackUpdate {
+            request_id: s.request_id.clone(),
+        },
+        Effect::SlackUpdateAt {
+            request_id: s.request_id.clone(),
+            at: now + 3_600_000,
+        },
+    ];
+    store
+        .add_standing(&s, &[granted], &effects, now)
+        .await
+        .unwrap();
+    let slack = [(Lane::Slack, 10)];
+    // Leased past the expiry, so that the later claim finds only the later job.
+    let claimed = store
+        .claim_jobs("w", &slack, now, 2 * 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        1,
+        "only the immediate update is due: {:?}",
+        claimed.iter().map(|j| &j.effect).collect::<Vec<_>>()
+    );
+    assert_eq!(claimed[0].effect, effects[0]);
+    assert_eq!(
+        store.next_job_due(&[Lane::Slack], now).await.unwrap(),
+        Some(now + 3_600_000)
+    );
+    let later = store
+        .claim_jobs("w", &slack, now + 3_600_000, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].effect, effects[1]);
+    assert_eq!(
+        store.standing_of_request(&s.request_id).await.unwrap(),
+        std::slice::from_ref(&s)
+    );
+    assert!(
+        store
+            .standing_of_request(&RequestId::generate())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .live_standing_granted_by("U0ALICE", now)
+            .await
+            .unwrap(),
+        std::slice::from_ref(&s)
+    );
+    assert!(
+        store
+            .live_standing_granted_by("U0BOB", now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let deploy: WorkflowName = "deploy".parse().unwrap();
     assert_eq!(
         store.standing_for(&deploy, &caller, now).await.unwrap(),
@@ -328,13 +389,19 @@ async fn standing_approvals_are_found_listed_and_revoked_once(db: TestDb) {
     };
     assert!(
         store
-            .revoke_standing(&s.id, "key:ops", now + 1, std::slice::from_ref(&revoked))
+            .revoke_standing(
+                &s.id,
+                "key:ops",
+                now + 1,
+                std::slice::from_ref(&revoked),
+                &effects[..1]
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .revoke_standing(&s.id, "key:ops", now + 2, &[revoked])
+            .revoke_standing(&s.id, "key:ops", now + 2, &[revoked], &effects[..1])
             .await
             .unwrap()
     );
@@ -347,6 +414,18 @@ async fn standing_approvals_are_found_listed_and_revoked_once(db: TestDb) {
     );
     let stored = store.get_standing(&s.id).await.unwrap().unwrap();
     assert_eq!(stored.revoked_by.as_deref(), Some("key:ops"));
+    assert!(
+        store
+            .live_standing_granted_by("U0ALICE", now + 3)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.standing_of_request(&s.request_id).await.unwrap()[0].revoked_at,
+        stored.revoked_at,
+        "a revoked one is still found by its request"
+    );
     let events: Vec<String> = store
         .list_audit(0, 100)
         .await

@@ -188,7 +188,7 @@ fn push_audit_and_effects(
                 .push(", ")
                 .push_bind(to_json(effect)?)
                 .push(", ")
-                .push_bind(now + effect.delay_ms())
+                .push_bind(effect.due(now))
                 .push(", ")
                 .push_bind(i as i64)
                 .push(")");

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::*;
-use crate::domain::{ApiKeyId, Millis, StandingApproval, StandingId, WorkflowName};
+use crate::domain::{ApiKeyId, Millis, RequestId, StandingApproval, StandingId, WorkflowName};
 use crate::store::rows;
 
 #[async_trait]
@@ -12,6 +12,7 @@ impl StandingApprovals for PostgresStore {
         &self,
         s: &StandingApproval,
         audit: &[NewAudit],
+        effects: &[Effect],
         now: Millis,
     ) -> StoreResult<()> {
         let mut qb = Statement::new(
@@ -36,7 +37,7 @@ impl StandingApprovals for PostgresStore {
             .push(", ")
             .push_bind(millis(s.expires_at))
             .push(") RETURNING id)");
-        push_audit_and_effects(&mut qb, "src", now, audit, &[])?;
+        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
         qb.push(" SELECT count(*) FROM src");
         count_of(&mut qb, &self.pool).await.map(|_| ())
     }
@@ -64,6 +65,27 @@ impl StandingApprovals for PostgresStore {
         rows::standing(found)
     }
 
+    async fn live_standing_granted_by(
+        &self,
+        granted_by: &str,
+        now: Millis,
+    ) -> StoreResult<Vec<StandingApproval>> {
+        let found = sqlx::query_as(rows::LIVE_STANDING_GRANTED_BY)
+            .bind(granted_by.to_owned())
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows::standing(found)
+    }
+
+    async fn standing_of_request(&self, request: &RequestId) -> StoreResult<Vec<StandingApproval>> {
+        let found = sqlx::query_as(rows::STANDING_OF_REQUEST)
+            .bind(request.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows::standing(found)
+    }
+
     async fn get_standing(&self, id: &StandingId) -> StoreResult<Option<StandingApproval>> {
         let found: Option<rows::StandingRow> = sqlx::query_as(rows::GET_STANDING)
             .bind(id.to_string())
@@ -78,6 +100,7 @@ impl StandingApprovals for PostgresStore {
         by: &str,
         now: Millis,
         audit: &[NewAudit],
+        effects: &[Effect],
     ) -> StoreResult<bool> {
         let mut qb = Statement::new("WITH src AS (UPDATE standing_approvals SET revoked_at = ");
         qb.push_bind(now)
@@ -88,7 +111,7 @@ impl StandingApprovals for PostgresStore {
             .push(" AND revoked_at IS NULL AND expires_at > ")
             .push_bind(now)
             .push(" RETURNING id)");
-        push_audit_and_effects(&mut qb, "src", now, audit, &[])?;
+        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
         qb.push(" SELECT count(*) FROM src");
         Ok(count_of(&mut qb, &self.pool).await? == 1)
     }

@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(20, "request identity", "0020_request_identity.sql"),
     migration!(21, "answers", "0021_answers.sql"),
     migration!(25, "standing approvals", "0025_standing_approvals.sql"),
+    migration!(26, "standing lookups", "0026_standing_lookups.sql"),
 ];
 
 /// sqlx's own table, created the same way.

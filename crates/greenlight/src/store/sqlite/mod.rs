@@ -219,7 +219,7 @@ impl Entries {
                         text(effect.lane().as_str()),
                         opt_text(collapse),
                         text(to_json(effect)?),
-                        Value::Integer(now + effect.delay_ms()),
+                        Value::Integer(effect.due(now)),
                         Value::Integer(now),
                     ],
                 ))

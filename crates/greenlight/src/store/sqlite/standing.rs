@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::rows::{all, first};
 use super::*;
-use crate::domain::{ApiKeyId, Millis, StandingApproval, StandingId, WorkflowName};
+use crate::domain::{ApiKeyId, Millis, RequestId, StandingApproval, StandingId, WorkflowName};
 use crate::store::rows as shared;
 
 shared_sql! {
@@ -13,6 +13,8 @@ shared_sql! {
     STANDING_FOR = shared::STANDING_FOR;
     LIVE_STANDING = shared::LIVE_STANDING;
     GET_STANDING = shared::GET_STANDING;
+    LIVE_STANDING_GRANTED_BY = shared::LIVE_STANDING_GRANTED_BY;
+    STANDING_OF_REQUEST = shared::STANDING_OF_REQUEST;
     REVOKE_STANDING = shared::REVOKE_STANDING;
 }
 
@@ -22,9 +24,10 @@ impl StandingApprovals for SqliteStore {
         &self,
         s: &StandingApproval,
         audit: &[NewAudit],
+        effects: &[Effect],
         now: Millis,
     ) -> StoreResult<()> {
-        let entries = Entries::of(now, audit, &[])?;
+        let entries = Entries::of(now, audit, effects)?;
         let row = (
             s.id.to_string(),
             s.workflow.to_string(),
@@ -69,6 +72,28 @@ impl StandingApprovals for SqliteStore {
         shared::standing(rows)
     }
 
+    async fn live_standing_granted_by(
+        &self,
+        granted_by: &str,
+        now: Millis,
+    ) -> StoreResult<Vec<StandingApproval>> {
+        let granted_by = granted_by.to_owned();
+        let rows = self
+            .readers
+            .read(move |conn| all(conn, &LIVE_STANDING_GRANTED_BY, params![granted_by, now]))
+            .await?;
+        shared::standing(rows)
+    }
+
+    async fn standing_of_request(&self, request: &RequestId) -> StoreResult<Vec<StandingApproval>> {
+        let request = request.to_string();
+        let rows = self
+            .readers
+            .read(move |conn| all(conn, &STANDING_OF_REQUEST, params![request]))
+            .await?;
+        shared::standing(rows)
+    }
+
     async fn get_standing(&self, id: &StandingId) -> StoreResult<Option<StandingApproval>> {
         let id = id.to_string();
         let row = self
@@ -84,8 +109,9 @@ impl StandingApprovals for SqliteStore {
         by: &str,
         now: Millis,
         audit: &[NewAudit],
+        effects: &[Effect],
     ) -> StoreResult<bool> {
-        let entries = Entries::of(now, audit, &[])?;
+        let entries = Entries::of(now, audit, effects)?;
         let (id, by) = (id.to_string(), by.to_owned());
         self.writer
             .write(move |conn| {
