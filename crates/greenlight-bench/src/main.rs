@@ -74,6 +74,10 @@ pub struct Options {
     /// Skip the PostgreSQL rows (greenlight as replicas on one PostgreSQL database).
     #[arg(long)]
     pub skip_postgres: bool,
+    /// Only the PostgreSQL rows: no SQLite runs, no peer, no large database (for working on
+    /// the PostgreSQL store; the full run is what the README's figures come from).
+    #[arg(long, conflicts_with = "skip_postgres")]
+    pub only_postgres: bool,
     /// PostgreSQL admin URL: the bench creates a fresh database per instance on this server
     /// (`greenlight_bench_<ulid>`) and drops it at the end unless --keep.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]

@@ -14,7 +14,7 @@ use crate::procs;
 pub(crate) struct CpuSplit {
     wall: Duration,
     pub(super) replicas: Vec<Duration>,
-    pg_ours: Duration,
+    pub(super) pg_ours: Duration,
     pg_others: Duration,
     pub(super) bench: Duration,
 }

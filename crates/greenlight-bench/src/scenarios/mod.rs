@@ -169,6 +169,41 @@ pub(crate) async fn run(opts: &Options) -> Result<Report> {
     }
 }
 
+/// The rows of greenlight on SQLite (and the peer beside it), with the large database's.
+async fn sqlite_rows(
+    ctx: &mut Ctx<'_>,
+    sizes: &Sizes,
+    clicks: &GreenlightClicks,
+    peer_results: Option<&PeerResults>,
+    creates: &Creates,
+) -> Result<Vec<report::Row>> {
+    let opts = ctx.opts;
+    let million = if opts.skip_million {
+        None
+    } else {
+        Some(greenlight_million(ctx).await?)
+    };
+    if let Some(m) = &million {
+        ctx.notes.push(format!(
+            "large database: {} requests ({} pending, the rest approved) copied from two templates the server wrote \
+             (one pending, one decided by a click), with their audit entries, by INSERT ... SELECT over json_each in \
+             transactions of 100,000 rows, then a WAL checkpoint; {:.1} s to seed, {} on disk",
+            thousands(m.seeded.rows as u64),
+            thousands(m.seeded.pending as u64),
+            m.seeded.took.as_secs_f64(),
+            mb(Some(m.seeded.file_bytes)),
+        ));
+    }
+    Ok(rows(
+        sizes,
+        clicks,
+        peer_results,
+        creates,
+        million.as_ref(),
+        opts.skip_peer,
+    ))
+}
+
 async fn run_in(
     opts: &Options,
     sizes: Sizes,
@@ -190,29 +225,33 @@ async fn run_in(
     };
     let started = jiff::Timestamp::now();
 
-    let peer = if let Some(app) = opts.peer()? {
-        step("peer: starting the seed Flask bot");
-        let server = procs::start_peer(
-            &opts.python,
-            app,
-            &ctx.sandbox.api_url(),
-            &ctx.sandbox.config().bot_token,
-            &ctx.secret,
-            &ctx.dir.join("peer.log"),
-        )
-        .await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Some(server)
-    } else {
-        None
-    };
-    let clicks = greenlight_clicks(&mut ctx).await?;
-    let peer_results = match &peer {
-        Some(p) => Some(peer_clicks(&mut ctx, p).await?),
-        None => None,
-    };
-    drop(peer);
-    let creates = greenlight_creates(&mut ctx).await?;
+    let mut sqlite = None;
+    if !opts.only_postgres {
+        let peer = if let Some(app) = opts.peer()? {
+            step("peer: starting the seed Flask bot");
+            let server = procs::start_peer(
+                &opts.python,
+                app,
+                &ctx.sandbox.api_url(),
+                &ctx.sandbox.config().bot_token,
+                &ctx.secret,
+                &ctx.dir.join("peer.log"),
+            )
+            .await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Some(server)
+        } else {
+            None
+        };
+        let clicks = greenlight_clicks(&mut ctx).await?;
+        let peer_results = match &peer {
+            Some(p) => Some(peer_clicks(&mut ctx, p).await?),
+            None => None,
+        };
+        drop(peer);
+        let creates = greenlight_creates(&mut ctx).await?;
+        sqlite = Some((clicks, peer_results, creates));
+    }
     let mut pg = Vec::new();
     if !opts.skip_postgres {
         for n in sizes.replicas.clone() {
@@ -225,30 +264,13 @@ async fn run_in(
             db::redact(&opts.postgres_url)
         ));
     }
-    let million = if opts.skip_million {
-        None
-    } else {
-        Some(greenlight_million(&mut ctx).await?)
+    // The large database comes last, after the PostgreSQL runs.
+    let rows = match &sqlite {
+        Some((clicks, peer_results, creates)) => {
+            sqlite_rows(&mut ctx, &sizes, clicks, peer_results.as_ref(), creates).await?
+        }
+        None => Vec::new(),
     };
-    if let Some(m) = &million {
-        ctx.notes.push(format!(
-            "large database: {} requests ({} pending, the rest approved) copied from two templates the server wrote \
-             (one pending, one decided by a click), with their audit entries, by INSERT ... SELECT over json_each in \
-             transactions of 100,000 rows, then a WAL checkpoint; {:.1} s to seed, {} on disk",
-            thousands(m.seeded.rows as u64),
-            thousands(m.seeded.pending as u64),
-            m.seeded.took.as_secs_f64(),
-            mb(Some(m.seeded.file_bytes)),
-        ));
-    }
-    let rows = rows(
-        &sizes,
-        &clicks,
-        peer_results.as_ref(),
-        &creates,
-        million.as_ref(),
-        opts.skip_peer,
-    );
     let rows = [rows, pg_rows(&sizes, &pg, opts.skip_postgres)].concat();
     let report = Report {
         date: started.to_string(),

@@ -22,6 +22,8 @@ pub(crate) struct PgRun {
     pub(crate) closed: RunResult,
     /// CPU over the closed loop (its outbox drain not included).
     pub(crate) closed_cpu: CpuSplit,
+    /// CPU over the closed loop and the drain of its outbox (the message updates).
+    pub(crate) drained_cpu: CpuSplit,
     pub(crate) open: RunResult,
     pub(crate) decided: i64,
     pub(crate) creates: RunResult,
@@ -29,6 +31,13 @@ pub(crate) struct PgRun {
 }
 
 impl PgRun {
+    /// CPU time of PostgreSQL's backends serving the run's database per click acked in the
+    /// closed loop, the outbox drain after it included (each decision's message update).
+    pub(crate) fn pg_cpu_per_decision(&self) -> Option<Duration> {
+        let acks = u32::try_from(self.closed.ok(200)).ok().filter(|n| *n > 0)?;
+        Some(self.drained_cpu.pg_ours / acks)
+    }
+
     pub(crate) fn acks(&self) -> usize {
         self.closed.ok(200) + self.open.ok(200)
     }
@@ -60,39 +69,46 @@ pub(super) async fn postgres_runs(ctx: &mut Ctx<'_>, replicas: usize) -> Result<
     let name = format!("pg{replicas}");
     let config = format!("{DELIVERY}{DEPLOY}");
     let rate = ctx.sizes.pg_rate;
-    let (closed, closed_cpu, open, decided) = on_fresh_postgres(ctx, async |ctx, location| {
-        step(format!(
-            "{who}: starting (clicks) on {}",
-            location.describe()
-        ));
-        let mut gl = instance(ctx, &format!("{name}-clicks"), &config, location, replicas).await?;
-        let sizes = ctx.sizes.clone();
-        let total = sizes.click_pool + count_for(rate, sizes.open_duration);
-        let mut supply = click_pool(ctx, &who, &gl, total, PG_POOL_BUDGET).await?;
-        // The open loop's schedule comes first; the closed loop takes what is left.
-        let open_count = count_for(rate, sizes.open_duration);
-        let open_targets = supply.split_off(supply.len().saturating_sub(open_count));
-        let job = click_job(gl.urls("/slack/interactions"), ctx.secret.clone());
-        let before = CpuMark::now(&gl);
-        let closed = closed_clicks(ctx, &who, supply, &job).await?;
-        let closed_cpu = before.until(&CpuMark::now(&gl));
-        settle(ctx, Some(&gl.db)).await?;
-        let open = open_clicks(ctx, &who, rate, open_targets, &job, Some(&gl.db)).await?;
-        step(format!(
-            "{who}: SIGKILL to every replica, then counting decided requests in PostgreSQL"
-        ));
-        let db = gl.kill_and_reopen().await?;
-        let decided = db.decided().await?;
-        db.close().await;
-        if let Some(note) = gl.log_note(&format!("{who} (clicks)")) {
-            ctx.notes.push(note);
-        }
-        Ok((closed, closed_cpu, open, decided))
-    })
-    .await?;
+    let (closed, closed_cpu, drained_cpu, open, decided) =
+        on_fresh_postgres(ctx, async |ctx, location| {
+            step(format!(
+                "{who}: starting (clicks) on {}",
+                location.describe()
+            ));
+            let mut gl =
+                instance(ctx, &format!("{name}-clicks"), &config, location, replicas).await?;
+            let sizes = ctx.sizes.clone();
+            let total = sizes.click_pool + count_for(rate, sizes.open_duration);
+            let mut supply = click_pool(ctx, &who, &gl, total, PG_POOL_BUDGET).await?;
+            // The open loop's schedule comes first; the closed loop takes what is left.
+            let open_count = count_for(rate, sizes.open_duration);
+            let open_targets = supply.split_off(supply.len().saturating_sub(open_count));
+            let job = click_job(gl.urls("/slack/interactions"), ctx.secret.clone());
+            let before = CpuMark::now(&gl);
+            let closed = closed_clicks(ctx, &who, supply, &job).await?;
+            let closed_cpu = before.until(&CpuMark::now(&gl));
+            settle(ctx, Some(&gl.db)).await?;
+            let drained_cpu = before.until(&CpuMark::now(&gl));
+            let open = open_clicks(ctx, &who, rate, open_targets, &job, Some(&gl.db)).await?;
+            step(format!(
+                "{who}: SIGKILL to every replica, then counting decided requests in PostgreSQL"
+            ));
+            let db = gl.kill_and_reopen().await?;
+            let decided = db.decided().await?;
+            db.close().await;
+            if let Some(note) = gl.log_note(&format!("{who} (clicks)")) {
+                ctx.notes.push(note);
+            }
+            Ok((closed, closed_cpu, drained_cpu, open, decided))
+        })
+        .await?;
     ctx.notes.push(format!(
         "{who}, CPU over the closed click loop: {}",
         closed_cpu.describe()
+    ));
+    ctx.notes.push(format!(
+        "{who}, CPU over the closed click loop and the drain of its outbox (every message updated): {}",
+        drained_cpu.describe()
     ));
     let (creates, pending_in_db) = on_fresh_postgres(ctx, async |ctx, location| {
         step(format!(
@@ -117,6 +133,7 @@ pub(super) async fn postgres_runs(ctx: &mut Ctx<'_>, replicas: usize) -> Result<
         replicas,
         closed,
         closed_cpu,
+        drained_cpu,
         open,
         decided,
         creates,
