@@ -35,6 +35,8 @@ use crate::store::{
 
 const SLACK_IN_FLIGHT: usize = 48;
 const HOOKS_IN_FLIGHT: usize = 16;
+/// Shortest time between two claims while deliveries are in flight (see `run`).
+const CLAIM_GAP: Duration = Duration::from_millis(10);
 /// While a message is not posted yet (or another task is updating it), an update for it
 /// waits this long between looks.
 const WAIT_FOR_POST_MS: Millis = 250;
@@ -275,7 +277,8 @@ impl Worker {
     }
 
     /// Delivers until `shutdown`; then lets the deliveries in flight finish for up to `grace`
-    /// and frees the leases it still holds, so other replicas take those jobs at once.
+    /// and frees the leases it still holds, so other replicas take those jobs (within a second:
+    /// their claims read the whole queue once a second).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         match self.outbox.recover_leases().await {
             Ok(0) => {}
@@ -288,12 +291,32 @@ impl Worker {
             .collect();
         let mut tasks = tokio::task::JoinSet::new();
         let mut claims = crate::store::Retrying::new("claim outbox jobs");
+        let mut last_claim = tokio::time::Instant::now() - CLAIM_GAP;
         loop {
             while tasks.try_join_next().is_some() {}
             let free: Vec<(Lane, u32)> = lanes
                 .iter()
                 .map(|(lane, slots)| (*lane, u32::try_from(slots.available_permits()).unwrap_or(0)))
                 .collect();
+            // While deliveries run, claims come at most every CLAIM_GAP unless half the Slack
+            // slots are free: a claim walks the queue's index, and one claim per delivery that
+            // ends would cost the database more than the deliveries themselves.
+            let slack_free = free
+                .iter()
+                .find(|(lane, _)| *lane == Lane::Slack)
+                .map_or(0, |(_, n)| *n as usize);
+            let next_claim = last_claim + CLAIM_GAP;
+            if !tasks.is_empty()
+                && slack_free < SLACK_IN_FLIGHT / 2
+                && tokio::time::Instant::now() < next_claim
+            {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(next_claim) => {}
+                    Some(_) = tasks.join_next() => {}
+                }
+                continue;
+            }
             if free.iter().all(|(_, n)| *n == 0) {
                 // Every lane is busy: only a delivery ending frees a slot, so wait for one
                 // (a new job's wake-up would only find the lanes still full).
@@ -303,6 +326,7 @@ impl Worker {
                 }
                 continue;
             }
+            last_claim = tokio::time::Instant::now();
             let jobs = match self
                 .outbox
                 .claim_jobs(&self.owner, &free, self.now(), self.settings.lease_ms)

@@ -400,11 +400,6 @@ impl Worker {
         &self,
         request: &crate::domain::Request,
     ) -> Result<Vec<slack_morphism::prelude::SlackBlock>, SlackCallError> {
-        let results = self
-            .outbox
-            .action_results(&request.id)
-            .await
-            .map_err(|e| SlackCallError::Transient(e.to_string()))?;
         let look = self
             .settings
             .looks
@@ -412,7 +407,16 @@ impl Worker {
             .cloned()
             .unwrap_or_default();
         let mut blocks = render::blocks_with(request, &look);
-        blocks.extend(render::action_results(&results));
+        // Only a workflow with action hooks has their results to show (and a read spared on
+        // every message update of the others).
+        if look.action_hooks && request.status.is_final() {
+            let results = self
+                .outbox
+                .action_results(&request.id)
+                .await
+                .map_err(|e| SlackCallError::Transient(e.to_string()))?;
+            blocks.extend(render::action_results(&results));
+        }
         // An approval may have granted a standing approval ("Approve for…"): only workflows
         // that allow them look.
         if look.approve_for.is_some() && request.status == crate::domain::Status::Approved {

@@ -106,6 +106,11 @@ impl Service {
     /// The signed callbacks (`callback_url`, the workflow's `webhooks`) and, on a decision,
     /// the workflow's action hooks.
     pub(super) async fn callbacks_for(&self, request: &Request, event: Event) -> Vec<Effect> {
+        let workflow = self.workflows.iter().find(|w| w.name == request.workflow);
+        if request.callback_url.is_none() && workflow.is_none_or(|w| w.webhooks.is_empty()) {
+            // No callback to send: no receipt to sign (an Ed25519 signature per decision).
+            return self.callbacks_about(request, event, None, None);
+        }
         // A decision's callback carries its signed receipt (none while pending).
         let receipt = match self.receipt(request).await {
             Ok(receipt) => receipt,

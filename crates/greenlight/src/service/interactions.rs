@@ -1,7 +1,7 @@
 //! What a click or a modal submission means, whichever way it arrived (HTTP interactivity or
 //! Socket Mode). Both transports ack with `Handled::ack_payload`.
 
-use crate::domain::{DecisionKind, RequestId, Verdict, Vote, VoteRejected};
+use crate::domain::{DecisionKind, Request, RequestId, Verdict, Vote, VoteRejected};
 use crate::service::workspaces::Origin;
 use crate::service::{Service, ServiceError, VoteResult};
 use crate::slack::interaction::{
@@ -266,14 +266,27 @@ async fn click(service: &Service, c: Click) -> Result<Handled, InteractionError>
         return Ok(Handled::Refused("unknown_request"));
     };
     let vote = person_vote(&c);
-    match modal_for(service, &id, c.verdict).await? {
+    let request = match service.get(&id).await {
+        Ok(request) => Some(request),
+        Err(ServiceError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match request
+        .as_ref()
+        .and_then(|r| modal_for(service, r, c.verdict))
+    {
         Some(Modal::Reason) => return ask_why(service, c.trigger_id, &c.place, &id, vote).await,
         Some(Modal::Answers) => {
             return ask_answers(service, c.trigger_id, &c.place, &id, vote).await;
         }
         None => {}
     }
-    let handled = match service.vote(&id, vote).await {
+    // The vote starts from the request just read (and reads it again only if it changed).
+    let voted = match request {
+        Some(request) => service.vote_on(request, vote).await,
+        None => service.vote(&id, vote).await,
+    };
+    let handled = match voted {
         Ok(VoteResult::Decided(_)) => Handled::Decided,
         Ok(VoteResult::Counted(_)) => Handled::Counted,
         Err(e) => return refuse(service, &c.place, user, &id, e).await,
@@ -296,31 +309,22 @@ enum Modal {
     Answers,
 }
 
-async fn modal_for(
-    service: &Service,
-    id: &RequestId,
-    verdict: Verdict,
-) -> Result<Option<Modal>, ServiceError> {
-    let request = match service.get(id).await {
-        Ok(request) => request,
-        Err(ServiceError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(match verdict {
+fn modal_for(service: &Service, request: &Request, verdict: Verdict) -> Option<Modal> {
+    match verdict {
         Verdict::Deny
             if service
-                .workflow_of(&request)
+                .workflow_of(request)
                 .is_some_and(|w| w.require_deny_reason) =>
         {
             Some(Modal::Reason)
         }
         Verdict::Approve
-            if !request.fields.is_empty() || render::editable_params(&request).next().is_some() =>
+            if !request.fields.is_empty() || render::editable_params(request).next().is_some() =>
         {
             Some(Modal::Answers)
         }
         _ => None,
-    })
+    }
 }
 
 /// Opens the modal asking the request's fields, if this approval would count (see `ask_why`).

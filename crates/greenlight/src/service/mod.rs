@@ -399,8 +399,14 @@ impl Service {
     }
 
     /// Applies a vote, retrying on a concurrent change; exactly one vote decides.
-    pub async fn vote(&self, id: &RequestId, mut vote: Vote) -> ServiceResult<VoteResult> {
-        let mut current = self.get(id).await?;
+    pub async fn vote(&self, id: &RequestId, vote: Vote) -> ServiceResult<VoteResult> {
+        self.vote_on(self.get(id).await?, vote).await
+    }
+
+    /// `vote`, starting from `current` as the caller just read it: saved at once when nothing
+    /// changed it since, decided again on what changed otherwise.
+    pub async fn vote_on(&self, mut current: Request, mut vote: Vote) -> ServiceResult<VoteResult> {
+        let id = &current.id.clone();
         vote.response = answers_of(&current, &vote)?;
         vote.edits = edits_of(&current, &vote)?;
         // Standing depends on who asked and which workflow, which no vote changes.

@@ -47,6 +47,9 @@ pub struct Look {
     pub stages: Option<Arc<StagedLook>>,
     /// `allow_standing`: a third button, "Approve for…", up to this long.
     pub approve_for: Option<crate::domain::DurationSpec>,
+    /// The workflow has action hooks (`on_approve`, `on_deny`), whose results the message
+    /// shows under it: without, there are none to look up.
+    pub action_hooks: bool,
 }
 
 /// A workflow's stages as a message shows them: its policy and each stage's approvers.
@@ -63,6 +66,7 @@ impl Default for Look {
             confirm: false,
             stages: None,
             approve_for: None,
+            action_hooks: true,
         }
     }
 }
@@ -85,6 +89,7 @@ impl Look {
             confirm: workflow.confirm,
             stages,
             approve_for: workflow.allow_standing,
+            action_hooks: !workflow.on_approve.is_empty() || !workflow.on_deny.is_empty(),
         }
     }
 }

@@ -316,10 +316,11 @@ pub fn link(
 }
 
 /// Audit entries greenlight wrote that wait for their chain position, oldest first (the
-/// chainer's batch).
+/// chainer's batch). Ordered by the queue's own key: ordered by `audit.id`, PostgreSQL walks
+/// the whole audit log in order (every chained entry first) to find the few queued ones.
 pub const PENDING: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
      CAST(NULL AS BIGINT) AS seq, CAST(NULL AS TEXT) AS prev_hash, CAST(NULL AS TEXT) AS hash \
-     FROM audit_pending p JOIN audit a ON a.id = p.audit_id ORDER BY a.id LIMIT $1";
+     FROM audit_pending p JOIN audit a ON a.id = p.audit_id ORDER BY p.audit_id LIMIT $1";
 
 /// Audit entries in no chain position, oldest first, and whether greenlight queued them.
 pub const UNCHAINED: &str = "SELECT a.id, a.at, \

@@ -163,7 +163,28 @@ async fn fields_and_answers_are_kept_typed(db: TestDb) {
     assert_eq!(plain.buttons, greenlight::domain::Buttons::ApproveDeny);
 }
 
-/// Group commit (SQLite) and one-statement changes (PostgreSQL): 300 writes at once all land,
+/// Creates every request at once, each with its audit entry and a post job.
+async fn create_at_once(
+    store: &Arc<dyn Store>,
+    requests: &[Request],
+    now: i64,
+) -> Vec<greenlight::store::StoreResult<CreateOutcome>> {
+    let writes = requests.iter().map(|r| {
+        let store = store.clone();
+        let r = r.clone();
+        async move {
+            let effects = [Effect::SlackPost {
+                request_id: r.id.clone(),
+            }];
+            store
+                .create_request(&r, None, &audit(&r), &effects, now)
+                .await
+        }
+    });
+    futures::future::join_all(writes).await
+}
+
+/// Group commit (both stores): 300 writes at once all land,
 /// and a failing one fails alone, leaking nothing.
 async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
     let store = open(&db).await;
@@ -176,19 +197,9 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
 
     // 300 creates at once, one of them a duplicate id that must fail on its own.
     let requests: Vec<Request> = (1..=300).map(request).collect();
-    let writes = requests.iter().enumerate().map(|(i, r)| {
-        let store = store.clone();
-        let r = if i == 150 { first.clone() } else { r.clone() };
-        async move {
-            let effects = [Effect::SlackPost {
-                request_id: r.id.clone(),
-            }];
-            store
-                .create_request(&r, None, &audit(&r), &effects, now)
-                .await
-        }
-    });
-    let results = futures::future::join_all(writes).await;
+    let mut sent = requests.clone();
+    sent[150] = first.clone();
+    let results = create_at_once(&store, &sent, now).await;
     let failed: Vec<usize> = results
         .iter()
         .enumerate()
@@ -218,6 +229,34 @@ async fn concurrent_writes_all_land_and_a_failing_one_fails_alone(db: TestDb) {
         0,
         "the failed duplicate queued nothing"
     );
+}
+
+/// A statement the database refuses (PostgreSQL refuses NUL in text) among 100 concurrent
+/// creates: on PostgreSQL it fails alone (its batch runs again, each statement in a savepoint)
+/// and every other create lands with its audit entry and job; SQLite stores it.
+async fn a_statement_refused_in_a_batch_fails_alone(db: TestDb) {
+    let store = open(&db).await;
+    let now = now_ms();
+    let mut requests: Vec<Request> = (0..100).map(request).collect();
+    requests[50].title = "Deploy \u{0} #50".into();
+    let results = create_at_once(&store, &requests, now).await;
+    for (i, (r, result)) in requests.iter().zip(&results).enumerate() {
+        let stored = store.get_request(&r.id).await.unwrap();
+        let jobs = store.deliveries(&r.id).await.unwrap().len();
+        match result {
+            Ok(CreateOutcome::Created(_)) => {
+                assert!(stored.is_some(), "request {i}");
+                assert_eq!(jobs, 1, "request {i}");
+            }
+            Err(e) => {
+                assert_eq!(i, 50, "only the refused one fails: {e}");
+                assert!(stored.is_none() && jobs == 0, "nothing of it leaked");
+            }
+            Ok(other) => panic!("request {i}: {other:?}"),
+        }
+    }
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(store.list_audit(0, 1000).await.unwrap().len(), 100 - failed);
 }
 
 /// Who a workload token proved the requester to be is kept with the request as written,
@@ -2162,6 +2201,7 @@ macro_rules! store_tests {
 
 store_tests!(
     concurrent_writes_all_land_and_a_failing_one_fails_alone,
+    a_statement_refused_in_a_batch_fails_alone,
     racing_transitions_write_only_the_winner,
     twenty_concurrent_votes_make_one_decision,
     idempotent_retries_under_concurrency_make_one_request,

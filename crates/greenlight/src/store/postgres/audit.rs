@@ -9,6 +9,13 @@ use crate::store::rows;
 /// The advisory lock of the audit chainer ("glaudt").
 const CHAIN_LOCK: i64 = 0x676c_6175_6474;
 
+/// `rows::PENDING` for PostgreSQL: the queued ids first (the queue's own index), then their
+/// entries by id. As a join, PostgreSQL may plan a scan of the whole audit log.
+const PENDING: &str = "SELECT a.id, a.at, a.request_id, a.event, a.actor, a.data, \
+     CAST(NULL AS BIGINT) AS seq, CAST(NULL AS TEXT) AS prev_hash, CAST(NULL AS TEXT) AS hash \
+     FROM audit a WHERE a.id = ANY(ARRAY(SELECT audit_id FROM audit_pending ORDER BY audit_id \
+     LIMIT $1)) ORDER BY a.id";
+
 #[async_trait]
 impl AuditLog for PostgresStore {
     async fn list_audit(&self, after: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
@@ -36,7 +43,7 @@ impl AuditLog for PostgresStore {
         }
         // Only what greenlight queued: an entry inserted behind its back stays unchained, for
         // `audit verify` to report.
-        let found: Vec<rows::AuditRow> = sqlx::query_as(rows::PENDING)
+        let found: Vec<rows::AuditRow> = sqlx::query_as(PENDING)
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;

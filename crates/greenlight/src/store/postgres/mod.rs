@@ -9,6 +9,7 @@ mod alerts;
 mod audit;
 mod coordination;
 mod digests;
+mod floors;
 mod history;
 mod home;
 mod keys;
@@ -17,6 +18,7 @@ mod requests;
 mod signals;
 mod signing;
 mod standing;
+mod writer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -39,10 +41,17 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Group commit of the hot writes (votes, creates, the outbox's results).
+    writer: writer::GroupCommit,
+    /// Where this replica's claims start reading the due index.
+    claim_floors: floors::ClaimFloors,
     coordination: Arc<PgCoordination>,
     /// Decisions to announce to other replicas, sent after their commit (see `announce`).
     decided: tokio::sync::mpsc::Sender<RequestId>,
 }
+
+/// Connections committing batches of writes at once (see `writer`).
+const WRITERS: usize = 2;
 
 /// Decided requests announced per NOTIFY (its payload holds at most 8000 bytes).
 const NOTIFY_BATCH: usize = 200;
@@ -89,6 +98,8 @@ impl PostgresStore {
         tokio::spawn(announce(light.clone(), announcements));
         Ok(Self {
             coordination: Arc::new(PgCoordination::new(light)),
+            writer: writer::GroupCommit::start(pool.clone(), WRITERS),
+            claim_floors: Default::default(),
             pool,
             decided,
         })

@@ -13,10 +13,16 @@ impl Outbox for PostgresStore {
         if audit.is_empty() && effects.is_empty() {
             return Ok(());
         }
-        let mut qb = Statement::new("WITH src AS (SELECT 1 AS one)");
-        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
-        qb.push(" SELECT count(*) FROM src");
-        count_of(&mut qb, &self.pool).await.map(|_| ())
+        let (audit, effects) = (audit.to_vec(), effects.to_vec());
+        self.writer
+            .write_one(move || {
+                let mut qb = Statement::new("WITH src AS (SELECT 1 AS one)");
+                push_audit_and_effects(&mut qb, "src", now, &audit, &effects)?;
+                qb.push(" SELECT count(*) FROM src");
+                Ok(qb)
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn claim_jobs(
@@ -30,38 +36,19 @@ impl Outbox for PostgresStore {
         if lanes.is_empty() {
             return Ok(Vec::new());
         }
-        // One CTE per lane: each takes its own share, skipping rows other replicas hold.
-        let mut qb = Statement::new("WITH ");
-        for (i, (lane, limit)) in lanes.iter().enumerate() {
-            if i > 0 {
-                qb.push(", ");
-            }
-            qb.push(format!(
-                "lane{i} AS (SELECT id FROM outbox WHERE state = 'pending' AND lane = "
-            ))
-            .push_bind(lane.as_str())
-            .push(" AND next_attempt_at <= ")
-            .push_bind(now)
-            .push(" AND (leased_until IS NULL OR leased_until < ")
-            .push_bind(now)
-            .push(") ORDER BY next_attempt_at, id LIMIT ")
-            .push_bind(i64::from(*limit))
-            .push(" FOR UPDATE SKIP LOCKED)");
-        }
-        qb.push(" UPDATE outbox SET leased_until = ")
-            .push_bind(now + lease_ms)
-            .push(", lease_owner = ")
-            .push_bind(owner.to_owned())
-            .push(", claims = claims + 1 WHERE id IN (");
-        for i in 0..lanes.len() {
-            if i > 0 {
-                qb.push(" UNION ALL ");
-            }
-            qb.push(format!("SELECT id FROM lane{i}"));
-        }
-        qb.push(") RETURNING id, payload, attempts, claims, created_at");
-        let found = qb.build_query_as().fetch_all(&self.pool).await?;
-        rows::jobs(found)
+        let floors = self.claim_floors.floors(&lanes, now);
+        // On a connection of its own, not in a batch: a claim walks the queue, and the votes
+        // and results behind it in a batch would wait for that walk.
+        let found: Vec<ClaimedRow> = claim_statement(owner, &lanes, &floors, now, lease_ms)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
+        self.claim_floors.claimed(
+            &lanes,
+            found.iter().map(|r| (r.lane.as_str(), r.next_attempt_at)),
+            now,
+        );
+        rows::jobs(found.into_iter().map(|r| r.job).collect())
     }
 
     async fn recover_leases(&self) -> StoreResult<u64> {
@@ -85,58 +72,11 @@ impl Outbox for PostgresStore {
     }
 
     async fn finish_job(&self, id: i64, now: Millis, report: &JobReport) -> StoreResult<()> {
-        let rows::Finish {
-            state,
-            next,
-            error,
-            counts,
-            outcome,
-        } = rows::Finish::of(&report.result);
-        let mut qb = Statement::new("WITH src AS (UPDATE outbox SET state = ");
-        qb.push_bind(state.as_str())
-            .push(", next_attempt_at = COALESCE(")
-            .push_bind(next)
-            .push(", next_attempt_at), last_error = COALESCE(")
-            .push_bind(error.map(str::to_owned))
-            .push(", last_error), attempts = attempts + ")
-            .push_bind(i64::from(counts && report.attempted))
-            .push(", leased_until = NULL, lease_owner = NULL, updated_at = ")
-            .push_bind(now)
-            .push(" WHERE id = ")
-            .push_bind(id)
-            .push(" RETURNING id, request_id)");
-        if report.attempted {
-            qb.push(", attempt_rows AS (INSERT INTO outbox_attempts (job_id, at, outcome, error) SELECT id, ")
-                .push_bind(now)
-                .push(", ")
-                .push_bind(outcome)
-                .push(", ")
-                .push_bind(error.map(str::to_owned))
-                .push(" FROM src)");
-        }
-        if let Some(m) = &report.posted {
-            qb.push(", posted_rows AS (UPDATE requests SET slack_channel = ")
-                .push_bind(m.channel.clone())
-                .push(", slack_ts = ")
-                .push_bind(m.ts.clone())
-                .push(" FROM src WHERE requests.id = src.request_id)");
-        }
-        if let Some(a) = &report.action {
-            qb.push(", action_rows AS (INSERT INTO action_results (request_id, name, ok, summary, attempts, at) SELECT request_id, ")
-                .push_bind(a.name.clone())
-                .push(", ")
-                .push_bind(a.ok)
-                .push(", ")
-                .push_bind(a.summary.clone())
-                .push(", ")
-                .push_bind(i64::from(a.attempts))
-                .push(", ")
-                .push_bind(millis(a.at))
-                .push(" FROM src)");
-        }
-        push_audit_and_effects(&mut qb, "src", now, &report.audit, &report.effects)?;
-        qb.push(" SELECT count(*) FROM src");
-        count_of(&mut qb, &self.pool).await.map(|_| ())
+        let report = report.clone();
+        self.writer
+            .write_one(move || finish_statement(id, now, &report))
+            .await
+            .map(|_| ())
     }
 
     async fn next_job_due(&self, lanes: &[Lane], now: Millis) -> StoreResult<Option<Millis>> {
@@ -184,4 +124,115 @@ impl Outbox for PostgresStore {
         .await?;
         found.into_iter().map(ActionResult::try_from).collect()
     }
+}
+
+/// A claimed job, with what the claim floors are kept from.
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    #[sqlx(flatten)]
+    job: rows::JobRow,
+    lane: String,
+    next_attempt_at: i64,
+}
+
+/// The claim of up to each lane's share of due jobs, skipping rows other replicas hold. A lane
+/// with a floor reads its due index from there on (see `ClaimFloors`).
+fn claim_statement(
+    owner: &str,
+    lanes: &[(Lane, u32)],
+    floors: &[Option<Millis>],
+    now: Millis,
+    lease_ms: Millis,
+) -> Statement {
+    // One CTE per lane: each takes its own share, skipping rows other replicas hold.
+    let mut qb = Statement::new("WITH ");
+    for (i, (lane, limit)) in lanes.iter().enumerate() {
+        if i > 0 {
+            qb.push(", ");
+        }
+        qb.push(format!(
+            "lane{i} AS (SELECT id FROM outbox WHERE state = 'pending' AND lane = "
+        ))
+        .push_bind(lane.as_str())
+        .push(" AND next_attempt_at <= ")
+        .push_bind(now);
+        if let Some(floor) = floors.get(i).copied().flatten() {
+            qb.push(" AND next_attempt_at >= ").push_bind(floor);
+        }
+        qb.push(" AND (leased_until IS NULL OR leased_until < ")
+            .push_bind(now)
+            .push(") ORDER BY next_attempt_at, id LIMIT ")
+            .push_bind(i64::from(*limit))
+            .push(" FOR UPDATE SKIP LOCKED)");
+    }
+    qb.push(" UPDATE outbox SET leased_until = ")
+        .push_bind(now + lease_ms)
+        .push(", lease_owner = ")
+        .push_bind(owner.to_owned())
+        .push(", claims = claims + 1 WHERE id IN (");
+    for i in 0..lanes.len() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push(format!("SELECT id FROM lane{i}"));
+    }
+    qb.push(") RETURNING id, payload, attempts, claims, created_at, lane, next_attempt_at");
+    qb
+}
+
+/// The result of one delivery attempt: the job's new state, the attempt, what it learnt (the
+/// posted message, an action's result) and what it sets off.
+fn finish_statement(id: i64, now: Millis, report: &JobReport) -> StoreResult<Statement> {
+    let rows::Finish {
+        state,
+        next,
+        error,
+        counts,
+        outcome,
+    } = rows::Finish::of(&report.result);
+    let mut qb = Statement::new("WITH src AS (UPDATE outbox SET state = ");
+    qb.push_bind(state.as_str())
+        .push(", next_attempt_at = COALESCE(")
+        .push_bind(next)
+        .push(", next_attempt_at), last_error = COALESCE(")
+        .push_bind(error.map(str::to_owned))
+        .push(", last_error), attempts = attempts + ")
+        .push_bind(i64::from(counts && report.attempted))
+        .push(", leased_until = NULL, lease_owner = NULL, updated_at = ")
+        .push_bind(now)
+        .push(" WHERE id = ")
+        .push_bind(id)
+        .push(" RETURNING id, request_id)");
+    if report.attempted {
+        qb.push(", attempt_rows AS (INSERT INTO outbox_attempts (job_id, at, outcome, error) SELECT id, ")
+            .push_bind(now)
+            .push(", ")
+            .push_bind(outcome)
+            .push(", ")
+            .push_bind(error.map(str::to_owned))
+            .push(" FROM src)");
+    }
+    if let Some(m) = &report.posted {
+        qb.push(", posted_rows AS (UPDATE requests SET slack_channel = ")
+            .push_bind(m.channel.clone())
+            .push(", slack_ts = ")
+            .push_bind(m.ts.clone())
+            .push(" FROM src WHERE requests.id = src.request_id)");
+    }
+    if let Some(a) = &report.action {
+        qb.push(", action_rows AS (INSERT INTO action_results (request_id, name, ok, summary, attempts, at) SELECT request_id, ")
+            .push_bind(a.name.clone())
+            .push(", ")
+            .push_bind(a.ok)
+            .push(", ")
+            .push_bind(a.summary.clone())
+            .push(", ")
+            .push_bind(i64::from(a.attempts))
+            .push(", ")
+            .push_bind(millis(a.at))
+            .push(" FROM src)");
+    }
+    push_audit_and_effects(&mut qb, "src", now, &report.audit, &report.effects)?;
+    qb.push(" SELECT count(*) FROM src");
+    Ok(qb)
 }

@@ -2,6 +2,7 @@
 //! timers handed to one replica at a time.
 
 use async_trait::async_trait;
+use sqlx::Row;
 
 use super::*;
 use crate::domain::{Millis, Request, RequestId, Status, WorkflowName};
@@ -41,72 +42,14 @@ impl Requests for PostgresStore {
         effects: &[Effect],
         now: Millis,
     ) -> StoreResult<CreateOutcome> {
-        let mut qb = Statement::new(
-            "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
-             status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
-             callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
-             reminders, remind_at, metadata, tool_call, digest_key, identity, form) ",
-        );
-        qb.push_values([r], |mut row, r| {
-            row.push_bind(r.id.to_string())
-                .push_bind(r.workflow.to_string())
-                .push_bind(r.title.clone())
-                .push_bind(r.details.clone())
-                .push_bind(serde_json::to_string(&r.params).unwrap_or_default())
-                .push_bind(r.requester.clone())
-                .push_bind(r.status.as_str())
-                .push_bind(serde_json::to_string(&r.decisions).unwrap_or_default())
-                .push_bind(r.decided_by.clone())
-                .push_bind(r.reason.clone())
-                .push_bind(millis(r.created_at))
-                .push_bind(r.decided_at.map(millis))
-                .push_bind(r.expires_at.map(millis))
-                .push_bind(r.channel.to_string())
-                .push_bind(r.callback_url.clone())
-                .push_bind(
-                    r.created_by
-                        .as_ref()
-                        .or(idempotency.map(|i| &i.api_key))
-                        .map(|k| k.to_string()),
-                )
-                .push_bind(idempotency.map(|i| i.key.clone()))
-                .push_bind(idempotency.map(|i| i.fingerprint.clone()))
-                .push_bind(r.version)
-                .push_bind(i64::from(r.reminders))
-                .push_bind(r.remind_at.map(millis))
-                .push_bind(
-                    r.metadata
-                        .as_ref()
-                        .map(|m| serde_json::Value::Object(m.clone()).to_string()),
-                )
-                .push_bind(
-                    r.tool_call
-                        .as_ref()
-                        .map(|t| serde_json::to_string(t).unwrap_or_default()),
-                )
-                .push_bind(r.digest_key.clone())
-                .push_bind(
-                    r.identity
-                        .as_ref()
-                        .map(|i| serde_json::to_string(i).unwrap_or_default()),
-                )
-                .push_bind(rows::form_column(r));
-        });
-        // A repeated idempotency key conflicts; nothing is written and the earlier request is
-        // looked up below (also when the two creates raced on different replicas).
-        qb.push(" ON CONFLICT DO NOTHING RETURNING id)");
-        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
-        if effects.is_empty() {
-            qb.push(" SELECT count(*), ARRAY[]::bigint[], ARRAY[]::text[] FROM src");
-        } else {
-            qb.push(
-                " SELECT (SELECT count(*) FROM src), \
-                 ARRAY(SELECT id FROM job_rows ORDER BY id), \
-                 ARRAY(SELECT payload FROM job_rows ORDER BY id)",
-            );
-        }
+        let statement = {
+            let (r, idempotency) = (r.clone(), idempotency.cloned());
+            let (audit, effects) = (audit.to_vec(), effects.to_vec());
+            move || create_statement(&r, idempotency.as_ref(), &audit, &effects, now)
+        };
+        let row = self.writer.write_one(statement).await?;
         let (created, ids, payloads): (i64, Vec<i64>, Vec<String>) =
-            qb.build_query_as().fetch_one(&self.pool).await?;
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         if created == 1 {
             let ids = job_ids(effects, ids, payloads)?;
             return Ok(CreateOutcome::Created(Delivery::written_for(
@@ -173,30 +116,13 @@ impl Requests for PostgresStore {
         effects: &[Effect],
         now: Millis,
     ) -> StoreResult<bool> {
-        let mut qb = Statement::new("WITH src AS (UPDATE requests SET status = ");
-        qb.push_bind(r.status.as_str())
-            .push(", decisions = ")
-            .push_bind(to_json(&r.decisions)?)
-            .push(", decided_by = ")
-            .push_bind(r.decided_by.clone())
-            .push(", reason = ")
-            .push_bind(r.reason.clone())
-            .push(", decided_at = ")
-            .push_bind(r.decided_at.map(millis))
-            .push(", version = ")
-            .push_bind(r.version)
-            .push(", reminders = ")
-            .push_bind(i64::from(r.reminders))
-            .push(", remind_at = ")
-            .push_bind(r.remind_at.map(millis))
-            .push(" WHERE id = ")
-            .push_bind(r.id.to_string())
-            .push(" AND version = ")
-            .push_bind(expected_version)
-            .push(" RETURNING id)");
-        push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
-        qb.push(" SELECT count(*) FROM src");
-        let saved = count_of(&mut qb, &self.pool).await? == 1;
+        let statement = {
+            let r = r.clone();
+            let (audit, effects) = (audit.to_vec(), effects.to_vec());
+            move || transition_statement(&r, expected_version, &audit, &effects, now)
+        };
+        let row = self.writer.write_one(statement).await?;
+        let saved = row.try_get::<i64, _>(0)? == 1;
         if saved && r.status.is_final() {
             // Told to other replicas after the commit, not in it: a NOTIFY in the deciding
             // transaction would hold PostgreSQL's one notification lock through its fsync and
@@ -337,4 +263,115 @@ impl PostgresStore {
             .await?;
         Ok(())
     }
+}
+
+/// The statement of a create: the request (nothing when its idempotency key exists), its
+/// audit entries and its jobs; answers (created, job ids, job payloads).
+fn create_statement(
+    r: &Request,
+    idempotency: Option<&Idempotency>,
+    audit: &[NewAudit],
+    effects: &[Effect],
+    now: Millis,
+) -> StoreResult<Statement> {
+    let mut qb = Statement::new(
+        "WITH src AS (INSERT INTO requests (id, workflow, title, details, params, requester, \
+         status, decisions, decided_by, reason, created_at, decided_at, expires_at, channel, \
+         callback_url, api_key_id, idempotency_key, idempotency_fingerprint, version, \
+         reminders, remind_at, metadata, tool_call, digest_key, identity, form) ",
+    );
+    qb.push_values([r], |mut row, r| {
+        row.push_bind(r.id.to_string())
+            .push_bind(r.workflow.to_string())
+            .push_bind(r.title.clone())
+            .push_bind(r.details.clone())
+            .push_bind(serde_json::to_string(&r.params).unwrap_or_default())
+            .push_bind(r.requester.clone())
+            .push_bind(r.status.as_str())
+            .push_bind(serde_json::to_string(&r.decisions).unwrap_or_default())
+            .push_bind(r.decided_by.clone())
+            .push_bind(r.reason.clone())
+            .push_bind(millis(r.created_at))
+            .push_bind(r.decided_at.map(millis))
+            .push_bind(r.expires_at.map(millis))
+            .push_bind(r.channel.to_string())
+            .push_bind(r.callback_url.clone())
+            .push_bind(
+                r.created_by
+                    .as_ref()
+                    .or(idempotency.map(|i| &i.api_key))
+                    .map(|k| k.to_string()),
+            )
+            .push_bind(idempotency.map(|i| i.key.clone()))
+            .push_bind(idempotency.map(|i| i.fingerprint.clone()))
+            .push_bind(r.version)
+            .push_bind(i64::from(r.reminders))
+            .push_bind(r.remind_at.map(millis))
+            .push_bind(
+                r.metadata
+                    .as_ref()
+                    .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+            )
+            .push_bind(
+                r.tool_call
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).unwrap_or_default()),
+            )
+            .push_bind(r.digest_key.clone())
+            .push_bind(
+                r.identity
+                    .as_ref()
+                    .map(|i| serde_json::to_string(i).unwrap_or_default()),
+            )
+            .push_bind(rows::form_column(r));
+    });
+    // A repeated idempotency key conflicts; nothing is written and the earlier request is
+    // looked up below (also when the two creates raced on different replicas).
+    qb.push(" ON CONFLICT DO NOTHING RETURNING id)");
+    push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
+    if effects.is_empty() {
+        qb.push(" SELECT count(*), ARRAY[]::bigint[], ARRAY[]::text[] FROM src");
+    } else {
+        qb.push(
+            " SELECT (SELECT count(*) FROM src), \
+             ARRAY(SELECT id FROM job_rows ORDER BY id), \
+             ARRAY(SELECT payload FROM job_rows ORDER BY id)",
+        );
+    }
+    Ok(qb)
+}
+
+/// The statement of a transition: the request, if still at `expected_version`, with its audit
+/// entries and jobs; answers how many requests it changed (0 or 1).
+fn transition_statement(
+    r: &Request,
+    expected_version: i64,
+    audit: &[NewAudit],
+    effects: &[Effect],
+    now: Millis,
+) -> StoreResult<Statement> {
+    let mut qb = Statement::new("WITH src AS (UPDATE requests SET status = ");
+    qb.push_bind(r.status.as_str())
+        .push(", decisions = ")
+        .push_bind(to_json(&r.decisions)?)
+        .push(", decided_by = ")
+        .push_bind(r.decided_by.clone())
+        .push(", reason = ")
+        .push_bind(r.reason.clone())
+        .push(", decided_at = ")
+        .push_bind(r.decided_at.map(millis))
+        .push(", version = ")
+        .push_bind(r.version)
+        .push(", reminders = ")
+        .push_bind(i64::from(r.reminders))
+        .push(", remind_at = ")
+        .push_bind(r.remind_at.map(millis))
+        .push(" WHERE id = ")
+        .push_bind(r.id.to_string())
+        .push(" AND version = ")
+        .push_bind(expected_version)
+        .push(" RETURNING id)");
+    push_audit_and_effects(&mut qb, "src", now, audit, effects)?;
+    qb.push(" SELECT count(*) FROM src");
+    Ok(qb)
 }
