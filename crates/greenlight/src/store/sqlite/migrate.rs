@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(21, "answers", "0021_answers.sql"),
     migration!(25, "standing approvals", "0025_standing_approvals.sql"),
     migration!(26, "standing lookups", "0026_standing_lookups.sql"),
+    migration!(27, "outbox claim order", "0027_outbox_claim_order.sql"),
 ];
 
 /// sqlx's own table, created the same way.
