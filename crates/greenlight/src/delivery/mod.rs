@@ -277,8 +277,7 @@ impl Worker {
     }
 
     /// Delivers until `shutdown`; then lets the deliveries in flight finish for up to `grace`
-    /// and frees the leases it still holds, so other replicas take those jobs (within a second:
-    /// their claims read the whole queue once a second).
+    /// and frees the leases it still holds, so other replicas take those jobs at once.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         match self.outbox.recover_leases().await {
             Ok(0) => {}

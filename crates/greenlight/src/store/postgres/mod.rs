@@ -9,7 +9,6 @@ mod alerts;
 mod audit;
 mod coordination;
 mod digests;
-mod floors;
 mod history;
 mod home;
 mod keys;
@@ -43,8 +42,6 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Group commit of the hot writes (votes, creates, the outbox's results).
     writer: writer::GroupCommit,
-    /// Where this replica's claims start reading the due index.
-    claim_floors: floors::ClaimFloors,
     coordination: Arc<PgCoordination>,
     /// Decisions to announce to other replicas, sent after their commit (see `announce`).
     decided: tokio::sync::mpsc::Sender<RequestId>,
@@ -99,7 +96,6 @@ impl PostgresStore {
         Ok(Self {
             coordination: Arc::new(PgCoordination::new(light)),
             writer: writer::GroupCommit::start(pool.clone(), WRITERS),
-            claim_floors: Default::default(),
             pool,
             decided,
         })

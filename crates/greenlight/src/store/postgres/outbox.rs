@@ -36,19 +36,13 @@ impl Outbox for PostgresStore {
         if lanes.is_empty() {
             return Ok(Vec::new());
         }
-        let floors = self.claim_floors.floors(&lanes, now);
         // On a connection of its own, not in a batch: a claim walks the queue, and the votes
         // and results behind it in a batch would wait for that walk.
-        let found: Vec<ClaimedRow> = claim_statement(owner, &lanes, &floors, now, lease_ms)
+        let found = claim_statement(owner, &lanes, now, lease_ms)
             .build_query_as()
             .fetch_all(&self.pool)
             .await?;
-        self.claim_floors.claimed(
-            &lanes,
-            found.iter().map(|r| (r.lane.as_str(), r.next_attempt_at)),
-            now,
-        );
-        rows::jobs(found.into_iter().map(|r| r.job).collect())
+        rows::jobs(found)
     }
 
     async fn recover_leases(&self) -> StoreResult<u64> {
@@ -126,24 +120,8 @@ impl Outbox for PostgresStore {
     }
 }
 
-/// A claimed job, with what the claim floors are kept from.
-#[derive(sqlx::FromRow)]
-struct ClaimedRow {
-    #[sqlx(flatten)]
-    job: rows::JobRow,
-    lane: String,
-    next_attempt_at: i64,
-}
-
-/// The claim of up to each lane's share of due jobs, skipping rows other replicas hold. A lane
-/// with a floor reads its due index from there on (see `ClaimFloors`).
-fn claim_statement(
-    owner: &str,
-    lanes: &[(Lane, u32)],
-    floors: &[Option<Millis>],
-    now: Millis,
-    lease_ms: Millis,
-) -> Statement {
+/// The claim of up to each lane's share of due jobs, skipping rows other replicas hold.
+fn claim_statement(owner: &str, lanes: &[(Lane, u32)], now: Millis, lease_ms: Millis) -> Statement {
     // One CTE per lane: each takes its own share, skipping rows other replicas hold.
     let mut qb = Statement::new("WITH ");
     for (i, (lane, limit)) in lanes.iter().enumerate() {
@@ -156,9 +134,6 @@ fn claim_statement(
         .push_bind(lane.as_str())
         .push(" AND next_attempt_at <= ")
         .push_bind(now);
-        if let Some(floor) = floors.get(i).copied().flatten() {
-            qb.push(" AND next_attempt_at >= ").push_bind(floor);
-        }
         qb.push(" AND (leased_until IS NULL OR leased_until < ")
             .push_bind(now)
             .push(") ORDER BY next_attempt_at, id LIMIT ")
@@ -176,7 +151,7 @@ fn claim_statement(
         }
         qb.push(format!("SELECT id FROM lane{i}"));
     }
-    qb.push(") RETURNING id, payload, attempts, claims, created_at, lane, next_attempt_at");
+    qb.push(") RETURNING id, payload, attempts, claims, created_at");
     qb
 }
 
