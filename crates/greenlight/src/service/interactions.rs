@@ -163,9 +163,9 @@ async fn approve_for(service: &Service, c: Click) -> Result<Handled, Interaction
         return Ok(Handled::Refused("unknown_request"));
     };
     let vote = person_vote(&c);
-    let request = match service.check_vote(&id, &vote).await {
-        Ok(r) => r,
-        Err(e) => return refuse(service, &c.place, &user, &id, e).await,
+    let request = match counting(service, &c.place, &id, &vote).await? {
+        Ok(request) => request,
+        Err(refused) => return Ok(refused),
     };
     let Some(bound) = service.workflow_of(&request).and_then(|w| w.allow_standing) else {
         tell(
@@ -327,6 +327,20 @@ fn modal_for(service: &Service, request: &Request, verdict: Verdict) -> Option<M
     }
 }
 
+/// The request `vote` is about, if that vote would count; otherwise the voter is told why,
+/// and the refusal is what the click came to.
+async fn counting(
+    service: &Service,
+    at: &Place,
+    id: &RequestId,
+    vote: &Vote,
+) -> Result<Result<Request, Handled>, InteractionError> {
+    match service.check_vote(id, vote).await {
+        Ok(request) => Ok(Ok(request)),
+        Err(e) => Ok(Err(refuse(service, at, &vote.by, id, e).await?)),
+    }
+}
+
 /// Opens the modal asking the request's fields, if this approval would count (see `ask_why`).
 async fn ask_answers(
     service: &Service,
@@ -335,10 +349,9 @@ async fn ask_answers(
     id: &RequestId,
     vote: Vote,
 ) -> Result<Handled, InteractionError> {
-    let user = vote.by.clone();
-    let request = match service.check_vote(id, &vote).await {
-        Ok(r) => r,
-        Err(e) => return refuse(service, at, &user, id, e).await,
+    let request = match counting(service, at, id, &vote).await? {
+        Ok(request) => request,
+        Err(refused) => return Ok(refused),
     };
     open_now(service, trigger, render::answers_modal(&request), "answers")
 }
@@ -462,10 +475,9 @@ async fn ask_why(
     id: &RequestId,
     vote: Vote,
 ) -> Result<Handled, InteractionError> {
-    let user = vote.by.clone();
-    let request = match service.check_vote(id, &vote).await {
-        Ok(r) => r,
-        Err(e) => return refuse(service, at, &user, id, e).await,
+    let request = match counting(service, at, id, &vote).await? {
+        Ok(request) => request,
+        Err(refused) => return Ok(refused),
     };
     open_now(
         service,

@@ -39,13 +39,6 @@ fn section(text: String) -> SlackBlock {
         .into()
 }
 
-fn context(text: String) -> SlackBlock {
-    SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-        SlackBlockMarkDownText::new(mrkdwn::truncate(&text, 3000)),
-    )])
-    .into()
-}
-
 fn title(r: &Request) -> String {
     format!("*{}*", escape_within(&r.title, 200))
 }
@@ -72,7 +65,7 @@ fn state_line(r: &Request, look: &Look) -> String {
 pub fn view(tab: &HomeTab) -> SlackView {
     let mut blocks = Vec::new();
     if let Some(notice) = tab.notice {
-        blocks.push(context(format!(":warning: {notice}")));
+        blocks.push(render::context_md(format!(":warning: {notice}")));
     }
     blocks.push(header("Waiting for you"));
     if tab.waiting.is_empty() {
@@ -91,7 +84,7 @@ pub fn view(tab: &HomeTab) -> SlackView {
         ));
     }
     if tab.more_waiting > 0 {
-        blocks.push(context(format!(
+        blocks.push(render::context_md(format!(
             "…{} waiting; only the newest {} are shown here.",
             more_text(tab.more_waiting, tab.more_at_least),
             tab.waiting.len()
@@ -103,7 +96,7 @@ pub fn view(tab: &HomeTab) -> SlackView {
             .iter()
             .map(|w| format!("*{}*", mrkdwn::escape(w)))
             .collect();
-        blocks.push(context(format!(
+        blocks.push(render::context_md(format!(
             ":warning: greenlight could not look up who approves in {} just now; their requests are missing here until the next refresh.",
             names.join(", ")
         )));

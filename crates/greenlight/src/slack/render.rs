@@ -111,14 +111,9 @@ fn tool_call_blocks(call: &crate::domain::ToolCall) -> Vec<SlackBlock> {
         SlackSectionBlock::new().with_text(md(code)).into(),
     ];
     if cut {
-        blocks.push(
-            SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-                SlackBlockMarkDownText::new(
-                    "The input is longer than Slack shows; the API has all of it.".into(),
-                ),
-            )])
-            .into(),
-        );
+        blocks.push(context_md(
+            "The input is longer than Slack shows; the API has all of it.".into(),
+        ));
     }
     blocks
 }
@@ -537,12 +532,7 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
             .into(),
         ];
     if let Some(line) = verified_line(r) {
-        blocks.push(
-            SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-                SlackBlockMarkDownText::new(line),
-            )])
-            .into(),
-        );
+        blocks.push(context_md(line));
     }
     if let Some(details) = r.details.as_deref().filter(|d| !d.trim().is_empty()) {
         blocks.push(
@@ -574,12 +564,7 @@ pub fn blocks_with(r: &Request, look: &Look) -> Vec<SlackBlock> {
         }
         blocks.push(SlackSectionBlock::new().with_fields(fields).into());
     }
-    blocks.push(
-        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-            SlackBlockMarkDownText::new(context_line(r)),
-        )])
-        .into(),
-    );
+    blocks.push(context_md(context_line(r)));
     if r.status == Status::Pending {
         if let Some(progress) = progress(r, look) {
             blocks.push(SlackSectionBlock::new().with_text(md(progress)).into());
@@ -931,15 +916,10 @@ pub fn digest(
                 .into(),
         );
     }
-    blocks.push(
-        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-            SlackBlockMarkDownText::new(format!(
-                "Updated in place until {}. Every request is in the API: `GET /v1/requests/{{id}}`, `greenlight audit`.",
-                clock(end)
-            )),
-        )])
-        .into(),
-    );
+    blocks.push(context_md(format!(
+        "Updated in place until {}. Every request is in the API: `GET /v1/requests/{{id}}`, `greenlight audit`.",
+        clock(end)
+    )));
     (text, blocks)
 }
 
@@ -966,12 +946,7 @@ pub fn action_results(results: &[crate::store::ActionResult]) -> Option<SlackBlo
             }
         })
         .collect();
-    (!lines.is_empty()).then(|| {
-        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-            SlackBlockMarkDownText::new(lines.join("\n")),
-        )])
-        .into()
-    })
+    (!lines.is_empty()).then(|| context_md(lines.join("\n")))
 }
 
 /// What a standing approval covers: "Requests from *deploy-bot* in *agent* with
@@ -1053,9 +1028,10 @@ pub fn standing_blocks(granted: &[StandingApproval], now: Timestamp) -> Vec<Slac
     blocks
 }
 
-fn context_md(text: String) -> SlackBlock {
+/// A context block of one mrkdwn text (at most the 3000 characters Slack takes).
+pub(crate) fn context_md(text: String) -> SlackBlock {
     SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-        SlackBlockMarkDownText::new(text),
+        SlackBlockMarkDownText::new(truncate(&text, 3000)),
     )])
     .into()
 }
